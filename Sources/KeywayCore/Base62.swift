@@ -1,0 +1,55 @@
+/// Base62 (`0-9A-Za-z`): dense, URL-safe and selectable with a double click,
+/// which is why keys use it.
+enum Base62 {
+    static let alphabet: [UInt8] = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+
+    static func isDigit(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"):
+            true
+        default:
+            false
+        }
+    }
+
+    /// Uniformly random base62 characters from the system's CSPRNG.
+    ///
+    /// Each character carries log2(62) ≈ 5.95 bits of entropy.
+    static func randomString(length: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<length).map { _ in alphabet[Int.random(in: 0..<62, using: &generator)] }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `value` in base62, left-padded with `0` to exactly `width` characters.
+    static func encode(_ value: UInt64, width: Int) -> [UInt8] {
+        var digits = [UInt8](repeating: alphabet[0], count: width)
+        var remaining = value
+        for index in stride(from: width - 1, through: 0, by: -1) {
+            digits[index] = alphabet[Int(remaining % 62)]
+            remaining /= 62
+        }
+        precondition(remaining == 0, "value does not fit in \(width) base62 digits")
+        return digits
+    }
+}
+
+/// CRC-32 (IEEE 802.3, the one zlib and gzip use), so that anyone can
+/// recompute a key's checksum with a standard library.
+enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { index in
+        var value = UInt32(index)
+        for _ in 0..<8 {
+            value = value & 1 == 1 ? (value >> 1) ^ 0xEDB8_8320 : value >> 1
+        }
+        return value
+    }
+
+    static func checksum(_ bytes: some Sequence<UInt8>) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes {
+            crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
+        }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

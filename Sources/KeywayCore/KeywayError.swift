@@ -1,0 +1,61 @@
+public import Foundation
+
+/// A failure the caller can act on. Carries no HTTP: the HTTP layer maps
+/// ``code`` to a status in one place.
+///
+/// Messages are written for the caller and never contain a secret or
+/// anything about another account.
+public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// A stable, machine-readable reason. Extensible without breaking callers.
+    public struct Code: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        public static let missingAPIKey = Code(rawValue: "missing_api_key")
+        public static let malformedAPIKey = Code(rawValue: "malformed_api_key")
+        public static let invalidAPIKey = Code(rawValue: "invalid_api_key")
+        public static let revokedAPIKey = Code(rawValue: "revoked_api_key")
+        public static let userTokenNotAccepted = Code(rawValue: "user_token_not_accepted")
+        public static let apiKeyInQuery = Code(rawValue: "api_key_in_query")
+        public static let userNotFound = Code(rawValue: "user_not_found")
+        public static let usernameTaken = Code(rawValue: "username_taken")
+        public static let invalidInput = Code(rawValue: "invalid_input")
+        public static let accountNotFound = Code(rawValue: "account_not_found")
+    }
+
+    public let code: Code
+    public let message: String
+    /// Extra fields for the caller (e.g. `revokedAt`), safe to show.
+    public let details: [String: String]
+
+    public init(_ code: Code, _ message: String, details: [String: String] = [:]) {
+        self.code = code
+        self.message = message
+        self.details = details
+    }
+
+    public var description: String { "\(code): \(message)" }
+
+    public static func invalidInput(field: String, _ message: String) -> KeywayError {
+        KeywayError(.invalidInput, message, details: ["field": field])
+    }
+
+    public static func userNotFound(_ reference: String, in environment: Environment, existsIn other: Environment?) -> KeywayError {
+        var message = "No user '\(reference)' exists in the \(environment.rawValue) environment."
+        var details = ["environment": environment.rawValue]
+        if let other {
+            message += " It exists in your \(other.rawValue) environment: use your \(other.rawValue) key to reach it."
+            details["otherEnvironment"] = other.rawValue
+        }
+        return KeywayError(.userNotFound, message, details: details)
+    }
+
+    public static func usernameTaken(_ username: String) -> KeywayError {
+        KeywayError(.usernameTaken, "A user with username '\(username)' already exists in this environment.", details: ["field": "username"])
+    }
+
+    public static func accountNotFound(_ id: AccountID) -> KeywayError {
+        KeywayError(.accountNotFound, "No account '\(id)' exists.")
+    }
+}

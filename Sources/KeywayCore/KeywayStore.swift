@@ -1,0 +1,59 @@
+public import Foundation
+
+/// Everything Keyway keeps, behind one protocol so SQLite and PostgreSQL
+/// behave the same. "Not found" is `nil` or `false`; only real failures throw.
+///
+/// Every user operation is scoped to one ``EnvironmentID``: an adapter must
+/// never let one environment's call see another's rows.
+public protocol KeywayStore: Sendable {
+    // MARK: Accounts
+
+    /// Creates an account with its development and production environments.
+    func createAccount(name: String, at date: Date) async throws -> Account
+    func account(_ id: AccountID) async throws -> Account?
+    /// All accounts, oldest first.
+    func accounts() async throws -> [Account]
+
+    // MARK: Secret keys
+
+    /// Stores a new key for its environment and, in the same transaction,
+    /// revokes the environment's active key. At most one key per environment
+    /// is ever active, even when generations race.
+    /// - Throws: ``KeywayError`` `account_not_found` when the account does not exist.
+    func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration
+    func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord?
+    /// An account's keys, active and revoked, newest first.
+    func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord]
+    /// Revocations after `sequence`, in order, so other processes can follow them.
+    func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation]
+    /// The sequence number of the newest revocation, 0 when there is none.
+    func latestRevocationSequence() async throws -> Int64
+    /// Records when keys were last used; later dates win.
+    func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws
+
+    // MARK: Users
+
+    /// - Throws: ``KeywayError`` `username_taken`.
+    func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User
+    /// Creates every user whose username is free, in one transaction.
+    func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation
+    /// Finds a user by identifier, or else by username.
+    func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User?
+    /// Users in identifier order, starting after `cursor`.
+    func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage
+    /// - Returns: The updated user, or `nil` when there is no such user.
+    /// - Throws: ``KeywayError`` `username_taken`.
+    func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User?
+    /// - Returns: Whether a user was deleted.
+    func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool
+
+    // MARK: Operations
+
+    /// Throws when the store cannot serve requests.
+    func checkHealth() async throws
+}

@@ -1,0 +1,195 @@
+public import Foundation
+
+/// A customer company. It owns a development and a production environment.
+public struct Account: Sendable, Hashable, Codable {
+    public var id: AccountID
+    public var name: String
+    public var createdAt: Date
+
+    public init(id: AccountID, name: String, createdAt: Date) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+    }
+}
+
+/// Why a secret key stopped working.
+public enum RevocationReason: String, Sendable, Hashable, Codable {
+    /// A new key was generated for the same environment.
+    case regenerated
+}
+
+/// What is stored about a secret key: never the key, only its digest and hint.
+public struct SecretKeyRecord: Sendable, Hashable {
+    public var id: SecretKeyID
+    public var environmentID: EnvironmentID
+    public var digest: KeyDigest
+    /// `kw_dev_…abcd`.
+    public var hint: String
+    public var createdAt: Date
+    /// Who generated it, e.g. `cli` or a dashboard member.
+    public var createdBy: String
+    public var revokedAt: Date?
+    public var revocationReason: RevocationReason?
+    /// Last authenticated use, recorded in batches, so up to a flush interval late.
+    public var lastUsedAt: Date?
+
+    public init(
+        id: SecretKeyID,
+        environmentID: EnvironmentID,
+        digest: KeyDigest,
+        hint: String,
+        createdAt: Date,
+        createdBy: String,
+        revokedAt: Date? = nil,
+        revocationReason: RevocationReason? = nil,
+        lastUsedAt: Date? = nil
+    ) {
+        self.id = id
+        self.environmentID = environmentID
+        self.digest = digest
+        self.hint = hint
+        self.createdAt = createdAt
+        self.createdBy = createdBy
+        self.revokedAt = revokedAt
+        self.revocationReason = revocationReason
+        self.lastUsedAt = lastUsedAt
+    }
+
+    /// Whether the key is still accepted.
+    public var isActive: Bool { revokedAt == nil }
+}
+
+/// A key revocation as recorded in storage, in the order revocations happened.
+public struct KeyRevocation: Sendable, Hashable {
+    /// Position in the store's revocation sequence; strictly increasing.
+    public var sequence: Int64
+    public var digest: KeyDigest
+    public var revokedAt: Date
+    public var reason: RevocationReason
+
+    public init(sequence: Int64, digest: KeyDigest, revokedAt: Date, reason: RevocationReason) {
+        self.sequence = sequence
+        self.digest = digest
+        self.revokedAt = revokedAt
+        self.reason = reason
+    }
+}
+
+/// The outcome of generating a key: the new record and the keys it replaced.
+public struct KeyGeneration: Sendable {
+    public var key: SecretKeyRecord
+    public var revoked: [KeyRevocation]
+
+    public init(key: SecretKeyRecord, revoked: [KeyRevocation]) {
+        self.key = key
+        self.revoked = revoked
+    }
+}
+
+/// An end-user of an account's product, in one environment.
+public struct User: Sendable, Hashable {
+    public var id: UserID
+    /// Unique within the environment.
+    public var username: String
+    public var fullName: String?
+    public var createdAt: Date
+
+    public init(id: UserID, username: String, fullName: String?, createdAt: Date) {
+        self.id = id
+        self.username = username
+        self.fullName = fullName
+        self.createdAt = createdAt
+    }
+}
+
+/// A validated user to create. Build it with ``init(username:fullName:)``.
+public struct NewUser: Sendable, Hashable {
+    public let username: String
+    public let fullName: String?
+
+    /// Validates and normalises a user to create.
+    /// - Throws: ``KeywayError`` with code `invalid_input` naming the field.
+    public init(username: String, fullName: String?) throws(KeywayError) {
+        self.username = try UserInput.username(username)
+        self.fullName = try fullName.flatMap { name throws(KeywayError) in try UserInput.fullName(name) }
+    }
+}
+
+/// Validated changes to a user. A `nil` field is left as it is.
+public struct UserChanges: Sendable, Hashable {
+    public let username: String?
+    /// `.some(nil)` clears the full name.
+    public let fullName: String??
+
+    /// Validates and normalises changes to a user.
+    /// - Throws: ``KeywayError`` with code `invalid_input` naming the field.
+    public init(username: String?, fullName: String??) throws(KeywayError) {
+        self.username = try username.map { name throws(KeywayError) in try UserInput.username(name) }
+        switch fullName {
+        case .none: self.fullName = .none
+        case .some(.none): self.fullName = .some(.none)
+        case .some(.some(let name)): self.fullName = .some(try UserInput.fullName(name))
+        }
+    }
+}
+
+/// A page of users in identifier order.
+public struct UserPage: Sendable, Hashable {
+    public var users: [User]
+    /// Pass this back to get the next page; `nil` on the last page.
+    public var nextCursor: UserID?
+
+    public init(users: [User], nextCursor: UserID?) {
+        self.users = users
+        self.nextCursor = nextCursor
+    }
+}
+
+/// What a batch create did.
+public struct BatchCreation: Sendable, Hashable {
+    public var created: [User]
+    /// Usernames refused because they already exist in the environment.
+    public var taken: [String]
+
+    public init(created: [User], taken: [String]) {
+        self.created = created
+        self.taken = taken
+    }
+}
+
+/// Rules for user input shared by every entry point.
+public enum UserInput {
+    /// Upper bound on a username or full name, in Unicode scalars.
+    public static let maximumLength = 255
+
+    /// Trims and checks a username.
+    public static func username(_ raw: String) throws(KeywayError) -> String {
+        let value = try text(raw, field: "username")
+        guard !value.isEmpty else { throw .invalidInput(field: "username", "username must not be empty.") }
+        return value
+    }
+
+    /// Trims and checks a full name; an empty name means no name.
+    public static func fullName(_ raw: String) throws(KeywayError) -> String? {
+        let value = try text(raw, field: "fullName")
+        return value.isEmpty ? nil : value
+    }
+
+    private static func text(_ raw: String, field: String) throws(KeywayError) -> String {
+        let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard value.unicodeScalars.count <= maximumLength else {
+            throw .invalidInput(field: field, "\(field) must be at most \(maximumLength) characters.")
+        }
+        let forbidden = value.unicodeScalars.contains { scalar in
+            switch scalar.properties.generalCategory {
+            case .control, .lineSeparator, .paragraphSeparator, .surrogate, .unassigned: true
+            default: false
+            }
+        }
+        guard !forbidden else {
+            throw .invalidInput(field: field, "\(field) must not contain control characters or line breaks.")
+        }
+        return value
+    }
+}

@@ -1,0 +1,240 @@
+public import Foundation
+public import Logging
+import Synchronization
+
+/// The principal of a request authenticated with a secret key.
+public struct AuthenticatedKey: Sendable, Hashable {
+    public let keyID: SecretKeyID
+    public let environmentID: EnvironmentID
+    public let hint: String
+
+    public init(keyID: SecretKeyID, environmentID: EnvironmentID, hint: String) {
+        self.keyID = keyID
+        self.environmentID = environmentID
+        self.hint = hint
+    }
+}
+
+/// Generates, verifies and revokes secret keys, keeping verified keys in
+/// memory so that authenticating a known key reads no database.
+///
+/// Revocation is never stale in this process: ``generate(for:createdBy:)``
+/// marks the replaced key revoked in memory before it returns. Revocations made
+/// by other processes (the CLI, other instances) arrive through
+/// ``followRevocations()``, which the server calls on a short interval.
+public final class SecretKeys: Sendable {
+    private enum Entry {
+        case active(AuthenticatedKey)
+        case revoked(at: Date, reason: RevocationReason)
+        case unknown
+    }
+
+    private struct State {
+        var entries: [KeyDigest: Entry] = [:]
+        // Revoked and unknown digests in arrival order; the oldest is evicted
+        // when full, so a flood of invented keys cannot grow memory.
+        var inactiveRing: [KeyDigest?]
+        var ringIndex = 0
+        // Bumped by every revocation, so a lookup that raced one does not cache a stale answer.
+        var generation: UInt64 = 0
+        var lastUsed: [SecretKeyID: Date] = [:]
+        var revocationSequence: Int64?
+
+        mutating func remember(_ digest: KeyDigest, as entry: Entry) {
+            if case .active = entry {
+                entries[digest] = entry
+                return
+            }
+            if let evicted = inactiveRing[ringIndex], evicted != digest {
+                // A digest that became active since is not the ring's to evict.
+                if case .active = entries[evicted] {} else { entries[evicted] = nil }
+            }
+            inactiveRing[ringIndex] = digest
+            ringIndex = (ringIndex + 1) % inactiveRing.count
+            entries[digest] = entry
+        }
+    }
+
+    private let store: any KeywayStore
+    private let state: Mutex<State>
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - store: Where keys are kept.
+    ///   - inactiveCacheLimit: How many revoked or unknown keys to remember,
+    ///     which bounds this cache's memory whatever keys callers invent.
+    ///   - logger: For key lifecycle events; never given a key.
+    public init(store: any KeywayStore, inactiveCacheLimit: Int = 10_000, logger: Logger = Logger(label: "keyway.keys")) {
+        self.store = store
+        self.state = Mutex(State(inactiveRing: Array(repeating: nil, count: max(1, inactiveCacheLimit))))
+        self.logger = logger
+    }
+
+    /// Makes a new key for an environment, revoking its previous key at once.
+    ///
+    /// - Returns: The key, whose plaintext must be shown once and then dropped, and its record.
+    /// - Throws: ``KeywayError`` `account_not_found`, or a storage failure.
+    public func generate(
+        for environmentID: EnvironmentID,
+        createdBy: String,
+        at date: Date = Date()
+    ) async throws -> (
+        key: GeneratedSecretKey, record: SecretKeyRecord
+    ) {
+        let key = GeneratedSecretKey.generate(for: environmentID.environment)
+        let generation = try await store.insertKeyRevokingPrevious(key, for: environmentID, createdBy: createdBy, at: date.keywayPrecision)
+        apply(generation.revoked)
+        state.withLock { state in
+            state.remember(
+                key.digest,
+                as: .active(AuthenticatedKey(keyID: generation.key.id, environmentID: environmentID, hint: key.hint))
+            )
+        }
+        logger.info(
+            "secret key generated",
+            metadata: [
+                "account.id": "\(environmentID.accountID)", "environment": "\(environmentID.environment.rawValue)",
+                "key.id": "\(generation.key.id)", "key.hint": "\(key.hint)", "keys.revoked": "\(generation.revoked.count)",
+            ]
+        )
+        return (key, generation.key)
+    }
+
+    /// Verifies a bearer credential.
+    ///
+    /// Checks format and checksum first, then memory, and reads the store only
+    /// for a digest this process has not seen.
+    /// - Parameter token: The credential after the `Bearer` scheme, trimmed.
+    /// - Throws: ``KeywayError`` saying exactly what is wrong with the key.
+    public func authenticate(_ token: Substring, at date: Date = Date()) async throws -> AuthenticatedKey {
+        let presented: PresentedSecretKey
+        do {
+            presented = try SecretKeyFormat.parse(token)
+        } catch {
+            if Self.looksLikeJWT(token) {
+                throw KeywayError(
+                    .userTokenNotAccepted,
+                    "User tokens are for the frontend; this endpoint needs your backend's secret API key."
+                )
+            }
+            throw KeywayError(.malformedAPIKey, error.explanation)
+        }
+        let (cached, generation) = state.withLock { state -> (Entry?, UInt64) in
+            let entry = state.entries[presented.digest]
+            if case .active(let key) = entry {
+                state.lastUsed[key.keyID] = date
+            }
+            return (entry, state.generation)
+        }
+        switch cached {
+        case .active(let key): return key
+        case .revoked(let at, let reason): throw Self.revokedError(at: at, reason: reason)
+        case .unknown: throw Self.invalidError
+        case nil: break
+        }
+
+        let entry: Entry
+        if let record = try await store.secretKey(digest: presented.digest),
+            record.environmentID.environment == presented.environment
+        {
+            if let revokedAt = record.revokedAt {
+                entry = .revoked(at: revokedAt, reason: record.revocationReason ?? .regenerated)
+            } else {
+                entry = .active(AuthenticatedKey(keyID: record.id, environmentID: record.environmentID, hint: record.hint))
+            }
+        } else {
+            entry = .unknown
+        }
+        state.withLock { state in
+            if state.generation == generation {
+                state.remember(presented.digest, as: entry)
+            }
+            if case .active(let key) = entry {
+                state.lastUsed[key.keyID] = date
+            }
+        }
+        switch entry {
+        case .active(let key): return key
+        case .revoked(let at, let reason): throw Self.revokedError(at: at, reason: reason)
+        case .unknown: throw Self.invalidError
+        }
+    }
+
+    /// Applies revocations made by other processes since the last call.
+    ///
+    /// The first call only notes where the store's revocation sequence stands:
+    /// keys revoked before it were never cached as active by this process.
+    public func followRevocations() async throws {
+        guard let after = state.withLock({ $0.revocationSequence }) else {
+            let latest = try await store.latestRevocationSequence()
+            state.withLock { $0.revocationSequence = max($0.revocationSequence ?? 0, latest) }
+            return
+        }
+        var sequence = after
+        while true {
+            let batch = try await store.revocations(after: sequence, limit: 500)
+            apply(batch)
+            guard let last = batch.last else { break }
+            sequence = last.sequence
+            if batch.count < 500 { break }
+        }
+    }
+
+    /// Writes the last-used times gathered since the previous flush.
+    public func flushUsage() async throws {
+        let pending = state.withLock { state in
+            defer { state.lastUsed = [:] }
+            return state.lastUsed
+        }
+        guard !pending.isEmpty else { return }
+        do {
+            try await store.recordKeyUsage(pending)
+        } catch {
+            // Put them back so a transient failure loses nothing; newer uses win.
+            state.withLock { state in
+                state.lastUsed.merge(pending) { newer, _ in newer }
+            }
+            throw error
+        }
+    }
+
+    private func apply(_ revocations: [KeyRevocation]) {
+        guard !revocations.isEmpty else { return }
+        state.withLock { state in
+            for revocation in revocations {
+                state.remember(revocation.digest, as: .revoked(at: revocation.revokedAt, reason: revocation.reason))
+                state.revocationSequence = max(state.revocationSequence ?? 0, revocation.sequence)
+            }
+            state.generation &+= 1
+        }
+    }
+
+    private static let invalidError = KeywayError(
+        .invalidAPIKey,
+        "The API key is not recognised. Copy the current key for this environment from Settings → API Keys."
+    )
+
+    private static func revokedError(at date: Date, reason: RevocationReason) -> KeywayError {
+        let timestamp = date.formatted(.iso8601)
+        let because =
+            switch reason {
+            case .regenerated: "a new key was generated for its environment"
+            }
+        return KeywayError(
+            .revokedAPIKey,
+            "The API key was revoked at \(timestamp) because \(because). Use the current key.",
+            details: ["revokedAt": timestamp, "revocationReason": reason.rawValue]
+        )
+    }
+
+    private static func looksLikeJWT(_ token: Substring) -> Bool {
+        token.hasPrefix("eyJ") && token.utf8.count(where: { $0 == UInt8(ascii: ".") }) == 2
+    }
+}
+
+extension Date {
+    /// This date truncated to whole milliseconds, the precision every store keeps.
+    public var keywayPrecision: Date {
+        Date(timeIntervalSince1970: (timeIntervalSince1970 * 1000).rounded(.down) / 1000)
+    }
+}

@@ -1,0 +1,71 @@
+public import Hummingbird
+public import KeywayCore
+public import Logging
+public import Prometheus
+
+/// Builds the Keyway HTTP application: the composition root of the server.
+///
+/// - Parameters:
+///   - configuration: Address, egress IPs and intervals.
+///   - store: Where accounts, keys and users live.
+///   - keys: The key service; pass the same instance that any in-process key
+///     generation uses, so revocations take effect here before they return.
+///   - metrics: The registry `/metrics` renders; bootstrap swift-metrics with it.
+///   - logger: The application logger.
+public func buildApplication(
+    configuration: KeywayConfiguration,
+    store: any KeywayStore,
+    keys: SecretKeys,
+    metrics: PrometheusCollectorRegistry,
+    logger: Logger
+) -> some ApplicationProtocol {
+    let router = buildRouter(configuration: configuration, store: store, keys: keys, metrics: metrics)
+    var app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "keyway"),
+        services: [
+            KeyMaintenanceService(
+                keys: keys,
+                revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
+                usageFlushInterval: .seconds(configuration.usageFlushSeconds),
+                logger: logger
+            )
+        ],
+        logger: logger
+    )
+    app.beforeServerStarts {
+        try await store.checkHealth()
+        // Note where the revocation sequence stands before any key is cached.
+        try await keys.followRevocations()
+    }
+    return app
+}
+
+/// The router alone, for in-process tests.
+public func buildRouter(
+    configuration: KeywayConfiguration,
+    store: any KeywayStore,
+    keys: SecretKeys,
+    metrics: PrometheusCollectorRegistry
+) -> Router<KeywayRequestContext> {
+    let router = Router(context: KeywayRequestContext.self)
+    // Middleware must be added before routes: Hummingbird binds it at registration.
+    router.addMiddleware {
+        RequestIDMiddleware()
+        MetricsMiddleware<KeywayRequestContext>()
+        RequestLogMiddleware()
+        ErrorMappingMiddleware()
+        APIVersionMiddleware()
+    }
+    let system = SystemController(store: store, metrics: metrics, egressIPs: configuration.egressIPs)
+    router.addRoutes(system.operationalEndpoints)
+    let users = UsersController(store: store)
+    for prefix in [""] + APIVersion.pathVersions {
+        router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
+        router.group(RouterPath(prefix))
+            .add(middleware: SecretKeyAuthenticator(keys: keys))
+            .group(context: AuthenticatedRequestContext.self)
+            .addRoutes(users.endpoints)
+    }
+    return router
+}

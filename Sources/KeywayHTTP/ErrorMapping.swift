@@ -1,0 +1,123 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywayCore
+import Logging
+import Metrics
+
+// The one place where failures become HTTP responses. Domain errors carry a
+// code and no HTTP; this file gives each code its status.
+
+extension KeywayError.Code {
+    static let invalidJSON = Self(rawValue: "invalid_json")
+    static let bodyTooLarge = Self(rawValue: "body_too_large")
+    static let unsupportedAPIVersion = Self(rawValue: "unsupported_api_version")
+    static let invalidCursor = Self(rawValue: "invalid_cursor")
+    static let batchTooLarge = Self(rawValue: "batch_too_large")
+    static let noValidUsers = Self(rawValue: "no_valid_users")
+    static let routeNotFound = Self(rawValue: "route_not_found")
+    static let badRequest = Self(rawValue: "bad_request")
+    static let serviceUnavailable = Self(rawValue: "service_unavailable")
+    static let internalError = Self(rawValue: "internal_error")
+}
+
+extension KeywayError {
+    /// The HTTP status for each code. Unknown codes are server bugs: 500.
+    var status: HTTPResponse.Status {
+        switch code {
+        case .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted: .unauthorized
+        case .userNotFound, .accountNotFound, .routeNotFound: .notFound
+        case .usernameTaken: .conflict
+        case .bodyTooLarge: .contentTooLarge
+        case .serviceUnavailable: .serviceUnavailable
+        case .apiKeyInQuery, .invalidInput, .invalidJSON, .unsupportedAPIVersion, .invalidCursor, .batchTooLarge, .noValidUsers,
+            .badRequest:
+            .badRequest
+        default: .internalServerError
+        }
+    }
+
+    /// RFC 6750: no `error` attribute when no bearer credentials were sent.
+    var wwwAuthenticate: String? {
+        switch code {
+        case .missingAPIKey: #"Bearer realm="keyway""#
+        case .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted: #"Bearer realm="keyway", error="invalid_token""#
+        default: nil
+        }
+    }
+}
+
+/// Turns every error into `{"message", "code", "requestId", …}` with the
+/// right status. Anything unexpected becomes a 500 and is logged here, once.
+struct ErrorMappingMiddleware: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let keywayError = Self.keywayError(for: error, request: request, context: context)
+            return Self.response(for: keywayError, requestID: context.requestID)
+        }
+    }
+
+    static func keywayError(for error: any Error, request: Request, context: Context) -> KeywayError {
+        switch error {
+        case let error as KeywayError:
+            if error.status == .internalServerError {
+                context.logger.error("unmapped error code", metadata: ["error.code": "\(error.code)"])
+            }
+            return error
+        case let error as any HTTPResponseError:
+            switch error.status {
+            case .notFound:
+                return KeywayError(.routeNotFound, "No endpoint matches \(request.method) \(request.uri.path). See /openapi.json.")
+            case .contentTooLarge:
+                return KeywayError(.bodyTooLarge, "The request body is too large.")
+            case let status where (400..<500).contains(status.code):
+                return KeywayError(.badRequest, "The request was not understood (\(status.code) \(status.reasonPhrase)).")
+            default:
+                context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))"])
+                return KeywayError(.internalError, "Something went wrong on our side. Quote the request id if you contact support.")
+            }
+        default:
+            // The error's text is logged, never returned: it may describe internals.
+            context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))"])
+            return KeywayError(.internalError, "Something went wrong on our side. Quote the request id if you contact support.")
+        }
+    }
+
+    static func response(for error: KeywayError, requestID: String) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+        if let challenge = error.wwwAuthenticate {
+            headers[.wwwAuthenticate] = challenge
+        }
+        let body = ErrorBody(error: error, requestID: requestID)
+        let data = (try? KeywayJSON.encoder.encode(body)) ?? Data(#"{"message":"error","code":"internal_error"}"#.utf8)
+        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// The error body. `message` stays at the top level so existing SDKs keep working.
+struct ErrorBody: Encodable {
+    let error: KeywayError
+    let requestID: String
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ string: String) { self.stringValue = string }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(error.message, forKey: Key("message"))
+        try container.encode(error.code.rawValue, forKey: Key("code"))
+        try container.encode(requestID, forKey: Key("requestId"))
+        for (name, value) in error.details.sorted(by: { $0.key < $1.key }) where !["message", "code", "requestId"].contains(name) {
+            try container.encode(value, forKey: Key(name))
+        }
+    }
+}

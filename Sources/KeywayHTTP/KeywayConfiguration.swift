@@ -1,0 +1,114 @@
+public import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Server settings, read from `KEYWAY_*` environment variables.
+///
+/// Every setting has a default that runs out of the box: `keyway serve` alone
+/// listens on 127.0.0.1:8080 with its data in `./keyway-data/keyway.sqlite`.
+/// The README's configuration table lists the same variables.
+public struct KeywayConfiguration: Sendable, Equatable {
+    /// `KEYWAY_HOST`: the address to listen on.
+    public var host = "127.0.0.1"
+    /// `KEYWAY_PORT`: the TCP port to listen on (0 picks a free one).
+    public var port = 8080
+    /// `KEYWAY_DATABASE`: the SQLite file.
+    public var databasePath = "keyway-data/keyway.sqlite"
+    /// `KEYWAY_EGRESS_IPS`: comma-separated addresses (or CIDR ranges) that
+    /// Keyway's outbound traffic leaves from, published at `/ip-addresses`.
+    public var egressIPs: [String] = []
+    /// `KEYWAY_LOG_LEVEL`: trace, debug, info, notice, warning, error or critical.
+    public var logLevel: Logger.Level = .info
+    /// `KEYWAY_REVOCATION_POLL_MS`: how often to look for keys revoked by other
+    /// processes (the CLI, other instances). The bound on how long such a key
+    /// may still be accepted here.
+    public var revocationPollMilliseconds = 1000
+    /// `KEYWAY_USAGE_FLUSH_SECONDS`: how often keys' last-used times are written.
+    public var usageFlushSeconds = 10
+    /// `KEYWAY_KEY_CACHE_LIMIT`: how many revoked or unknown keys to remember,
+    /// which bounds memory whatever keys callers invent.
+    public var keyCacheLimit = 10_000
+
+    public init() {}
+
+    /// Reads the settings from environment variables.
+    /// - Throws: ``ConfigurationError`` naming the variable and what it must be.
+    public init(environment: [String: String]) throws(ConfigurationError) {
+        func value(_ name: String) -> String? {
+            guard let raw = environment[name]?.trimmingWhitespace(), !raw.isEmpty else { return nil }
+            return raw
+        }
+        func integer(_ name: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+            guard let raw = value(name) else { return nil }
+            guard let number = Int(raw), range.contains(number) else {
+                throw ConfigurationError(
+                    variable: name,
+                    message: "must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(raw)'"
+                )
+            }
+            return number
+        }
+        if let host = value("KEYWAY_HOST") { self.host = host }
+        if let port = try integer("KEYWAY_PORT", in: 0...65535) { self.port = port }
+        if let path = value("KEYWAY_DATABASE") { self.databasePath = path }
+        if let list = value("KEYWAY_EGRESS_IPS") {
+            self.egressIPs = try Self.parseEgressIPs(list)
+        }
+        if let level = value("KEYWAY_LOG_LEVEL") {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw ConfigurationError(
+                    variable: "KEYWAY_LOG_LEVEL",
+                    message: "must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(level)'"
+                )
+            }
+            self.logLevel = parsed
+        }
+        if let poll = try integer("KEYWAY_REVOCATION_POLL_MS", in: 50...60_000) { self.revocationPollMilliseconds = poll }
+        if let flush = try integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
+        if let limit = try integer("KEYWAY_KEY_CACHE_LIMIT", in: 1...10_000_000) { self.keyCacheLimit = limit }
+    }
+
+    /// Parses `KEYWAY_EGRESS_IPS`: IPv4 or IPv6 addresses, optionally with a `/prefix`.
+    static func parseEgressIPs(_ list: String) throws(ConfigurationError) -> [String] {
+        var result: [String] = []
+        for item in list.split(separator: ",") {
+            let entry = String(item).trimmingWhitespace()
+            guard !entry.isEmpty else { continue }
+            guard isIPAddressOrRange(entry) else {
+                throw ConfigurationError(variable: "KEYWAY_EGRESS_IPS", message: "'\(entry)' is not an IPv4 or IPv6 address or CIDR range")
+            }
+            result.append(entry)
+        }
+        return result
+    }
+
+    private static func isIPAddressOrRange(_ entry: String) -> Bool {
+        let parts = entry.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2 else { return false }
+        let address = String(parts[0])
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let isV4 = inet_pton(AF_INET, address, &buffer) == 1
+        let isV6 = !isV4 && inet_pton(AF_INET6, address, &buffer) == 1
+        guard isV4 || isV6 else { return false }
+        guard parts.count == 2 else { return true }
+        guard let prefix = Int(parts[1]) else { return false }
+        return (0...(isV4 ? 32 : 128)).contains(prefix)
+    }
+}
+
+/// A setting that cannot be used, with the variable to fix.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public let variable: String
+    public let message: String
+    public var description: String { "\(variable) \(message)" }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        String(self.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import KeywayCore
+import Logging
+
+extension HTTPField.Name {
+    static let xRequestID = Self("x-request-id")!
+    static let xAPIVersion = Self("x-api-version")!
+}
+
+/// Gives every request an id: a sane incoming `x-request-id` is kept, so a
+/// customer can follow one request through their logs and ours.
+struct RequestIDMiddleware: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        if let incoming = request.headers[.xRequestID], Self.isSane(incoming) {
+            context.requestID = incoming
+        } else {
+            context.requestID = context.id
+        }
+        context.logger[metadataKey: "request.id"] = .string(context.requestID)
+        var response = try await next(request, context)
+        response.headers[.xRequestID] = context.requestID
+        return response
+    }
+
+    /// At most 128 characters of letters, digits, `-`, `_`, `.` and `:`,
+    /// so an id can never inject anything into a log or a header.
+    static func isSane(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 128
+            && id.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                    UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"):
+                    true
+                default: false
+                }
+            }
+    }
+}
+
+/// One log line per request with method, route, status and duration.
+///
+/// Hummingbird's own request logger prints the whole URI; this one prints the
+/// path only, because a query string may carry a key someone pasted there.
+struct RequestLogMiddleware: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        let response = try await next(request, context)
+        let level: Logger.Level = response.status.code >= 500 ? .error : .debug
+        context.logger.log(
+            level: level,
+            "request",
+            metadata: [
+                "http.method": .string(request.method.rawValue),
+                "http.path": .string(request.uri.path),
+                "http.route": .string(context.endpointPath ?? "-"),
+                "http.status": .stringConvertible(response.status.code),
+                "duration.ms": .stringConvertible((ContinuousClock.now - start).milliseconds),
+            ]
+        )
+        return response
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
+}
+
+/// Resolves the API version from the path (`/2023-12/…`) or `x-api-version`,
+/// refusing versions this server does not know, and names it in the response.
+struct APIVersionMiddleware: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let pathVersion = try Self.versionInPath(request.uri.path)
+        if let header = request.headers[.xAPIVersion]?.trimmingWhitespace(), !header.isEmpty {
+            guard let headerVersion = APIVersion(rawValue: header) else { throw Self.unsupported(header) }
+            if let pathVersion, pathVersion != headerVersion {
+                throw KeywayError(
+                    .unsupportedAPIVersion,
+                    "The path asks for API version \(pathVersion.rawValue) but x-api-version says \(header); send one or make them agree."
+                )
+            }
+            context.apiVersion = headerVersion
+        } else {
+            context.apiVersion = pathVersion ?? .current
+        }
+        var response = try await next(request, context)
+        response.headers[.xAPIVersion] = context.apiVersion.rawValue
+        return response
+    }
+
+    /// The version named by a leading `/YYYY-MM/` segment, if any.
+    static func versionInPath(_ path: String) throws -> APIVersion? {
+        let segment = path.utf8.dropFirst().prefix { $0 != UInt8(ascii: "/") }
+        let bytes = Array(segment)
+        let digit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+        guard bytes.count == 7, bytes[4] == UInt8(ascii: "-"), bytes[..<4].allSatisfy(digit), bytes[5...].allSatisfy(digit) else {
+            return nil
+        }
+        let name = String(decoding: bytes, as: UTF8.self)
+        guard APIVersion.pathVersions.contains(name), let version = APIVersion(rawValue: name) else { throw unsupported(name) }
+        return version
+    }
+
+    static func unsupported(_ version: String) -> KeywayError {
+        let printable = String(version.unicodeScalars.prefix(32).filter { $0.isASCII && !$0.properties.isWhitespace }.map(Character.init))
+        return KeywayError(
+            .unsupportedAPIVersion,
+            "API version '\(printable)' is not supported. Use one of: \(APIVersion.supported.map(\.rawValue).joined(separator: ", ")).",
+            details: ["supportedVersions": APIVersion.supported.map(\.rawValue).joined(separator: ",")]
+        )
+    }
+}

@@ -1,0 +1,81 @@
+import Hummingbird
+import HummingbirdCore
+import KeywayCore
+import Metrics
+
+/// Authenticates `Authorization: Bearer <secret key>` and puts the key in the context.
+///
+/// Strict but kind: the scheme is matched case-insensitively and surrounding
+/// whitespace is ignored, but a key in the query string is refused outright.
+struct SecretKeyAuthenticator: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    let keys: SecretKeys
+
+    /// Query parameters through which clients commonly try to pass credentials.
+    private static let credentialParameters: Set<String> = ["access_token", "api_key", "apikey", "key", "token", "authorization"]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        do {
+            try Self.refuseKeyInQuery(request.uri)
+            let token = try Self.bearerToken(request.headers[values: .authorization])
+            context.authenticatedKey = try await keys.authenticate(token)
+        } catch let error as KeywayError {
+            Counter(label: "keyway_auth_failures_total", dimensions: [("code", error.code.rawValue)]).increment()
+            throw error
+        }
+        return try await next(request, context)
+    }
+
+    static func refuseKeyInQuery(_ uri: URI) throws {
+        guard let query = uri.query, !query.isEmpty else { return }
+        let exposed =
+            query.contains("kw_dev_") || query.contains("kw_prod_")
+            || uri.queryParameters.contains { credentialParameters.contains($0.key.lowercased()) }
+        if exposed {
+            throw KeywayError(
+                .apiKeyInQuery,
+                "API keys are not accepted in the URL, where logs and browser history keep them. "
+                    + "Send 'Authorization: Bearer <API key>' instead, and regenerate any key that was sent in a URL."
+            )
+        }
+    }
+
+    /// The credential of a single `Authorization: Bearer …` header.
+    static func bearerToken(_ values: [String]) throws -> Substring {
+        guard values.count <= 1 else {
+            throw KeywayError(.malformedAPIKey, "Send exactly one Authorization header.")
+        }
+        let value = Substring(values.first ?? "").utf8.trimmingSpaces()
+        guard !value.isEmpty else {
+            throw KeywayError(.missingAPIKey, "This endpoint needs your API key: send 'Authorization: Bearer <API key>'.")
+        }
+        let schemeEnd = value.firstIndex { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") } ?? value.endIndex
+        let scheme = value[..<schemeEnd]
+        guard scheme.count == 6, scheme.elementsEqual("bearer".utf8, by: { ($0 | 0x20) == $1 }) else {
+            throw KeywayError(
+                .missingAPIKey,
+                "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <API key>'."
+            )
+        }
+        let credential = value[schemeEnd...].trimmingSpaces()
+        guard !credential.isEmpty else {
+            throw KeywayError(.malformedAPIKey, "The Authorization header says Bearer but carries no key.")
+        }
+        guard !credential.contains(where: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) else {
+            throw KeywayError(.malformedAPIKey, "The API key must be a single word with no spaces.")
+        }
+        return Substring(credential)
+    }
+}
+
+extension Substring.UTF8View {
+    fileprivate func trimmingSpaces() -> Substring.UTF8View {
+        let isSpace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let start = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return self[endIndex...]
+        }
+        return self[start...last]
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Hummingbird
+import KeywayCore
+import Logging
+import Prometheus
+
+/// Endpoints that need no key: health, metrics, the OpenAPI document, egress IPs.
+struct SystemController {
+    typealias Context = KeywayRequestContext
+
+    let store: any KeywayStore
+    let metrics: PrometheusCollectorRegistry
+    let egressIPs: [String]
+
+    /// Operational endpoints, served only at the root.
+    var operationalEndpoints: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.get("healthz", use: health)
+        routes.get("readyz", use: ready)
+        routes.get("metrics", use: renderMetrics)
+        routes.get("openapi.json", use: openAPI)
+        return routes
+    }
+
+    /// Public API endpoints, also served under the older version prefixes.
+    var publicEndpoints: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.get("ip-addresses", use: ipAddresses)
+        return routes
+    }
+
+    /// `GET /healthz`: the process is up. Touches nothing else, so it measures the framework alone.
+    @Sendable func health(_ request: Request, context: Context) -> StatusResponse {
+        StatusResponse(status: "ok")
+    }
+
+    /// `GET /readyz`: the database answers.
+    @Sendable func ready(_ request: Request, context: Context) async throws -> StatusResponse {
+        do {
+            try await store.checkHealth()
+        } catch {
+            context.logger.warning("readiness check failed", metadata: ["error": "\(String(reflecting: error))"])
+            throw KeywayError(.serviceUnavailable, "The database is not reachable; Keyway cannot serve requests yet.")
+        }
+        return StatusResponse(status: "ready")
+    }
+
+    /// `GET /metrics` in the Prometheus text format.
+    @Sendable func renderMetrics(_ request: Request, context: Context) -> Response {
+        var bytes: [UInt8] = []
+        metrics.emit(into: &bytes)
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes))
+        )
+    }
+
+    /// `GET /openapi.json`: the contract this server is tested against.
+    @Sendable func openAPI(_ request: Request, context: Context) -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.bytes))
+        )
+    }
+
+    /// `GET /ip-addresses`: where Keyway's outbound traffic comes from, for allow-lists.
+    @Sendable func ipAddresses(_ request: Request, context: Context) -> EgressResponse {
+        EgressResponse(egress: egressIPs)
+    }
+}
+
+struct StatusResponse: ResponseEncodable {
+    let status: String
+}
+
+struct EgressResponse: ResponseEncodable {
+    let egress: [String]
+}
+
+enum OpenAPIDocument {
+    /// Loaded once from the bundled `openapi.json`.
+    static let bytes: [UInt8] = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"), let data = try? Data(contentsOf: url) else {
+            preconditionFailure("openapi.json is missing from the KeywayHTTP bundle")
+        }
+        return Array(data)
+    }()
+}

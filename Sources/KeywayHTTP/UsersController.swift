@@ -1,0 +1,327 @@
+import Foundation
+import Hummingbird
+import KeywayCore
+import Logging
+
+/// The Users API and `/whoami`. Every operation is confined to the environment
+/// of the key that authenticated the request.
+struct UsersController {
+    typealias Context = AuthenticatedRequestContext
+
+    let store: any KeywayStore
+
+    /// Most users one batch may create.
+    static let batchLimit = 1000
+    static let defaultPageSize = 100
+    static let maximumPageSize = 1000
+
+    var endpoints: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.get("whoami", use: whoami)
+        routes.post("users", use: create)
+        routes.post("users/batch", use: createBatch)
+        routes.get("users", use: list)
+        routes.get("users/:user", use: show)
+        routes.put("users/:user", use: update)
+        routes.delete("users/:user", use: delete)
+        // The literal route above shadows a user named "batch"; route it back.
+        routes.get("users/batch", use: show)
+        routes.put("users/batch", use: update)
+        routes.delete("users/batch", use: delete)
+        return routes
+    }
+
+    /// `GET /whoami`: which account and environment the key belongs to.
+    @Sendable func whoami(_ request: Request, context: Context) async throws -> WhoAmIResponse {
+        WhoAmIResponse(
+            accountId: context.key.environmentID.accountID.rawValue,
+            environment: context.key.environmentID.environment.rawValue,
+            keyHint: context.key.hint
+        )
+    }
+
+    /// `POST /users`.
+    @Sendable func create(_ request: Request, context: Context) async throws -> CreatedUserResponse {
+        let body = try await JSONBody.decode(CreateUserRequest.self, from: request)
+        let user = try await store.createUser(
+            try NewUser(username: body.username, fullName: body.fullName),
+            in: context.environmentID,
+            at: Date()
+        )
+        context.logger.info("user created", metadata: ["user.id": "\(user.id)"])
+        return CreatedUserResponse(userId: user.id.rawValue)
+    }
+
+    /// `POST /users/batch`: creates every valid user, reports the others.
+    @Sendable func createBatch(_ request: Request, context: Context) async throws -> Response {
+        let body = try await JSONBody.decode(BatchRequest.self, from: request)
+        guard body.users.count <= Self.batchLimit else {
+            throw KeywayError(
+                .batchTooLarge,
+                "A batch may create at most \(Self.batchLimit) users; this one has \(body.users.count). Split it."
+            )
+        }
+        var valid: [(index: Int, user: NewUser)] = []
+        var invalid: [InvalidUser] = []
+        var seen: Set<String> = []
+        for (index, entry) in body.users.enumerated() {
+            do {
+                let user = try entry.validated()
+                if seen.insert(user.username).inserted {
+                    valid.append((index, user))
+                } else {
+                    invalid.append(
+                        InvalidUser(
+                            index: index,
+                            username: user.username,
+                            code: "duplicate_in_batch",
+                            message: "The username appears earlier in this batch."
+                        )
+                    )
+                }
+            } catch let error as KeywayError {
+                invalid.append(InvalidUser(index: index, username: entry.username, code: error.code.rawValue, message: error.message))
+            }
+        }
+        let creation = try await store.createUsers(valid.map(\.user), in: context.environmentID, at: Date())
+        let taken = Set(creation.taken)
+        for (index, user) in valid where taken.contains(user.username) {
+            let error = KeywayError.usernameTaken(user.username)
+            invalid.append(InvalidUser(index: index, username: user.username, code: error.code.rawValue, message: error.message))
+        }
+        invalid.sort { $0.index < $1.index }
+        guard !creation.created.isEmpty else {
+            let message = body.users.isEmpty ? "The batch is empty." : "None of the users in the batch could be created; see invalidUsers."
+            let rejection = BatchRejection(
+                message: message,
+                code: KeywayError.Code.noValidUsers.rawValue,
+                requestId: context.requestID,
+                invalidUsers: invalid
+            )
+            var response = try context.responseEncoder.encode(rejection, from: request, context: context)
+            response.status = .badRequest
+            return response
+        }
+        context.logger.info("users created in batch", metadata: ["users.created": "\(creation.created.count)", "users.invalid": "\(invalid.count)"])
+        return try context.responseEncoder.encode(BatchResponse(message: "success", invalidUsers: invalid), from: request, context: context)
+    }
+
+    /// `GET /users`: a page of users in a stable order.
+    @Sendable func list(_ request: Request, context: Context) async throws -> UserListResponse {
+        let query = request.uri.queryParameters
+        var limit = Self.defaultPageSize
+        if let raw = query["limit"] {
+            guard let value = Int(raw), (1...Self.maximumPageSize).contains(value) else {
+                throw KeywayError.invalidInput(field: "limit", "limit must be a whole number from 1 to \(Self.maximumPageSize).")
+            }
+            limit = value
+        }
+        var cursor: UserID?
+        if let raw = query["cursor"], !raw.isEmpty {
+            guard let id = UserID(validating: raw) else {
+                throw KeywayError(.invalidCursor, "cursor is not one this API returned; pass nextCursor from the previous page unchanged.")
+            }
+            cursor = id
+        }
+        let page = try await store.users(in: context.environmentID, after: cursor, limit: limit)
+        return UserListResponse(data: page.users.map(UserResponse.init), nextCursor: page.nextCursor?.rawValue)
+    }
+
+    /// `GET /users/{userId or username}`.
+    @Sendable func show(_ request: Request, context: Context) async throws -> UserResponse {
+        UserResponse(try await resolve(try reference(context), context: context))
+    }
+
+    /// `PUT /users/{userId or username}`.
+    @Sendable func update(_ request: Request, context: Context) async throws -> UserResponse {
+        let body = try await JSONBody.decode(UpdateUserRequest.self, from: request)
+        guard body.username != nil || body.fullName != nil else {
+            throw KeywayError.invalidInput(field: "username", "Send username, fullName or both to update a user.")
+        }
+        let changes = try UserChanges(username: body.username, fullName: body.fullName)
+        let user = try await resolve(try reference(context), context: context)
+        guard let updated = try await store.updateUser(user.id, in: context.environmentID, with: changes) else {
+            throw KeywayError.userNotFound(user.id.rawValue, in: context.environmentID.environment, existsIn: nil)
+        }
+        return UserResponse(updated)
+    }
+
+    /// `DELETE /users/{userId or username}`.
+    @Sendable func delete(_ request: Request, context: Context) async throws -> SuccessResponse {
+        let user = try await resolve(try reference(context), context: context)
+        guard try await store.deleteUser(user.id, in: context.environmentID) else {
+            throw KeywayError.userNotFound(user.id.rawValue, in: context.environmentID.environment, existsIn: nil)
+        }
+        context.logger.info("user deleted", metadata: ["user.id": "\(user.id)"])
+        return SuccessResponse(success: true)
+    }
+
+    /// The path's user reference, percent-decoded.
+    private func reference(_ context: Context) throws -> String {
+        let raw = context.parameters.get("user") ?? "batch"
+        guard let decoded = raw.removingPercentEncoding, !decoded.isEmpty else {
+            throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
+        }
+        return decoded
+    }
+
+    /// Finds a user in the caller's environment, or explains why not, including
+    /// that it lives in the same account's other environment.
+    private func resolve(_ reference: String, context: Context) async throws -> User {
+        if let user = try await store.user(reference, in: context.environmentID) {
+            return user
+        }
+        let inSibling = try await store.user(reference, in: context.environmentID.sibling) != nil
+        throw KeywayError.userNotFound(
+            reference,
+            in: context.environmentID.environment,
+            existsIn: inSibling ? context.environmentID.environment.other : nil
+        )
+    }
+}
+
+// MARK: - Request and response bodies
+
+struct CreateUserRequest: Decodable {
+    let username: String
+    let fullName: String?
+}
+
+struct UpdateUserRequest: Decodable {
+    let username: String?
+    /// Absent: leave as is. `null`: clear it.
+    let fullName: String??
+
+    enum CodingKeys: String, CodingKey { case username, fullName }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.username = try container.decodeIfPresent(String.self, forKey: .username)
+        if container.contains(.fullName) {
+            self.fullName = .some(try container.decodeNil(forKey: .fullName) ? nil : container.decode(String.self, forKey: .fullName))
+        } else {
+            self.fullName = .none
+        }
+    }
+}
+
+/// `{"users": [...]}`, or a bare array as older SDKs send.
+struct BatchRequest: Decodable {
+    let users: [BatchEntry]
+
+    enum CodingKeys: String, CodingKey { case users }
+
+    init(from decoder: any Decoder) throws {
+        if var array = try? decoder.unkeyedContainer() {
+            var users: [BatchEntry] = []
+            while !array.isAtEnd { users.append(try array.decode(BatchEntry.self)) }
+            self.users = users
+        } else {
+            self.users = try decoder.container(keyedBy: CodingKeys.self).decode([BatchEntry].self, forKey: .users)
+        }
+    }
+}
+
+/// One entry of a batch. Never fails to decode, so one bad entry cannot sink the others.
+struct BatchEntry: Decodable {
+    let username: String?
+    private let fullName: String?
+    private let problem: KeywayError?
+
+    enum CodingKeys: String, CodingKey { case username, fullName }
+
+    init(from decoder: any Decoder) throws {
+        guard let container = try? decoder.container(keyedBy: CodingKeys.self) else {
+            (username, fullName, problem) = (nil, nil, .invalidInput(field: "users", "Each user must be an object with a username."))
+            return
+        }
+        let username = try? container.decodeIfPresent(String.self, forKey: .username)
+        let fullName = try? container.decodeIfPresent(String.self, forKey: .fullName)
+        self.username = username ?? nil
+        self.fullName = fullName ?? nil
+        if username == nil || (username ?? nil) == nil {
+            problem = .invalidInput(field: "username", "username is required and must be a string.")
+        } else if fullName == nil {
+            problem = .invalidInput(field: "fullName", "fullName must be a string or null.")
+        } else {
+            problem = nil
+        }
+    }
+
+    func validated() throws -> NewUser {
+        if let problem { throw problem }
+        return try NewUser(username: username ?? "", fullName: fullName)
+    }
+}
+
+struct InvalidUser: ResponseEncodable, Equatable {
+    let index: Int
+    let username: String?
+    let code: String
+    let message: String
+}
+
+/// The 400 body when no user of a batch was valid: the error shape plus what was wrong with each.
+struct BatchRejection: Encodable {
+    let message: String
+    let code: String
+    let requestId: String
+    let invalidUsers: [InvalidUser]
+}
+
+struct BatchResponse: ResponseEncodable {
+    let message: String
+    let invalidUsers: [InvalidUser]
+}
+
+struct CreatedUserResponse: ResponseEncodable {
+    let userId: String
+}
+
+struct SuccessResponse: ResponseEncodable {
+    let success: Bool
+}
+
+struct WhoAmIResponse: ResponseEncodable {
+    let accountId: String
+    let environment: String
+    let keyHint: String
+}
+
+struct UserResponse: ResponseEncodable {
+    let userId: String
+    let username: String
+    let fullName: String?
+    let createdAt: Date
+
+    init(_ user: User) {
+        self.userId = user.id.rawValue
+        self.username = user.username
+        self.fullName = user.fullName
+        self.createdAt = user.createdAt
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(userId, forKey: .userId)
+        try container.encode(username, forKey: .username)
+        // null rather than absent, so clients see the field exists.
+        try container.encode(fullName, forKey: .fullName)
+        try container.encode(createdAt, forKey: .createdAt)
+    }
+
+    enum CodingKeys: String, CodingKey { case userId, username, fullName, createdAt }
+}
+
+struct UserListResponse: ResponseEncodable {
+    let data: [UserResponse]
+    let nextCursor: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(data, forKey: .data)
+        try container.encode(nextCursor, forKey: .nextCursor)
+    }
+
+    enum CodingKeys: String, CodingKey { case data, nextCursor }
+}

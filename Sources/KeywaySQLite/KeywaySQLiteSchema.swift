@@ -1,0 +1,77 @@
+import GRDB
+
+/// Thrown when the database needs `keyway migrate` or was written by a newer Keyway.
+public struct SchemaError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The versioned SQLite schema. Never edit a registered migration: add a new one.
+enum KeywaySQLiteSchema {
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: accounts, environments, secret keys, users") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE accounts (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    ) STRICT;
+
+                    -- Every account has exactly these two; per-environment settings will live here.
+                    CREATE TABLE environments (
+                        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                        name TEXT NOT NULL CHECK (name IN ('development', 'production')),
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (account_id, name)
+                    ) STRICT, WITHOUT ROWID;
+
+                    CREATE TABLE secret_keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account_id TEXT NOT NULL,
+                        environment TEXT NOT NULL,
+                        digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+                        hint TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        created_by TEXT NOT NULL,
+                        revoked_at INTEGER,
+                        revocation_reason TEXT,
+                        -- Orders revocations so other processes can follow them.
+                        revocation_sequence INTEGER UNIQUE,
+                        last_used_at INTEGER,
+                        FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE,
+                        CHECK ((revoked_at IS NULL) = (revocation_sequence IS NULL))
+                    ) STRICT;
+                    -- The schema, not only the code, allows one active key per environment.
+                    CREATE UNIQUE INDEX secret_keys_one_active_per_environment
+                        ON secret_keys(account_id, environment) WHERE revoked_at IS NULL;
+                    CREATE INDEX secret_keys_by_account ON secret_keys(account_id, created_at);
+
+                    CREATE TABLE users (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account_id TEXT NOT NULL,
+                        environment TEXT NOT NULL,
+                        username TEXT NOT NULL,
+                        full_name TEXT,
+                        created_at INTEGER NOT NULL,
+                        FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE,
+                        UNIQUE (account_id, environment, username)
+                    ) STRICT;
+                    CREATE INDEX users_by_environment ON users(account_id, environment, id);
+                    """
+            )
+        }
+        return migrator
+    }()
+
+    static func requireCurrent(_ database: some DatabaseReader) throws {
+        try database.read { db in
+            if try migrator.hasBeenSuperseded(db) {
+                throw SchemaError(description: "The database was written by a newer Keyway; upgrade Keyway to use it.")
+            }
+            if try !migrator.hasCompletedMigrations(db) {
+                throw SchemaError(description: "The database schema is out of date; run `keyway migrate` first.")
+            }
+        }
+    }
+}

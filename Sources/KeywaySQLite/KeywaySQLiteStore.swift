@@ -1,0 +1,362 @@
+public import Foundation
+import GRDB
+public import KeywayCore
+
+/// ``KeywayStore`` on an embedded SQLite file: the default for one instance.
+///
+/// WAL mode, so readers never wait for the writer; foreign keys on; writes in
+/// IMMEDIATE transactions, so two processes on one file queue rather than fail.
+public final class KeywaySQLiteStore: KeywayStore {
+    private let database: DatabasePool
+
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// - Parameters:
+    ///   - path: The SQLite file. Its folder is created when missing.
+    ///   - migrate: Whether to apply pending migrations now; when `false` an
+    ///     out-of-date schema makes this throw ``SchemaError``.
+    /// - Throws: When the file cannot be opened or its schema is unusable.
+    public init(path: String, migrate: Bool) throws {
+        self.database = try Self.open(path)
+        if migrate {
+            try KeywaySQLiteSchema.migrator.migrate(database)
+        } else {
+            try KeywaySQLiteSchema.requireCurrent(database)
+        }
+    }
+
+    private static func open(_ path: String) throws -> DatabasePool {
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        // Another process (the CLI, a second writer) may hold the write lock briefly.
+        configuration.busyMode = .timeout(10)
+        configuration.label = "keyway"
+        return try DatabasePool(path: path, configuration: configuration)
+    }
+
+    /// Applies pending migrations to the database at `path`, creating it if needed.
+    /// - Returns: The identifiers of the migrations that were applied, oldest first.
+    /// - Throws: ``SchemaError`` when a newer Keyway wrote the database.
+    public static func migrate(path: String) throws -> [String] {
+        let database = try open(path)
+        if try database.read({ try KeywaySQLiteSchema.migrator.hasBeenSuperseded($0) }) {
+            throw SchemaError(description: "The database was written by a newer Keyway; upgrade Keyway to use it.")
+        }
+        let before = try database.read { try KeywaySQLiteSchema.migrator.appliedIdentifiers($0) }
+        try KeywaySQLiteSchema.migrator.migrate(database)
+        let after = try database.read { try KeywaySQLiteSchema.migrator.appliedIdentifiers($0) }
+        return KeywaySQLiteSchema.migrator.migrations.filter { after.contains($0) && !before.contains($0) }
+    }
+
+    // MARK: Accounts
+
+    public func createAccount(name: String, at date: Date) async throws -> Account {
+        let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
+                arguments: [account.id.rawValue, account.name, account.createdAt.milliseconds]
+            )
+            for environment in Environment.allCases {
+                try db.execute(
+                    sql: "INSERT INTO environments (account_id, name, created_at) VALUES (?, ?, ?)",
+                    arguments: [account.id.rawValue, environment.rawValue, account.createdAt.milliseconds]
+                )
+            }
+        }
+        return account
+    }
+
+    public func account(_ id: AccountID) async throws -> Account? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM accounts WHERE id = ?", arguments: [id.rawValue]).map(Account.init(row:))
+        }
+    }
+
+    public func accounts() async throws -> [Account] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM accounts ORDER BY created_at, id").map(Account.init(row:))
+        }
+    }
+
+    // MARK: Secret keys
+
+    public func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration {
+        let record = SecretKeyRecord(
+            id: .generate(),
+            environmentID: environmentID,
+            digest: key.digest,
+            hint: key.hint,
+            createdAt: date.keywayPrecision,
+            createdBy: createdBy
+        )
+        return try await database.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE id = ?", arguments: [environmentID.accountID.rawValue]) != nil
+            else {
+                throw KeywayError.accountNotFound(environmentID.accountID)
+            }
+            let previous = try Row.fetchAll(
+                db,
+                sql: "SELECT id, digest FROM secret_keys WHERE account_id = ? AND environment = ? AND revoked_at IS NULL",
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+            )
+            var sequence = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0
+            var revoked: [KeyRevocation] = []
+            for row in previous {
+                sequence += 1
+                try db.execute(
+                    sql: """
+                        UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?
+                        WHERE id = ?
+                        """,
+                    arguments: [record.createdAt.milliseconds, RevocationReason.regenerated.rawValue, sequence, row["id"] as String]
+                )
+                revoked.append(
+                    KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: record.createdAt, reason: .regenerated)
+                )
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO secret_keys (id, account_id, environment, digest, hint, created_at, created_by)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    record.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
+                    Data(key.digest.bytes), record.hint, record.createdAt.milliseconds, createdBy,
+                ]
+            )
+            return KeyGeneration(key: record, revoked: revoked)
+        }
+    }
+
+    public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM secret_keys WHERE digest = ?", arguments: [Data(digest.bytes)])
+                .map(SecretKeyRecord.init(row:))
+        }
+    }
+
+    public func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM secret_keys WHERE account_id = ? ORDER BY created_at DESC, id DESC",
+                arguments: [accountID.rawValue]
+            ).map(SecretKeyRecord.init(row:))
+        }
+    }
+
+    public func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT revocation_sequence, digest, revoked_at, revocation_reason FROM secret_keys
+                    WHERE revocation_sequence > ? ORDER BY revocation_sequence LIMIT ?
+                    """,
+                arguments: [sequence, limit]
+            ).map { row in
+                KeyRevocation(
+                    sequence: row["revocation_sequence"],
+                    digest: try row.digest("digest"),
+                    revokedAt: Date(milliseconds: row["revoked_at"]),
+                    reason: RevocationReason(rawValue: row["revocation_reason"]) ?? .regenerated
+                )
+            }
+        }
+    }
+
+    public func latestRevocationSequence() async throws -> Int64 {
+        try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0
+        }
+    }
+
+    public func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws {
+        try await database.write { db in
+            for (id, date) in lastUsed {
+                try db.execute(
+                    sql: "UPDATE secret_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                    arguments: [date.milliseconds, id.rawValue]
+                )
+            }
+        }
+    }
+
+    // MARK: Users
+
+    public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
+        let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
+        try await database.write { db in
+            guard try Self.insert(created, in: environmentID, db: db) else {
+                throw KeywayError.usernameTaken(user.username)
+            }
+        }
+        return created
+    }
+
+    public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
+        let createdAt = date.keywayPrecision
+        return try await database.write { db in
+            var result = BatchCreation(created: [], taken: [])
+            for user in users {
+                let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: createdAt)
+                if try Self.insert(created, in: environmentID, db: db) {
+                    result.created.append(created)
+                } else {
+                    result.taken.append(user.username)
+                }
+            }
+            return result
+        }
+    }
+
+    /// - Returns: `false` when the username is taken in the environment.
+    private static func insert(_ user: User, in environmentID: EnvironmentID, db: Database) throws -> Bool {
+        try db.execute(
+            sql: """
+                INSERT INTO users (id, account_id, environment, username, full_name, created_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (account_id, environment, username) DO NOTHING
+                """,
+            arguments: [
+                user.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
+                user.username, user.fullName, user.createdAt.milliseconds,
+            ]
+        )
+        return db.changesCount == 1
+    }
+
+    public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
+        try await database.read { db in
+            // An identifier match wins over a username that happens to look like one.
+            try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT id, username, full_name, created_at FROM users
+                    WHERE account_id = ? AND environment = ? AND (id = ? OR username = ?)
+                    ORDER BY id = ? DESC LIMIT 1
+                    """,
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, reference, reference, reference]
+            ).map(User.init(row:))
+        }
+    }
+
+    public func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
+        try await database.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, username, full_name, created_at FROM users
+                    WHERE account_id = ? AND environment = ? AND id > ?
+                    ORDER BY id LIMIT ?
+                    """,
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, cursor?.rawValue ?? "", limit + 1]
+            )
+            let users = rows.prefix(limit).map(User.init(row:))
+            return UserPage(users: users, nextCursor: rows.count > limit ? users.last?.id : nil)
+        }
+    }
+
+    public func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User? {
+        try await database.write { db in
+            guard
+                var user = try Row.fetchOne(
+                    db,
+                    sql: "SELECT id, username, full_name, created_at FROM users WHERE id = ? AND account_id = ? AND environment = ?",
+                    arguments: [id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue]
+                ).map(User.init(row:))
+            else { return nil }
+            if let username = changes.username { user.username = username }
+            if let fullName = changes.fullName { user.fullName = fullName }
+            do {
+                try db.execute(
+                    sql: "UPDATE users SET username = ?, full_name = ? WHERE id = ?",
+                    arguments: [user.username, user.fullName, id.rawValue]
+                )
+            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+                throw KeywayError.usernameTaken(user.username)
+            }
+            return user
+        }
+    }
+
+    public func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(
+                sql: "DELETE FROM users WHERE id = ? AND account_id = ? AND environment = ?",
+                arguments: [id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue]
+            )
+            return db.changesCount == 1
+        }
+    }
+
+    // MARK: Operations
+
+    public func checkHealth() async throws {
+        _ = try await database.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+}
+
+extension Date {
+    fileprivate init(milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    fileprivate var milliseconds: Int64 {
+        Int64((timeIntervalSince1970 * 1000).rounded())
+    }
+}
+
+extension Row {
+    fileprivate func digest(_ column: String) throws -> KeyDigest {
+        let data: Data = self[column]
+        guard let digest = KeyDigest(bytes: data) else {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "secret_keys.\(column) is not a 32-byte digest")
+        }
+        return digest
+    }
+}
+
+extension Account {
+    fileprivate init(row: Row) {
+        self.init(id: AccountID(rawValue: row["id"]), name: row["name"], createdAt: Date(milliseconds: row["created_at"]))
+    }
+}
+
+extension User {
+    fileprivate init(row: Row) {
+        self.init(
+            id: UserID(rawValue: row["id"]),
+            username: row["username"],
+            fullName: row["full_name"],
+            createdAt: Date(milliseconds: row["created_at"])
+        )
+    }
+}
+
+extension SecretKeyRecord {
+    fileprivate init(row: Row) throws {
+        self.init(
+            id: SecretKeyID(rawValue: row["id"]),
+            environmentID: EnvironmentID(
+                accountID: AccountID(rawValue: row["account_id"]),
+                environment: Environment(rawValue: row["environment"]) ?? .development
+            ),
+            digest: try row.digest("digest"),
+            hint: row["hint"],
+            createdAt: Date(milliseconds: row["created_at"]),
+            createdBy: row["created_by"],
+            revokedAt: (row["revoked_at"] as Int64?).map(Date.init(milliseconds:)),
+            revocationReason: (row["revocation_reason"] as String?).flatMap(RevocationReason.init(rawValue:)),
+            lastUsedAt: (row["last_used_at"] as Int64?).map(Date.init(milliseconds:))
+        )
+    }
+}

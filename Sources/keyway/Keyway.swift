@@ -1,0 +1,274 @@
+public import ArgumentParser
+import Foundation
+import Hummingbird
+public import KeywayCore
+import KeywayHTTP
+import KeywaySQLite
+import Logging
+import Metrics
+import Prometheus
+
+@main
+struct Keyway: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keyway",
+        abstract: "Keyway: API keys, sandboxed environments and users for your backend.",
+        discussion: "Settings come from KEYWAY_* environment variables; command-line options override them.",
+        subcommands: [Serve.self, Migrate.self, Accounts.self, Keys.self],
+        defaultSubcommand: nil
+    )
+}
+
+/// Options every command that opens the database shares.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("SQLite database file. [env: KEYWAY_DATABASE] [default: keyway-data/keyway.sqlite]", valueName: "path"))
+    var database: String?
+
+    /// The configuration from the environment, with this command's options applied.
+    func configuration() throws -> KeywayConfiguration {
+        var configuration: KeywayConfiguration
+        do {
+            configuration = try KeywayConfiguration(environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        if let database { configuration.databasePath = database }
+        return configuration
+    }
+
+    /// Opens the embedded database, applying pending migrations as `serve` does.
+    func openStore(_ configuration: KeywayConfiguration) throws -> KeywaySQLiteStore {
+        do {
+            return try KeywaySQLiteStore(path: configuration.databasePath, migrate: true)
+        } catch let error as SchemaError {
+            throw ValidationError("\(error)")
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the HTTP server.",
+        discussion: "Applies pending migrations to the SQLite database first. Stops gracefully on SIGTERM or SIGINT."
+    )
+
+    @Option(help: ArgumentHelp("Address to listen on. [env: KEYWAY_HOST] [default: 127.0.0.1]", valueName: "address"))
+    var host: String?
+
+    @Option(help: ArgumentHelp("Port to listen on; 0 picks a free one. [env: KEYWAY_PORT] [default: 8080]", valueName: "port"))
+    var port: Int?
+
+    @OptionGroup var database: DatabaseOptions
+
+    func validate() throws {
+        if let port, !(0...65535).contains(port) {
+            throw ValidationError("--port must be from 0 to 65535.")
+        }
+    }
+
+    func run() async throws {
+        var configuration = try database.configuration()
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        let logLevel = configuration.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "keyway")
+
+        let store = try database.openStore(configuration)
+        let keys = SecretKeys(store: store, inactiveCacheLimit: configuration.keyCacheLimit, logger: logger)
+        logger.info("database ready", metadata: ["database.path": "\(configuration.databasePath)"])
+        let app = buildApplication(configuration: configuration, store: store, keys: keys, metrics: registry, logger: logger)
+        try await app.runService()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or upgrade the database schema.",
+        discussion: "Safe to run repeatedly; `serve` also runs it on the embedded SQLite database."
+    )
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() async throws {
+        let configuration = try database.configuration()
+        let applied = try KeywaySQLiteStore.migrate(path: configuration.databasePath)
+        if applied.isEmpty {
+            print("Database \(configuration.databasePath) is up to date.")
+        } else {
+            for migration in applied { print("Applied migration: \(migration)") }
+            print("Database \(configuration.databasePath) is up to date.")
+        }
+    }
+}
+
+struct Accounts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create and list accounts.",
+        subcommands: [Create.self, List.self]
+    )
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an account with its development and production environments.",
+            discussion: "Prints the new account's id."
+        )
+
+        @Option(help: "The company's name.")
+        var name: String
+
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !trimmed.isEmpty, trimmed.unicodeScalars.count <= UserInput.maximumLength,
+                !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw ValidationError("--name must be 1 to \(UserInput.maximumLength) characters with no control characters.")
+            }
+        }
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            let account = try await store.createAccount(name: name.trimmingCharacters(in: .whitespacesAndNewlines), at: Date())
+            print(account.id)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List accounts, oldest first.")
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            let accounts = try await store.accounts()
+            if accounts.isEmpty {
+                print("No accounts yet. Create one with: keyway accounts create --name \"Acme\"")
+                return
+            }
+            print(table(["ACCOUNT", "NAME", "CREATED"], accounts.map { [$0.id.rawValue, $0.name, $0.createdAt.formatted(.iso8601)] }))
+        }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate and list secret API keys.",
+        subcommands: [Generate.self, List.self]
+    )
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate an environment's secret key, revoking its previous key immediately.",
+            discussion: """
+                The key is printed once, to standard output, and never again: store it in a secrets manager.
+                With --output it is written to a new file with mode 0600 and only its hint is printed.
+                A running server stops accepting the previous key within KEYWAY_REVOCATION_POLL_MS.
+                """
+        )
+
+        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+        var account: String
+
+        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
+        var environment: KeywayCore.Environment
+
+        @Option(help: ArgumentHelp("Write the key to this new file (mode 0600) instead of standard output.", valueName: "file"))
+        var output: String?
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            if let output, FileManager.default.fileExists(atPath: output) {
+                throw ValidationError("\(output) already exists; choose a new file so no key is overwritten.")
+            }
+            let store = try database.openStore(configuration)
+            var logger = Logger(label: "keyway.cli")
+            logger.logLevel = .warning
+            let keys = SecretKeys(store: store, logger: logger)
+            let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+            let generated: GeneratedSecretKey
+            do {
+                generated = try await keys.generate(for: environmentID, createdBy: "cli").key
+            } catch let error as KeywayError {
+                throw ValidationError(error.message)
+            }
+            if let output {
+                try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
+                print("Wrote the new \(environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
+            } else {
+                print(generated.revealPlaintext())
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List an account's keys by hint. Secrets are never shown."
+        )
+
+        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+        var account: String
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            guard try await store.account(AccountID(rawValue: account)) != nil else {
+                throw ValidationError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+            }
+            let records = try await store.secretKeys(for: AccountID(rawValue: account))
+            if records.isEmpty {
+                print("No keys yet. Generate one with: keyway keys generate --account \(account) --environment development")
+                return
+            }
+            let rows = records.map { record in
+                [
+                    record.hint, record.environmentID.environment.rawValue,
+                    record.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active",
+                    record.createdAt.formatted(.iso8601), record.createdBy,
+                    record.lastUsedAt?.formatted(.iso8601) ?? "never",
+                ]
+            }
+            print(table(["KEY", "ENVIRONMENT", "STATUS", "CREATED", "BY", "LAST USED"], rows))
+        }
+    }
+}
+
+extension KeywayCore.Environment: ExpressibleByArgument {}
+
+/// Creates `path` exclusively with mode 0600, so the key is never readable by others, even briefly.
+func writeSecretFile(_ path: String, contents: String) throws {
+    let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    guard descriptor >= 0 else {
+        throw ValidationError("Cannot create \(path): \(String(cString: strerror(errno))).")
+    }
+    defer { close(descriptor) }
+    let bytes = Array(contents.utf8)
+    let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+    guard written == bytes.count, fsync(descriptor) == 0 else {
+        throw ValidationError("Cannot write \(path): \(String(cString: strerror(errno))).")
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    let all = [header] + rows
+    let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+    return all.map { row in
+        row.enumerated().map { column, cell in
+            column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }.joined(separator: "\n")
+}
