@@ -80,7 +80,11 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywayStoreTests",
-            dependencies: ["KeywayCore", "KeywaySQLite"],
+            dependencies: [
+                "KeywayCore",
+                "KeywaySQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

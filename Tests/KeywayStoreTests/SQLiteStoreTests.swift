@@ -1,0 +1,90 @@
+import Foundation
+import GRDB
+import KeywayCore
+import KeywaySQLite
+import Testing
+
+/// What only the SQLite adapter has: its file, its schema and its migrations.
+@Suite struct SQLiteStoreTests {
+    @Test func theSchemaAllowsOneActiveKeyPerEnvironment() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        _ = try await store.insertKeyRevokingPrevious(.generate(for: .development), for: .init(accountID: account.id, environment: .development), createdBy: "t", at: Date())
+
+        let database = try DatabaseQueue(path: path)
+        await #expect(throws: DatabaseError.self) {
+            try await database.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO secret_keys (id, account_id, environment, digest, hint, created_at, created_by)
+                        VALUES ('key_second', ?, 'development', randomblob(32), 'kw_dev_…x', 0, 'sneaky')
+                        """,
+                    arguments: [account.id.rawValue]
+                )
+            }
+        }
+    }
+
+    @Test func theDatabaseUsesWALAndForeignKeys() throws {
+        let path = temporaryDatabasePath()
+        _ = try KeywaySQLiteStore(path: path, migrate: true)
+        let database = try DatabaseQueue(path: path)
+        let mode = try database.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
+        #expect(mode == "wal")
+        #expect(throws: DatabaseError.self) {
+            try database.write { db in
+                try db.execute(sql: "PRAGMA foreign_keys = ON")
+                try db.execute(sql: "INSERT INTO users (id, account_id, environment, username, created_at) VALUES ('u', 'acct_none', 'development', 'x', 0)")
+            }
+        }
+    }
+
+    @Test func migratingTwiceAppliesNothingTheSecondTime() throws {
+        let path = temporaryDatabasePath()
+        let first = try KeywaySQLiteStore.migrate(path: path)
+        #expect(first.count >= 1)
+        #expect(try KeywaySQLiteStore.migrate(path: path).isEmpty)
+    }
+
+    @Test func anUnmigratedDatabaseIsRefusedWhenMigrationIsOff() throws {
+        #expect(throws: SchemaError.self) { try KeywaySQLiteStore(path: temporaryDatabasePath(), migrate: false) }
+    }
+
+    @Test func everythingSurvivesReopeningTheFile() async throws {
+        let path = temporaryDatabasePath()
+        let environment: EnvironmentID
+        let oldKey: GeneratedSecretKey
+        let currentKey: GeneratedSecretKey
+        do {
+            let store = try KeywaySQLiteStore(path: path, migrate: true)
+            let account = try await store.createAccount(name: "Acme", at: Date())
+            environment = EnvironmentID(accountID: account.id, environment: .development)
+            let keys = SecretKeys(store: store)
+            oldKey = try await keys.generate(for: environment, createdBy: "t").key
+            currentKey = try await keys.generate(for: environment, createdBy: "t").key
+            _ = try await store.createUser(try NewUser(username: "alice", fullName: "Alice"), in: environment, at: Date())
+        }
+        let reopened = try KeywaySQLiteStore(path: path, migrate: false)
+        let keys = SecretKeys(store: reopened)
+        #expect(try await keys.authenticate(Substring(currentKey.revealPlaintext())).environmentID == environment)
+        let error = await #expect(throws: KeywayError.self) { try await keys.authenticate(Substring(oldKey.revealPlaintext())) }
+        #expect(error?.code == .revokedAPIKey)
+        #expect(try await reopened.user("alice", in: environment)?.fullName == "Alice")
+    }
+
+    @Test func noPlaintextKeyIsWrittenToTheDatabaseFile() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let keys = SecretKeys(store: store)
+        let key = try await keys.generate(for: .init(accountID: account.id, environment: .production), createdBy: "t").key
+        let secret = Data(key.revealPlaintext().utf8)
+        let secretBody = Data(key.revealPlaintext().dropFirst(8).prefix(20).utf8)
+        for file in [path, path + "-wal"] where FileManager.default.fileExists(atPath: file) {
+            let contents = try Data(contentsOf: URL(fileURLWithPath: file))
+            #expect(contents.range(of: secret) == nil)
+            #expect(contents.range(of: secretBody) == nil)
+        }
+    }
+}

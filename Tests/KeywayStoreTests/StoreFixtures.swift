@@ -1,0 +1,80 @@
+import Foundation
+import KeywayCore
+import KeywaySQLite
+
+/// Every store the conformance suite runs against.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite
+
+    var testDescription: String { rawValue }
+
+    /// A fresh, empty, migrated store.
+    func makeStore() throws -> any KeywayStore {
+        switch self {
+        case .sqlite:
+            try KeywaySQLiteStore(path: temporaryDatabasePath(), migrate: true)
+        }
+    }
+}
+
+func temporaryDatabasePath() -> String {
+    FileManager.default.temporaryDirectory
+        .appendingPathComponent("keyway-tests-\(UUID().uuidString)", isDirectory: true)
+        .appendingPathComponent("keyway.sqlite").path
+}
+
+import Testing
+
+extension StoreKind {
+    /// A store with one account, for tests that need somewhere to put things.
+    func makeStoreWithAccount() async throws -> (any KeywayStore, Account) {
+        let store = try makeStore()
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        return (store, account)
+    }
+}
+
+/// Forwards to a store and counts key lookups, to prove what the cache saves.
+final class CountingStore: KeywayStore, @unchecked Sendable {
+    let base: any KeywayStore
+    private let lock = NSLock()
+    private var _keyLookups = 0
+
+    init(_ base: any KeywayStore) { self.base = base }
+
+    var keyLookups: Int { lock.withLock { _keyLookups } }
+
+    func createAccount(name: String, at date: Date) async throws -> Account { try await base.createAccount(name: name, at: date) }
+    func account(_ id: AccountID) async throws -> Account? { try await base.account(id) }
+    func accounts() async throws -> [Account] { try await base.accounts() }
+    func insertKeyRevokingPrevious(_ key: GeneratedSecretKey, for environmentID: EnvironmentID, createdBy: String, at date: Date)
+        async throws -> KeyGeneration
+    {
+        try await base.insertKeyRevokingPrevious(key, for: environmentID, createdBy: createdBy, at: date)
+    }
+    func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
+        lock.withLock { _keyLookups += 1 }
+        return try await base.secretKey(digest: digest)
+    }
+    func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }
+    func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
+        try await base.revocations(after: sequence, limit: limit)
+    }
+    func latestRevocationSequence() async throws -> Int64 { try await base.latestRevocationSequence() }
+    func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws { try await base.recordKeyUsage(lastUsed) }
+    func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
+        try await base.createUser(user, in: environmentID, at: date)
+    }
+    func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
+        try await base.createUsers(users, in: environmentID, at: date)
+    }
+    func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? { try await base.user(reference, in: environmentID) }
+    func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
+        try await base.users(in: environmentID, after: cursor, limit: limit)
+    }
+    func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User? {
+        try await base.updateUser(id, in: environmentID, with: changes)
+    }
+    func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool { try await base.deleteUser(id, in: environmentID) }
+    func checkHealth() async throws { try await base.checkHealth() }
+}
