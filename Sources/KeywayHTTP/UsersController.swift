@@ -235,17 +235,23 @@ struct BatchEntry: Decodable {
             (username, fullName, problem) = (nil, nil, .invalidInput(field: "users", "Each user must be an object with a username."))
             return
         }
-        let username = try? container.decodeIfPresent(String.self, forKey: .username)
-        let fullName = try? container.decodeIfPresent(String.self, forKey: .fullName)
-        self.username = username ?? nil
-        self.fullName = fullName ?? nil
-        if username == nil || (username ?? nil) == nil {
-            problem = .invalidInput(field: "username", "username is required and must be a string.")
-        } else if fullName == nil {
-            problem = .invalidInput(field: "fullName", "fullName must be a string or null.")
-        } else {
-            problem = nil
+        // `try?` would flatten "absent" and "wrong type" into one nil, so check each.
+        var problem: KeywayError?
+        do {
+            self.username = try container.decodeIfPresent(String.self, forKey: .username)
+        } catch {
+            self.username = nil
         }
+        do {
+            self.fullName = try container.decodeIfPresent(String.self, forKey: .fullName)
+        } catch {
+            self.fullName = nil
+            problem = .invalidInput(field: "fullName", "fullName must be a string or null.")
+        }
+        if username == nil {
+            problem = .invalidInput(field: "username", "username is required and must be a string.")
+        }
+        self.problem = problem
     }
 
     func validated() throws -> NewUser {

@@ -1,0 +1,149 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import KeywayCore
+import KeywayHTTP
+import KeywaySQLite
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import Synchronization
+import Testing
+
+typealias Environment = KeywayCore.Environment
+
+/// swift-metrics can be bootstrapped once per process, so every test shares this registry.
+let testMetricsRegistry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    return registry
+}()
+
+/// A Keyway application on a fresh SQLite file, with two accounts and a key per environment.
+struct TestServer {
+    let store: KeywaySQLiteStore
+    let keys: SecretKeys
+    let configuration: KeywayConfiguration
+    let logs: CapturedLogs
+    let acme: Account
+    let globex: Account
+    /// The current key of each (account, environment), kept in memory only for the test's life.
+    let initialKeys: [EnvironmentID: String]
+
+    static func make(configuration: KeywayConfiguration = TestServer.defaultConfiguration) async throws -> TestServer {
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("keyway-http-tests-\(UUID().uuidString)").appendingPathComponent("keyway.sqlite").path
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let logs = CapturedLogs()
+        let keys = SecretKeys(store: store, logger: logs.logger(label: "keyway.keys"))
+        let acme = try await store.createAccount(name: "Acme", at: Date())
+        let globex = try await store.createAccount(name: "Globex", at: Date())
+        var initialKeys: [EnvironmentID: String] = [:]
+        for account in [acme, globex] {
+            for environment in Environment.allCases {
+                let id = EnvironmentID(accountID: account.id, environment: environment)
+                initialKeys[id] = try await keys.generate(for: id, createdBy: "test").key.revealPlaintext()
+            }
+        }
+        return TestServer(
+            store: store, keys: keys, configuration: configuration, logs: logs, acme: acme, globex: globex, initialKeys: initialKeys)
+    }
+
+    static var defaultConfiguration: KeywayConfiguration {
+        var configuration = KeywayConfiguration()
+        configuration.egressIPs = ["203.0.113.10", "2001:db8::1"]
+        return configuration
+    }
+
+    func key(_ account: Account, _ environment: Environment) -> String {
+        initialKeys[EnvironmentID(accountID: account.id, environment: environment)]!
+    }
+
+    /// Runs `body` against the in-process router.
+    func test<Value: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
+        let app = buildApplication(
+            configuration: configuration, store: store, keys: keys, metrics: testMetricsRegistry, logger: logs.logger(label: "keyway"))
+        return try await app.test(.router, body)
+    }
+}
+
+/// A decoded JSON response.
+struct JSONResponse: Sendable {
+    let status: HTTPResponse.Status
+    let headers: HTTPFields
+    let text: String
+
+    var object: [String: any Sendable] {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: any Sendable]) ?? [:]
+    }
+    var code: String? { object["code"] as? String }
+    var message: String? { object["message"] as? String }
+    subscript(_ key: String) -> (any Sendable)? { object[key] }
+}
+
+extension TestClientProtocol {
+    /// Sends a request with an optional key and JSON body.
+    func call(
+        _ method: HTTPRequest.Method,
+        _ uri: String,
+        key: String? = nil,
+        json: String? = nil,
+        headers extra: HTTPFields = [:]
+    ) async throws -> JSONResponse {
+        var headers = extra
+        if let key { headers[.authorization] = "Bearer \(key)" }
+        if json != nil { headers[.contentType] = "application/json" }
+        return try await execute(uri: uri, method: method, headers: headers, body: json.map { ByteBuffer(string: $0) }) { response in
+            JSONResponse(status: response.status, headers: response.headers, text: String(buffer: response.body))
+        }
+    }
+
+    /// Creates a user and returns its id.
+    func createUser(_ username: String, key: String, fullName: String? = nil) async throws -> String {
+        let body = try String(decoding: JSONSerialization.data(withJSONObject: ["username": username, "fullName": fullName as Any? ?? NSNull()]), as: UTF8.self)
+        let response = try await call(.post, "/users", key: key, json: body)
+        try #require(response.status == .ok, "creating \(username): \(response.text)")
+        return try #require(response["userId"] as? String)
+    }
+}
+
+/// Keeps every log line (message and metadata) so tests can check what reaches the logs.
+final class CapturedLogs: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    var all: [String] { lines.withLock { $0 } }
+
+    func logger(label: String) -> Logger {
+        var logger = Logger(label: label) { _ in Handler(sink: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    fileprivate func append(_ line: String) { lines.withLock { $0.append(line) } }
+
+    private struct Handler: LogHandler {
+        let sink: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(
+            level: Logger.Level,
+            message: Logger.Message,
+            metadata explicit: Logger.Metadata?,
+            source: String,
+            file: String,
+            function: String,
+            line: UInt
+        ) {
+            let merged = metadata.merging(explicit ?? [:]) { $1 }
+            sink.append("\(level) \(message) \(merged)")
+        }
+    }
+}
