@@ -61,7 +61,7 @@ struct SecretKeyAuthenticator: RouterMiddleware {
         }
         let credential = value[schemeEnd...].trimmingSpaces()
         guard !credential.isEmpty else {
-            throw KeywayError(.malformedAPIKey, "The Authorization header says Bearer but carries no key.")
+            throw KeywayError(.missingAPIKey, "The Authorization header says Bearer but carries no key: 'Authorization: Bearer <API key>'.")
         }
         guard !credential.contains(where: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) else {
             throw KeywayError(.malformedAPIKey, "The API key must be a single word with no spaces.")

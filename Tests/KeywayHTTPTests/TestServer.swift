@@ -23,7 +23,7 @@ let testMetricsRegistry: PrometheusCollectorRegistry = {
 
 /// A Keyway application on a fresh SQLite file, with two accounts and a key per environment.
 struct TestServer {
-    let store: KeywaySQLiteStore
+    let store: any KeywayStore
     let keys: SecretKeys
     let configuration: KeywayConfiguration
     let logs: CapturedLogs
