@@ -1,0 +1,123 @@
+"""Fixtures for end-to-end tests: the real `keyway` binary, its CLI and a server on loopback."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def keyway_binary() -> Path:
+    path = Path(os.environ.get("KEYWAY_BIN", ROOT / ".build" / "debug" / "keyway"))
+    if not path.exists():
+        pytest.fail(f"{path} does not exist: build first (scripts/test does)")
+    return path
+
+
+class Keyway:
+    """Runs the keyway CLI and server against one database in a temporary folder."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.binary = keyway_binary()
+        self.database = workdir / "data" / "keyway.sqlite"
+        self.process = None
+        self.logs: list[str] = []
+        self.port = None
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWAY_")}
+        env["KEYWAY_DATABASE"] = str(self.database)
+        env.update(extra)
+        return env
+
+    def cli(self, *args, check=True, **env) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(self.binary), *args], cwd=self.workdir, env=self.env(**env), capture_output=True, text=True, timeout=60
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"keyway {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def start(self, **env):
+        assert self.process is None
+        self.process = subprocess.Popen(
+            [str(self.binary), "serve", "--port", "0"],
+            cwd=self.workdir,
+            env=self.env(KEYWAY_LOG_LEVEL="debug", **env),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        found = threading.Event()
+
+        def drain(stream):
+            for line in stream:
+                self.logs.append(line)
+                match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if match and not found.is_set():
+                    self.port = int(match.group(1))
+                    found.set()
+
+        for stream in (self.process.stderr, self.process.stdout):
+            threading.Thread(target=drain, args=(stream,), daemon=True).start()
+        if not found.wait(60):
+            self.stop()
+            raise AssertionError("keyway serve did not start:\n" + "".join(self.logs))
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, key: str | None = None, body=None, headers: dict | None = None, raw: bytes | None = None):
+        """Returns (status, headers, parsed JSON or text)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if key is not None:
+            request.add_header("Authorization", f"Bearer {key}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, response_headers, payload = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            status, response_headers, payload = error.code, dict(error.headers), error.read()
+        text = payload.decode()
+        content_type = response_headers.get("Content-Type", "")
+        return status, response_headers, (json.loads(text) if "json" in content_type and text else text)
+
+    def account_with_keys(self, name="Acme") -> tuple[str, str, str]:
+        account = self.cli("accounts", "create", "--name", name).stdout.strip()
+        development = self.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
+        production = self.cli("keys", "generate", "--account", account, "--environment", "production").stdout.strip()
+        return account, development, production
+
+
+@pytest.fixture
+def keyway(tmp_path):
+    instance = Keyway(tmp_path)
+    yield instance
+    instance.stop()

@@ -1,0 +1,138 @@
+"""Every endpoint's real responses, successes and errors, checked against the served OpenAPI document."""
+
+import re
+
+import jsonschema
+import pytest
+from openapi_spec_validator import validate as validate_spec
+
+METHODS = {"get", "post", "put", "delete"}
+
+
+class Contract:
+    def __init__(self, document: dict):
+        validate_spec(document)
+        self.document = document
+        self.covered: set[tuple[str, str, str]] = set()
+        self.prefixes = [server["url"].rstrip("/") for server in document["servers"]]
+
+    def operation(self, method: str, path: str):
+        path = path.split("?")[0]
+        for prefix in sorted(self.prefixes, key=len, reverse=True):
+            if prefix and path.startswith(prefix + "/"):
+                path = path[len(prefix):]
+                break
+        for template, item in self.document["paths"].items():
+            pattern = "^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"
+            if re.match(pattern, path) and method.lower() in item:
+                return template, item[method.lower()]
+        raise AssertionError(f"{method} {path} is not in the OpenAPI document")
+
+    def check(self, method: str, path: str, status: int, headers: dict, body):
+        template, operation = self.operation(method, path)
+        responses = operation["responses"]
+        assert str(status) in responses, f"{method} {template} answered {status}, which the document does not list: {body}"
+        response = responses[str(status)]
+        content = response.get("content", {})
+        media = "application/json" if "application/json" in content else next(iter(content), None)
+        if media == "application/json":
+            assert "application/json" in headers.get("Content-Type", ""), f"{method} {template} {status} is not JSON"
+            # Local $refs ("#/components/...") resolve against this root.
+            schema = dict(content[media]["schema"])
+            validator = jsonschema.Draft202012Validator(
+                {**schema, "components": self.document["components"]},
+                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+            )
+            errors = sorted(validator.iter_errors(body), key=str)
+            assert not errors, f"{method} {template} {status}: {errors[0].message} in {body}"
+        for name in response.get("headers", {}):
+            if name.lower() in ("x-request-id", "x-api-version", "www-authenticate"):
+                assert any(h.lower() == name.lower() for h in headers), f"{method} {template} {status} lacks header {name}"
+        self.covered.add((template, method.lower(), str(status)))
+
+
+@pytest.fixture
+def contract(keyway):
+    keyway.start(KEYWAY_EGRESS_IPS="203.0.113.7, 2001:db8::/32")
+    status, _, document = keyway.request("GET", "/openapi.json")
+    assert status == 200
+    return Contract(document)
+
+
+def test_every_endpoint_answers_as_documented(keyway, contract):
+    account, dev, prod = keyway.account_with_keys()
+    _, other_dev, _ = keyway.account_with_keys("Globex")
+
+    def call(method, path, key=None, body=None, expect=None, raw=None, headers=None):
+        status, response_headers, payload = keyway.request(method, path, key=key, body=body, raw=raw, headers=headers)
+        contract.check(method, path, status, response_headers, payload)
+        if expect is not None:
+            assert status == expect, f"{method} {path}: {status} {payload}"
+        return payload
+
+    # Successes.
+    user_id = call("POST", "/users", dev, {"username": "ada@example.com", "fullName": "Ada"}, 200)["userId"]
+    call("POST", "/users/batch", dev, {"users": [{"username": "b1"}, {"username": "ada@example.com"}, {"username": ""}]}, 200)
+    call("POST", "/2023-12/users/batch", dev, [{"username": "b2", "fullName": None}], 200)
+    page = call("GET", "/users?limit=2", dev, expect=200)
+    call("GET", f"/users?limit=2&cursor={page['nextCursor']}", dev, expect=200)
+    call("GET", f"/users/{user_id}", dev, expect=200)
+    call("GET", "/users/ada%40example.com", dev, expect=200, headers={"x-api-version": "2024-03"})
+    call("GET", f"/2024-03/users/{user_id}", dev, expect=200)
+    call("PUT", f"/users/{user_id}", dev, {"fullName": None}, 200)
+    call("GET", "/whoami", prod, expect=200)
+    call("GET", "/ip-addresses", expect=200)
+    call("GET", "/healthz", expect=200)
+    call("GET", "/readyz", expect=200)
+    status, headers, text = keyway.request("GET", "/metrics")
+    contract.check("GET", "/metrics", status, headers, text)
+    assert "text/plain" in headers["Content-Type"]
+    call("GET", "/openapi.json", expect=200)
+
+    # Errors.
+    call("GET", "/users", expect=401)
+    call("GET", "/users", "kw_dev_nope", expect=401)
+    call("GET", "/whoami", "kw_prod_" + "A" * 36, expect=401)
+    call("GET", f"/users?api_key={dev}", expect=400)
+    call("POST", "/users", dev, {"username": "ada@example.com"}, 409)
+    call("POST", "/users", dev, raw=b"{not json", expect=400)
+    call("POST", "/users", dev, raw=b'{"username": "x", "fullName": "' + b"y" * (5 * 1024 * 1024) + b'"}', expect=413)
+    rejected = call("POST", "/users/batch", dev, {"users": [{"username": ""}]}, 400)
+    assert rejected["code"] == "no_valid_users"
+    call("POST", "/users/batch", dev, [{"username": f"u{i}"} for i in range(1001)], 400)
+    call("GET", "/users?limit=0", dev, expect=400)
+    call("GET", f"/users/{user_id}", prod, expect=404)
+    call("GET", f"/users/{user_id}", other_dev, expect=404)
+    call("PUT", "/users/b1", dev, {"username": "b2"}, 409)
+    call("PUT", "/users/nobody", dev, {"fullName": "x"}, 404)
+    call("PUT", f"/users/{user_id}", dev, {}, 400)
+    call("DELETE", "/users/nobody", dev, expect=404)
+    call("GET", "/ip-addresses", headers={"x-api-version": "1999-01"}, expect=400)
+    call("GET", "/whoami", dev, headers={"x-api-version": "nope"}, expect=400)
+    call("DELETE", f"/users/{user_id}", dev, expect=200)
+    call("DELETE", f"/users/{user_id}", prod, expect=404)
+
+    # Every API operation refuses a missing key and an unknown version.
+    huge = b'{"username": "x", "fullName": "' + b"y" * (5 * 1024 * 1024) + b'"}'
+    operations = [
+        ("GET", "/users", None), ("POST", "/users", {"username": "z"}), ("POST", "/users/batch", [{"username": "z"}]),
+        ("GET", "/users/b1", None), ("PUT", "/users/b1", {"fullName": "z"}), ("DELETE", "/users/b1", None), ("GET", "/whoami", None),
+    ]
+    for method, path, body in operations:
+        call(method, path, body=body, expect=401)
+        call(method, path, dev, body, headers={"x-api-version": "2001-01"}, expect=400)
+    call("POST", "/users/batch", dev, raw=huge, expect=413)
+    call("PUT", "/users/b1", dev, raw=huge, expect=413)
+
+
+    documented = {
+        (template, method)
+        for template, item in contract.document["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+    exercised = {(template, method) for template, method, _ in contract.covered}
+    assert documented <= exercised, f"never exercised: {documented - exercised}"
+    statuses = {(t, m, s) for t, item in contract.document["paths"].items() for m, op in item.items() if m in METHODS for s in op["responses"]}
+    untested = {entry for entry in statuses - contract.covered if entry[2] not in ("503",)}
+    assert not untested, f"documented responses never seen: {sorted(untested)}"

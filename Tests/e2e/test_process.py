@@ -1,0 +1,104 @@
+"""The real process: restarts, graceful shutdown, revocation by the CLI, and secrets kept out of logs."""
+
+import os
+import stat
+import time
+
+KEY_PATTERN = r"^kw_(dev|prod)_[0-9A-Za-z]{36}$"
+
+
+def test_everything_survives_a_restart(keyway):
+    account, dev, prod = keyway.account_with_keys()
+    keyway.start()
+    status, _, body = keyway.request("POST", "/users", dev, {"username": "persisted", "fullName": "P"})
+    assert status == 200
+    user_id = body["userId"]
+    new_dev = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
+    assert keyway.stop() == 0, "SIGTERM stops the server cleanly"
+
+    keyway.start()
+    status, _, body = keyway.request("GET", f"/users/{user_id}", new_dev)
+    assert status == 200 and body["username"] == "persisted"
+    status, _, body = keyway.request("GET", "/whoami", dev)
+    assert status == 401 and body["code"] == "revoked_api_key", body
+    status, _, body = keyway.request("GET", "/users", prod)
+    assert status == 200 and body["data"] == [], "production never sees development's users"
+
+
+def test_a_key_regenerated_by_the_cli_stops_working_on_a_running_server(keyway):
+    account, dev, _ = keyway.account_with_keys()
+    keyway.start(KEYWAY_REVOCATION_POLL_MS="200")
+    assert keyway.request("GET", "/whoami", dev)[0] == 200
+    keyway.cli("keys", "generate", "--account", account, "--environment", "development")
+    deadline = time.monotonic() + 10
+    code = None
+    while time.monotonic() < deadline:
+        status, _, body = keyway.request("GET", "/whoami", dev)
+        code = body.get("code") if isinstance(body, dict) else None
+        if code == "revoked_api_key":
+            break
+        time.sleep(0.05)
+    assert code == "revoked_api_key"
+
+
+def test_no_key_reaches_the_server_logs(keyway):
+    account, dev, prod = keyway.account_with_keys()
+    keyway.start()
+    keyway.request("GET", "/whoami", dev)
+    keyway.request("GET", f"/users?api_key={prod}")
+    keyway.request("GET", "/users", headers={"Authorization": f"Basic {dev}"})
+    keyway.request("POST", "/users", dev, {"username": "someone"})
+    assert keyway.stop() == 0
+    logs = "".join(keyway.logs)
+    assert "Server started" in logs or "listening" in logs
+    for key in (dev, prod):
+        assert key[8:30] not in logs
+
+
+def test_key_file_output_is_private_and_shows_only_the_hint(keyway):
+    account = keyway.cli("accounts", "create", "--name", "Files Inc").stdout.strip()
+    target = keyway.workdir / "dev.key"
+    result = keyway.cli("keys", "generate", "--account", account, "--environment", "development", "--output", str(target))
+    key = target.read_text().strip()
+    assert key.startswith("kw_dev_") and len(key) == 43
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert key not in result.stdout and key not in result.stderr
+    assert key[-4:] in result.stdout
+    again = keyway.cli("keys", "generate", "--account", account, "--environment", "development", "--output", str(target), check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert target.read_text().strip() == key, "an existing key file is never overwritten"
+    # The refused call changed nothing: the key in the file is still the active one.
+    listing = keyway.cli("keys", "list", "--account", account).stdout
+    assert listing.count("active") == 1 and key[-4:] in listing and key not in listing
+
+
+def test_cli_errors_are_clear(keyway):
+    missing = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "development", check=False)
+    assert missing.returncode != 0 and "No account 'acct_nope'" in missing.stderr
+    bad_environment = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "staging", check=False)
+    assert bad_environment.returncode != 0 and "staging" in bad_environment.stderr
+    bad_port = keyway.cli("serve", "--port", "70000", check=False)
+    assert bad_port.returncode != 0 and "port" in bad_port.stderr
+    bad_setting = keyway.cli("accounts", "list", check=False, KEYWAY_LOG_LEVEL="loud")
+    assert bad_setting.returncode != 0 and "KEYWAY_LOG_LEVEL" in bad_setting.stderr
+    empty_name = keyway.cli("accounts", "create", "--name", "  ", check=False)
+    assert empty_name.returncode != 0 and "--name" in empty_name.stderr
+
+
+def test_every_command_has_help(keyway):
+    for command in (
+        [], ["serve"], ["migrate"], ["accounts"], ["accounts", "create"], ["accounts", "list"],
+        ["keys"], ["keys", "generate"], ["keys", "list"],
+    ):
+        result = keyway.cli(*command, "--help")
+        assert "USAGE: keyway" in result.stdout, command
+
+
+def test_migrate_reports_what_it_did(keyway):
+    first = keyway.cli("migrate").stdout
+    assert "Applied migration" in first
+    second = keyway.cli("migrate").stdout
+    assert "up to date" in second and "Applied" not in second
+    assert "No accounts yet" in keyway.cli("accounts", "list").stdout
+    keyway.cli("accounts", "create", "--name", "Listed Ltd")
+    assert "Listed Ltd" in keyway.cli("accounts", "list").stdout
