@@ -64,7 +64,11 @@ public final class SecretKeys: Sendable {
     ///   - inactiveCacheLimit: How many revoked or unknown keys to remember,
     ///     which bounds this cache's memory whatever keys callers invent.
     ///   - logger: For key lifecycle events; never given a key. Silent by default.
-    public init(store: any KeywayStore, inactiveCacheLimit: Int = 10_000, logger: Logger = Logger(label: "keyway.keys", factory: { _ in SwiftLogNoOpLogHandler() })) {
+    public init(
+        store: any KeywayStore,
+        inactiveCacheLimit: Int = 10_000,
+        logger: Logger = Logger(label: "keyway.keys", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
         self.store = store
         self.state = Mutex(State(inactiveRing: Array(repeating: nil, count: max(1, inactiveCacheLimit))))
         self.logger = logger

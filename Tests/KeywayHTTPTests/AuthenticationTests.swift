@@ -28,15 +28,69 @@ import Testing
             BadCredential(name: "key without scheme", headers: [validKey], status: .unauthorized, code: "missing_api_key", invalidToken: false),
             BadCredential(name: "bearer without key", headers: ["Bearer"], status: .unauthorized, code: "missing_api_key", invalidToken: false),
             BadCredential(name: "bearer and spaces", headers: ["Bearer    "], status: .unauthorized, code: "missing_api_key", invalidToken: false),
-            BadCredential(name: "two words", headers: ["Bearer \(validKey) extra"], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "two headers", headers: ["Bearer \(validKey)", "Bearer \(validKey)"], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "oversized", headers: ["Bearer kw_dev_" + String(repeating: "A", count: 8000)], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "non-ASCII", headers: ["Bearer kw_dev_" + String(body.dropLast(2)) + "éé"], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "bad checksum", headers: ["Bearer \(badChecksum)"], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "truncated", headers: ["Bearer \(validKey.dropLast(3))"], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "other vendor", headers: ["Bearer sk_live_1234567890"], status: .unauthorized, code: "malformed_api_key", invalidToken: true),
-            BadCredential(name: "unknown key", headers: ["Bearer \(GeneratedSecretKey.generate(for: .development).revealPlaintext())"], status: .unauthorized, code: "invalid_api_key", invalidToken: true),
-            BadCredential(name: "user token", headers: ["Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"], status: .unauthorized, code: "user_token_not_accepted", invalidToken: true),
+            BadCredential(
+                name: "two words",
+                headers: ["Bearer \(validKey) extra"],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "two headers",
+                headers: ["Bearer \(validKey)", "Bearer \(validKey)"],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "oversized",
+                headers: ["Bearer kw_dev_" + String(repeating: "A", count: 8000)],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "non-ASCII",
+                headers: ["Bearer kw_dev_" + String(body.dropLast(2)) + "éé"],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "bad checksum",
+                headers: ["Bearer \(badChecksum)"],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "truncated",
+                headers: ["Bearer \(validKey.dropLast(3))"],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "other vendor",
+                headers: ["Bearer sk_live_1234567890"],
+                status: .unauthorized,
+                code: "malformed_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "unknown key",
+                headers: ["Bearer \(GeneratedSecretKey.generate(for: .development).revealPlaintext())"],
+                status: .unauthorized,
+                code: "invalid_api_key",
+                invalidToken: true
+            ),
+            BadCredential(
+                name: "user token",
+                headers: ["Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"],
+                status: .unauthorized,
+                code: "user_token_not_accepted",
+                invalidToken: true
+            ),
         ]
     }
 
@@ -50,7 +104,10 @@ import Testing
                     var headers: HTTPFields = [.contentType: "application/json"]
                     for value in credential.headers { headers.append(HTTPField(name: .authorization, value: value)) }
                     let response = try await client.execute(
-                        uri: uri, method: method, headers: headers, body: json.map { ByteBuffer(string: $0) }
+                        uri: uri,
+                        method: method,
+                        headers: headers,
+                        body: json.map { ByteBuffer(string: $0) }
                     ) { JSONResponse(status: $0.status, headers: $0.headers, text: String(buffer: $0.body)) }
                     let label = "\(credential.name): \(method) \(uri)"
                     #expect(response.status == credential.status, "\(label): \(response.text)")
@@ -150,7 +207,9 @@ import Testing
             ]
             for (method, uri, body, code) in cases {
                 let response = try await client.execute(
-                    uri: uri, method: method, headers: [.authorization: "Bearer \(key)", .contentType: "application/json"],
+                    uri: uri,
+                    method: method,
+                    headers: [.authorization: "Bearer \(key)", .contentType: "application/json"],
                     body: ByteBuffer(string: body)
                 ) { JSONResponse(status: $0.status, headers: $0.headers, text: String(buffer: $0.body)) }
                 #expect(response.status == .badRequest, "\(method) \(uri) \(body.prefix(40)): \(response.text)")

@@ -78,7 +78,11 @@ import Testing
 
     /// A user reference (id or username) drawn from any environment, or one that exists nowhere,
     /// with a function that names the user it denotes in a given environment.
-    func pickReference(users: [ModelUser], names: [String], random: inout SplitMix64)
+    func pickReference(
+        users: [ModelUser],
+        names: [String],
+        random: inout SplitMix64
+    )
         -> (String, @Sendable (EnvironmentID) -> ModelUser?)
     {
         let snapshot = users

@@ -48,7 +48,14 @@ struct TestServer {
             }
         }
         return TestServer(
-            store: store, keys: keys, configuration: configuration, logs: logs, acme: acme, globex: globex, initialKeys: initialKeys)
+            store: store,
+            keys: keys,
+            configuration: configuration,
+            logs: logs,
+            acme: acme,
+            globex: globex,
+            initialKeys: initialKeys
+        )
     }
 
     static var defaultConfiguration: KeywayConfiguration {
@@ -64,7 +71,12 @@ struct TestServer {
     /// Runs `body` against the in-process router.
     func test<Value: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
         let app = buildApplication(
-            configuration: configuration, store: store, keys: keys, metrics: testMetricsRegistry, logger: logs.logger(label: "keyway"))
+            configuration: configuration,
+            store: store,
+            keys: keys,
+            metrics: testMetricsRegistry,
+            logger: logs.logger(label: "keyway")
+        )
         return try await app.test(.router, body)
     }
 }
@@ -102,7 +114,10 @@ extension TestClientProtocol {
 
     /// Creates a user and returns its id.
     func createUser(_ username: String, key: String, fullName: String? = nil) async throws -> String {
-        let body = try String(decoding: JSONSerialization.data(withJSONObject: ["username": username, "fullName": fullName as Any? ?? NSNull()]), as: UTF8.self)
+        let body = try String(
+            decoding: JSONSerialization.data(withJSONObject: ["username": username, "fullName": fullName as Any? ?? NSNull()]),
+            as: UTF8.self
+        )
         let response = try await call(.post, "/users", key: key, json: body)
         try #require(response.status == .ok, "creating \(username): \(response.text)")
         return try #require(response["userId"] as? String)

@@ -87,7 +87,9 @@ import Testing
             let key = server.key(server.acme, .development)
             _ = try await client.createUser("existing", key: key)
             let response = try await client.call(
-                .post, "/users/batch", key: key,
+                .post,
+                "/users/batch",
+                key: key,
                 json: """
                     {"users": [
                         {"username": "u1", "fullName": "One"},
@@ -99,14 +101,17 @@ import Testing
                         {"username": "u1"},
                         {"username": "u2"}
                     ]}
-                    """)
+                    """
+            )
             #expect(response.status == .ok)
             #expect(response["message"] as? String == "success")
             let invalid = try #require(response["invalidUsers"] as? [[String: Any]])
             #expect(invalid.map { $0["index"] as? Int } == [1, 2, 3, 4, 5, 6])
-            #expect(invalid.map { $0["code"] as? String } == [
-                "username_taken", "invalid_input", "invalid_input", "invalid_input", "invalid_input", "duplicate_in_batch",
-            ])
+            #expect(
+                invalid.map { $0["code"] as? String } == [
+                    "username_taken", "invalid_input", "invalid_input", "invalid_input", "invalid_input", "duplicate_in_batch",
+                ]
+            )
             let list = try await client.call(.get, "/users", key: key)
             let usernames = (list["data"] as? [[String: Any]])?.compactMap { $0["username"] as? String }
             #expect(Set(usernames ?? []) == ["existing", "u1", "u2"])

@@ -10,7 +10,12 @@ import Testing
         let path = temporaryDatabasePath()
         let store = try KeywaySQLiteStore(path: path, migrate: true)
         let account = try await store.createAccount(name: "Acme", at: Date())
-        _ = try await store.insertKeyRevokingPrevious(.generate(for: .development), for: .init(accountID: account.id, environment: .development), createdBy: "t", at: Date())
+        _ = try await store.insertKeyRevokingPrevious(
+            .generate(for: .development),
+            for: .init(accountID: account.id, environment: .development),
+            createdBy: "t",
+            at: Date()
+        )
 
         let database = try DatabaseQueue(path: path)
         await #expect(throws: DatabaseError.self) {
@@ -35,7 +40,9 @@ import Testing
         #expect(throws: DatabaseError.self) {
             try database.write { db in
                 try db.execute(sql: "PRAGMA foreign_keys = ON")
-                try db.execute(sql: "INSERT INTO users (id, account_id, environment, username, created_at) VALUES ('u', 'acct_none', 'development', 'x', 0)")
+                try db.execute(
+                    sql: "INSERT INTO users (id, account_id, environment, username, created_at) VALUES ('u', 'acct_none', 'development', 'x', 0)"
+                )
             }
         }
     }

@@ -53,8 +53,18 @@ import Testing
         let (store, account) = try await kind.makeStoreWithAccount()
         let development = GeneratedSecretKey.generate(for: .development)
         let production = GeneratedSecretKey.generate(for: .production)
-        _ = try await store.insertKeyRevokingPrevious(development, for: .init(accountID: account.id, environment: .development), createdBy: "t", at: Date())
-        let generation = try await store.insertKeyRevokingPrevious(production, for: .init(accountID: account.id, environment: .production), createdBy: "t", at: Date())
+        _ = try await store.insertKeyRevokingPrevious(
+            development,
+            for: .init(accountID: account.id, environment: .development),
+            createdBy: "t",
+            at: Date()
+        )
+        let generation = try await store.insertKeyRevokingPrevious(
+            production,
+            for: .init(accountID: account.id, environment: .production),
+            createdBy: "t",
+            at: Date()
+        )
         #expect(generation.revoked.isEmpty)
         let keys = try await store.secretKeys(for: account.id)
         #expect(keys.count == 2)
@@ -105,7 +115,12 @@ import Testing
     func keyUsageKeepsTheLatestTime(kind: StoreKind) async throws {
         let (store, account) = try await kind.makeStoreWithAccount()
         let key = GeneratedSecretKey.generate(for: .development)
-        let record = try await store.insertKeyRevokingPrevious(key, for: .init(accountID: account.id, environment: .development), createdBy: "t", at: Date()).key
+        let record = try await store.insertKeyRevokingPrevious(
+            key,
+            for: .init(accountID: account.id, environment: .development),
+            createdBy: "t",
+            at: Date()
+        ).key
         let later = Date(timeIntervalSince1970: 1_900_000_000)
         try await store.recordKeyUsage([record.id: later])
         try await store.recordKeyUsage([record.id: Date(timeIntervalSince1970: 1_800_000_000)])
@@ -186,7 +201,10 @@ import Testing
         let development = EnvironmentID(accountID: account.id, environment: .development)
         _ = try await store.createUser(try NewUser(username: "taken", fullName: nil), in: development, at: Date())
         let result = try await store.createUsers(
-            [try NewUser(username: "new1", fullName: "One"), try NewUser(username: "taken", fullName: nil), try NewUser(username: "new2", fullName: nil)],
+            [
+                try NewUser(username: "new1", fullName: "One"), try NewUser(username: "taken", fullName: nil),
+                try NewUser(username: "new2", fullName: nil),
+            ],
             in: development,
             at: Date()
         )

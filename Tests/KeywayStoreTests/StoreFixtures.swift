@@ -1,6 +1,7 @@
 import Foundation
 import KeywayCore
 import KeywaySQLite
+import Testing
 
 /// Every store the conformance suite runs against.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
@@ -22,8 +23,6 @@ func temporaryDatabasePath() -> String {
         .appendingPathComponent("keyway-tests-\(UUID().uuidString)", isDirectory: true)
         .appendingPathComponent("keyway.sqlite").path
 }
-
-import Testing
 
 extension StoreKind {
     /// A store with one account, for tests that need somewhere to put things.
@@ -47,7 +46,12 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     func createAccount(name: String, at date: Date) async throws -> Account { try await base.createAccount(name: name, at: date) }
     func account(_ id: AccountID) async throws -> Account? { try await base.account(id) }
     func accounts() async throws -> [Account] { try await base.accounts() }
-    func insertKeyRevokingPrevious(_ key: GeneratedSecretKey, for environmentID: EnvironmentID, createdBy: String, at date: Date)
+    func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        createdBy: String,
+        at date: Date
+    )
         async throws -> KeyGeneration
     {
         try await base.insertKeyRevokingPrevious(key, for: environmentID, createdBy: createdBy, at: date)
