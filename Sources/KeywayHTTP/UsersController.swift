@@ -129,7 +129,7 @@ struct UsersController {
 
     /// `GET /users/{userId or username}`.
     @Sendable func show(_ request: Request, context: Context) async throws -> UserResponse {
-        UserResponse(try await resolve(try reference(context), context: context))
+        UserResponse(try await resolve(try reference(request, context), context: context))
     }
 
     /// `PUT /users/{userId or username}`.
@@ -139,7 +139,7 @@ struct UsersController {
             throw KeywayError.invalidInput(field: "username", "Send username, fullName or both to update a user.")
         }
         let changes = try UserChanges(username: body.username, fullName: body.fullName)
-        let user = try await resolve(try reference(context), context: context)
+        let user = try await resolve(try reference(request, context), context: context)
         guard let updated = try await store.updateUser(user.id, in: context.environmentID, with: changes) else {
             throw KeywayError.userNotFound(user.id.rawValue, in: context.environmentID.environment, existsIn: nil)
         }
@@ -148,7 +148,7 @@ struct UsersController {
 
     /// `DELETE /users/{userId or username}`.
     @Sendable func delete(_ request: Request, context: Context) async throws -> SuccessResponse {
-        let user = try await resolve(try reference(context), context: context)
+        let user = try await resolve(try reference(request, context), context: context)
         guard try await store.deleteUser(user.id, in: context.environmentID) else {
             throw KeywayError.userNotFound(user.id.rawValue, in: context.environmentID.environment, existsIn: nil)
         }
@@ -157,8 +157,9 @@ struct UsersController {
     }
 
     /// The path's user reference, percent-decoded.
-    private func reference(_ context: Context) throws -> String {
-        let raw = context.parameters.get("user") ?? "batch"
+    private func reference(_ request: Request, _ context: Context) throws -> String {
+        // On the literal `users/batch` routes the reference is the path's last segment.
+        let raw = context.parameters.get("user") ?? request.uri.path.split(separator: "/").last.map(String.init) ?? ""
         guard let decoded = raw.removingPercentEncoding, !decoded.isEmpty else {
             throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
         }

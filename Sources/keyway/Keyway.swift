@@ -30,7 +30,7 @@ struct DatabaseOptions: ParsableArguments {
         do {
             configuration = try KeywayConfiguration(environment: ProcessInfo.processInfo.environment)
         } catch {
-            throw ValidationError("\(error)")
+            throw CommandError("\(error)")
         }
         if let database { configuration.databasePath = database }
         return configuration
@@ -41,7 +41,7 @@ struct DatabaseOptions: ParsableArguments {
         do {
             return try KeywaySQLiteStore(path: configuration.databasePath, migrate: true)
         } catch let error as SchemaError {
-            throw ValidationError("\(error)")
+            throw CommandError(error.description)
         }
     }
 }
@@ -190,7 +190,7 @@ struct Keys: AsyncParsableCommand {
         func run() async throws {
             let configuration = try database.configuration()
             if let output, FileManager.default.fileExists(atPath: output) {
-                throw ValidationError("\(output) already exists; choose a new file so no key is overwritten.")
+                throw CommandError("\(output) already exists; choose a new file so no key is overwritten.")
             }
             let store = try database.openStore(configuration)
             var logger = Logger(label: "keyway.cli")
@@ -201,7 +201,7 @@ struct Keys: AsyncParsableCommand {
             do {
                 generated = try await keys.generate(for: environmentID, createdBy: "cli").key
             } catch let error as KeywayError {
-                throw ValidationError(error.message)
+                throw CommandError(error.message)
             }
             if let output {
                 try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
@@ -226,7 +226,7 @@ struct Keys: AsyncParsableCommand {
             let configuration = try database.configuration()
             let store = try database.openStore(configuration)
             guard try await store.account(AccountID(rawValue: account)) != nil else {
-                throw ValidationError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+                throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
             }
             let records = try await store.secretKeys(for: AccountID(rawValue: account))
             if records.isEmpty {
@@ -248,17 +248,23 @@ struct Keys: AsyncParsableCommand {
 
 extension KeywayCore.Environment: ExpressibleByArgument {}
 
+/// A failure while running a command (as opposed to bad arguments): printed without the usage text.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Creates `path` exclusively with mode 0600, so the key is never readable by others, even briefly.
 func writeSecretFile(_ path: String, contents: String) throws {
     let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
     guard descriptor >= 0 else {
-        throw ValidationError("Cannot create \(path): \(String(cString: strerror(errno))).")
+        throw CommandError("Cannot create \(path): \(String(cString: strerror(errno))).")
     }
     defer { close(descriptor) }
     let bytes = Array(contents.utf8)
     let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
     guard written == bytes.count, fsync(descriptor) == 0 else {
-        throw ValidationError("Cannot write \(path): \(String(cString: strerror(errno))).")
+        throw CommandError("Cannot write \(path): \(String(cString: strerror(errno))).")
     }
 }
 

@@ -41,7 +41,7 @@ import Testing
                 let environment = environments.randomElement(using: &random)!
                 let key = server.initialKeys[environment]!
                 let label = "seed \(seed) step \(step)"
-                switch Int.random(in: 0..<6, using: &random) {
+                switch Int.random(in: 0..<8, using: &random) {
                 case 0, 1:
                     let username = names.randomElement(using: &random)!
                     let response = try await client.call(.post, "/users", key: key, json: #"{"username": "\#(username)"}"#)
@@ -66,6 +66,26 @@ import Testing
                     if response.status == .ok, let owner = owner(environment) {
                         users.removeAll { $0.id == owner.id }
                     }
+                case 5:
+                    let batch = (0..<3).map { _ in names.randomElement(using: &random)! }
+                    let json = "[" + batch.map { #"{"username": "\#($0)"}"# }.joined(separator: ",") + "]"
+                    let response = try await client.call(.post, "/users/batch", key: key, json: json)
+                    var fresh: [String] = []
+                    for username in batch where !fresh.contains(username) {
+                        if !users.contains(where: { $0.environment == environment && $0.username == username }) { fresh.append(username) }
+                    }
+                    #expect(response.status == (fresh.isEmpty ? .badRequest : .ok), "\(label): \(response.text)")
+                    if !fresh.isEmpty {
+                        let listed = try await client.call(.get, "/users?limit=1000", key: key)["data"] as? [[String: Any]] ?? []
+                        for username in fresh {
+                            let id = try #require(listed.first { $0["username"] as? String == username }?["userId"] as? String, "\(label)")
+                            users.append(ModelUser(id: id, environment: environment, username: username))
+                        }
+                    }
+                case 6:
+                    let response = try await client.call(.get, "/whoami", key: key)
+                    #expect(response["accountId"] as? String == environment.accountID.rawValue, "\(label)")
+                    #expect(response["environment"] as? String == environment.environment.rawValue, "\(label)")
                 default:
                     let response = try await client.call(.get, "/users?limit=1000", key: key)
                     let listed = (response["data"] as? [[String: Any]] ?? []).compactMap { $0["userId"] as? String }
