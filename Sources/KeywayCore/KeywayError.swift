@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A failure the caller can act on. Carries no HTTP: the HTTP layer maps
 /// ``code`` to a status in one place.
@@ -12,6 +12,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public init(rawValue: String) { self.rawValue = rawValue }
         public var description: String { rawValue }
 
+        // Authentication.
         public static let missingAPIKey = Code(rawValue: "missing_api_key")
         public static let malformedAPIKey = Code(rawValue: "malformed_api_key")
         public static let invalidAPIKey = Code(rawValue: "invalid_api_key")
@@ -24,11 +25,17 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let accountNotFound = Code(rawValue: "account_not_found")
     }
 
+    /// What went wrong, for programs.
     public let code: Code
+    /// What went wrong, for people.
     public let message: String
     /// Extra fields for the caller (e.g. `revokedAt`), safe to show.
     public let details: [String: String]
 
+    /// - Parameters:
+    ///   - code: The stable reason.
+    ///   - message: A sentence for the caller; never a secret, never another account's data.
+    ///   - details: Extra fields for the caller.
     public init(_ code: Code, _ message: String, details: [String: String] = [:]) {
         self.code = code
         self.message = message
@@ -37,10 +44,13 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(code): \(message)" }
 
+    /// A field of the caller's input breaks a rule; `details["field"]` names it.
     public static func invalidInput(field: String, _ message: String) -> KeywayError {
         KeywayError(.invalidInput, message, details: ["field": field])
     }
 
+    /// No such user in `environment`. When the same account's `other` environment
+    /// has it, says so (as Stripe does); callers must never pass another account's environment.
     public static func userNotFound(_ reference: String, in environment: Environment, existsIn other: Environment?) -> KeywayError {
         var message = "No user '\(reference)' exists in the \(environment.rawValue) environment."
         var details = ["environment": environment.rawValue]
@@ -51,10 +61,12 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         return KeywayError(.userNotFound, message, details: details)
     }
 
+    /// The username exists in the environment already.
     public static func usernameTaken(_ username: String) -> KeywayError {
         KeywayError(.usernameTaken, "A user with username '\(username)' already exists in this environment.", details: ["field": "username"])
     }
 
+    /// No account has this identifier.
     public static func accountNotFound(_ id: AccountID) -> KeywayError {
         KeywayError(.accountNotFound, "No account '\(id)' exists.")
     }

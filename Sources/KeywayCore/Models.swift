@@ -3,9 +3,11 @@ public import Foundation
 /// A customer company. It owns a development and a production environment.
 public struct Account: Sendable, Hashable, Codable {
     public var id: AccountID
+    /// The company's name.
     public var name: String
     public var createdAt: Date
 
+    /// Builds an account value; use ``KeywayStore/createAccount(name:at:)`` to create one.
     public init(id: AccountID, name: String, createdAt: Date) {
         self.id = id
         self.name = name
@@ -34,6 +36,7 @@ public struct SecretKeyRecord: Sendable, Hashable {
     /// Last authenticated use, recorded in batches, so up to a flush interval late.
     public var lastUsedAt: Date?
 
+    /// Builds a record as a store reads it.
     public init(
         id: SecretKeyID,
         environmentID: EnvironmentID,
@@ -68,6 +71,7 @@ public struct KeyRevocation: Sendable, Hashable {
     public var revokedAt: Date
     public var reason: RevocationReason
 
+    /// Builds a revocation as a store reads it.
     public init(sequence: Int64, digest: KeyDigest, revokedAt: Date, reason: RevocationReason) {
         self.sequence = sequence
         self.digest = digest
@@ -81,6 +85,9 @@ public struct KeyGeneration: Sendable {
     public var key: SecretKeyRecord
     public var revoked: [KeyRevocation]
 
+    /// - Parameters:
+    ///   - key: The new, active key.
+    ///   - revoked: The keys it replaced, already revoked in storage.
     public init(key: SecretKeyRecord, revoked: [KeyRevocation]) {
         self.key = key
         self.revoked = revoked
@@ -95,6 +102,7 @@ public struct User: Sendable, Hashable {
     public var fullName: String?
     public var createdAt: Date
 
+    /// Builds a user value as a store reads it.
     public init(id: UserID, username: String, fullName: String?, createdAt: Date) {
         self.id = id
         self.username = username
@@ -140,6 +148,9 @@ public struct UserPage: Sendable, Hashable {
     /// Pass this back to get the next page; `nil` on the last page.
     public var nextCursor: UserID?
 
+    /// - Parameters:
+    ///   - users: This page, in identifier order.
+    ///   - nextCursor: The last identifier of this page when more follow.
     public init(users: [User], nextCursor: UserID?) {
         self.users = users
         self.nextCursor = nextCursor
@@ -152,6 +163,9 @@ public struct BatchCreation: Sendable, Hashable {
     /// Usernames refused because they already exist in the environment.
     public var taken: [String]
 
+    /// - Parameters:
+    ///   - created: The users created, in request order.
+    ///   - taken: The usernames that already existed.
     public init(created: [User], taken: [String]) {
         self.created = created
         self.taken = taken

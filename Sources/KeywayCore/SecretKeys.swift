@@ -4,10 +4,14 @@ import Synchronization
 
 /// The principal of a request authenticated with a secret key.
 public struct AuthenticatedKey: Sendable, Hashable {
+    /// The key's record, for last-used bookkeeping.
     public let keyID: SecretKeyID
+    /// The account and environment every operation of the request is confined to.
     public let environmentID: EnvironmentID
+    /// `kw_dev_…abcd`, safe to show and log.
     public let hint: String
 
+    /// Builds a principal; ``SecretKeys/authenticate(_:at:)`` is what makes real ones.
     public init(keyID: SecretKeyID, environmentID: EnvironmentID, hint: String) {
         self.keyID = keyID
         self.environmentID = environmentID
