@@ -52,6 +52,30 @@ public protocol KeywayStore: Sendable {
     /// - Returns: Whether a user was deleted.
     func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool
 
+    /// Users whose username starts with `prefix`, in username order, after `username`.
+    func users(in environmentID: EnvironmentID, usernamePrefix prefix: String, afterUsername username: String?, limit: Int) async throws -> [User]
+    /// How many users of the environment have a username starting with `prefix` ("" for all).
+    func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int
+
+    // MARK: Dashboard members and sessions
+
+    /// Creates an account, its two environments and its owner in one transaction.
+    /// - Throws: ``KeywayError`` `email_taken`.
+    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member)
+    /// The member who signs in with `email`, with their bcrypt hash.
+    func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)?
+    func member(_ id: MemberID) async throws -> Member?
+    /// The password hash of a member, to re-check before sensitive actions.
+    func passwordHash(of id: MemberID) async throws -> String?
+    /// Replaces a member's password and ends all their sessions, in one transaction.
+    func changePassword(of id: MemberID, to passwordHash: String) async throws
+    func createSession(_ session: DashboardSession) async throws
+    /// A session that has not expired at `date`.
+    func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession?
+    func deleteSession(digest: KeyDigest) async throws
+    /// Ends sessions that expired before `date`.
+    func deleteExpiredSessions(before date: Date) async throws
+
     // MARK: Operations
 
     /// Throws when the store cannot serve requests.

@@ -61,6 +61,33 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v2: dashboard members and sessions") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE members (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                        -- Lowercased by the application; members sign in with it, so it is unique everywhere.
+                        email TEXT NOT NULL UNIQUE,
+                        password_hash TEXT NOT NULL,
+                        role TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    ) STRICT;
+                    CREATE INDEX members_by_account ON members(account_id);
+
+                    -- Only a digest of the cookie's token is stored, so a copy of the database opens no session.
+                    CREATE TABLE sessions (
+                        digest BLOB PRIMARY KEY NOT NULL CHECK (length(digest) = 32),
+                        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                        csrf_token TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL
+                    ) STRICT, WITHOUT ROWID;
+                    CREATE INDEX sessions_by_member ON sessions(member_id);
+                    CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+                    """
+            )
+        }
         return migrator
     }()
 

@@ -54,19 +54,22 @@ public final class KeywaySQLiteStore: KeywayStore {
 
     public func createAccount(name: String, at date: Date) async throws -> Account {
         let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
-        try await database.write { db in
-            try db.execute(
-                sql: "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
-                arguments: [account.id.rawValue, account.name, account.createdAt.milliseconds]
-            )
-            for environment in Environment.allCases {
-                try db.execute(
-                    sql: "INSERT INTO environments (account_id, name, created_at) VALUES (?, ?, ?)",
-                    arguments: [account.id.rawValue, environment.rawValue, account.createdAt.milliseconds]
-                )
-            }
-        }
+        try await database.write { db in try Self.insert(account, db: db) }
         return account
+    }
+
+    /// Inserts an account and its two environments.
+    private static func insert(_ account: Account, db: Database) throws {
+        try db.execute(
+            sql: "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
+            arguments: [account.id.rawValue, account.name, account.createdAt.milliseconds]
+        )
+        for environment in Environment.allCases {
+            try db.execute(
+                sql: "INSERT INTO environments (account_id, name, created_at) VALUES (?, ?, ?)",
+                arguments: [account.id.rawValue, environment.rawValue, account.createdAt.milliseconds]
+            )
+        }
     }
 
     public func account(_ id: AccountID) async throws -> Account? {
@@ -298,6 +301,133 @@ public final class KeywaySQLiteStore: KeywayStore {
         }
     }
 
+    public func users(
+        in environmentID: EnvironmentID,
+        usernamePrefix prefix: String,
+        afterUsername username: String?,
+        limit: Int
+    )
+        async throws -> [User]
+    {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, username, full_name, created_at FROM users
+                    WHERE account_id = ? AND environment = ? AND username >= ? AND username < ? AND username > ?
+                    ORDER BY username LIMIT ?
+                    """,
+                arguments: [
+                    environmentID.accountID.rawValue, environmentID.environment.rawValue, prefix, Self.upperBound(prefix), username ?? "",
+                    limit,
+                ]
+            ).map(User.init(row:))
+        }
+    }
+
+    public func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int {
+        try await database.read { db in
+            try Int.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) FROM users WHERE account_id = ? AND environment = ? AND username >= ? AND username < ?",
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, prefix, Self.upperBound(prefix)]
+            ) ?? 0
+        }
+    }
+
+    /// The smallest string greater than every string starting with `prefix`,
+    /// so a prefix search is a range on the username index.
+    private static func upperBound(_ prefix: String) -> String {
+        prefix + "\u{10FFFF}"
+    }
+
+    // MARK: Dashboard members and sessions
+
+    public func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+        let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
+        let owner = Member(id: .generate(), accountID: account.id, email: ownerEmail, role: .owner, createdAt: account.createdAt)
+        try await database.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM members WHERE email = ?", arguments: [ownerEmail]) == nil else {
+                throw KeywayError.emailTaken()
+            }
+            try Self.insert(account, db: db)
+            try db.execute(
+                sql: "INSERT INTO members (id, account_id, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [owner.id.rawValue, account.id.rawValue, owner.email, passwordHash, owner.role.rawValue, owner.createdAt.milliseconds]
+            )
+        }
+        return (account, owner)
+    }
+
+    public func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM members WHERE email = ?", arguments: [email]).map { row in
+                (Member(row: row), row["password_hash"] as String)
+            }
+        }
+    }
+
+    public func member(_ id: MemberID) async throws -> Member? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM members WHERE id = ?", arguments: [id.rawValue]).map(Member.init(row:))
+        }
+    }
+
+    public func passwordHash(of id: MemberID) async throws -> String? {
+        try await database.read { db in
+            try String.fetchOne(db, sql: "SELECT password_hash FROM members WHERE id = ?", arguments: [id.rawValue])
+        }
+    }
+
+    public func changePassword(of id: MemberID, to passwordHash: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: "UPDATE members SET password_hash = ? WHERE id = ?", arguments: [passwordHash, id.rawValue])
+            try db.execute(sql: "DELETE FROM sessions WHERE member_id = ?", arguments: [id.rawValue])
+        }
+    }
+
+    public func createSession(_ session: DashboardSession) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    Data(session.digest.bytes), session.memberID.rawValue, session.csrfToken, session.createdAt.milliseconds,
+                    session.expiresAt.milliseconds,
+                ]
+            )
+        }
+    }
+
+    public func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? {
+        try await database.read { db in
+            try Row.fetchOne(
+                db,
+                sql: "SELECT * FROM sessions WHERE digest = ? AND expires_at > ?",
+                arguments: [Data(digest.bytes), date.milliseconds]
+            ).map { row in
+                DashboardSession(
+                    digest: try row.digest("digest"),
+                    memberID: MemberID(rawValue: row["member_id"]),
+                    csrfToken: row["csrf_token"],
+                    createdAt: Date(milliseconds: row["created_at"]),
+                    expiresAt: Date(milliseconds: row["expires_at"])
+                )
+            }
+        }
+    }
+
+    public func deleteSession(digest: KeyDigest) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM sessions WHERE digest = ?", arguments: [Data(digest.bytes)])
+        }
+    }
+
+    public func deleteExpiredSessions(before date: Date) async throws {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM sessions WHERE expires_at <= ?", arguments: [date.milliseconds])
+        }
+    }
+
     // MARK: Operations
 
     public func checkHealth() async throws {
@@ -328,6 +458,18 @@ extension Row {
 extension Account {
     fileprivate init(row: Row) {
         self.init(id: AccountID(rawValue: row["id"]), name: row["name"], createdAt: Date(milliseconds: row["created_at"]))
+    }
+}
+
+extension Member {
+    fileprivate init(row: Row) {
+        self.init(
+            id: MemberID(rawValue: row["id"]),
+            accountID: AccountID(rawValue: row["account_id"]),
+            email: row["email"],
+            role: MemberRole(rawValue: row["role"]) ?? .owner,
+            createdAt: Date(milliseconds: row["created_at"])
+        )
     }
 }
 

@@ -80,5 +80,29 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         try await base.updateUser(id, in: environmentID, with: changes)
     }
     func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool { try await base.deleteUser(id, in: environmentID) }
+    func users(
+        in environmentID: EnvironmentID,
+        usernamePrefix prefix: String,
+        afterUsername username: String?,
+        limit: Int
+    )
+        async throws -> [User]
+    {
+        try await base.users(in: environmentID, usernamePrefix: prefix, afterUsername: username, limit: limit)
+    }
+    func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int {
+        try await base.countUsers(in: environmentID, usernamePrefix: prefix)
+    }
+    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+        try await base.createAccount(name: name, ownerEmail: ownerEmail, passwordHash: passwordHash, at: date)
+    }
+    func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? { try await base.memberCredentials(email: email) }
+    func member(_ id: MemberID) async throws -> Member? { try await base.member(id) }
+    func passwordHash(of id: MemberID) async throws -> String? { try await base.passwordHash(of: id) }
+    func changePassword(of id: MemberID, to passwordHash: String) async throws { try await base.changePassword(of: id, to: passwordHash) }
+    func createSession(_ session: DashboardSession) async throws { try await base.createSession(session) }
+    func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { try await base.session(digest: digest, at: date) }
+    func deleteSession(digest: KeyDigest) async throws { try await base.deleteSession(digest: digest) }
+    func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }
     func checkHealth() async throws { try await base.checkHealth() }
 }

@@ -1,0 +1,145 @@
+public import Foundation
+
+/// The identifier of a dashboard member, `mem_` followed by 20 base62 characters.
+public struct MemberID: RawRepresentable, Sendable, Hashable, Codable, CustomStringConvertible {
+    public let rawValue: String
+
+    /// Wraps an identifier read from storage.
+    public init(rawValue: String) {
+        self.rawValue = rawValue
+    }
+
+    /// Makes a new random member identifier.
+    public static func generate() -> MemberID {
+        MemberID(rawValue: "mem_" + Base62.randomString(length: 20))
+    }
+
+    public var description: String { rawValue }
+}
+
+/// What a member may do in their account's dashboard.
+public enum MemberRole: String, Sendable, Hashable, Codable {
+    /// Created the account; may do everything.
+    case owner
+}
+
+/// A person who signs in to an account's dashboard. An account has one owner
+/// today; the model allows more members later.
+public struct Member: Sendable, Hashable {
+    public var id: MemberID
+    public var accountID: AccountID
+    /// Lowercased and trimmed; unique across Keyway, since it is how members sign in.
+    public var email: String
+    public var role: MemberRole
+    public var createdAt: Date
+
+    /// Builds a member value as a store reads it.
+    public init(id: MemberID, accountID: AccountID, email: String, role: MemberRole, createdAt: Date) {
+        self.id = id
+        self.accountID = accountID
+        self.email = email
+        self.role = role
+        self.createdAt = createdAt
+    }
+}
+
+/// A signed-in browser. The cookie holds a random token; storage holds only its digest.
+public struct DashboardSession: Sendable, Hashable {
+    /// SHA-256 of the session token.
+    public var digest: KeyDigest
+    public var memberID: MemberID
+    /// Sent back in every state-changing form and compared in constant time.
+    public var csrfToken: String
+    public var createdAt: Date
+    /// The session ends then, or earlier at sign-out or a password change.
+    public var expiresAt: Date
+
+    /// Builds a session value.
+    public init(digest: KeyDigest, memberID: MemberID, csrfToken: String, createdAt: Date, expiresAt: Date) {
+        self.digest = digest
+        self.memberID = memberID
+        self.csrfToken = csrfToken
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A random bearer secret for browsers (session tokens, CSRF tokens): 32 bytes from the CSPRNG, base64url.
+public enum BrowserToken {
+    /// A new token and the digest under which it is stored.
+    public static func generate() -> (token: String, digest: KeyDigest) {
+        let token = random()
+        return (token, KeyDigest(hashing: token.utf8))
+    }
+
+    /// 32 random bytes, base64url without padding (43 characters).
+    public static func random() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Compares two secrets in time that depends only on their lengths.
+    public static func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
+        let left = Array(lhs.utf8)
+        let right = Array(rhs.utf8)
+        guard left.count == right.count else { return false }
+        var difference: UInt8 = 0
+        for index in left.indices { difference |= left[index] ^ right[index] }
+        return difference == 0
+    }
+}
+
+/// Rules for what people type into the dashboard.
+public enum MemberInput {
+    /// Shortest password accepted.
+    public static let minimumPasswordLength = 10
+    /// Longest password accepted; bcrypt reads only the first 72 bytes.
+    public static let maximumPasswordBytes = 72
+
+    /// Lowercases and trims an email address and checks its shape.
+    public static func email(_ raw: String) throws(KeywayError) -> String {
+        let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard email.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."),
+            !parts[1].hasSuffix("."), !email.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 })
+        else {
+            throw .invalidInput(field: "email", "Enter an email address like name@example.com.")
+        }
+        return email
+    }
+
+    /// Checks a new password's length. Not trimmed: every character counts.
+    public static func newPassword(_ password: String) throws(KeywayError) -> String {
+        guard password.count >= minimumPasswordLength else {
+            throw .invalidInput(field: "password", "Use at least \(minimumPasswordLength) characters.")
+        }
+        guard password.utf8.count <= maximumPasswordBytes else {
+            throw .invalidInput(field: "password", "Use at most \(maximumPasswordBytes) bytes (about \(maximumPasswordBytes) letters).")
+        }
+        return password
+    }
+
+    /// Trims and checks a company name.
+    public static func companyName(_ raw: String) throws(KeywayError) -> String {
+        let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !name.isEmpty, name.unicodeScalars.count <= UserInput.maximumLength,
+            !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
+            throw .invalidInput(field: "company", "Enter your company's name (1 to \(UserInput.maximumLength) characters).")
+        }
+        return name
+    }
+}
+
+extension KeywayError.Code {
+    public static let emailTaken = Self(rawValue: "email_taken")
+}
+
+extension KeywayError {
+    /// Someone already signs in with this email.
+    public static func emailTaken() -> KeywayError {
+        KeywayError(.emailTaken, "An account already uses this email address. Sign in instead.", details: ["field": "email"])
+    }
+}
