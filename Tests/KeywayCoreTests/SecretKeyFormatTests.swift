@@ -119,3 +119,57 @@ import Testing
         #expect(UserID(validating: early.rawValue.uppercased()) == nil)
     }
 }
+
+@Suite struct AttemptThrottleTests {
+    let policy = AttemptThrottle.Policy(freeFailures: 3, lockoutAfter: 6, window: .seconds(600), lockout: .seconds(300))
+
+    @Test func freeFailuresAreNotSlowedDown() throws {
+        let throttle = AttemptThrottle(policy: policy)
+        let start = Date(timeIntervalSince1970: 1_000_000)
+        for second in 0..<3 {
+            try throttle.check("a", at: start.addingTimeInterval(Double(second)))
+            throttle.recordFailure("a", at: start.addingTimeInterval(Double(second)))
+        }
+        #expect(throws: AttemptThrottle.Refusal(retryAfterSeconds: 1, lockedOut: false)) { try throttle.check("a", at: start.addingTimeInterval(2)) }
+        try throttle.check("b", at: start)
+    }
+
+    @Test func waitsDoubleThenLockOut() throws {
+        let throttle = AttemptThrottle(policy: policy)
+        var now = Date(timeIntervalSince1970: 1_000_000)
+        for _ in 0..<3 { throttle.recordFailure("a", at: now) }
+        for expectedWait in [1, 2, 4] {
+            #expect(throws: AttemptThrottle.Refusal(retryAfterSeconds: expectedWait, lockedOut: false)) { try throttle.check("a", at: now) }
+            now = now.addingTimeInterval(Double(expectedWait))
+            try throttle.check("a", at: now)
+            throttle.recordFailure("a", at: now)
+        }
+        #expect(throws: AttemptThrottle.Refusal(retryAfterSeconds: 300, lockedOut: true)) { try throttle.check("a", at: now) }
+        #expect(throws: AttemptThrottle.Refusal.self) { try throttle.check("a", at: now.addingTimeInterval(299)) }
+        try throttle.check("a", at: now.addingTimeInterval(301))
+    }
+
+    @Test func failuresOutsideTheWindowAreForgotten() throws {
+        let throttle = AttemptThrottle(policy: policy)
+        let start = Date(timeIntervalSince1970: 1_000_000)
+        for _ in 0..<6 { throttle.recordFailure("a", at: start) }
+        try throttle.check("a", at: start.addingTimeInterval(601))
+    }
+
+    @Test func resetForgetsTheKey() throws {
+        let throttle = AttemptThrottle(policy: policy)
+        let start = Date(timeIntervalSince1970: 1_000_000)
+        for _ in 0..<6 { throttle.recordFailure("a", at: start) }
+        throttle.reset("a")
+        try throttle.check("a", at: start)
+    }
+
+    @Test func memoryStaysBounded() {
+        let throttle = AttemptThrottle(policy: policy, maximumTracked: 10)
+        let start = Date(timeIntervalSince1970: 1_000_000)
+        for index in 0..<10 { throttle.recordFailure("old\(index)", at: start) }
+        #expect(throttle.trackedCount == 10)
+        throttle.recordFailure("new", at: start.addingTimeInterval(700))
+        #expect(throttle.trackedCount == 1, "keys with no failure inside the window are pruned when the bound is reached")
+    }
+}
