@@ -11,15 +11,23 @@ public import Prometheus
 ///   - keys: The key service; pass the same instance that any in-process key
 ///     generation uses, so revocations take effect here before they return.
 ///   - metrics: The registry `/metrics` renders; bootstrap swift-metrics with it.
+///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - logger: The application logger.
 public func buildApplication(
     configuration: KeywayConfiguration,
     store: any KeywayStore,
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
+    passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     logger: Logger
 ) -> some ApplicationProtocol {
-    let router = buildRouter(configuration: configuration, store: store, keys: keys, metrics: metrics)
+    let router = buildRouter(
+        configuration: configuration,
+        store: store,
+        keys: keys,
+        metrics: metrics,
+        passwordHasher: passwordHasher
+    )
     var app = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "keyway"),
@@ -41,12 +49,13 @@ public func buildApplication(
     return app
 }
 
-/// The router alone, for in-process tests.
-public func buildRouter(
+/// The router alone.
+func buildRouter(
     configuration: KeywayConfiguration,
     store: any KeywayStore,
     keys: SecretKeys,
-    metrics: PrometheusCollectorRegistry
+    metrics: PrometheusCollectorRegistry,
+    passwordHasher: any PasswordHasher
 ) -> Router<KeywayRequestContext> {
     let router = Router(context: KeywayRequestContext.self)
     // Middleware must be added before routes: Hummingbird binds it at registration.
@@ -67,5 +76,13 @@ public func buildRouter(
             .group(context: AuthenticatedRequestContext.self)
             .addRoutes(users.endpoints)
     }
+    // The dashboard accepts only its session cookie; the API above only keys.
+    DashboardController(
+        store: store,
+        keys: keys,
+        hasher: passwordHasher,
+        secureCookies: configuration.effectivePublicURL.lowercased().hasPrefix("https://"),
+        egressIPs: configuration.egressIPs
+    ).register(on: router)
     return router
 }

@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 
 #if canImport(Glibc)
@@ -33,7 +34,17 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// which bounds memory whatever keys callers invent.
     public var keyCacheLimit = 10_000
 
+    /// `KEYWAY_PUBLIC_URL`: the URL people and clients reach Keyway at, e.g.
+    /// `https://keyway.example.com`. Dashboard cookies are `Secure` when it is https.
+    /// Defaults to `http://<host>:<port>`.
+    public var publicURL: String?
+
     public init() {}
+
+    /// ``publicURL``, or the listening address when it is not set.
+    public var effectivePublicURL: String {
+        publicURL ?? "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
 
     /// Reads the settings from environment variables.
     /// - Throws: ``ConfigurationError`` naming the variable and what it must be.
@@ -70,6 +81,17 @@ public struct KeywayConfiguration: Sendable, Equatable {
         if let poll = try integer("KEYWAY_REVOCATION_POLL_MS", in: 50...60_000) { self.revocationPollMilliseconds = poll }
         if let flush = try integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
         if let limit = try integer("KEYWAY_KEY_CACHE_LIMIT", in: 1...10_000_000) { self.keyCacheLimit = limit }
+        if let url = value("KEYWAY_PUBLIC_URL") {
+            guard let parsed = URLComponents(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),
+                parsed.host?.isEmpty == false
+            else {
+                throw ConfigurationError(
+                    variable: "KEYWAY_PUBLIC_URL",
+                    message: "must be an http or https URL such as https://keyway.example.com, not '\(url)'"
+                )
+            }
+            self.publicURL = url.hasSuffix("/") ? String(url.dropLast()) : url
+        }
     }
 
     /// Parses `KEYWAY_EGRESS_IPS`: IPv4 or IPv6 addresses, optionally with a `/prefix`.

@@ -3,6 +3,9 @@ public import Hummingbird
 public import KeywayCore
 import Logging
 
+/// Hummingbird has an `Environment` too; in this module the word means Keyway's.
+typealias Environment = KeywayCore.Environment
+
 /// The context of every request: its id, API version and, once the
 /// authenticator has run, the key that authenticated it.
 public struct KeywayRequestContext: RequestContext {
@@ -14,9 +17,13 @@ public struct KeywayRequestContext: RequestContext {
     /// Set by ``SecretKeyAuthenticator``; read it through ``AuthenticatedRequestContext``.
     public var authenticatedKey: AuthenticatedKey?
 
+    /// The client's IP address, for throttling; "unknown" when the transport has none.
+    public let remoteAddress: String
+
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.requestID = ""
+        self.remoteAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
     public var responseEncoder: JSONEncoder { KeywayJSON.encoder }

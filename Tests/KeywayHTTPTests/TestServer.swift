@@ -27,12 +27,16 @@ struct TestServer {
     let keys: SecretKeys
     let configuration: KeywayConfiguration
     let logs: CapturedLogs
+    let passwordHasher: any PasswordHasher
     let acme: Account
     let globex: Account
     /// The current key of each (account, environment), kept in memory only for the test's life.
     let initialKeys: [EnvironmentID: String]
 
-    static func make(configuration: KeywayConfiguration = TestServer.defaultConfiguration) async throws -> TestServer {
+    static func make(
+        configuration: KeywayConfiguration = TestServer.defaultConfiguration,
+        passwordHasher: any PasswordHasher = CountingHasher()
+    ) async throws -> TestServer {
         let path = FileManager.default.temporaryDirectory
             .appendingPathComponent("keyway-http-tests-\(UUID().uuidString)").appendingPathComponent("keyway.sqlite").path
         let store = try KeywaySQLiteStore(path: path, migrate: true)
@@ -52,6 +56,7 @@ struct TestServer {
             keys: keys,
             configuration: configuration,
             logs: logs,
+            passwordHasher: passwordHasher,
             acme: acme,
             globex: globex,
             initialKeys: initialKeys
@@ -75,6 +80,7 @@ struct TestServer {
             store: store,
             keys: keys,
             metrics: testMetricsRegistry,
+            passwordHasher: passwordHasher,
             logger: logs.logger(label: "keyway")
         )
         return try await app.test(.router, body)
