@@ -45,6 +45,11 @@ public final class SecretKeys: Sendable {
         var revocationSequence: Int64?
 
         mutating func remember(_ digest: KeyDigest, as entry: Entry) {
+            // Revocation is final: a late writer (a generate that committed before
+            // a racing one revoked its key) must not bring a revoked key back.
+            if case .revoked = entries[digest] {
+                if case .revoked = entry {} else { return }
+            }
             if case .active = entry {
                 entries[digest] = entry
                 return
@@ -92,12 +97,9 @@ public final class SecretKeys: Sendable {
         let key = GeneratedSecretKey.generate(for: environmentID.environment)
         let generation = try await store.insertKeyRevokingPrevious(key, for: environmentID, createdBy: createdBy, at: date.keywayPrecision)
         apply(generation.revoked)
-        state.withLock { state in
-            state.remember(
-                key.digest,
-                as: .active(AuthenticatedKey(keyID: generation.key.id, environmentID: environmentID, hint: key.hint))
-            )
-        }
+        // The new key is not cached here: its first use reads it from the store, on the
+        // path that cannot race a revocation (see `authenticate`). Caching it here could
+        // resurrect it if a concurrent generate has already revoked it.
         logger.info(
             "secret key generated",
             metadata: [

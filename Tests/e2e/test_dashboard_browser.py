@@ -1,0 +1,195 @@
+"""The dashboard in a real headless Chromium, driven by Selenium, end to end.
+
+Screenshots of every page go to .test-artifacts/screenshots/ (ignored by git).
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import ROOT
+
+SHOTS = ROOT / ".test-artifacts" / "screenshots"
+PASSWORD = "a long enough password"
+
+
+def find_chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or "/usr/lib/chromium/chromedriver"
+    if not browser or not Path(driver).exists():
+        pytest.fail("chromium and chromium-driver are required (scripts/bootstrap installs them)")
+    return browser, driver
+
+
+@pytest.fixture
+def browser():
+    binary, driver_path = find_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900", "--lang=en-US"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+class Dashboard:
+    def __init__(self, driver, keyway):
+        self.driver = driver
+        self.keyway = keyway
+        SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def open(self, path):
+        self.driver.get(self.keyway.base + path)
+
+    def click(self, css):
+        self.driver.find_element(By.CSS_SELECTOR, css).click()
+
+    def type(self, css, text):
+        field = self.driver.find_element(By.CSS_SELECTOR, css)
+        field.clear()
+        field.send_keys(text)
+
+    def text(self, css):
+        return self.driver.find_element(By.CSS_SELECTOR, css).text
+
+    def shot(self, name):
+        assert self.driver.title.endswith("· Keyway"), f"page without a sensible title: {self.driver.title!r}"
+        # No key may be kept on disk, not even in a picture: mask shown keys first.
+        self.driver.execute_script(
+            "document.querySelectorAll('input.secret').forEach(f => { f.value = f.value.slice(0, f.value.indexOf('_', 3) + 1) + '•'.repeat(30); })"
+        )
+        self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+    def wait_for_path(self, path):
+        WebDriverWait(self.driver, 10).until(lambda driver: driver.current_url.split("?")[0].endswith(path))
+
+
+def api(keyway, method, path, key, body=None):
+    return keyway.request(method, path, key, body)
+
+
+def test_a_new_customer_from_sign_up_to_sign_out(keyway, browser):
+    keyway.start(KEYWAY_EGRESS_IPS="203.0.113.7,203.0.113.8")
+    page = Dashboard(browser, keyway)
+
+    # Sign up.
+    page.open("/dashboard")
+    page.wait_for_path("/dashboard/signin")
+    page.click("a[href='/dashboard/signup']")
+    page.type("#company", "Acme Rockets")
+    page.type("#email", "founder@acme.test")
+    page.type("#password", "short")
+    page.click("#sign-up")
+    assert "Use at least" in page.text("#password-error"), "the error is next to the field"
+    page.shot("signup-error")
+    page.type("#password", PASSWORD)
+    page.click("#sign-up")
+    page.wait_for_path("/dashboard/settings/api-keys")
+    assert "No development key yet." in page.text("#development-none")
+    page.shot("api-keys-empty")
+
+    # Generate the development key and read it from the page.
+    page.click("#development-generate")
+    dev_key = page.driver.find_element(By.CSS_SELECTOR, "#development-key").get_attribute("value")
+    assert dev_key.startswith("kw_dev_") and len(dev_key) == 43
+    assert "will not be shown again" in page.text("#development-card")
+    page.shot("api-keys-generated")
+
+    # Create two users with it through the HTTP API.
+    for username in ("ada@example.com", "grace@example.com"):
+        status, _, body = api(keyway, "POST", "/users", dev_key, {"username": username})
+        assert status == 200, body
+
+    # They are in Users under Development, not under Production.
+    page.click("nav a[href='/dashboard/users']")
+    page.wait_for_path("/dashboard/users")
+    assert "2 users in development." in page.text("#user-count")
+    assert "ada@example.com" in page.driver.page_source and "grace@example.com" in page.driver.page_source
+    page.shot("users-development")
+    page.click("a[href='/dashboard/users/" + api(keyway, "GET", "/users/ada@example.com", dev_key)[2]["userId"] + "?environment=development']")
+    assert "ada@example.com" in page.text("h1")
+    page.shot("user-detail")
+    page.open("/dashboard/users?environment=development")
+    page.click("#switch-production")
+    assert "0 users in production." in page.text("#user-count")
+    assert "ada@example.com" not in page.driver.page_source
+    page.shot("users-production")
+
+    # Regenerate the development key, confirming.
+    page.click("nav a[href='/dashboard/settings/api-keys']")
+    page.click("#development-generate")
+    assert "stops working immediately" in page.text("#development-card")
+    page.shot("api-keys-confirm-regenerate")
+    page.click("#development-confirm")
+    new_dev_key = page.driver.find_element(By.CSS_SELECTOR, "#development-key").get_attribute("value")
+    assert new_dev_key != dev_key
+    status, _, body = api(keyway, "GET", "/whoami", dev_key)
+    assert status == 401 and body["code"] == "revoked_api_key", body
+    assert api(keyway, "GET", "/whoami", new_dev_key)[0] == 200
+
+    # Reload: only the hint is shown.
+    page.driver.refresh()
+    try:
+        page.driver.switch_to.alert.accept()  # a resubmission prompt, if the browser shows one
+    except Exception:
+        pass
+    page.open("/dashboard/settings/api-keys")
+    assert new_dev_key not in page.driver.page_source and dev_key not in page.driver.page_source
+    assert page.text("#development-hint").endswith(new_dev_key[-4:])
+    assert api(keyway, "GET", "/whoami", new_dev_key)[0] == 200, "reloading regenerated nothing"
+
+    # Generate the production key: the password is asked again.
+    page.click("#production-generate")
+    page.type("#production-password", "wrong password!")
+    page.click("#production-confirm")
+    assert "wrong" in page.text("#production-password-error")
+    page.type("#production-password", PASSWORD)
+    page.shot("api-keys-production-password")
+    page.click("#production-confirm")
+    prod_key = page.driver.find_element(By.CSS_SELECTOR, "#production-key").get_attribute("value")
+    assert prod_key.startswith("kw_prod_")
+    assert api(keyway, "GET", "/whoami", prod_key)[2]["environment"] == "production"
+    assert api(keyway, "GET", "/users/ada@example.com", prod_key)[0] == 404
+
+    # IP addresses and account pages.
+    page.click("nav a[href='/dashboard/settings/ip-addresses']")
+    assert "203.0.113.7" in page.driver.find_element(By.CSS_SELECTOR, "#egress").get_attribute("value")
+    page.shot("ip-addresses")
+    page.click("nav a[href='/dashboard/settings/account']")
+    page.shot("account")
+
+    # Readable at phone width: nothing overflows sideways.
+    page.driver.set_window_size(390, 844)
+    for path in ("/dashboard/settings/api-keys", "/dashboard/users", "/dashboard/settings/ip-addresses"):
+        page.open(path)
+        overflow = page.driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{path} scrolls sideways at phone width"
+    page.open("/dashboard/settings/api-keys")
+    page.shot("api-keys-phone")
+    page.driver.set_window_size(1280, 900)
+
+    # Sign out; pages then redirect to sign-in.
+    page.click("#sign-out")
+    page.wait_for_path("/dashboard/signin")
+    for path in ("/dashboard/settings/api-keys", "/dashboard/users", "/dashboard/settings/account"):
+        page.open(path)
+        page.wait_for_path("/dashboard/signin")
+    page.shot("signin")
+
+    # Sign in again with the keyboard alone.
+    page.open("/dashboard/signin")
+    email = page.driver.switch_to.active_element
+    assert email.get_attribute("id") == "email", "the email field has the focus"
+    email.send_keys("founder@acme.test", Keys.TAB)
+    page.driver.switch_to.active_element.send_keys(PASSWORD, Keys.ENTER)
+    page.wait_for_path("/dashboard/settings/api-keys")
+    assert page.text("#development-hint").endswith(new_dev_key[-4:])
