@@ -32,8 +32,9 @@ public func buildApplication(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "keyway"),
         services: [
-            KeyMaintenanceService(
+            MaintenanceService(
                 keys: keys,
+                store: store,
                 revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
                 usageFlushInterval: .seconds(configuration.usageFlushSeconds),
                 logger: logger

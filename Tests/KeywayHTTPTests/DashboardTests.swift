@@ -432,6 +432,9 @@ final class TestBrowser: @unchecked Sendable {
             #expect(css.headers[.contentType]?.hasPrefix("text/css") == true)
             #expect(try await browser.get("/dashboard/static/keyway.js").status == .ok)
             #expect(try await browser.get("/dashboard/static/missing.js").status == .notFound)
+            let missing = try await browser.get("/dashboard/no/such/page")
+            #expect(missing.status == .notFound)
+            #expect(missing.html.contains("<title>Not found · Keyway</title>"))
         }
     }
 }

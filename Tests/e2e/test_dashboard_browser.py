@@ -51,7 +51,10 @@ class Dashboard:
         self.driver.get(self.keyway.base + path)
 
     def click(self, css):
+        """Clicks a link or submit button and waits for the next page to replace this one."""
+        old_page = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, css).click()
+        WebDriverWait(self.driver, 10).until(expected_conditions.staleness_of(old_page))
 
     def type(self, css, text):
         field = self.driver.find_element(By.CSS_SELECTOR, css)
@@ -142,6 +145,7 @@ def test_a_new_customer_from_sign_up_to_sign_out(keyway, browser):
         page.driver.switch_to.alert.accept()  # a resubmission prompt, if the browser shows one
     except Exception:
         pass
+    assert new_dev_key not in page.driver.page_source
     page.open("/dashboard/settings/api-keys")
     assert new_dev_key not in page.driver.page_source and dev_key not in page.driver.page_source
     assert page.text("#development-hint").endswith(new_dev_key[-4:])
@@ -180,6 +184,7 @@ def test_a_new_customer_from_sign_up_to_sign_out(keyway, browser):
     # Sign out; pages then redirect to sign-in.
     page.click("#sign-out")
     page.wait_for_path("/dashboard/signin")
+    assert "You are signed out." in page.driver.page_source
     for path in ("/dashboard/settings/api-keys", "/dashboard/users", "/dashboard/settings/account"):
         page.open(path)
         page.wait_for_path("/dashboard/signin")

@@ -54,6 +54,7 @@ struct DashboardController: Sendable {
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)
         signedIn.get("settings/account", use: accountPage)
         signedIn.post("settings/account/password", use: changePassword)
+        dashboard.get("**") { _, _ -> Response in throw DashboardErrorPage.notFound }
     }
 
     // MARK: Signing up, in and out

@@ -1,11 +1,14 @@
+import Foundation
 import KeywayCore
 import Logging
 import ServiceLifecycle
 
-/// Background work of the key service: follows revocations made by other
-/// processes and writes keys' last-used times, both off the request path.
-struct KeyMaintenanceService: Service {
+/// Background work, off the request path: follows key revocations made by
+/// other processes, writes keys' last-used times and deletes expired
+/// dashboard sessions.
+struct MaintenanceService: Service {
     let keys: SecretKeys
+    let store: any KeywayStore
     let revocationPollInterval: Duration
     let usageFlushInterval: Duration
     let logger: Logger
@@ -24,6 +27,13 @@ struct KeyMaintenanceService: Service {
                     try await keys.flushUsage()
                 } onFailure: { error in
                     logger.warning("could not record key usage", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+            group.addTask {
+                await repeatUntilShutdown(every: .seconds(3600)) {
+                    try await store.deleteExpiredSessions(before: Date())
+                } onFailure: { error in
+                    logger.warning("could not delete expired sessions", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
         }
