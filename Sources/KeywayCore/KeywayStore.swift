@@ -76,6 +76,21 @@ public protocol KeywayStore: Sendable {
     /// Ends sessions that expired before `date`.
     func deleteExpiredSessions(before date: Date) async throws
 
+    // MARK: User-token signing keys and CORS
+
+    /// An environment's signing keys, newest first.
+    func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord]
+    func signingKey(id: String) async throws -> SigningKeyRecord?
+    /// Stores a new signing key. With `retiringActive`, the environment's active key
+    /// is retired in the same transaction; without it, when the environment already
+    /// has an active key (another instance made one first), that key is returned instead.
+    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord
+    /// Browser origins allowed to call user-token endpoints for the environment.
+    func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String]
+    func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws
+    /// Whether any environment allows `origin` (a CORS preflight carries no token).
+    func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool
+
     // MARK: Operations
 
     /// Throws when the store cannot serve requests.

@@ -11,6 +11,7 @@ public import Prometheus
 ///   - keys: The key service; pass the same instance that any in-process key
 ///     generation uses, so revocations take effect here before they return.
 ///   - metrics: The registry `/metrics` renders; bootstrap swift-metrics with it.
+///   - userTokens: Mints and verifies user tokens for frontends.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - logger: The application logger.
 public func buildApplication(
@@ -18,6 +19,7 @@ public func buildApplication(
     store: any KeywayStore,
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
+    userTokens: UserTokens,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     logger: Logger
 ) -> some ApplicationProtocol {
@@ -26,6 +28,7 @@ public func buildApplication(
         store: store,
         keys: keys,
         metrics: metrics,
+        userTokens: userTokens,
         passwordHasher: passwordHasher
     )
     var app = Application(
@@ -56,6 +59,7 @@ func buildRouter(
     store: any KeywayStore,
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
+    userTokens: UserTokens,
     passwordHasher: any PasswordHasher
 ) -> Router<KeywayRequestContext> {
     let router = Router(context: KeywayRequestContext.self)
@@ -69,7 +73,8 @@ func buildRouter(
     }
     let system = SystemController(store: store, metrics: metrics, egressIPs: configuration.egressIPs)
     router.addRoutes(system.operationalEndpoints)
-    let users = UsersController(store: store)
+    let users = UsersController(store: store, userTokens: userTokens)
+    UserTokenController(store: store, userTokens: userTokens).register(on: router)
     for prefix in [""] + APIVersion.pathVersions {
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
         router.group(RouterPath(prefix))

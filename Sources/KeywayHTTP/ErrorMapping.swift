@@ -26,6 +26,9 @@ extension KeywayError {
     var status: HTTPResponse.Status {
         switch code {
         case .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted: .unauthorized
+        case .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
+            .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
+            .unauthorized
         case .userNotFound, .accountNotFound, .routeNotFound: .notFound
         case .usernameTaken: .conflict
         case .bodyTooLarge: .contentTooLarge
@@ -40,8 +43,11 @@ extension KeywayError {
     /// RFC 6750: no `error` attribute when no bearer credentials were sent.
     var wwwAuthenticate: String? {
         switch code {
-        case .missingAPIKey: #"Bearer realm="keyway""#
-        case .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted: #"Bearer realm="keyway", error="invalid_token""#
+        case .missingAPIKey, .missingUserToken: #"Bearer realm="keyway""#
+        case .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .malformedUserToken, .secretKeyNotAccepted,
+            .unsupportedTokenAlgorithm, .invalidTokenSignature, .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid,
+            .tokenUserDeleted:
+            #"Bearer realm="keyway", error="invalid_token""#
         default: nil
         }
     }

@@ -39,6 +39,12 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// Defaults to `http://<host>:<port>`.
     public var publicURL: String?
 
+    /// `KEYWAY_MASTER_KEY`: 32 bytes in base64 that seal user-token signing keys
+    /// at rest. When unset, `master.key` beside the database is used (and created).
+    public var masterKey: String?
+    /// `KEYWAY_USER_TOKEN_MINUTES`: lifetime of user tokens, 1 to 60.
+    public var userTokenMinutes = 30
+
     public init() {}
 
     /// ``publicURL``, or the listening address when it is not set.
@@ -81,6 +87,13 @@ public struct KeywayConfiguration: Sendable, Equatable {
         if let poll = try integer("KEYWAY_REVOCATION_POLL_MS", in: 50...60_000) { self.revocationPollMilliseconds = poll }
         if let flush = try integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
         if let limit = try integer("KEYWAY_KEY_CACHE_LIMIT", in: 1...10_000_000) { self.keyCacheLimit = limit }
+        if let minutes = try integer("KEYWAY_USER_TOKEN_MINUTES", in: 1...60) { self.userTokenMinutes = minutes }
+        if let key = value("KEYWAY_MASTER_KEY") {
+            guard let data = Data(base64Encoded: key), data.count == 32 else {
+                throw ConfigurationError(variable: "KEYWAY_MASTER_KEY", message: "must be 32 bytes in base64 (for example: openssl rand -base64 32)")
+            }
+            self.masterKey = key
+        }
         if let url = value("KEYWAY_PUBLIC_URL") {
             guard let parsed = URLComponents(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),
                 parsed.host?.isEmpty == false

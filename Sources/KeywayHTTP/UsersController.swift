@@ -9,6 +9,7 @@ struct UsersController {
     typealias Context = AuthenticatedRequestContext
 
     let store: any KeywayStore
+    let userTokens: UserTokens
 
     /// Most users one batch may create.
     static let batchLimit = 1000
@@ -24,6 +25,7 @@ struct UsersController {
         routes.get("users/:user", use: show)
         routes.put("users/:user", use: update)
         routes.delete("users/:user", use: delete)
+        routes.get("users/:user/token", use: token)
         // The literal route above shadows a user named "batch"; route it back.
         routes.get("users/batch", use: show)
         routes.put("users/batch", use: update)
@@ -156,10 +158,17 @@ struct UsersController {
         return SuccessResponse(success: true)
     }
 
+    /// `GET /users/{userId or username}/token`: a short-lived token for the user's frontend.
+    @Sendable func token(_ request: Request, context: Context) async throws -> UserTokenResponse {
+        let user = try await resolve(try reference(request, context), context: context)
+        let (token, expiresAt) = try await userTokens.mint(for: user, in: context.environmentID)
+        return UserTokenResponse(token: token, expiresAt: expiresAt)
+    }
+
     /// The path's user reference, percent-decoded.
     private func reference(_ request: Request, _ context: Context) throws -> String {
         // On the literal `users/batch` routes the reference is the path's last segment.
-        let raw = context.parameters.get("user") ?? request.uri.path.split(separator: "/").last.map(String.init) ?? ""
+        let raw = context.parameters.get("user") ?? "batch"
         guard let decoded = raw.removingPercentEncoding, !decoded.isEmpty else {
             throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
         }
@@ -283,6 +292,11 @@ struct BatchResponse: ResponseEncodable {
 
 struct CreatedUserResponse: ResponseEncodable {
     let userId: String
+}
+
+struct UserTokenResponse: ResponseEncodable {
+    let token: String
+    let expiresAt: Date
 }
 
 struct SuccessResponse: ResponseEncodable {

@@ -88,6 +88,29 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v3: user-token signing keys and CORS origins") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE signing_keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account_id TEXT NOT NULL,
+                        environment TEXT NOT NULL,
+                        public_key BLOB NOT NULL,
+                        -- AES-GCM under the master key; never the private key in clear.
+                        sealed_private_key BLOB NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        retired_at INTEGER,
+                        FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
+                    ) STRICT;
+                    CREATE UNIQUE INDEX signing_keys_one_active_per_environment
+                        ON signing_keys(account_id, environment) WHERE retired_at IS NULL;
+                    CREATE INDEX signing_keys_by_environment ON signing_keys(account_id, environment, created_at);
+
+                    -- Newline-separated origins allowed to call user-token endpoints from a browser.
+                    ALTER TABLE environments ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '';
+                    """
+            )
+        }
         return migrator
     }()
 

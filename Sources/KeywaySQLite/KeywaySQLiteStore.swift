@@ -428,6 +428,82 @@ public final class KeywaySQLiteStore: KeywayStore {
         }
     }
 
+    // MARK: User-token signing keys and CORS
+
+    public func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM signing_keys WHERE account_id = ? AND environment = ? ORDER BY created_at DESC, id DESC",
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+            ).map(SigningKeyRecord.init(row:))
+        }
+    }
+
+    public func signingKey(id: String) async throws -> SigningKeyRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM signing_keys WHERE id = ?", arguments: [id]).map(SigningKeyRecord.init(row:))
+        }
+    }
+
+    public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
+        try await database.write { db in
+            let scope: StatementArguments = [key.environmentID.accountID.rawValue, key.environmentID.environment.rawValue]
+            if retiringActive {
+                try db.execute(
+                    sql: "UPDATE signing_keys SET retired_at = ? WHERE account_id = ? AND environment = ? AND retired_at IS NULL",
+                    arguments: [key.createdAt.milliseconds] + scope
+                )
+            } else if let active = try Row.fetchOne(
+                db,
+                sql: "SELECT * FROM signing_keys WHERE account_id = ? AND environment = ? AND retired_at IS NULL",
+                arguments: scope
+            ) {
+                return try SigningKeyRecord(row: active)
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO signing_keys (id, account_id, environment, public_key, sealed_private_key, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [key.id] + scope + [key.publicKey, key.sealedPrivateKey, key.createdAt.milliseconds]
+            )
+            return key
+        }
+    }
+
+    public func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] {
+        try await database.read { db in
+            let text = try String.fetchOne(
+                db,
+                sql: "SELECT allowed_origins FROM environments WHERE account_id = ? AND name = ?",
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+            )
+            return (text ?? "").split(separator: "\n").map(String.init)
+        }
+    }
+
+    public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE environments SET allowed_origins = ? WHERE account_id = ? AND name = ?",
+                arguments: [origins.joined(separator: "\n"), environmentID.accountID.rawValue, environmentID.environment.rawValue]
+            )
+            guard db.changesCount == 1 else { throw KeywayError.accountNotFound(environmentID.accountID) }
+        }
+    }
+
+    public func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool {
+        guard !origin.isEmpty, !origin.contains("\n") else { return false }
+        return try await database.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT 1 FROM environments WHERE instr(char(10) || allowed_origins || char(10), char(10) || ? || char(10)) > 0 LIMIT 1",
+                arguments: [origin]
+            ) != nil
+        }
+    }
+
     // MARK: Operations
 
     public func checkHealth() async throws {
@@ -458,6 +534,22 @@ extension Row {
 extension Account {
     fileprivate init(row: Row) {
         self.init(id: AccountID(rawValue: row["id"]), name: row["name"], createdAt: Date(milliseconds: row["created_at"]))
+    }
+}
+
+extension SigningKeyRecord {
+    fileprivate init(row: Row) throws {
+        self.init(
+            id: row["id"],
+            environmentID: EnvironmentID(
+                accountID: AccountID(rawValue: row["account_id"]),
+                environment: Environment(rawValue: row["environment"]) ?? .development
+            ),
+            publicKey: row["public_key"],
+            sealedPrivateKey: row["sealed_private_key"],
+            createdAt: Date(milliseconds: row["created_at"]),
+            retiredAt: (row["retired_at"] as Int64?).map(Date.init(milliseconds:))
+        )
     }
 }
 

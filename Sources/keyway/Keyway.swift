@@ -14,7 +14,7 @@ struct Keyway: AsyncParsableCommand {
         commandName: "keyway",
         abstract: "Keyway: API keys, sandboxed environments and users for your backend.",
         discussion: "Settings come from KEYWAY_* environment variables; command-line options override them.",
-        subcommands: [Serve.self, Migrate.self, Accounts.self, Keys.self],
+        subcommands: [Serve.self, Migrate.self, Accounts.self, Keys.self, SigningKeys.self, Origins.self],
         defaultSubcommand: nil
     )
 }
@@ -34,6 +34,24 @@ struct DatabaseOptions: ParsableArguments {
         }
         if let database { configuration.databasePath = database }
         return configuration
+    }
+
+    /// The user-token service: the master key from `KEYWAY_MASTER_KEY`, or the
+    /// `master.key` file beside the database, created on first use.
+    func userTokens(_ configuration: KeywayConfiguration, store: any KeywayStore, logger: Logger) throws -> UserTokens {
+        let masterKey: MasterKey
+        if let configured = configuration.masterKey {
+            masterKey = try MasterKey(base64: configured)
+        } else {
+            let folder = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent()
+            masterKey = try MasterKey.loadOrCreate(file: folder.appendingPathComponent("master.key").path, logger: logger)
+        }
+        return UserTokens(
+            store: store,
+            masterKey: masterKey,
+            issuer: configuration.effectivePublicURL,
+            lifetime: TimeInterval(configuration.userTokenMinutes * 60)
+        )
     }
 
     /// Opens the embedded database, applying pending migrations as `serve` does.
@@ -83,7 +101,15 @@ struct Serve: AsyncParsableCommand {
         let store = try database.openStore(configuration)
         let keys = SecretKeys(store: store, inactiveCacheLimit: configuration.keyCacheLimit, logger: logger)
         logger.info("database ready", metadata: ["database.path": "\(configuration.databasePath)"])
-        let app = buildApplication(configuration: configuration, store: store, keys: keys, metrics: registry, logger: logger)
+        let userTokens = try database.userTokens(configuration, store: store, logger: logger)
+        let app = buildApplication(
+            configuration: configuration,
+            store: store,
+            keys: keys,
+            metrics: registry,
+            userTokens: userTokens,
+            logger: logger
+        )
         try await app.runService()
     }
 }
@@ -247,6 +273,142 @@ struct Keys: AsyncParsableCommand {
 }
 
 extension KeywayCore.Environment: ExpressibleByArgument {}
+
+struct SigningKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "signing-keys",
+        abstract: "Manage the keys that sign an environment's user tokens.",
+        subcommands: [Rotate.self, List.self]
+    )
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start signing an environment's user tokens with a new key.",
+            discussion: """
+                Tokens signed by the previous key keep working until they expire, and its public key stays
+                in the JWKS until then (at most an hour).
+                """
+        )
+
+        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+        var account: String
+
+        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
+        var environment: KeywayCore.Environment
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            guard try await store.account(AccountID(rawValue: account)) != nil else {
+                throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+            }
+            let tokens = try database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
+            let key = try await tokens.rotate(EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
+            print("New \(environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List an environment's signing keys (public data only).")
+
+        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+        var account: String
+
+        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
+        var environment: KeywayCore.Environment
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            let records = try await store.signingKeys(for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
+            if records.isEmpty {
+                print("No signing key yet; the first user token creates one.")
+                return
+            }
+            print(
+                table(
+                    ["KID", "CREATED", "STATUS"],
+                    records.map { [$0.id, $0.createdAt.formatted(.iso8601), $0.retiredAt.map { "retired \($0.formatted(.iso8601))" } ?? "active"] }
+                )
+            )
+        }
+    }
+}
+
+struct Origins: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Set which browser origins may call user-token endpoints (CORS).",
+        subcommands: [SetOrigins.self, List.self]
+    )
+
+    struct SetOrigins: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set",
+            abstract: "Replace an environment's allowed origins.",
+            discussion: "Each origin is scheme://host[:port], e.g. https://app.example.com. Give none to allow no origin."
+        )
+
+        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+        var account: String
+
+        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
+        var environment: KeywayCore.Environment
+
+        @Argument(help: "The allowed origins.")
+        var origins: [String] = []
+
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            for origin in origins {
+                guard let components = URLComponents(string: origin), ["http", "https"].contains(components.scheme ?? ""),
+                    components.host?.isEmpty == false, components.path.isEmpty, components.query == nil, components.fragment == nil,
+                    origin == origin.lowercased()
+                else {
+                    throw ValidationError("'\(origin)' is not an origin: use scheme://host[:port] in lowercase, e.g. https://app.example.com.")
+                }
+            }
+        }
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+            do {
+                try await store.setAllowedOrigins(origins, for: environmentID)
+            } catch let error as KeywayError {
+                throw CommandError(error.message)
+            }
+            print(
+                origins.isEmpty
+                    ? "No origin may call user-token endpoints of \(environment.rawValue)."
+                    : "Allowed origins for \(environment.rawValue): \(origins.joined(separator: ", "))"
+            )
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show an account's allowed origins per environment.")
+
+        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+        var account: String
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let configuration = try database.configuration()
+            let store = try database.openStore(configuration)
+            for environment in KeywayCore.Environment.allCases {
+                let origins = try await store.allowedOrigins(for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
+                print("\(environment.rawValue): \(origins.isEmpty ? "(none)" : origins.joined(separator: " "))")
+            }
+        }
+    }
+}
 
 /// A failure while running a command (as opposed to bad arguments): printed without the usage text.
 struct CommandError: Error, CustomStringConvertible {

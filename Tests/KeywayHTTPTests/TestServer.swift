@@ -28,6 +28,8 @@ struct TestServer {
     let configuration: KeywayConfiguration
     let logs: CapturedLogs
     let passwordHasher: any PasswordHasher
+    let userTokens: UserTokens
+    let clock: TestClock
     let acme: Account
     let globex: Account
     /// The current key of each (account, environment), kept in memory only for the test's life.
@@ -41,6 +43,14 @@ struct TestServer {
             .appendingPathComponent("keyway-http-tests-\(UUID().uuidString)").appendingPathComponent("keyway.sqlite").path
         let store = try KeywaySQLiteStore(path: path, migrate: true)
         let logs = CapturedLogs()
+        let clock = TestClock()
+        let userTokens = UserTokens(
+            store: store,
+            masterKey: try MasterKey(bytes: Array(repeating: UInt8(7), count: 32)),
+            issuer: "http://keyway.test",
+            lifetime: 1800,
+            now: { clock.now }
+        )
         let keys = SecretKeys(store: store, logger: logs.logger(label: "keyway.keys"))
         let acme = try await store.createAccount(name: "Acme", at: Date())
         let globex = try await store.createAccount(name: "Globex", at: Date())
@@ -57,6 +67,8 @@ struct TestServer {
             configuration: configuration,
             logs: logs,
             passwordHasher: passwordHasher,
+            userTokens: userTokens,
+            clock: clock,
             acme: acme,
             globex: globex,
             initialKeys: initialKeys
@@ -80,6 +92,7 @@ struct TestServer {
             store: store,
             keys: keys,
             metrics: testMetricsRegistry,
+            userTokens: userTokens,
             passwordHasher: passwordHasher,
             logger: logs.logger(label: "keyway")
         )
@@ -128,6 +141,13 @@ extension TestClientProtocol {
         try #require(response.status == .ok, "creating \(username): \(response.text)")
         return try #require(response["userId"] as? String)
     }
+}
+
+/// A clock tests move by hand, so expiry is tested without sleeping.
+final class TestClock: Sendable {
+    private let current = Mutex(Date())
+    var now: Date { current.withLock { $0 } }
+    func advance(by seconds: TimeInterval) { current.withLock { $0 = $0.addingTimeInterval(seconds) } }
 }
 
 /// Keeps every log line (message and metadata) so tests can check what reaches the logs.

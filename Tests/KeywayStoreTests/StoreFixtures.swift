@@ -104,5 +104,15 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { try await base.session(digest: digest, at: date) }
     func deleteSession(digest: KeyDigest) async throws { try await base.deleteSession(digest: digest) }
     func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }
+    func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] { try await base.signingKeys(for: environmentID) }
+    func signingKey(id: String) async throws -> SigningKeyRecord? { try await base.signingKey(id: id) }
+    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
+        try await base.insertSigningKey(key, retiringActive: retiringActive)
+    }
+    func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] { try await base.allowedOrigins(for: environmentID) }
+    func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+        try await base.setAllowedOrigins(origins, for: environmentID)
+    }
+    func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }
     func checkHealth() async throws { try await base.checkHealth() }
 }

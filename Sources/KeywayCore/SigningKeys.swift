@@ -1,0 +1,95 @@
+public import Crypto
+public import Foundation
+public import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A key that signs one environment's user tokens. Its private half is stored
+/// only sealed (AES-GCM) under the master key.
+public struct SigningKeyRecord: Sendable, Hashable {
+    /// The JWT `kid`, `sk_` followed by 20 base62 characters.
+    public var id: String
+    public var environmentID: EnvironmentID
+    /// The P-256 public key, X9.63 (uncompressed) representation.
+    public var publicKey: Data
+    /// The private key sealed with AES-GCM under the master key.
+    public var sealedPrivateKey: Data
+    public var createdAt: Date
+    /// When a newer key replaced it; it stays published while tokens it signed may live.
+    public var retiredAt: Date?
+
+    /// Builds a record as a store reads it.
+    public init(id: String, environmentID: EnvironmentID, publicKey: Data, sealedPrivateKey: Data, createdAt: Date, retiredAt: Date?) {
+        self.id = id
+        self.environmentID = environmentID
+        self.publicKey = publicKey
+        self.sealedPrivateKey = sealedPrivateKey
+        self.createdAt = createdAt
+        self.retiredAt = retiredAt
+    }
+}
+
+/// The key that seals signing keys at rest: 32 bytes, from `KEYWAY_MASTER_KEY`
+/// or, on the embedded default, from a 0600 file beside the database.
+public struct MasterKey: Sendable {
+    let key: SymmetricKey
+
+    /// Wraps 32 bytes.
+    public init(bytes: some ContiguousBytes) throws(ConfigurationProblem) {
+        let key = SymmetricKey(data: bytes)
+        guard key.bitCount == 256 else { throw ConfigurationProblem("the master key must be 32 bytes") }
+        self.key = key
+    }
+
+    /// Reads a base64 master key, as given in `KEYWAY_MASTER_KEY`.
+    public init(base64: String) throws(ConfigurationProblem) {
+        guard let data = Data(base64Encoded: base64.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32 else {
+            throw ConfigurationProblem("KEYWAY_MASTER_KEY must be 32 bytes in base64 (for example: openssl rand -base64 32)")
+        }
+        try self.init(bytes: data)
+    }
+
+    /// Reads the master key file at `path`, creating it (mode 0600) with a new
+    /// random key when it does not exist, and says so once in the log.
+    public static func loadOrCreate(file path: String, logger: Logger) throws -> MasterKey {
+        if FileManager.default.fileExists(atPath: path) {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            return try MasterKey(base64: text)
+        }
+        let key = SymmetricKey(size: .bits256)
+        let text = key.withUnsafeBytes { Data($0) }.base64EncodedString() + "\n"
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else { throw ConfigurationProblem("cannot create the master key file \(path)") }
+        defer { close(descriptor) }
+        let bytes = Array(text.utf8)
+        guard write(descriptor, bytes, bytes.count) == bytes.count, fsync(descriptor) == 0 else {
+            throw ConfigurationProblem("cannot write the master key file \(path)")
+        }
+        logger.warning(
+            "no KEYWAY_MASTER_KEY configured: created a master key file beside the database; back it up with the database, or set KEYWAY_MASTER_KEY",
+            metadata: ["master_key.path": "\(path)"]
+        )
+        return try MasterKey(base64: text)
+    }
+
+    func seal(_ plaintext: Data, context: String) throws -> Data {
+        guard let combined = try AES.GCM.seal(plaintext, using: key, authenticating: Data(context.utf8)).combined else {
+            throw ConfigurationProblem("AES-GCM produced no combined box")
+        }
+        return combined
+    }
+
+    func unseal(_ sealed: Data, context: String) throws -> Data {
+        try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: Data(context.utf8))
+    }
+}
+
+/// A setting that cannot be used; the message says which and why.
+public struct ConfigurationProblem: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,250 @@
+import Crypto
+public import Foundation
+import JWTKit
+import Synchronization
+
+/// What a verified user token says.
+public struct VerifiedUserToken: Sendable, Hashable {
+    public let userID: UserID
+    public let environmentID: EnvironmentID
+    public let expiresAt: Date
+}
+
+/// Mints and verifies the short-lived user tokens a customer's frontend holds:
+/// ES256 JWTs signed by a per-environment key, verifiable by anyone with the JWKS.
+public final class UserTokens: Sendable {
+    /// The `aud` of every user token.
+    public static let audience = "keyway:user"
+    /// The longest lifetime a token may have; also how long a retired key stays published.
+    public static let maximumLifetime: TimeInterval = 3600
+    /// Allowed difference between instances' clocks when checking `nbf` and `exp`.
+    public static let leeway: TimeInterval = 5
+
+    private let store: any KeywayStore
+    private let masterKey: MasterKey
+    private let issuer: String
+    private let lifetime: TimeInterval
+    private let now: @Sendable () -> Date
+    /// Key collections by `kid`: public keys never change, so this needs no invalidation.
+    private let verifiers = Mutex<[String: JWTKeyCollection]>([:])
+    private let signers = Mutex<[String: JWTKeyCollection]>([:])
+
+    /// - Parameters:
+    ///   - store: Where signing keys are kept.
+    ///   - masterKey: Seals signing keys at rest.
+    ///   - issuer: The `iss` claim: Keyway's public URL.
+    ///   - lifetime: Token lifetime in seconds, at most ``maximumLifetime``.
+    ///   - now: The clock; injectable so expiry can be tested without waiting.
+    public init(
+        store: any KeywayStore,
+        masterKey: MasterKey,
+        issuer: String,
+        lifetime: TimeInterval = 1800,
+        now: @escaping @Sendable () -> Date = Date.init
+    ) {
+        precondition(lifetime > 0 && lifetime <= Self.maximumLifetime, "a user token lives at most an hour")
+        self.store = store
+        self.masterKey = masterKey
+        self.issuer = issuer
+        self.lifetime = lifetime
+        self.now = now
+    }
+
+    /// Mints a token for `user` of `environmentID`, creating the environment's signing key on first use.
+    public func mint(for user: User, in environmentID: EnvironmentID) async throws -> (token: String, expiresAt: Date) {
+        let key = try await activeKey(for: environmentID)
+        let issuedAt = Date(timeIntervalSince1970: now().timeIntervalSince1970.rounded(.down))
+        let expiresAt = issuedAt.addingTimeInterval(lifetime)
+        let claims = UserTokenClaims(
+            iss: IssuerClaim(value: issuer),
+            sub: SubjectClaim(value: user.id.rawValue),
+            aud: AudienceClaim(value: Self.audience),
+            env: environmentID.environment.rawValue,
+            acct: environmentID.accountID.rawValue,
+            iat: IssuedAtClaim(value: issuedAt),
+            nbf: NotBeforeClaim(value: issuedAt),
+            exp: ExpirationClaim(value: expiresAt),
+            jti: IDClaim(value: BrowserToken.random())
+        )
+        let token = try await signer(for: key).sign(claims, kid: JWKIdentifier(string: key.id))
+        return (token, expiresAt)
+    }
+
+    /// Verifies a token's signature and claims.
+    /// - Throws: ``KeywayError`` with a code saying exactly what is wrong.
+    public func verify(_ token: String) async throws -> VerifiedUserToken {
+        let header = try Self.header(of: token)
+        guard header.alg == "ES256" else {
+            throw KeywayError(.unsupportedTokenAlgorithm, "User tokens are signed with ES256; this one says '\(header.alg.prefix(16))'.")
+        }
+        guard let kid = header.kid, let record = try await signingKey(id: kid) else {
+            throw KeywayError(.invalidTokenSignature, "The token was not signed by a Keyway signing key.")
+        }
+        let claims: UserTokenClaims
+        do {
+            claims = try await verifier(for: record).verify(token, as: UserTokenClaims.self)
+        } catch let error as JWTError where "\(error)".contains("signature") {
+            throw KeywayError(.invalidTokenSignature, "The token's signature does not match; it was altered or forged.")
+        } catch {
+            throw KeywayError(.malformedUserToken, "The token's claims are not those of a Keyway user token.")
+        }
+        let moment = now()
+        guard claims.aud.value.contains(Self.audience) else {
+            throw KeywayError(.invalidTokenAudience, "The token is not meant for Keyway user endpoints (audience must be \(Self.audience)).")
+        }
+        guard claims.iss.value == issuer else {
+            throw KeywayError(.invalidTokenIssuer, "The token was issued by another server.")
+        }
+        guard claims.env == record.environmentID.environment.rawValue, claims.acct == record.environmentID.accountID.rawValue else {
+            throw KeywayError(.invalidTokenSignature, "The token's environment does not match the key that signed it.")
+        }
+        if let notBefore = claims.nbf?.value, notBefore.timeIntervalSince(moment) > Self.leeway {
+            throw KeywayError(.tokenNotYetValid, "The token is not valid yet; check the clocks of the machines involved.")
+        }
+        guard moment.timeIntervalSince(claims.exp.value) <= Self.leeway else {
+            throw KeywayError(
+                .tokenExpired,
+                "The token expired; ask your backend for a new one.",
+                details: ["expiredAt": claims.exp.value.formatted(.iso8601)]
+            )
+        }
+        guard let userID = UserID(validating: claims.sub.value) else {
+            throw KeywayError(.malformedUserToken, "The token's subject is not a user id.")
+        }
+        return VerifiedUserToken(userID: userID, environmentID: record.environmentID, expiresAt: claims.exp.value)
+    }
+
+    /// Replaces the environment's signing key. Tokens signed by the old key keep
+    /// working until they expire; its public key stays published until then.
+    @discardableResult
+    public func rotate(_ environmentID: EnvironmentID) async throws -> SigningKeyRecord {
+        try await store.insertSigningKey(try makeKey(for: environmentID), retiringActive: true)
+    }
+
+    /// The public keys that may verify live tokens of the environment, as JWKs.
+    public func publishedKeys(for environmentID: EnvironmentID) async throws -> [[String: String]] {
+        let moment = now()
+        return try await store.signingKeys(for: environmentID).filter { record in
+            guard let retiredAt = record.retiredAt else { return true }
+            return moment.timeIntervalSince(retiredAt) < Self.maximumLifetime + Self.leeway
+        }.map { record in
+            let x963 = record.publicKey
+            return [
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": record.id,
+                "x": Self.base64URL(x963[1..<33]), "y": Self.base64URL(x963[33..<65]),
+            ]
+        }
+    }
+
+    // MARK: Keys
+
+    private func activeKey(for environmentID: EnvironmentID) async throws -> SigningKeyRecord {
+        if let active = try await store.signingKeys(for: environmentID).first(where: { $0.retiredAt == nil }) {
+            return active
+        }
+        // First use. If another instance creates one at the same moment, the store keeps theirs.
+        return try await store.insertSigningKey(try makeKey(for: environmentID), retiringActive: false)
+    }
+
+    private func makeKey(for environmentID: EnvironmentID) throws -> SigningKeyRecord {
+        let id = "sk_" + Base62.randomString(length: 20)
+        let privateKey = P256.Signing.PrivateKey()
+        return SigningKeyRecord(
+            id: id,
+            environmentID: environmentID,
+            publicKey: privateKey.publicKey.x963Representation,
+            sealedPrivateKey: try masterKey.seal(privateKey.rawRepresentation, context: Self.sealingContext(id, environmentID)),
+            createdAt: now().keywayPrecision,
+            retiredAt: nil
+        )
+    }
+
+    private func signingKey(id: String) async throws -> SigningKeyRecord? {
+        guard id.hasPrefix("sk_"), id.utf8.count == 23 else { return nil }
+        return try await store.signingKey(id: id)
+    }
+
+    func signer(for record: SigningKeyRecord) async throws -> JWTKeyCollection {
+        if let cached = signers.withLock({ $0[record.id] }) { return cached }
+        let raw = try masterKey.unseal(record.sealedPrivateKey, context: Self.sealingContext(record.id, record.environmentID))
+        let collection = JWTKeyCollection()
+        await collection.add(
+            ecdsa: try ES256PrivateKey(backing: P256.Signing.PrivateKey(rawRepresentation: raw)),
+            kid: JWKIdentifier(string: record.id)
+        )
+        signers.withLock { $0[record.id] = collection }
+        return collection
+    }
+
+    private func verifier(for record: SigningKeyRecord) async throws -> JWTKeyCollection {
+        if let cached = verifiers.withLock({ $0[record.id] }) { return cached }
+        let collection = JWTKeyCollection()
+        await collection.add(
+            ecdsa: try ES256PublicKey(backing: P256.Signing.PublicKey(x963Representation: record.publicKey)),
+            kid: JWKIdentifier(string: record.id)
+        )
+        verifiers.withLock { $0[record.id] = collection }
+        return collection
+    }
+
+    /// Binds a sealed key to its id and environment, so a sealed blob cannot be moved to another row.
+    private static func sealingContext(_ id: String, _ environmentID: EnvironmentID) -> String {
+        "keyway-signing-key:\(id):\(environmentID.accountID):\(environmentID.environment.rawValue)"
+    }
+
+    // MARK: Token parts
+
+    private struct Header: Decodable {
+        let alg: String
+        let kid: String?
+    }
+
+    private static func header(of token: String) throws -> Header {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard token.utf8.count <= 4096, parts.count == 3, let data = base64URLDecode(parts[0]),
+            let header = try? JSONDecoder().decode(Header.self, from: data)
+        else {
+            throw KeywayError(.malformedUserToken, "The user token is not a well-formed JWT.")
+        }
+        return header
+    }
+
+    private static func base64URLDecode(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64)
+    }
+
+    private static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}
+
+/// The claims of a user token. Checked by ``UserTokens/verify(_:)`` with its own clock, not here.
+struct UserTokenClaims: JWTPayload {
+    var iss: IssuerClaim
+    var sub: SubjectClaim
+    var aud: AudienceClaim
+    var env: String
+    var acct: String
+    var iat: IssuedAtClaim
+    var nbf: NotBeforeClaim?
+    var exp: ExpirationClaim
+    var jti: IDClaim
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+extension KeywayError.Code {
+    public static let missingUserToken = Self(rawValue: "missing_user_token")
+    public static let malformedUserToken = Self(rawValue: "malformed_user_token")
+    public static let secretKeyNotAccepted = Self(rawValue: "secret_key_not_accepted")
+    public static let unsupportedTokenAlgorithm = Self(rawValue: "unsupported_token_algorithm")
+    public static let invalidTokenSignature = Self(rawValue: "invalid_token_signature")
+    public static let invalidTokenAudience = Self(rawValue: "invalid_token_audience")
+    public static let invalidTokenIssuer = Self(rawValue: "invalid_token_issuer")
+    public static let tokenExpired = Self(rawValue: "token_expired")
+    public static let tokenNotYetValid = Self(rawValue: "token_not_yet_valid")
+    public static let tokenUserDeleted = Self(rawValue: "token_user_deleted")
+}
