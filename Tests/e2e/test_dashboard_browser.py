@@ -198,3 +198,41 @@ def test_a_new_customer_from_sign_up_to_sign_out(keyway, browser):
     page.driver.switch_to.active_element.send_keys(PASSWORD, Keys.ENTER)
     page.wait_for_path("/dashboard/settings/api-keys")
     assert page.text("#development-hint").endswith(new_dev_key[-4:])
+
+
+def test_the_frontend_example_reads_me_across_origins(keyway, browser, tmp_path):
+    """docs/examples/frontend.html, served from another origin, calls /me with a user token."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ROOT / "docs" / "examples"))
+    handler.log_message = lambda *args: None
+    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=page_server.serve_forever, daemon=True).start()
+    page_origin = f"http://127.0.0.1:{page_server.server_address[1]}"
+    try:
+        account, dev, _ = keyway.account_with_keys()
+        keyway.start()
+        assert keyway.request("POST", "/users", dev, {"username": "browser-user"})[0] == 200
+        token = keyway.request("GET", "/users/browser-user/token", dev)[2]["token"]
+        url = f"{page_origin}/frontend.html#keyway={keyway.base}&token={token}"
+
+        # Not yet allowed: the browser blocks the response.
+        browser.get(url)
+        WebDriverWait(browser, 10).until(lambda d: "Loading" not in d.find_element(By.ID, "status").text)
+        assert "Blocked" in browser.find_element(By.ID, "status").text
+
+        keyway.cli("origins", "set", "--account", account, "--environment", "development", page_origin)
+        browser.get("about:blank")
+        browser.get(url)
+        WebDriverWait(browser, 10).until(lambda d: "Loading" not in d.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "status").text == "Signed in as browser-user"
+
+        # A secret key in the page is refused, and says why.
+        browser.get("about:blank")
+        browser.get(f"{page_origin}/frontend.html#keyway={keyway.base}&token={dev}")
+        WebDriverWait(browser, 10).until(lambda d: "Loading" not in d.find_element(By.ID, "status").text)
+        assert "secret_key_not_accepted" in browser.find_element(By.ID, "status").text
+    finally:
+        page_server.shutdown()

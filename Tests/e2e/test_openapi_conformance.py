@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_spec
 
-METHODS = {"get", "post", "put", "delete"}
+METHODS = {"get", "post", "put", "delete", "options"}
 
 
 class Contract:
@@ -35,6 +35,8 @@ class Contract:
         response = responses[str(status)]
         content = response.get("content", {})
         media = "application/json" if "application/json" in content else next(iter(content), None)
+        if not content:
+            assert body in ("", None), f"{method} {template} {status} should have no body: {body!r}"
         if media == "application/json":
             assert "application/json" in headers.get("Content-Type", ""), f"{method} {template} {status} is not JSON"
             # Local $refs ("#/components/...") resolve against this root.
@@ -111,6 +113,18 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("GET", "/whoami", dev, headers={"x-api-version": "nope"}, expect=400)
     call("DELETE", f"/users/{user_id}", dev, expect=200)
     call("DELETE", f"/users/{user_id}", prod, expect=404)
+
+    # User tokens: minted by the backend, used by the frontend, verifiable with the JWKS.
+    minted = call("GET", "/users/b1/token", dev, expect=200)
+    call("GET", "/me", headers={"Authorization": f"Bearer {minted['token']}"}, expect=200)
+    call("GET", "/me", dev, expect=401)
+    call("GET", "/me", expect=401)
+    call("OPTIONS", "/me", headers={"Origin": "https://app.example"}, expect=204)
+    call("GET", "/users/nobody/token", dev, expect=404)
+    call("GET", "/users/b1/token", dev, headers={"x-api-version": "2001-01"}, expect=400)
+    call("GET", "/users/b1/token", expect=401)
+    call("GET", f"/.well-known/jwks.json?account={account}&environment=development", expect=200)
+    call("GET", "/.well-known/jwks.json", expect=400)
 
     # Every API operation refuses a missing key and an unknown version.
     huge = b'{"username": "x", "fullName": "' + b"y" * (5 * 1024 * 1024) + b'"}'
