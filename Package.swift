@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "keyway", targets: ["keyway"]),
         .library(name: "KeywayCore", targets: ["KeywayCore"]),
         .library(name: "KeywaySQLite", targets: ["KeywaySQLite"]),
+        .library(name: "KeywayPostgres", targets: ["KeywayPostgres"]),
         .library(name: "KeywayHTTP", targets: ["KeywayHTTP"]),
     ],
     dependencies: [
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -50,6 +52,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "KeywayPostgres",
+            dependencies: [
+                "KeywayCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "KeywayHTTP",
             dependencies: [
                 "KeywayCore",
@@ -73,7 +85,10 @@ let package = Package(
             dependencies: [
                 "KeywayCore",
                 "KeywaySQLite",
+                "KeywayPostgres",
                 "KeywayHTTP",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,6 +107,9 @@ let package = Package(
             dependencies: [
                 "KeywayCore",
                 "KeywaySQLite",
+                "KeywayPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),

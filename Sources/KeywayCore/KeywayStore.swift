@@ -95,4 +95,16 @@ public protocol KeywayStore: Sendable {
 
     /// Throws when the store cannot serve requests.
     func checkHealth() async throws
+    /// Throws, saying what to do, when the schema is not the one this Keyway needs.
+    func requireCurrentSchema() async throws
+}
+
+/// A store that can tell other instances about revocations as they happen
+/// (PostgreSQL's LISTEN/NOTIFY), so they need not wait for the next poll.
+public protocol RevocationNotifying: Sendable {
+    /// Listens until cancelled, reconnecting with backoff.
+    /// - Parameters:
+    ///   - onNotification: Called when revocations may have happened (and once after each (re)connection).
+    ///   - onStateChange: Called with `true` when listening, `false` when the connection is lost.
+    func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async
 }

@@ -46,6 +46,7 @@ public func buildApplication(
         logger: logger
     )
     app.beforeServerStarts {
+        try await store.requireCurrentSchema()
         try await store.checkHealth()
         // Note where the revocation sequence stands before any key is cached.
         try await keys.followRevocations()

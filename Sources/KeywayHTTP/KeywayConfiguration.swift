@@ -25,9 +25,10 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// `KEYWAY_LOG_LEVEL`: trace, debug, info, notice, warning, error or critical.
     public var logLevel: Logger.Level = .info
     /// `KEYWAY_REVOCATION_POLL_MS`: how often to look for keys revoked by other
-    /// processes (the CLI, other instances). The bound on how long such a key
-    /// may still be accepted here.
-    public var revocationPollMilliseconds = 1000
+    /// processes (the CLI, other instances) when no notification channel is up:
+    /// always on SQLite, and on PostgreSQL while the LISTEN connection is down.
+    /// The bound on how long such a key may still be accepted here.
+    public var revocationPollMilliseconds = 250
     /// `KEYWAY_USAGE_FLUSH_SECONDS`: how often keys' last-used times are written.
     public var usageFlushSeconds = 10
     /// `KEYWAY_KEY_CACHE_LIMIT`: how many revoked or unknown keys to remember,
@@ -38,6 +39,14 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// `https://keyway.example.com`. Dashboard cookies are `Secure` when it is https.
     /// Defaults to `http://<host>:<port>`.
     public var publicURL: String?
+
+    /// `KEYWAY_DATABASE_URL`: `postgres://user:password@host:5432/database` to run
+    /// on PostgreSQL (many instances); unset, Keyway uses the SQLite file.
+    public var databaseURL: String?
+    /// `KEYWAY_DATABASE_POOL_SIZE`: most PostgreSQL connections per instance.
+    public var databasePoolSize = 10
+    /// `KEYWAY_DATABASE_CONNECT_TIMEOUT_MS`: how long to wait for a new PostgreSQL connection.
+    public var databaseConnectTimeoutMilliseconds = 5000
 
     /// `KEYWAY_MASTER_KEY`: 32 bytes in base64 that seal user-token signing keys
     /// at rest. When unset, `master.key` beside the database is used (and created).
@@ -88,6 +97,16 @@ public struct KeywayConfiguration: Sendable, Equatable {
         if let flush = try integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
         if let limit = try integer("KEYWAY_KEY_CACHE_LIMIT", in: 1...10_000_000) { self.keyCacheLimit = limit }
         if let minutes = try integer("KEYWAY_USER_TOKEN_MINUTES", in: 1...60) { self.userTokenMinutes = minutes }
+        if let url = value("KEYWAY_DATABASE_URL") {
+            guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
+                components.host?.isEmpty == false
+            else {
+                throw ConfigurationError(variable: "KEYWAY_DATABASE_URL", message: "must look like postgres://user:password@host:5432/database")
+            }
+            self.databaseURL = url
+        }
+        if let size = try integer("KEYWAY_DATABASE_POOL_SIZE", in: 1...1000) { self.databasePoolSize = size }
+        if let timeout = try integer("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", in: 100...120_000) { self.databaseConnectTimeoutMilliseconds = timeout }
         if let key = value("KEYWAY_MASTER_KEY") {
             guard let data = Data(base64Encoded: key), data.count == 32 else {
                 throw ConfigurationError(variable: "KEYWAY_MASTER_KEY", message: "must be 32 bytes in base64 (for example: openssl rand -base64 32)")

@@ -2,6 +2,7 @@ import Foundation
 import KeywayCore
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Background work, off the request path: follows key revocations made by
 /// other processes, writes keys' last-used times and deletes expired
@@ -14,9 +15,25 @@ struct MaintenanceService: Service {
     let logger: Logger
 
     func run() async throws {
+        let listening = ListenerState()
         await withTaskGroup(of: Void.self) { group in
+            if let notifying = store as? any RevocationNotifying {
+                group.addTask {
+                    await cancelWhenGracefulShutdown {
+                        await notifying.listenForRevocations {
+                            do { try await keys.followRevocations() } catch {
+                                logger.warning("could not follow revocations", metadata: ["error": "\(String(reflecting: error))"])
+                            }
+                        } onStateChange: { isListening in
+                            listening.set(isListening)
+                        }
+                    }
+                }
+            }
             group.addTask {
                 await repeatUntilShutdown(every: revocationPollInterval) {
+                    // While notifications arrive, polling is only a slow safety net.
+                    guard listening.shouldPoll() else { return }
                     try await keys.followRevocations()
                 } onFailure: { error in
                     logger.warning("could not check for revoked keys", metadata: ["error": "\(String(reflecting: error))"])
@@ -63,6 +80,26 @@ struct MaintenanceService: Service {
                     onFailure(error)
                 }
             }
+        }
+    }
+}
+
+/// Whether the revocation listener is connected, and when polling last ran.
+final class ListenerState: Sendable {
+    /// How often to poll anyway while notifications arrive.
+    static let safetyNetInterval: TimeInterval = 10
+    private let state = Mutex((listening: false, lastPoll: Date.distantPast))
+
+    func set(_ listening: Bool) {
+        state.withLock { $0.listening = listening }
+    }
+
+    /// Poll on every tick while not listening; otherwise every ``safetyNetInterval``.
+    func shouldPoll(now: Date = Date()) -> Bool {
+        state.withLock { state in
+            guard !state.listening || now.timeIntervalSince(state.lastPoll) >= Self.safetyNetInterval else { return false }
+            state.lastPoll = now
+            return true
         }
     }
 }

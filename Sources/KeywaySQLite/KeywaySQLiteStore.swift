@@ -506,6 +506,10 @@ public final class KeywaySQLiteStore: KeywayStore {
 
     // MARK: Operations
 
+    public func requireCurrentSchema() async throws {
+        try KeywaySQLiteSchema.requireCurrent(database)
+    }
+
     public func checkHealth() async throws {
         _ = try await database.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
     }

@@ -3,10 +3,13 @@ import Foundation
 import Hummingbird
 public import KeywayCore
 import KeywayHTTP
+import KeywayPostgres
 import KeywaySQLite
 import Logging
 import Metrics
 import Prometheus
+import ServiceLifecycle
+import UnixSignals
 
 @main
 struct Keyway: AsyncParsableCommand {
@@ -54,8 +57,38 @@ struct DatabaseOptions: ParsableArguments {
         )
     }
 
-    /// Opens the embedded database, applying pending migrations as `serve` does.
-    func openStore(_ configuration: KeywayConfiguration) throws -> KeywaySQLiteStore {
+    /// Runs `body` with the configured store: PostgreSQL when `KEYWAY_DATABASE_URL`
+    /// is set (its connection pool running meanwhile), otherwise the SQLite file,
+    /// migrated as `serve` does.
+    func withStore<Result: Sendable>(
+        _ configuration: KeywayConfiguration,
+        _ body: (any KeywayStore) async throws -> Result
+    ) async throws -> Result {
+        guard let url = configuration.databaseURL else {
+            return try await body(try openSQLite(configuration))
+        }
+        let store = try KeywayPostgresStore(
+            url: url,
+            poolSize: configuration.databasePoolSize,
+            connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
+            logger: Logger(label: "keyway.postgres")
+        )
+        return try await withThrowingTaskGroup(of: Result?.self) { group in
+            group.addTask {
+                await store.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            do {
+                try await store.requireCurrentSchema()
+            } catch let problem as SchemaProblem {
+                throw CommandError(problem.description)
+            }
+            return try await body(store)
+        }
+    }
+
+    func openSQLite(_ configuration: KeywayConfiguration) throws -> KeywaySQLiteStore {
         do {
             return try KeywaySQLiteStore(path: configuration.databasePath, migrate: true)
         } catch let error as SchemaError {
@@ -98,9 +131,24 @@ struct Serve: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "keyway")
 
-        let store = try database.openStore(configuration)
+        let store: any KeywayStore
+        var services: [any Service] = []
+        if let url = configuration.databaseURL {
+            // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
+            let postgres = try KeywayPostgresStore(
+                url: url,
+                poolSize: configuration.databasePoolSize,
+                connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
+                logger: logger
+            )
+            services.append(postgres)
+            store = postgres
+            logger.info("using PostgreSQL", metadata: ["database.pool_size": "\(configuration.databasePoolSize)"])
+        } else {
+            store = try database.openSQLite(configuration)
+            logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
+        }
         let keys = SecretKeys(store: store, inactiveCacheLimit: configuration.keyCacheLimit, logger: logger)
-        logger.info("database ready", metadata: ["database.path": "\(configuration.databasePath)"])
         let userTokens = try database.userTokens(configuration, store: store, logger: logger)
         let app = buildApplication(
             configuration: configuration,
@@ -110,7 +158,15 @@ struct Serve: AsyncParsableCommand {
             userTokens: userTokens,
             logger: logger
         )
-        try await app.runService()
+        // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.
+        let group = ServiceGroup(
+            configuration: .init(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        do {
+            try await group.run()
+        } catch let problem as SchemaProblem {
+            throw CommandError(problem.description)
+        }
     }
 }
 
@@ -124,13 +180,25 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try database.configuration()
-        let applied = try KeywaySQLiteStore.migrate(path: configuration.databasePath)
-        if applied.isEmpty {
-            print("Database \(configuration.databasePath) is up to date.")
+        let applied: [String]
+        let name: String
+        if let url = configuration.databaseURL {
+            name = "PostgreSQL"
+            let store = try KeywayPostgresStore(url: url, poolSize: 2, logger: Logger(label: "keyway.postgres"))
+            applied = try await withThrowingTaskGroup(of: [String]?.self) { group in
+                group.addTask {
+                    await store.run()
+                    return nil
+                }
+                defer { group.cancelAll() }
+                return try await store.migrate()
+            }
         } else {
-            for migration in applied { print("Applied migration: \(migration)") }
-            print("Database \(configuration.databasePath) is up to date.")
+            name = configuration.databasePath
+            applied = try KeywaySQLiteStore.migrate(path: configuration.databasePath)
         }
+        for migration in applied { print("Applied migration: \(migration)") }
+        print("Database \(name) is up to date.")
     }
 }
 
@@ -162,9 +230,10 @@ struct Accounts: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            let account = try await store.createAccount(name: name.trimmingCharacters(in: .whitespacesAndNewlines), at: Date())
-            print(account.id)
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                let account = try await store.createAccount(name: name.trimmingCharacters(in: .whitespacesAndNewlines), at: Date())
+                print(account.id)
+            }
         }
     }
 
@@ -175,13 +244,14 @@ struct Accounts: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            let accounts = try await store.accounts()
-            if accounts.isEmpty {
-                print("No accounts yet. Create one with: keyway accounts create --name \"Acme\"")
-                return
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                let accounts = try await store.accounts()
+                if accounts.isEmpty {
+                    print("No accounts yet. Create one with: keyway accounts create --name \"Acme\"")
+                    return
+                }
+                print(table(["ACCOUNT", "NAME", "CREATED"], accounts.map { [$0.id.rawValue, $0.name, $0.createdAt.formatted(.iso8601)] }))
             }
-            print(table(["ACCOUNT", "NAME", "CREATED"], accounts.map { [$0.id.rawValue, $0.name, $0.createdAt.formatted(.iso8601)] }))
         }
     }
 }
@@ -218,22 +288,23 @@ struct Keys: AsyncParsableCommand {
             if let output, FileManager.default.fileExists(atPath: output) {
                 throw CommandError("\(output) already exists; choose a new file so no key is overwritten.")
             }
-            let store = try database.openStore(configuration)
-            var logger = Logger(label: "keyway.cli")
-            logger.logLevel = .warning
-            let keys = SecretKeys(store: store, logger: logger)
-            let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
-            let generated: GeneratedSecretKey
-            do {
-                generated = try await keys.generate(for: environmentID, createdBy: "cli").key
-            } catch let error as KeywayError {
-                throw CommandError(error.message)
-            }
-            if let output {
-                try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
-                print("Wrote the new \(environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
-            } else {
-                print(generated.revealPlaintext())
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                var logger = Logger(label: "keyway.cli")
+                logger.logLevel = .warning
+                let keys = SecretKeys(store: store, logger: logger)
+                let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+                let generated: GeneratedSecretKey
+                do {
+                    generated = try await keys.generate(for: environmentID, createdBy: "cli").key
+                } catch let error as KeywayError {
+                    throw CommandError(error.message)
+                }
+                if let output {
+                    try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
+                    print("Wrote the new \(environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
+                } else {
+                    print(generated.revealPlaintext())
+                }
             }
         }
     }
@@ -250,24 +321,25 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            guard try await store.account(AccountID(rawValue: account)) != nil else {
-                throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                guard try await store.account(AccountID(rawValue: account)) != nil else {
+                    throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+                }
+                let records = try await store.secretKeys(for: AccountID(rawValue: account))
+                if records.isEmpty {
+                    print("No keys yet. Generate one with: keyway keys generate --account \(account) --environment development")
+                    return
+                }
+                let rows = records.map { record in
+                    [
+                        record.hint, record.environmentID.environment.rawValue,
+                        record.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active",
+                        record.createdAt.formatted(.iso8601), record.createdBy,
+                        record.lastUsedAt?.formatted(.iso8601) ?? "never",
+                    ]
+                }
+                print(table(["KEY", "ENVIRONMENT", "STATUS", "CREATED", "BY", "LAST USED"], rows))
             }
-            let records = try await store.secretKeys(for: AccountID(rawValue: account))
-            if records.isEmpty {
-                print("No keys yet. Generate one with: keyway keys generate --account \(account) --environment development")
-                return
-            }
-            let rows = records.map { record in
-                [
-                    record.hint, record.environmentID.environment.rawValue,
-                    record.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active",
-                    record.createdAt.formatted(.iso8601), record.createdBy,
-                    record.lastUsedAt?.formatted(.iso8601) ?? "never",
-                ]
-            }
-            print(table(["KEY", "ENVIRONMENT", "STATUS", "CREATED", "BY", "LAST USED"], rows))
         }
     }
 }
@@ -300,13 +372,14 @@ struct SigningKeys: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            guard try await store.account(AccountID(rawValue: account)) != nil else {
-                throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                guard try await store.account(AccountID(rawValue: account)) != nil else {
+                    throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+                }
+                let tokens = try database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
+                let key = try await tokens.rotate(EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
+                print("New \(environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
             }
-            let tokens = try database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
-            let key = try await tokens.rotate(EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
-            print("New \(environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
         }
     }
 
@@ -323,18 +396,21 @@ struct SigningKeys: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            let records = try await store.signingKeys(for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
-            if records.isEmpty {
-                print("No signing key yet; the first user token creates one.")
-                return
-            }
-            print(
-                table(
-                    ["KID", "CREATED", "STATUS"],
-                    records.map { [$0.id, $0.createdAt.formatted(.iso8601), $0.retiredAt.map { "retired \($0.formatted(.iso8601))" } ?? "active"] }
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                let records = try await store.signingKeys(for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
+                if records.isEmpty {
+                    print("No signing key yet; the first user token creates one.")
+                    return
+                }
+                print(
+                    table(
+                        ["KID", "CREATED", "STATUS"],
+                        records.map {
+                            [$0.id, $0.createdAt.formatted(.iso8601), $0.retiredAt.map { "retired \($0.formatted(.iso8601))" } ?? "active"]
+                        }
+                    )
                 )
-            )
+            }
         }
     }
 }
@@ -376,18 +452,19 @@ struct Origins: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
-            do {
-                try await store.setAllowedOrigins(origins, for: environmentID)
-            } catch let error as KeywayError {
-                throw CommandError(error.message)
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+                do {
+                    try await store.setAllowedOrigins(origins, for: environmentID)
+                } catch let error as KeywayError {
+                    throw CommandError(error.message)
+                }
+                print(
+                    origins.isEmpty
+                        ? "No origin may call user-token endpoints of \(environment.rawValue)."
+                        : "Allowed origins for \(environment.rawValue): \(origins.joined(separator: ", "))"
+                )
             }
-            print(
-                origins.isEmpty
-                    ? "No origin may call user-token endpoints of \(environment.rawValue)."
-                    : "Allowed origins for \(environment.rawValue): \(origins.joined(separator: ", "))"
-            )
         }
     }
 
@@ -401,10 +478,13 @@ struct Origins: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try database.configuration()
-            let store = try database.openStore(configuration)
-            for environment in KeywayCore.Environment.allCases {
-                let origins = try await store.allowedOrigins(for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
-                print("\(environment.rawValue): \(origins.isEmpty ? "(none)" : origins.joined(separator: " "))")
+            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+                for environment in KeywayCore.Environment.allCases {
+                    let origins = try await store.allowedOrigins(
+                        for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+                    )
+                    print("\(environment.rawValue): \(origins.isEmpty ? "(none)" : origins.joined(separator: " "))")
+                }
             }
         }
     }

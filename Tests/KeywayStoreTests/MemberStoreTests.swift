@@ -6,7 +6,7 @@ import Testing
 @Suite struct MemberStoreTests {
     @Test(arguments: StoreKind.allCases)
     func signingUpCreatesAnAccountWithItsOwner(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         let (account, owner) = try await store.createAccount(name: "Acme", ownerEmail: "owner@acme.test", passwordHash: "hash-1", at: Date())
         #expect(owner.accountID == account.id)
         #expect(owner.role == .owner)
@@ -29,7 +29,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func anEmailSignsInToOneAccountOnly(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         _ = try await store.createAccount(name: "Acme", ownerEmail: "same@example.test", passwordHash: "h", at: Date())
         await #expect(throws: KeywayError.emailTaken()) {
             try await store.createAccount(name: "Globex", ownerEmail: "same@example.test", passwordHash: "h", at: Date())
@@ -39,7 +39,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func sessionsExpireAndEndWithAPasswordChange(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "old", at: Date())
         let now = Date()
         let first = DashboardSession(
@@ -72,7 +72,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func expiredSessionsAreDeleted(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date())
         let now = Date()
         let stale = DashboardSession(

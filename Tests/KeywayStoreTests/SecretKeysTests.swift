@@ -71,7 +71,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func unknownKeysAreRememberedWithinABound(kind: StoreKind) async throws {
-        let store = CountingStore(try kind.makeStore())
+        let store = CountingStore(try await kind.makeStore())
         let keys = SecretKeys(store: store, inactiveCacheLimit: 8)
         let invented = (0..<20).map { _ in GeneratedSecretKey.generate(for: .development).revealPlaintext() }
         for key in invented.prefix(4) {
@@ -90,7 +90,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func malformedKeysNeverReachTheStore(kind: StoreKind) async throws {
-        let store = CountingStore(try kind.makeStore())
+        let store = CountingStore(try await kind.makeStore())
         let keys = SecretKeys(store: store)
         let valid = GeneratedSecretKey.generate(for: .development).revealPlaintext()
         let badChecksum = String(valid.dropLast()) + (valid.last == "A" ? "B" : "A")
@@ -102,7 +102,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func userTokensAreRecognisedAndRefused(kind: StoreKind) async throws {
-        let keys = SecretKeys(store: try kind.makeStore())
+        let keys = SecretKeys(store: try await kind.makeStore())
         let error = await #expect(throws: KeywayError.self) {
             try await keys.authenticate("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl")
         }

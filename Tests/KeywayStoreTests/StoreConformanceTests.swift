@@ -8,7 +8,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func accountsAreStoredAndListedOldestFirst(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         let first = try await store.createAccount(name: "Acme", at: Date(timeIntervalSince1970: 1_000))
         let second = try await store.createAccount(name: "Globex", at: Date(timeIntervalSince1970: 2_000))
         #expect(try await store.account(first.id) == first)
@@ -98,7 +98,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func generatingForAMissingAccountFails(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         let missing = EnvironmentID(accountID: AccountID(rawValue: "acct_missing"), environment: .development)
         await #expect(throws: KeywayError.accountNotFound(missing.accountID)) {
             try await store.insertKeyRevokingPrevious(.generate(for: .development), for: missing, createdBy: "t", at: Date())
@@ -107,7 +107,7 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func unknownDigestsAreNotFound(kind: StoreKind) async throws {
-        let store = try kind.makeStore()
+        let store = try await kind.makeStore()
         #expect(try await store.secretKey(digest: GeneratedSecretKey.generate(for: .development).digest) == nil)
     }
 

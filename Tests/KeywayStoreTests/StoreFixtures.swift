@@ -1,20 +1,87 @@
 import Foundation
 import KeywayCore
+import KeywayPostgres
 import KeywaySQLite
+import Logging
 import Testing
 
 /// Every store the conformance suite runs against.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case sqlite
+    case postgres
 
     var testDescription: String { rawValue }
 
+    /// The stores to test: PostgreSQL when `KEYWAY_TEST_POSTGRES_URL` names a
+    /// server (scripts/test starts one). In CI it must: nothing is skipped there.
+    static var allCases: [StoreKind] {
+        if TestPostgres.serverURL != nil { return [.sqlite, .postgres] }
+        precondition(
+            ProcessInfo.processInfo.environment["CI"] != "true",
+            "KEYWAY_TEST_POSTGRES_URL is not set: in CI the PostgreSQL store must be tested (run scripts/test)"
+        )
+        return [.sqlite]
+    }
+
     /// A fresh, empty, migrated store.
-    func makeStore() throws -> any KeywayStore {
+    func makeStore() async throws -> any KeywayStore {
         switch self {
         case .sqlite:
             try KeywaySQLiteStore(path: temporaryDatabasePath(), migrate: true)
+        case .postgres:
+            try await TestPostgres.freshStore()
         }
+    }
+}
+
+/// Each PostgreSQL test gets its own database, copied from a migrated template.
+enum TestPostgres {
+    static let serverURL = ProcessInfo.processInfo.environment["KEYWAY_TEST_POSTGRES_URL"]
+    static let logger = Logger(label: "keyway.tests.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+    static let templateName = "keyway_template_\(ProcessInfo.processInfo.processIdentifier)"
+
+    /// Creates and migrates the template once per test process.
+    private static let template = Task<Void, any Error> {
+        guard let url = serverURL else { return }
+        let admin = try KeywayPostgresStore(url: url, poolSize: 1, logger: logger)
+        try await running(admin) {
+            try await admin.execute("DROP DATABASE IF EXISTS \(templateName)")
+            try await admin.execute("CREATE DATABASE \(templateName)")
+        }
+        let template = try KeywayPostgresStore(url: url.replacingDatabase(with: templateName), poolSize: 1, logger: logger)
+        try await running(template) { _ = try await template.migrate() }
+    }
+
+    /// A new database copied from the template, with its pool running for the rest of the process.
+    static func freshStore() async throws -> KeywayPostgresStore {
+        guard let url = serverURL else { throw CancellationError() }
+        try await template.value
+        let name = "keyway_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let admin = try KeywayPostgresStore(url: url, poolSize: 1, logger: logger)
+        try await running(admin) {
+            try await admin.execute("CREATE DATABASE \(name) TEMPLATE \(templateName)")
+        }
+        let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: logger)
+        Task.detached { await store.run() }
+        return store
+    }
+
+    /// Runs `body` while `store`'s pool runs, then stops the pool.
+    static func running(_ store: KeywayPostgresStore, _ body: () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await store.run() }
+            defer { group.cancelAll() }
+            try await body()
+        }
+    }
+}
+
+extension String {
+    /// A PostgreSQL URL naming another database.
+    func replacingDatabase(with database: String) -> String {
+        guard var components = URLComponents(string: self) else { return self }
+        components.path = "/" + database
+        return components.string ?? self
     }
 }
 
@@ -27,7 +94,7 @@ func temporaryDatabasePath() -> String {
 extension StoreKind {
     /// A store with one account, for tests that need somewhere to put things.
     func makeStoreWithAccount() async throws -> (any KeywayStore, Account) {
-        let store = try makeStore()
+        let store = try await makeStore()
         let account = try await store.createAccount(name: "Acme", at: Date())
         return (store, account)
     }
@@ -115,4 +182,5 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     }
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }
     func checkHealth() async throws { try await base.checkHealth() }
+    func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
 }

@@ -1,0 +1,156 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The versioned PostgreSQL schema. Never edit a shipped migration: add a new one.
+enum KeywayPostgresSchema {
+    /// Serialises `keyway migrate` runs across processes.
+    static let migrationLock: Int64 = 0x6B65_7977_6179_0001
+
+    static let migrations: [(id: String, sql: [String])] = [
+        (
+            "v1: accounts, environments, secret keys, users",
+            [
+                "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL)",
+                """
+                CREATE TABLE environments (
+                    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    name TEXT NOT NULL CHECK (name IN ('development', 'production')),
+                    created_at BIGINT NOT NULL,
+                    allowed_origins TEXT NOT NULL DEFAULT '',
+                    PRIMARY KEY (account_id, name)
+                )
+                """,
+                """
+                CREATE TABLE secret_keys (
+                    id TEXT PRIMARY KEY,
+                    account_id TEXT NOT NULL,
+                    environment TEXT NOT NULL,
+                    digest BYTEA NOT NULL UNIQUE CHECK (length(digest) = 32),
+                    hint TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    revoked_at BIGINT,
+                    revocation_reason TEXT,
+                    revocation_sequence BIGINT UNIQUE,
+                    last_used_at BIGINT,
+                    FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE,
+                    CHECK ((revoked_at IS NULL) = (revocation_sequence IS NULL))
+                )
+                """,
+                // The database, not only the code, allows one active key per environment.
+                "CREATE UNIQUE INDEX secret_keys_one_active_per_environment ON secret_keys(account_id, environment) WHERE revoked_at IS NULL",
+                "CREATE INDEX secret_keys_by_account ON secret_keys(account_id, created_at)",
+                """
+                CREATE TABLE users (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    account_id TEXT NOT NULL,
+                    environment TEXT NOT NULL,
+                    username TEXT NOT NULL COLLATE "C",
+                    full_name TEXT,
+                    created_at BIGINT NOT NULL,
+                    FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE,
+                    UNIQUE (account_id, environment, username)
+                )
+                """,
+                "CREATE INDEX users_by_environment ON users(account_id, environment, id)",
+            ]
+        ),
+        (
+            "v2: dashboard members and sessions",
+            [
+                """
+                CREATE TABLE members (
+                    id TEXT PRIMARY KEY,
+                    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    email TEXT NOT NULL UNIQUE,
+                    password_hash TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX members_by_account ON members(account_id)",
+                """
+                CREATE TABLE sessions (
+                    digest BYTEA PRIMARY KEY CHECK (length(digest) = 32),
+                    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                    csrf_token TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX sessions_by_member ON sessions(member_id)",
+                "CREATE INDEX sessions_by_expiry ON sessions(expires_at)",
+            ]
+        ),
+        (
+            "v3: user-token signing keys",
+            [
+                """
+                CREATE TABLE signing_keys (
+                    id TEXT PRIMARY KEY,
+                    account_id TEXT NOT NULL,
+                    environment TEXT NOT NULL,
+                    public_key BYTEA NOT NULL,
+                    sealed_private_key BYTEA NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    retired_at BIGINT,
+                    FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
+                )
+                """,
+                "CREATE UNIQUE INDEX signing_keys_one_active_per_environment ON signing_keys(account_id, environment) WHERE retired_at IS NULL",
+                "CREATE INDEX signing_keys_by_environment ON signing_keys(account_id, environment, created_at)",
+            ]
+        ),
+    ]
+
+    /// Applies pending migrations in one transaction under an advisory lock, so
+    /// two `keyway migrate` runs at once apply each migration exactly once.
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws -> [String] {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS keyway_migrations (id TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                logger: logger
+            )
+            var applied: Set<String> = []
+            for try await id in try await connection.query("SELECT id FROM keyway_migrations", logger: logger).decode(String.self) {
+                applied.insert(id)
+            }
+            var done: [String] = []
+            for migration in migrations where !applied.contains(migration.id) {
+                for statement in migration.sql {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                try await connection.query("INSERT INTO keyway_migrations (id, applied_at) VALUES (\(migration.id), \(now))", logger: logger)
+                done.append(migration.id)
+            }
+            return done
+        }
+    }
+
+    /// Throws ``SchemaProblem`` unless every migration has been applied.
+    static func requireCurrent(_ client: PostgresClient, logger: Logger) async throws {
+        var applied: Set<String> = []
+        do {
+            for try await id in try await client.query("SELECT id FROM keyway_migrations", logger: logger).decode(String.self) {
+                applied.insert(id)
+            }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P01" {
+            throw SchemaProblem(description: "The PostgreSQL database has no Keyway schema; run `keyway migrate` first.")
+        }
+        let known = Set(migrations.map(\.id))
+        if !applied.subtracting(known).isEmpty {
+            throw SchemaProblem(description: "The PostgreSQL database was migrated by a newer Keyway; upgrade Keyway to use it.")
+        }
+        if !known.subtracting(applied).isEmpty {
+            throw SchemaProblem(description: "The PostgreSQL schema is out of date; run `keyway migrate` first.")
+        }
+    }
+}
+
+/// Thrown when the database needs `keyway migrate` or was written by a newer Keyway.
+public struct SchemaProblem: Error, CustomStringConvertible {
+    public let description: String
+}

@@ -1,0 +1,679 @@
+public import Foundation
+public import KeywayCore
+public import Logging
+public import PostgresNIO
+public import ServiceLifecycle
+
+/// ``KeywayStore`` on PostgreSQL, for many instances behind a load balancer.
+///
+/// Constraints live in the database (one active key and one active signing key
+/// per environment, unique usernames), so racing instances cannot break them.
+/// Key generations are serialised by an advisory lock, which keeps the
+/// revocation sequence in commit order, and announce themselves with
+/// `NOTIFY keyway_revocations` so other instances learn at once.
+///
+/// Run it as a service (``run()``) for as long as it is used.
+public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Service {
+    static let revocationChannel = "keyway_revocations"
+    static let generationLock: Int64 = 0x6B65_7977_6179_0002
+
+    let client: PostgresClient
+    private let configuration: PostgresClient.Configuration
+    private let listenerTLS: PostgresConnection.Configuration.TLS
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - url: `postgres://user:password@host:port/database`.
+    ///   - poolSize: Most connections this instance opens.
+    ///   - connectTimeout: How long to wait for a new connection.
+    /// - Throws: ``SchemaProblem`` when the URL cannot be used.
+    public init(url: String, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
+        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
+            let host = components.host, !host.isEmpty
+        else {
+            throw SchemaProblem(description: "KEYWAY_DATABASE_URL must look like postgres://user:password@host:5432/database")
+        }
+        let requireTLS = components.queryItems?.contains { $0.name == "sslmode" && $0.value == "require" } == true
+        var configuration = PostgresClient.Configuration(
+            host: host,
+            port: components.port ?? 5432,
+            username: components.user?.removingPercentEncoding ?? "postgres",
+            password: components.password?.removingPercentEncoding,
+            database: String(components.path.drop { $0 == "/" }).removingPercentEncoding,
+            tls: requireTLS ? .require(.makeClientConfiguration()) : .disable
+        )
+        configuration.options.maximumConnections = poolSize
+        configuration.options.connectTimeout = connectTimeout
+        configuration.options.additionalStartupParameters = [("application_name", "keyway")]
+        self.configuration = configuration
+        self.listenerTLS = requireTLS ? .require(try .init(configuration: .makeClientConfiguration())) : .disable
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+    }
+
+    /// Runs the connection pool until cancelled.
+    public func run() async {
+        await client.run()
+    }
+
+    /// Applies pending migrations. Safe to run from several processes at once.
+    public func migrate() async throws -> [String] {
+        try await KeywayPostgresSchema.migrate(client, logger: logger)
+    }
+
+    /// Throws ``SchemaProblem`` when the schema needs `keyway migrate`.
+    public func requireCurrentSchema() async throws {
+        try await KeywayPostgresSchema.requireCurrent(client, logger: logger)
+    }
+
+    // MARK: Accounts
+
+    public func createAccount(name: String, at date: Date) async throws -> Account {
+        let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
+        try await transaction { connection in
+            try await Self.insert(account, on: connection, logger: logger)
+        }
+        return account
+    }
+
+    private static func insert(_ account: Account, on connection: PostgresConnection, logger: Logger) async throws {
+        let created = account.createdAt.milliseconds
+        try await connection.query(
+            "INSERT INTO accounts (id, name, created_at) VALUES (\(account.id.rawValue), \(account.name), \(created))",
+            logger: logger
+        )
+        for environment in Environment.allCases {
+            try await connection.query(
+                "INSERT INTO environments (account_id, name, created_at) VALUES (\(account.id.rawValue), \(environment.rawValue), \(created))",
+                logger: logger
+            )
+        }
+    }
+
+    public func account(_ id: AccountID) async throws -> Account? {
+        try await first(
+            "SELECT id, name, created_at FROM accounts WHERE id = \(id.rawValue)",
+            as: (String, String, Int64).self
+        ).map(Account.init(row:))
+    }
+
+    public func accounts() async throws -> [Account] {
+        try await all("SELECT id, name, created_at FROM accounts ORDER BY created_at, id", as: (String, String, Int64).self)
+            .map(Account.init(row:))
+    }
+
+    // MARK: Secret keys
+
+    public func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration {
+        let record = SecretKeyRecord(
+            id: .generate(),
+            environmentID: environmentID,
+            digest: key.digest,
+            hint: key.hint,
+            createdAt: date.keywayPrecision,
+            createdBy: createdBy
+        )
+        let account = environmentID.accountID.rawValue
+        let environment = environmentID.environment.rawValue
+        return try await transaction { connection in
+            // One generation at a time across all instances: revocation sequence numbers then
+            // commit in order, so a follower reading "after n" can never skip one.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.generationLock))", logger: logger)
+            let exists = try await connection.query("SELECT 1 FROM accounts WHERE id = \(account)", logger: logger).decode(Int32.self)
+            var found = false
+            for try await _ in exists { found = true }
+            guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
+
+            var revoked: [KeyRevocation] = []
+            let previous = try await connection.query(
+                """
+                UPDATE secret_keys SET revoked_at = \(record.createdAt.milliseconds), revocation_reason = 'regenerated',
+                    revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys)
+                WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL
+                RETURNING digest, revocation_sequence
+                """,
+                logger: logger
+            ).decode((Data, Int64).self)
+            for try await (digest, sequence) in previous {
+                revoked.append(KeyRevocation(sequence: sequence, digest: try Self.digest(digest), revokedAt: record.createdAt, reason: .regenerated))
+            }
+            try await connection.query(
+                """
+                INSERT INTO secret_keys (id, account_id, environment, digest, hint, created_at, created_by)
+                VALUES (\(record.id.rawValue), \(account), \(environment), \(Data(key.digest.bytes)), \(record.hint),
+                        \(record.createdAt.milliseconds), \(createdBy))
+                """,
+                logger: logger
+            )
+            if let last = revoked.last {
+                try await connection.query("SELECT pg_notify(\(Self.revocationChannel), \(String(last.sequence)))", logger: logger)
+            }
+            return KeyGeneration(key: record, revoked: revoked)
+        }
+    }
+
+    private static let keyColumns =
+        "id, account_id, environment, digest, hint, created_at, created_by, revoked_at, revocation_reason, last_used_at"
+    private typealias KeyRow = (String, String, String, Data, String, Int64, String, Int64?, String?, Int64?)
+
+    public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
+        try await first(
+            "SELECT \(unescaped: Self.keyColumns) FROM secret_keys WHERE digest = \(Data(digest.bytes))",
+            as: KeyRow.self
+        ).map(Self.record)
+    }
+
+    public func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] {
+        try await all(
+            "SELECT \(unescaped: Self.keyColumns) FROM secret_keys WHERE account_id = \(accountID.rawValue) ORDER BY created_at DESC, id DESC",
+            as: KeyRow.self
+        ).map(Self.record)
+    }
+
+    private static func record(_ row: KeyRow) throws -> SecretKeyRecord {
+        SecretKeyRecord(
+            id: SecretKeyID(rawValue: row.0),
+            environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
+            digest: try digest(row.3),
+            hint: row.4,
+            createdAt: Date(milliseconds: row.5),
+            createdBy: row.6,
+            revokedAt: row.7.map(Date.init(milliseconds:)),
+            revocationReason: row.8.flatMap(RevocationReason.init(rawValue:)),
+            lastUsedAt: row.9.map(Date.init(milliseconds:))
+        )
+    }
+
+    public func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
+        try await all(
+            """
+            SELECT revocation_sequence, digest, revoked_at, revocation_reason FROM secret_keys
+            WHERE revocation_sequence > \(sequence) ORDER BY revocation_sequence LIMIT \(limit)
+            """,
+            as: (Int64, Data, Int64, String).self
+        ).map { row in
+            KeyRevocation(
+                sequence: row.0,
+                digest: try Self.digest(row.1),
+                revokedAt: Date(milliseconds: row.2),
+                reason: RevocationReason(rawValue: row.3) ?? .regenerated
+            )
+        }
+    }
+
+    public func latestRevocationSequence() async throws -> Int64 {
+        try await first("SELECT COALESCE(MAX(revocation_sequence), 0)::BIGINT FROM secret_keys", as: Int64.self) ?? 0
+    }
+
+    public func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws {
+        guard !lastUsed.isEmpty else { return }
+        try await transaction { connection in
+            for (id, date) in lastUsed {
+                try await connection.query(
+                    "UPDATE secret_keys SET last_used_at = GREATEST(COALESCE(last_used_at, 0), \(date.milliseconds)) WHERE id = \(id.rawValue)",
+                    logger: logger
+                )
+            }
+        }
+    }
+
+    // MARK: Users
+
+    private typealias UserRow = (String, String, String?, Int64)
+
+    public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
+        let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
+        let inserted = try await client.withConnection { connection in
+            try await Self.insert(created, in: environmentID, on: connection, logger: logger)
+        }
+        guard inserted else { throw KeywayError.usernameTaken(user.username) }
+        return created
+    }
+
+    public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
+        let createdAt = date.keywayPrecision
+        return try await transaction { connection in
+            var result = BatchCreation(created: [], taken: [])
+            for user in users {
+                let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: createdAt)
+                if try await Self.insert(created, in: environmentID, on: connection, logger: logger) {
+                    result.created.append(created)
+                } else {
+                    result.taken.append(user.username)
+                }
+            }
+            return result
+        }
+    }
+
+    /// - Returns: `false` when the username is taken in the environment.
+    private static func insert(_ user: User, in environmentID: EnvironmentID, on connection: PostgresConnection, logger: Logger) async throws -> Bool
+    {
+        let rows = try await connection.query(
+            """
+            INSERT INTO users (id, account_id, environment, username, full_name, created_at)
+            VALUES (\(user.id.rawValue), \(environmentID.accountID.rawValue), \(environmentID.environment.rawValue), \(user.username),
+                    \(user.fullName), \(user.createdAt.milliseconds))
+            ON CONFLICT (account_id, environment, username) DO NOTHING
+            RETURNING id
+            """,
+            logger: logger
+        ).decode(String.self)
+        var inserted = false
+        for try await _ in rows { inserted = true }
+        return inserted
+    }
+
+    public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
+        try await first(
+            """
+            SELECT id, username, full_name, created_at FROM users
+            WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
+              AND (id = \(reference) OR username = \(reference))
+            ORDER BY (id = \(reference)) DESC LIMIT 1
+            """,
+            as: UserRow.self
+        ).map(User.init(row:))
+    }
+
+    public func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
+        let rows = try await all(
+            """
+            SELECT id, username, full_name, created_at FROM users
+            WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
+              AND id > \(cursor?.rawValue ?? "")
+            ORDER BY id LIMIT \(limit + 1)
+            """,
+            as: UserRow.self
+        )
+        let users = rows.prefix(limit).map(User.init(row:))
+        return UserPage(users: users, nextCursor: rows.count > limit ? users.last?.id : nil)
+    }
+
+    public func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User? {
+        try await transaction { connection in
+            let rows = try await connection.query(
+                """
+                SELECT id, username, full_name, created_at FROM users
+                WHERE id = \(id.rawValue) AND account_id = \(environmentID.accountID.rawValue)
+                  AND environment = \(environmentID.environment.rawValue)
+                FOR UPDATE
+                """,
+                logger: logger
+            ).decode(UserRow.self)
+            var found: User?
+            for try await row in rows { found = User(row: row) }
+            guard var user = found else { return nil }
+            if let username = changes.username { user.username = username }
+            if let fullName = changes.fullName { user.fullName = fullName }
+            do {
+                try await connection.query(
+                    "UPDATE users SET username = \(user.username), full_name = \(user.fullName) WHERE id = \(id.rawValue)",
+                    logger: logger
+                )
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+                throw KeywayError.usernameTaken(user.username)
+            }
+            return user
+        }
+    }
+
+    public func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool {
+        try await first(
+            """
+            DELETE FROM users WHERE id = \(id.rawValue) AND account_id = \(environmentID.accountID.rawValue)
+              AND environment = \(environmentID.environment.rawValue)
+            RETURNING id
+            """,
+            as: String.self
+        ) != nil
+    }
+
+    public func users(
+        in environmentID: EnvironmentID,
+        usernamePrefix prefix: String,
+        afterUsername username: String?,
+        limit: Int
+    )
+        async throws -> [User]
+    {
+        try await all(
+            """
+            SELECT id, username, full_name, created_at FROM users
+            WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
+              AND username >= \(prefix) AND username < \(prefix + "\u{10FFFF}") AND username > \(username ?? "")
+            ORDER BY username LIMIT \(limit)
+            """,
+            as: UserRow.self
+        ).map(User.init(row:))
+    }
+
+    public func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int {
+        Int(
+            try await first(
+                """
+                SELECT COUNT(*) FROM users
+                WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
+                  AND username >= \(prefix) AND username < \(prefix + "\u{10FFFF}")
+                """,
+                as: Int64.self
+            ) ?? 0
+        )
+    }
+
+    // MARK: Dashboard members and sessions
+
+    private typealias MemberRow = (String, String, String, String, Int64)
+
+    public func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+        let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
+        let owner = Member(id: .generate(), accountID: account.id, email: ownerEmail, role: .owner, createdAt: account.createdAt)
+        do {
+            try await transaction { connection in
+                try await Self.insert(account, on: connection, logger: logger)
+                try await connection.query(
+                    """
+                    INSERT INTO members (id, account_id, email, password_hash, role, created_at)
+                    VALUES (\(owner.id.rawValue), \(account.id.rawValue), \(owner.email), \(passwordHash), \(owner.role.rawValue),
+                            \(owner.createdAt.milliseconds))
+                    """,
+                    logger: logger
+                )
+            }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+            throw KeywayError.emailTaken()
+        }
+        return (account, owner)
+    }
+
+    public func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? {
+        try await first(
+            "SELECT id, account_id, email, role, created_at, password_hash FROM members WHERE email = \(email)",
+            as: (String, String, String, String, Int64, String).self
+        ).map { row in (Member(row: (row.0, row.1, row.2, row.3, row.4)), row.5) }
+    }
+
+    public func member(_ id: MemberID) async throws -> Member? {
+        try await first("SELECT id, account_id, email, role, created_at FROM members WHERE id = \(id.rawValue)", as: MemberRow.self)
+            .map(Member.init(row:))
+    }
+
+    public func passwordHash(of id: MemberID) async throws -> String? {
+        try await first("SELECT password_hash FROM members WHERE id = \(id.rawValue)", as: String.self)
+    }
+
+    public func changePassword(of id: MemberID, to passwordHash: String) async throws {
+        try await transaction { connection in
+            try await connection.query("UPDATE members SET password_hash = \(passwordHash) WHERE id = \(id.rawValue)", logger: logger)
+            try await connection.query("DELETE FROM sessions WHERE member_id = \(id.rawValue)", logger: logger)
+        }
+    }
+
+    public func createSession(_ session: DashboardSession) async throws {
+        try await client.query(
+            """
+            INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at)
+            VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.csrfToken), \(session.createdAt.milliseconds),
+                    \(session.expiresAt.milliseconds))
+            """,
+            logger: logger
+        )
+    }
+
+    public func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? {
+        try await first(
+            """
+            SELECT digest, member_id, csrf_token, created_at, expires_at FROM sessions
+            WHERE digest = \(Data(digest.bytes)) AND expires_at > \(date.milliseconds)
+            """,
+            as: (Data, String, String, Int64, Int64).self
+        ).map { row in
+            DashboardSession(
+                digest: try Self.digest(row.0),
+                memberID: MemberID(rawValue: row.1),
+                csrfToken: row.2,
+                createdAt: Date(milliseconds: row.3),
+                expiresAt: Date(milliseconds: row.4)
+            )
+        }
+    }
+
+    public func deleteSession(digest: KeyDigest) async throws {
+        try await client.query("DELETE FROM sessions WHERE digest = \(Data(digest.bytes))", logger: logger)
+    }
+
+    public func deleteExpiredSessions(before date: Date) async throws {
+        try await client.query("DELETE FROM sessions WHERE expires_at <= \(date.milliseconds)", logger: logger)
+    }
+
+    // MARK: User-token signing keys and CORS
+
+    private typealias SigningRow = (String, String, String, Data, Data, Int64, Int64?)
+    private static let signingColumns = "id, account_id, environment, public_key, sealed_private_key, created_at, retired_at"
+
+    public func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] {
+        try await all(
+            """
+            SELECT \(unescaped: Self.signingColumns) FROM signing_keys
+            WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
+            ORDER BY created_at DESC, id DESC
+            """,
+            as: SigningRow.self
+        ).map(Self.signingKey)
+    }
+
+    public func signingKey(id: String) async throws -> SigningKeyRecord? {
+        try await first("SELECT \(unescaped: Self.signingColumns) FROM signing_keys WHERE id = \(id)", as: SigningRow.self).map(Self.signingKey)
+    }
+
+    public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
+        let account = key.environmentID.accountID.rawValue
+        let environment = key.environmentID.environment.rawValue
+        return try await transaction { connection in
+            if retiringActive {
+                try await connection.query(
+                    """
+                    UPDATE signing_keys SET retired_at = \(key.createdAt.milliseconds)
+                    WHERE account_id = \(account) AND environment = \(environment) AND retired_at IS NULL
+                    """,
+                    logger: logger
+                )
+            }
+            let inserted = try await connection.query(
+                """
+                INSERT INTO signing_keys (id, account_id, environment, public_key, sealed_private_key, created_at)
+                VALUES (\(key.id), \(account), \(environment), \(key.publicKey), \(key.sealedPrivateKey), \(key.createdAt.milliseconds))
+                ON CONFLICT (account_id, environment) WHERE retired_at IS NULL DO NOTHING
+                RETURNING id
+                """,
+                logger: logger
+            ).decode(String.self)
+            var didInsert = false
+            for try await _ in inserted { didInsert = true }
+            if didInsert { return key }
+            // Another instance created the first key at the same moment: use theirs.
+            let rows = try await connection.query(
+                """
+                SELECT \(unescaped: Self.signingColumns) FROM signing_keys
+                WHERE account_id = \(account) AND environment = \(environment) AND retired_at IS NULL
+                """,
+                logger: logger
+            ).decode(SigningRow.self)
+            for try await row in rows { return try Self.signingKey(row) }
+            throw SchemaProblem(description: "no active signing key after a conflicting insert")
+        }
+    }
+
+    private static func signingKey(_ row: SigningRow) throws -> SigningKeyRecord {
+        SigningKeyRecord(
+            id: row.0,
+            environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
+            publicKey: row.3,
+            sealedPrivateKey: row.4,
+            createdAt: Date(milliseconds: row.5),
+            retiredAt: row.6.map(Date.init(milliseconds:))
+        )
+    }
+
+    public func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] {
+        let text = try await first(
+            "SELECT allowed_origins FROM environments WHERE account_id = \(environmentID.accountID.rawValue) AND name = \(environmentID.environment.rawValue)",
+            as: String.self
+        )
+        return (text ?? "").split(separator: "\n").map(String.init)
+    }
+
+    public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+        let updated = try await first(
+            """
+            UPDATE environments SET allowed_origins = \(origins.joined(separator: "\n"))
+            WHERE account_id = \(environmentID.accountID.rawValue) AND name = \(environmentID.environment.rawValue)
+            RETURNING name
+            """,
+            as: String.self
+        )
+        guard updated != nil else { throw KeywayError.accountNotFound(environmentID.accountID) }
+    }
+
+    public func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool {
+        guard !origin.isEmpty, !origin.contains("\n") else { return false }
+        return try await first(
+            "SELECT 1 FROM environments WHERE \(origin) = ANY(string_to_array(allowed_origins, E'\\n')) LIMIT 1",
+            as: Int32.self
+        ) != nil
+    }
+
+    // MARK: Operations
+
+    /// Runs one administrative statement (for tests and tooling), unescaped.
+    public func execute(_ sql: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+    }
+
+    public func checkHealth() async throws {
+        _ = try await first("SELECT 1", as: Int32.self)
+    }
+
+    // MARK: Revocation notifications
+
+    public func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
+        var backoff: Duration = .milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                // A dedicated connection: LISTEN must not share a pooled one.
+                var options = PostgresConnection.Configuration.Options()
+                options.additionalStartupParameters = [("application_name", "keyway-listener")]
+                var connectionConfiguration = PostgresConnection.Configuration(
+                    host: configuration.host ?? "localhost",
+                    port: configuration.port ?? 5432,
+                    username: configuration.username,
+                    password: configuration.password,
+                    database: configuration.database,
+                    tls: listenerTLS
+                )
+                connectionConfiguration.options = options
+                let connection = try await PostgresConnection.connect(configuration: connectionConfiguration, id: 0, logger: logger)
+                do {
+                    try await connection.listen(on: Self.revocationChannel) { notifications in
+                        onStateChange(true)
+                        backoff = .milliseconds(100)
+                        // Catch up on anything revoked while the listener was down.
+                        await onNotification()
+                        for try await _ in notifications { await onNotification() }
+                    }
+                    try await connection.close()
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+                // The notification sequence ended: the connection is gone.
+                throw CancellationError()
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning("revocation listener lost its connection; polling until it is back", metadata: ["error": "\(error)"])
+            }
+            onStateChange(false)
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+        onStateChange(false)
+    }
+
+    // MARK: Query helpers
+
+    /// Runs `body` in a transaction, rethrowing the error that made it fail rather than PostgresNIO's wrapper,
+    /// so domain errors (and unique violations) reach callers as themselves.
+    private func transaction<Result>(_ body: (PostgresConnection) async throws -> sending Result) async throws -> sending Result {
+        do {
+            return try await client.withTransaction(logger: logger, body)
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error.beginError ?? error.commitError ?? error
+        }
+    }
+
+    private func first<Row: PostgresDecodable>(_ query: PostgresQuery, as type: Row.Type) async throws -> Row? {
+        for try await row in try await client.query(query, logger: logger).decode(Row.self) { return row }
+        return nil
+    }
+
+    private func first<each Column: PostgresDecodable>(
+        _ query: PostgresQuery,
+        as type: (repeat each Column).Type
+    ) async throws -> (repeat each Column)? {
+        for try await row in try await client.query(query, logger: logger).decode((repeat each Column).self) { return row }
+        return nil
+    }
+
+    private func all<each Column: PostgresDecodable>(
+        _ query: PostgresQuery,
+        as type: (repeat each Column).Type
+    ) async throws -> [(repeat each Column)] {
+        var rows: [(repeat each Column)] = []
+        for try await row in try await client.query(query, logger: logger).decode((repeat each Column).self) { rows.append(row) }
+        return rows
+    }
+
+    private static func digest(_ data: Data) throws -> KeyDigest {
+        guard let digest = KeyDigest(bytes: data) else { throw SchemaProblem(description: "a stored digest is not 32 bytes") }
+        return digest
+    }
+}
+
+extension Date {
+    fileprivate init(milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    fileprivate var milliseconds: Int64 {
+        Int64((timeIntervalSince1970 * 1000).rounded())
+    }
+}
+
+extension Account {
+    fileprivate init(row: (String, String, Int64)) {
+        self.init(id: AccountID(rawValue: row.0), name: row.1, createdAt: Date(milliseconds: row.2))
+    }
+}
+
+extension User {
+    fileprivate init(row: (String, String, String?, Int64)) {
+        self.init(id: UserID(rawValue: row.0), username: row.1, fullName: row.2, createdAt: Date(milliseconds: row.3))
+    }
+}
+
+extension Member {
+    fileprivate init(row: (String, String, String, String, Int64)) {
+        self.init(
+            id: MemberID(rawValue: row.0),
+            accountID: AccountID(rawValue: row.1),
+            email: row.2,
+            role: MemberRole(rawValue: row.3) ?? .owner,
+            createdAt: Date(milliseconds: row.4)
+        )
+    }
+}
