@@ -12,6 +12,9 @@ struct SystemController {
     let metrics: PrometheusCollectorRegistry
     let egressIPs: [String]
 
+    /// How long `/readyz` waits for the database.
+    static let readinessTimeout: Duration = .seconds(2)
+
     /// Operational endpoints, served only at the root.
     var operationalEndpoints: RouteCollection<Context> {
         let routes = RouteCollection(context: Context.self)
@@ -37,7 +40,16 @@ struct SystemController {
     /// `GET /readyz`: the database answers.
     @Sendable func ready(_ request: Request, context: Context) async throws -> StatusResponse {
         do {
-            try await store.checkHealth()
+            // A pool waiting for an unreachable database must not hold the probe for long.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await store.checkHealth() }
+                group.addTask {
+                    try await Task.sleep(for: Self.readinessTimeout)
+                    throw KeywayError(.serviceUnavailable, "The database did not answer within \(Self.readinessTimeout).")
+                }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
         } catch {
             context.logger.warning("readiness check failed", metadata: ["error": "\(String(reflecting: error))"])
             throw KeywayError(.serviceUnavailable, "The database is not reachable; Keyway cannot serve requests yet.")

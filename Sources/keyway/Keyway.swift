@@ -45,6 +45,11 @@ struct DatabaseOptions: ParsableArguments {
         let masterKey: MasterKey
         if let configured = configuration.masterKey {
             masterKey = try MasterKey(base64: configured)
+        } else if configuration.databaseURL != nil {
+            // Instances on one PostgreSQL must share the key that seals signing keys.
+            throw CommandError(
+                "KEYWAY_MASTER_KEY is required with KEYWAY_DATABASE_URL, the same on every instance (generate one with: openssl rand -base64 32)."
+            )
         } else {
             let folder = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent()
             masterKey = try MasterKey.loadOrCreate(file: folder.appendingPathComponent("master.key").path, logger: logger)

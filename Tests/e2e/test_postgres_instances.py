@@ -10,6 +10,7 @@ import pytest
 from conftest import Keyway
 
 BOUND_SECONDS = 1.0
+MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
 def postgres_url() -> str:
@@ -39,7 +40,7 @@ def instances(tmp_path, database_url):
             folder = tmp_path / f"instance{index}"
             folder.mkdir(exist_ok=True)
             instance = Keyway(folder)
-            instance.start(KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", **env)
+            instance.start(KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY=MASTER_KEY, **env)
             started.append(instance)
         return started
 
@@ -65,12 +66,14 @@ def wait_until_rejected(instances, key, deadline_seconds=10.0):
 
 def cli(database_url, tmp_path, *args):
     helper = Keyway(tmp_path)
-    return helper.cli(*args, KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+    return helper.cli(*args, KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY=MASTER_KEY)
 
 
 def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(tmp_path, database_url):
     helper = Keyway(tmp_path)
-    result = helper.cli("serve", "--port", "0", check=False, KEYWAY_DATABASE_URL=database_url)
+    no_master_key = helper.cli("serve", "--port", "0", check=False, KEYWAY_DATABASE_URL=database_url)
+    assert no_master_key.returncode != 0 and "KEYWAY_MASTER_KEY is required" in no_master_key.stderr, no_master_key.stderr
+    result = helper.cli("serve", "--port", "0", check=False, KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY=MASTER_KEY)
     assert result.returncode != 0 and "keyway migrate" in result.stderr, result.stderr
     # Two migrations at once: each migration is applied exactly once.
     env = helper.env(KEYWAY_DATABASE_URL=database_url)
@@ -115,7 +118,7 @@ def test_a_regenerated_key_is_rejected_by_every_instance_within_the_bound(tmp_pa
 def test_concurrent_regenerates_through_two_instances_leave_one_active_key(tmp_path, database_url, instances):
     cli(database_url, tmp_path, "migrate")
     account = cli(database_url, tmp_path, "accounts", "create", "--name", "Race").stdout.strip()
-    env = Keyway(tmp_path).env(KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+    env = Keyway(tmp_path).env(KEYWAY_DATABASE_URL=database_url, KEYWAY_MASTER_KEY=MASTER_KEY)
     runs = [
         subprocess.Popen([str(Keyway(tmp_path).binary), "keys", "generate", "--account", account, "--environment", "production"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
