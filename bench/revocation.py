@@ -28,7 +28,7 @@ def main():
     name = "keyway_bench_" + uuid.uuid4().hex[:12]
     subprocess.run(["psql", server, "-qc", f"CREATE DATABASE {name}"], check=True)
     url = server.rsplit("/", 1)[0] + "/" + name
-    env = {"KEYWAY_DATABASE_URL": url, "KEYWAY_MASTER_KEY": MASTER_KEY, "KEYWAY_LOG_LEVEL": "warning"}
+    env = {"KEYWAY_DATABASE_URL": url, "KEYWAY_MASTER_KEY": MASTER_KEY, "KEYWAY_LOG_LEVEL": "info"}
     work = Path(tempfile.mkdtemp(prefix="keyway-bench-"))
     helper = Keyway(work)
     helper.cli("migrate", **env)

@@ -53,7 +53,7 @@ class Keyway:
         self.process = subprocess.Popen(
             [str(self.binary), "serve", "--port", "0"],
             cwd=self.workdir,
-            env=self.env(KEYWAY_LOG_LEVEL="debug", **env),
+            env=self.env(**{"KEYWAY_LOG_LEVEL": "debug", **env}),
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
