@@ -277,11 +277,7 @@ struct Keys: AsyncParsableCommand {
                 """
         )
 
-        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
-        var account: String
-
-        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
-        var environment: KeywayCore.Environment
+        @OptionGroup var target: EnvironmentOptions
 
         @Option(help: ArgumentHelp("Write the key to this new file (mode 0600) instead of standard output.", valueName: "file"))
         var output: String?
@@ -297,7 +293,7 @@ struct Keys: AsyncParsableCommand {
                 var logger = Logger(label: "keyway.cli")
                 logger.logLevel = .warning
                 let keys = SecretKeys(store: store, logger: logger)
-                let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+                let environmentID = target.environmentID
                 let generated: GeneratedSecretKey
                 do {
                     generated = try await keys.generate(for: environmentID, createdBy: "cli").key
@@ -306,7 +302,7 @@ struct Keys: AsyncParsableCommand {
                 }
                 if let output {
                     try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
-                    print("Wrote the new \(environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
+                    print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
                 } else {
                     print(generated.revealPlaintext())
                 }
@@ -319,20 +315,19 @@ struct Keys: AsyncParsableCommand {
             abstract: "List an account's keys by hint. Secrets are never shown."
         )
 
-        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
-        var account: String
+        @OptionGroup var target: AccountOptions
 
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
-                guard try await store.account(AccountID(rawValue: account)) != nil else {
-                    throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+                guard try await store.account(target.accountID) != nil else {
+                    throw CommandError(KeywayError.accountNotFound(target.accountID).message)
                 }
-                let records = try await store.secretKeys(for: AccountID(rawValue: account))
+                let records = try await store.secretKeys(for: target.accountID)
                 if records.isEmpty {
-                    print("No keys yet. Generate one with: keyway keys generate --account \(account) --environment development")
+                    print("No keys yet. Generate one with: keyway keys generate --account \(target.account) --environment development")
                     return
                 }
                 let rows = records.map { record in
@@ -367,23 +362,19 @@ struct SigningKeys: AsyncParsableCommand {
                 """
         )
 
-        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
-        var account: String
-
-        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
-        var environment: KeywayCore.Environment
+        @OptionGroup var target: EnvironmentOptions
 
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
-                guard try await store.account(AccountID(rawValue: account)) != nil else {
-                    throw CommandError(KeywayError.accountNotFound(AccountID(rawValue: account)).message)
+                guard try await store.account(target.accountID) != nil else {
+                    throw CommandError(KeywayError.accountNotFound(target.accountID).message)
                 }
                 let tokens = try database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
-                let key = try await tokens.rotate(EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
-                print("New \(environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
+                let key = try await tokens.rotate(target.environmentID)
+                print("New \(target.environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
             }
         }
     }
@@ -391,18 +382,14 @@ struct SigningKeys: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List an environment's signing keys (public data only).")
 
-        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
-        var account: String
-
-        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
-        var environment: KeywayCore.Environment
+        @OptionGroup var target: EnvironmentOptions
 
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
-                let records = try await store.signingKeys(for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment))
+                let records = try await store.signingKeys(for: target.environmentID)
                 if records.isEmpty {
                     print("No signing key yet; the first user token creates one.")
                     return
@@ -433,11 +420,7 @@ struct Origins: AsyncParsableCommand {
             discussion: "Each origin is scheme://host[:port], e.g. https://app.example.com. Give none to allow no origin."
         )
 
-        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
-        var account: String
-
-        @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
-        var environment: KeywayCore.Environment
+        @OptionGroup var target: EnvironmentOptions
 
         @Argument(help: "The allowed origins.")
         var origins: [String] = []
@@ -458,7 +441,7 @@ struct Origins: AsyncParsableCommand {
         func run() async throws {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
-                let environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
+                let environmentID = target.environmentID
                 do {
                     try await store.setAllowedOrigins(origins, for: environmentID)
                 } catch let error as KeywayError {
@@ -466,8 +449,8 @@ struct Origins: AsyncParsableCommand {
                 }
                 print(
                     origins.isEmpty
-                        ? "No origin may call user-token endpoints of \(environment.rawValue)."
-                        : "Allowed origins for \(environment.rawValue): \(origins.joined(separator: ", "))"
+                        ? "No origin may call user-token endpoints of \(target.environment.rawValue)."
+                        : "Allowed origins for \(target.environment.rawValue): \(origins.joined(separator: ", "))"
                 )
             }
         }
@@ -476,8 +459,7 @@ struct Origins: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show an account's allowed origins per environment.")
 
-        @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
-        var account: String
+        @OptionGroup var target: AccountOptions
 
         @OptionGroup var database: DatabaseOptions
 
@@ -485,9 +467,7 @@ struct Origins: AsyncParsableCommand {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
                 for environment in KeywayCore.Environment.allCases {
-                    let origins = try await store.allowedOrigins(
-                        for: EnvironmentID(accountID: AccountID(rawValue: account), environment: environment)
-                    )
+                    let origins = try await store.allowedOrigins(for: EnvironmentID(accountID: target.accountID, environment: environment))
                     print("\(environment.rawValue): \(origins.isEmpty ? "(none)" : origins.joined(separator: " "))")
                 }
             }
@@ -524,4 +504,24 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
             column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
         }.joined(separator: "  ")
     }.joined(separator: "\n")
+}
+
+/// `--account` and `--environment`, for commands that act on one environment.
+struct EnvironmentOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+    var account: String
+
+    @Option(help: ArgumentHelp("development or production.", valueName: "environment"))
+    var environment: KeywayCore.Environment
+
+    var accountID: AccountID { AccountID(rawValue: account) }
+    var environmentID: EnvironmentID { EnvironmentID(accountID: accountID, environment: environment) }
+}
+
+/// `--account`, for commands that act on a whole account.
+struct AccountOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The account's id (acct_…).", valueName: "id"))
+    var account: String
+
+    var accountID: AccountID { AccountID(rawValue: account) }
 }
