@@ -21,6 +21,16 @@ enum Base62 {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Whether `digits` are `value` in base62, as many digits as there are; allocates nothing.
+    static func matches(_ digits: some BidirectionalCollection<UInt8>, _ value: UInt64) -> Bool {
+        var remaining = value
+        for digit in digits.reversed() {
+            guard digit == alphabet[Int(remaining % 62)] else { return false }
+            remaining /= 62
+        }
+        return remaining == 0
+    }
+
     /// `value` in base62, left-padded with `0` to exactly `width` characters.
     static func encode(_ value: UInt64, width: Int) -> [UInt8] {
         var digits = [UInt8](repeating: alphabet[0], count: width)

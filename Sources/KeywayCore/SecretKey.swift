@@ -67,9 +67,8 @@ public enum SecretKeyFormat {
         let body = bytes.dropFirst(prefixLength)
         guard body.allSatisfy(Base62.isDigit) else { throw .invalidCharacters }
         let checked = bytes.prefix(prefixLength + randomLength)
-        let expected = Base62.encode(UInt64(CRC32.checksum(checked)), width: checksumLength)
         // The checksum is not a secret, so an early exit here leaks nothing.
-        guard bytes.suffix(checksumLength).elementsEqual(expected) else { throw .checksumMismatch }
+        guard Base62.matches(bytes.suffix(checksumLength), UInt64(CRC32.checksum(checked))) else { throw .checksumMismatch }
         return PresentedSecretKey(environment: environment, digest: KeyDigest(hashing: bytes))
     }
 
@@ -94,7 +93,10 @@ public struct KeyDigest: Sendable, Hashable {
 
     /// Hashes a key's bytes.
     public init(hashing bytes: some Sequence<UInt8>) {
-        let digest = SHA256.hash(data: Array(bytes))
+        // Hash in place when the bytes are contiguous (they are, for a String's UTF-8): no copy on the hot path.
+        let digest =
+            bytes.withContiguousStorageIfAvailable { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+            ?? SHA256.hash(data: Array(bytes))
         self.words = digest.withUnsafeBytes { raw in
             (
                 raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),

@@ -19,10 +19,11 @@ struct RequestIDMiddleware: RouterMiddleware {
         var context = context
         if let incoming = request.headers[.xRequestID], Self.isSane(incoming) {
             context.requestID = incoming
+            context.logger[metadataKey: "request.id"] = .string(incoming)
         } else {
+            // Hummingbird's own id is already in the logger's metadata as hb.request.id.
             context.requestID = context.id
         }
-        context.logger[metadataKey: "request.id"] = .string(context.requestID)
         var response = try await next(request, context)
         response.headers[.xRequestID] = context.requestID
         return response

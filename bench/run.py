@@ -1,0 +1,235 @@
+"""See bench/run. Drives each scenario with wrk and reports ratios against GET /healthz."""
+
+import argparse
+import datetime
+import os
+import random
+import re
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "e2e"))
+from conftest import Keyway  # noqa: E402
+
+MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+USER_EPOCH = 1_700_000_000
+TARGETS = {"B": 0.90, "C": 0.60, "D": 0.50, "D-malformed": 0.90, "D-checksum": 0.90}
+
+
+def base62(value: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        value, digit = divmod(value, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def fresh_key(prefix="kw_dev_") -> str:
+    body = prefix + "".join(random.choice(BASE62) for _ in range(30))
+    return body + base62(zlib.crc32(body.encode()), 6)
+
+
+def bad_checksum() -> str:
+    key = fresh_key()
+    return key[:-1] + ("A" if key[-1] != "A" else "B")
+
+
+LUA = {
+    "plain": """
+local headers = {}
+function init(args) headers["Authorization"] = args[1] end
+request = function() return wrk.format("GET", wrk.path, headers) end
+""",
+    "users": """
+local headers = {}
+local count = 0
+function init(args) headers["Authorization"] = args[1]; count = tonumber(args[2]); math.randomseed(os.time() + math.floor(os.clock() * 1e6)) end
+request = function() return wrk.format("GET", string.format("/users/%08x%016x", 1700000000, math.random(1, count)), headers) end
+""",
+    "keys": """
+local keys = {}
+local index = 0
+function init(args)
+  for line in io.lines(args[1]) do keys[#keys + 1] = line end
+  index = math.random(1, #keys)
+end
+request = function()
+  index = index % #keys + 1
+  return wrk.format("GET", "/whoami", { ["Authorization"] = "Bearer " .. keys[index] })
+end
+""",
+    "create": """
+local headers = { ["Content-Type"] = "application/json" }
+local counter = 0
+local prefix = ""
+function init(args) headers["Authorization"] = args[1]; prefix = string.format("%x%x", math.random(1, 2^30), os.time()) end
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/users", headers, string.format('{"username":"bench-%s-%d"}', prefix, counter))
+end
+""",
+}
+
+
+def wrk(base, path, script, args, duration, connections):
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, base + path, "--", *args]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+    def latency(label):
+        value, unit = re.search(rf"\s{label}\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return {"rps": rps, "p50": latency("50%"), "p99": latency("99%"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Store:
+    def __init__(self, kind, work):
+        self.kind = kind
+        self.work = work
+        self.env = {"KEYWAY_MASTER_KEY": MASTER_KEY, "KEYWAY_LOG_LEVEL": "info"}
+        if kind == "postgres":
+            server = os.environ["KEYWAY_TEST_POSTGRES_URL"]
+            self.database = "keyway_bench_" + uuid.uuid4().hex[:12]
+            subprocess.run(["psql", server, "-qc", f"CREATE DATABASE {self.database}"], check=True)
+            self.url = server.rsplit("/", 1)[0] + "/" + self.database
+            self.env["KEYWAY_DATABASE_URL"] = self.url
+        else:
+            self.path = work / "data" / "keyway.sqlite"
+
+    def seed(self, account, start, end):
+        """Inserts users start..end-1 of the development environment in bulk."""
+        if self.kind == "postgres":
+            sql = (
+                "INSERT INTO users (id, account_id, environment, username, full_name, created_at) "
+                f"SELECT lpad(to_hex({USER_EPOCH}), 8, '0') || lpad(to_hex(i), 16, '0'), '{account}', 'development', 'user' || i, NULL, "
+                f"{USER_EPOCH * 1000} FROM generate_series({start}, {end - 1}) AS i"
+            )
+            subprocess.run(["psql", self.url, "-qc", sql], check=True)
+        else:
+            sql = (
+                f"WITH RECURSIVE n(i) AS (SELECT {start} UNION ALL SELECT i + 1 FROM n WHERE i < {end - 1}) "
+                "INSERT INTO users (id, account_id, environment, username, full_name, created_at) "
+                f"SELECT printf('%08x%016x', {USER_EPOCH}, i), '{account}', 'development', 'user' || i, NULL, {USER_EPOCH * 1000} FROM n;"
+            )
+            subprocess.run(["sqlite3", str(self.path), sql], check=True)
+
+    def drop(self):
+        if self.kind == "postgres":
+            subprocess.run(["psql", os.environ["KEYWAY_TEST_POSTGRES_URL"], "-qc", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"],
+                           capture_output=True)
+
+
+def bench_store(kind, options, report):
+    work = Path(tempfile.mkdtemp(prefix=f"keyway-bench-{kind}-"))
+    store = Store(kind, work)
+    helper = Keyway(work)
+    helper.cli("migrate", **store.env)
+    account = helper.cli("accounts", "create", "--name", "Bench", **store.env).stdout.strip()
+    key = helper.cli("keys", "generate", "--account", account, "--environment", "development", **store.env).stdout.strip()
+    store.seed(account, 1, 10_001)
+    scripts = {}
+    for name, source in LUA.items():
+        scripts[name] = work / f"{name}.lua"
+        scripts[name].write_text(source)
+    fresh = work / "fresh-keys.txt"
+    fresh.write_text("\n".join(fresh_key() for _ in range(300_000)) + "\n")
+    malformed = work / "malformed-keys.txt"
+    malformed.write_text("\n".join("kw_dev_" + "".join(random.choice(BASE62) for _ in range(20)) for _ in range(1000)) + "\n")
+    checksum = work / "checksum-keys.txt"
+    checksum.write_text("\n".join(bad_checksum() for _ in range(1000)) + "\n")
+
+    server = Keyway(work)
+    server.start(**store.env)
+    base = server.base
+    bearer = f"Bearer {key}"
+    duration, connections = options.duration, options.connections
+    idle_rss = rss_mib(server.process.pid)
+    results = {}
+
+    def run(label, path, script, args):
+        result = wrk(base, path, str(scripts[script]), args, duration, connections)
+        results[label] = result
+        print(f"  {kind:8} {label:12} {result['rps']:>9.0f} req/s  p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms"
+              + (f"  ({result['non2xx']} non-2xx)" if result["non2xx"] and not label.startswith("D") else ""), file=sys.stderr)
+
+    print(f"==> {kind}: 10k users", file=sys.stderr)
+    run("A", "/healthz", "plain", [""])
+    run("B", "/whoami", "plain", [bearer])
+    run("C@10k", "/users", "users", [bearer, "10000"])
+    run("D", "/whoami", "keys", [str(fresh)])
+    run("D-malformed", "/whoami", "keys", [str(malformed)])
+    run("D-checksum", "/whoami", "keys", [str(checksum)])
+    run("E", "/users", "create", [bearer])
+    run("F", "/users?limit=100", "plain", [bearer])
+    load_rss = rss_mib(server.process.pid)
+
+    print(f"==> {kind}: seeding to 1M users", file=sys.stderr)
+    started = time.monotonic()
+    store.seed(account, 10_001, 1_000_001)
+    seed_seconds = time.monotonic() - started
+    idle_rss_1m = rss_mib(server.process.pid)
+    run("C@1M", "/users", "users", [bearer, "1000000"])
+    run("A@1M", "/healthz", "plain", [""])
+    load_rss_1m = rss_mib(server.process.pid)
+    run("D@1M", "/whoami", "keys", [str(fresh)])
+    after_keys_rss = rss_mib(server.process.pid)
+    server.stop()
+    store.drop()
+
+    a = results["A"]["rps"]
+    lines = [f"{kind}: {options.connections} connections, wrk -t2, {duration}s per scenario"]
+    lines.append(f"  {'scenario':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}  target")
+    descriptions = {
+        "A": "A  GET /healthz (baseline)", "B": "B  GET /whoami, valid key", "C@10k": "C  GET /users/{id}, 10k users",
+        "D": "D  unknown well-formed keys", "D-malformed": "D  malformed keys", "D-checksum": "D  bad checksums",
+        "E": "E  POST /users", "F": "F  GET /users?limit=100", "C@1M": "C  GET /users/{id}, 1M users", "A@1M": "A  GET /healthz (1M run)",
+        "D@1M": "D  unknown keys again (memory bound)",
+    }
+    for label, result in results.items():
+        baseline = results["A@1M"]["rps"] if label.endswith("1M") else a
+        ratio = result["rps"] / baseline
+        target_key = label.split("@")[0]
+        target = TARGETS.get(target_key)
+        verdict = "" if target is None else (f">= {target:.2f} {'ok' if ratio >= target else 'MISSED'}")
+        lines.append(f"  {descriptions[label]:34} {result['rps']:>9.0f} {result['p50']:>8.2f} {result['p99']:>8.2f} {ratio:>7.2f}  {verdict}")
+    p99_ratio = results["C@1M"]["p99"] / results["C@10k"]["p99"]
+    lines.append(f"  C p99 at 1M / at 10k: {p99_ratio:.2f} (target <= 1.50 {'ok' if p99_ratio <= 1.5 else 'MISSED'})")
+    lines.append(f"  resident memory: idle {idle_rss:.0f} MiB; under load {load_rss:.0f} MiB; at 1M users idle {idle_rss_1m:.0f} MiB, "
+                 f"under load {load_rss_1m:.0f} MiB; after {2 * 300_000:,} more lookups of unknown keys {after_keys_rss:.0f} MiB")
+    lines.append(f"  bulk seeding of 990k users: {seed_seconds:.1f} s")
+    report.extend(lines + [""])
+    print("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    options = parser.parse_args()
+    report = [f"Keyway bench/run, {datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores", ""]
+    for kind in (["sqlite", "postgres"] if options.store == "both" else [options.store]):
+        bench_store(kind, options, report)
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.txt").write_text("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()
