@@ -69,7 +69,9 @@ end
 local headers = { ["Content-Type"] = "application/json" }
 local counter = 0
 local prefix = ""
-function init(args) headers["Authorization"] = args[1]; prefix = string.format("%x%x", math.random(1, 2^30), os.time()) end
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("id", threads) end
+function init(args) headers["Authorization"] = args[1]; prefix = string.format("%d-%d", id, os.time()) end
 request = function()
   counter = counter + 1
   return wrk.format("POST", "/users", headers, string.format('{"username":"bench-%s-%d"}', prefix, counter))

@@ -3,6 +3,12 @@ public import Hummingbird
 public import KeywayCore
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Hummingbird has an `Environment` too; in this module the word means Keyway's.
 typealias Environment = KeywayCore.Environment
 
@@ -84,10 +90,42 @@ enum KeywayJSON {
         return encoder
     }()
 
-    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-29T13:00:00.000Z`.
+    ///
+    /// Written by hand: Foundation's ISO 8601 format style costs more than the
+    /// rest of a typical response.
     static func timestamp(_ date: Date) -> String {
-        date.formatted(timestampStyle)
+        // Nearest, as the stores round: a stored 999 ms must not print as 998.
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        var seconds = time_t((milliseconds - ((milliseconds % 1000) + 1000) % 1000) / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(24)
+        func append(_ value: Int, digits: Int) {
+            var divisor = 1
+            for _ in 1..<digits { divisor *= 10 }
+            var remaining = value
+            while divisor > 0 {
+                bytes.append(UInt8(ascii: "0") + UInt8(remaining / divisor % 10))
+                remaining %= divisor
+                divisor /= 10
+            }
+        }
+        append(Int(parts.tm_year) + 1900, digits: 4)
+        bytes.append(UInt8(ascii: "-"))
+        append(Int(parts.tm_mon) + 1, digits: 2)
+        bytes.append(UInt8(ascii: "-"))
+        append(Int(parts.tm_mday), digits: 2)
+        bytes.append(UInt8(ascii: "T"))
+        append(Int(parts.tm_hour), digits: 2)
+        bytes.append(UInt8(ascii: ":"))
+        append(Int(parts.tm_min), digits: 2)
+        bytes.append(UInt8(ascii: ":"))
+        append(Int(parts.tm_sec), digits: 2)
+        bytes.append(UInt8(ascii: "."))
+        append(Int((milliseconds % 1000 + 1000) % 1000), digits: 3)
+        bytes.append(UInt8(ascii: "Z"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

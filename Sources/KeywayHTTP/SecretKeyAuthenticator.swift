@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import KeywayCore
 import Metrics
+import Synchronization
 
 /// Authenticates `Authorization: Bearer <secret key>` and puts the key in the context.
 ///
@@ -22,10 +23,22 @@ struct SecretKeyAuthenticator: RouterMiddleware {
             let token = try Self.bearerToken(request.headers[values: .authorization])
             context.authenticatedKey = try await keys.authenticate(token)
         } catch let error as KeywayError {
-            Counter(label: "keyway_auth_failures_total", dimensions: [("code", error.code.rawValue)]).increment()
+            Self.failureCounter(for: error.code).increment()
             throw error
         }
         return try await next(request, context)
+    }
+
+    /// Counters by error code, made once: creating one per failure costs a registry lookup under a lock.
+    private static let failureCounters = Mutex<[KeywayError.Code: Counter]>([:])
+
+    static func failureCounter(for code: KeywayError.Code) -> Counter {
+        failureCounters.withLock { counters in
+            if let counter = counters[code] { return counter }
+            let counter = Counter(label: "keyway_auth_failures_total", dimensions: [("code", code.rawValue)])
+            counters[code] = counter
+            return counter
+        }
     }
 
     static func refuseKeyInQuery(_ uri: URI) throws {

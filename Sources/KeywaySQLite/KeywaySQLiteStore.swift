@@ -140,8 +140,8 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
-        try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM secret_keys WHERE digest = ?", arguments: [Data(digest.bytes)])
+        try await database.unsafeRead { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM secret_keys WHERE digest = ?"), arguments: [Data(digest.bytes)])
                 .map(SecretKeyRecord.init(row:))
         }
     }
@@ -238,15 +238,17 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
-        try await database.read { db in
-            // An identifier match wins over a username that happens to look like one.
-            try Row.fetchOne(
-                db,
+        // One SELECT needs no transaction, and a cached statement is not prepared again: this is the API's hottest read.
+        try await database.unsafeRead { db in
+            let statement = try db.cachedStatement(
                 sql: """
                     SELECT id, username, full_name, created_at FROM users
                     WHERE account_id = ? AND environment = ? AND (id = ? OR username = ?)
                     ORDER BY id = ? DESC LIMIT 1
-                    """,
+                    """
+            )
+            return try Row.fetchOne(
+                statement,
                 arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, reference, reference, reference]
             ).map(User.init(row:))
         }
