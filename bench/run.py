@@ -123,6 +123,8 @@ class Store:
                 f"{USER_EPOCH * 1000} FROM generate_series({start}, {end - 1}) AS i"
             )
             subprocess.run(["psql", self.url, "-qc", sql], check=True)
+            # A bulk load leaves the planner without statistics until autovacuum runs; gather them now.
+            subprocess.run(["psql", self.url, "-qc", "ANALYZE users"], check=True)
         else:
             sql = (
                 f"WITH RECURSIVE n(i) AS (SELECT {start} UNION ALL SELECT i + 1 FROM n WHERE i < {end - 1}) "
