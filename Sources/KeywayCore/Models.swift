@@ -59,6 +59,18 @@ public struct SecretKeyRecord: Sendable, Hashable {
         self.lastUsedAt = lastUsedAt
     }
 
+    /// The record of a key about to be stored: new, active, never used.
+    public init(new key: GeneratedSecretKey, for environmentID: EnvironmentID, createdBy: String, at date: Date) {
+        self.init(
+            id: .generate(),
+            environmentID: environmentID,
+            digest: key.digest,
+            hint: key.hint,
+            createdAt: date.keywayPrecision,
+            createdBy: createdBy
+        )
+    }
+
     /// Whether the key is still accepted.
     public var isActive: Bool { revokedAt == nil }
 }

@@ -110,14 +110,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
-        let record = SecretKeyRecord(
-            id: .generate(),
-            environmentID: environmentID,
-            digest: key.digest,
-            hint: key.hint,
-            createdAt: date.keywayPrecision,
-            createdBy: createdBy
-        )
+        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: createdBy, at: date)
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         return try await transaction { connection in

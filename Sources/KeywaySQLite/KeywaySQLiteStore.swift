@@ -98,14 +98,7 @@ public final class KeywaySQLiteStore: KeywayStore {
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
-        let record = SecretKeyRecord(
-            id: .generate(),
-            environmentID: environmentID,
-            digest: key.digest,
-            hint: key.hint,
-            createdAt: date.keywayPrecision,
-            createdBy: createdBy
-        )
+        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: createdBy, at: date)
         return try await database.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE id = ?", arguments: [environmentID.accountID.rawValue]) != nil
             else {
