@@ -1,3 +1,5 @@
+import Foundation
+
 /// Base62 (`0-9A-Za-z`): dense, URL-safe and selectable with a double click,
 /// which is why keys use it.
 enum Base62 {
@@ -61,5 +63,19 @@ enum CRC32 {
             crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)
         }
         return crc ^ 0xFFFF_FFFF
+    }
+}
+
+/// Base64url without padding (RFC 4648 §5), as JWTs and browser tokens use it.
+enum Base64URL {
+    static func encode(_ data: Data) -> String {
+        data.base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ text: some StringProtocol) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64)
     }
 }

@@ -108,3 +108,13 @@ public protocol RevocationNotifying: Sendable {
     ///   - onStateChange: Called with `true` when listening, `false` when the connection is lost.
     func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async
 }
+
+/// The database cannot be used as it is: it needs `keyway migrate`, was written
+/// by a newer Keyway, or holds data Keyway did not write. The description says which.
+public struct SchemaError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}

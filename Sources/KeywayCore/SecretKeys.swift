@@ -243,7 +243,17 @@ public final class SecretKeys: Sendable {
 }
 
 extension Date {
-    /// This date truncated to whole milliseconds, the precision every store keeps.
+    /// Milliseconds since 1970, the unit every store keeps; rounded to the nearest.
+    public var keywayMilliseconds: Int64 {
+        Int64((timeIntervalSince1970 * 1000).rounded())
+    }
+
+    /// A date read back from storage.
+    public init(keywayMilliseconds milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    /// This date truncated to whole milliseconds, so it survives a round trip through any store unchanged.
     public var keywayPrecision: Date {
         Date(timeIntervalSince1970: (timeIntervalSince1970 * 1000).rounded(.down) / 1000)
     }

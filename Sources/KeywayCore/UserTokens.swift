@@ -131,7 +131,7 @@ public final class UserTokens: Sendable {
             let x963 = record.publicKey
             return [
                 "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": record.id,
-                "x": Self.base64URL(x963[1..<33]), "y": Self.base64URL(x963[33..<65]),
+                "x": Base64URL.encode(x963[1..<33]), "y": Base64URL.encode(x963[33..<65]),
             ]
         }
     }
@@ -201,23 +201,12 @@ public final class UserTokens: Sendable {
 
     private static func header(of token: String) throws -> Header {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard token.utf8.count <= 4096, parts.count == 3, let data = base64URLDecode(parts[0]),
+        guard token.utf8.count <= 4096, parts.count == 3, let data = Base64URL.decode(parts[0]),
             let header = try? JSONDecoder().decode(Header.self, from: data)
         else {
             throw KeywayError(.malformedUserToken, "The user token is not a well-formed JWT.")
         }
         return header
-    }
-
-    private static func base64URLDecode(_ text: Substring) -> Data? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        return Data(base64Encoded: base64)
-    }
-
-    private static func base64URL(_ data: Data) -> String {
-        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 }
 

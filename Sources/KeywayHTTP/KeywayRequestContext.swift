@@ -95,8 +95,8 @@ enum KeywayJSON {
     /// Written by hand: Foundation's ISO 8601 format style costs more than the
     /// rest of a typical response.
     static func timestamp(_ date: Date) -> String {
-        // Nearest, as the stores round: a stored 999 ms must not print as 998.
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        // Rounded as the stores round: a stored 999 ms must not print as 998.
+        let milliseconds = date.keywayMilliseconds
         var seconds = time_t((milliseconds - ((milliseconds % 1000) + 1000) % 1000) / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)

@@ -1,4 +1,5 @@
 import Foundation
+import KeywayCore
 import Logging
 import PostgresNIO
 
@@ -130,7 +131,7 @@ enum KeywayPostgresSchema {
         }
     }
 
-    /// Throws ``SchemaProblem`` unless every migration has been applied.
+    /// Throws ``SchemaError`` unless every migration has been applied.
     static func requireCurrent(_ client: PostgresClient, logger: Logger) async throws {
         var applied: Set<String> = []
         do {
@@ -138,19 +139,14 @@ enum KeywayPostgresSchema {
                 applied.insert(id)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P01" {
-            throw SchemaProblem(description: "The PostgreSQL database has no Keyway schema; run `keyway migrate` first.")
+            throw SchemaError("The PostgreSQL database has no Keyway schema; run `keyway migrate` first.")
         }
         let known = Set(migrations.map(\.id))
         if !applied.subtracting(known).isEmpty {
-            throw SchemaProblem(description: "The PostgreSQL database was migrated by a newer Keyway; upgrade Keyway to use it.")
+            throw SchemaError("The PostgreSQL database was migrated by a newer Keyway; upgrade Keyway to use it.")
         }
         if !known.subtracting(applied).isEmpty {
-            throw SchemaProblem(description: "The PostgreSQL schema is out of date; run `keyway migrate` first.")
+            throw SchemaError("The PostgreSQL schema is out of date; run `keyway migrate` first.")
         }
     }
-}
-
-/// Thrown when the database needs `keyway migrate` or was written by a newer Keyway.
-public struct SchemaProblem: Error, CustomStringConvertible {
-    public let description: String
 }

@@ -26,12 +26,12 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     ///   - url: `postgres://user:password@host:port/database`.
     ///   - poolSize: Most connections this instance opens.
     ///   - connectTimeout: How long to wait for a new connection.
-    /// - Throws: ``SchemaProblem`` when the URL cannot be used.
+    /// - Throws: ``SchemaError`` when the URL cannot be used.
     public init(url: String, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
             let host = components.host, !host.isEmpty
         else {
-            throw SchemaProblem(description: "KEYWAY_DATABASE_URL must look like postgres://user:password@host:5432/database")
+            throw ConfigurationProblem("KEYWAY_DATABASE_URL must look like postgres://user:password@host:5432/database")
         }
         let requireTLS = components.queryItems?.contains { $0.name == "sslmode" && $0.value == "require" } == true
         var configuration = PostgresClient.Configuration(
@@ -61,7 +61,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         try await KeywayPostgresSchema.migrate(client, logger: logger)
     }
 
-    /// Throws ``SchemaProblem`` when the schema needs `keyway migrate`.
+    /// Throws ``SchemaError`` when the schema needs `keyway migrate`.
     public func requireCurrentSchema() async throws {
         try await KeywayPostgresSchema.requireCurrent(client, logger: logger)
     }
@@ -77,7 +77,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     }
 
     private static func insert(_ account: Account, on connection: PostgresConnection, logger: Logger) async throws {
-        let created = account.createdAt.milliseconds
+        let created = account.createdAt.keywayMilliseconds
         try await connection.query(
             "INSERT INTO accounts (id, name, created_at) VALUES (\(account.id.rawValue), \(account.name), \(created))",
             logger: logger
@@ -125,7 +125,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             var revoked: [KeyRevocation] = []
             let previous = try await connection.query(
                 """
-                UPDATE secret_keys SET revoked_at = \(record.createdAt.milliseconds), revocation_reason = 'regenerated',
+                UPDATE secret_keys SET revoked_at = \(record.createdAt.keywayMilliseconds), revocation_reason = 'regenerated',
                     revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys)
                 WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL
                 RETURNING digest, revocation_sequence
@@ -139,7 +139,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                 """
                 INSERT INTO secret_keys (id, account_id, environment, digest, hint, created_at, created_by)
                 VALUES (\(record.id.rawValue), \(account), \(environment), \(Data(key.digest.bytes)), \(record.hint),
-                        \(record.createdAt.milliseconds), \(createdBy))
+                        \(record.createdAt.keywayMilliseconds), \(createdBy))
                 """,
                 logger: logger
             )
@@ -174,11 +174,11 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
             digest: try digest(row.3),
             hint: row.4,
-            createdAt: Date(milliseconds: row.5),
+            createdAt: Date(keywayMilliseconds: row.5),
             createdBy: row.6,
-            revokedAt: row.7.map(Date.init(milliseconds:)),
+            revokedAt: row.7.map(Date.init(keywayMilliseconds:)),
             revocationReason: row.8.flatMap(RevocationReason.init(rawValue:)),
-            lastUsedAt: row.9.map(Date.init(milliseconds:))
+            lastUsedAt: row.9.map(Date.init(keywayMilliseconds:))
         )
     }
 
@@ -193,7 +193,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             KeyRevocation(
                 sequence: row.0,
                 digest: try Self.digest(row.1),
-                revokedAt: Date(milliseconds: row.2),
+                revokedAt: Date(keywayMilliseconds: row.2),
                 reason: RevocationReason(rawValue: row.3) ?? .regenerated
             )
         }
@@ -208,7 +208,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         try await transaction { connection in
             for (id, date) in lastUsed {
                 try await connection.query(
-                    "UPDATE secret_keys SET last_used_at = GREATEST(COALESCE(last_used_at, 0), \(date.milliseconds)) WHERE id = \(id.rawValue)",
+                    "UPDATE secret_keys SET last_used_at = GREATEST(COALESCE(last_used_at, 0), \(date.keywayMilliseconds)) WHERE id = \(id.rawValue)",
                     logger: logger
                 )
             }
@@ -251,7 +251,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             """
             INSERT INTO users (id, account_id, environment, username, full_name, created_at)
             VALUES (\(user.id.rawValue), \(environmentID.accountID.rawValue), \(environmentID.environment.rawValue), \(user.username),
-                    \(user.fullName), \(user.createdAt.milliseconds))
+                    \(user.fullName), \(user.createdAt.keywayMilliseconds))
             ON CONFLICT (account_id, environment, username) DO NOTHING
             RETURNING id
             """,
@@ -373,7 +373,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                     """
                     INSERT INTO members (id, account_id, email, password_hash, role, created_at)
                     VALUES (\(owner.id.rawValue), \(account.id.rawValue), \(owner.email), \(passwordHash), \(owner.role.rawValue),
-                            \(owner.createdAt.milliseconds))
+                            \(owner.createdAt.keywayMilliseconds))
                     """,
                     logger: logger
                 )
@@ -411,8 +411,8 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         try await client.query(
             """
             INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at)
-            VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.csrfToken), \(session.createdAt.milliseconds),
-                    \(session.expiresAt.milliseconds))
+            VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.csrfToken), \(session.createdAt.keywayMilliseconds),
+                    \(session.expiresAt.keywayMilliseconds))
             """,
             logger: logger
         )
@@ -422,7 +422,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         try await first(
             """
             SELECT digest, member_id, csrf_token, created_at, expires_at FROM sessions
-            WHERE digest = \(Data(digest.bytes)) AND expires_at > \(date.milliseconds)
+            WHERE digest = \(Data(digest.bytes)) AND expires_at > \(date.keywayMilliseconds)
             """,
             as: (Data, String, String, Int64, Int64).self
         ).map { row in
@@ -430,8 +430,8 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                 digest: try Self.digest(row.0),
                 memberID: MemberID(rawValue: row.1),
                 csrfToken: row.2,
-                createdAt: Date(milliseconds: row.3),
-                expiresAt: Date(milliseconds: row.4)
+                createdAt: Date(keywayMilliseconds: row.3),
+                expiresAt: Date(keywayMilliseconds: row.4)
             )
         }
     }
@@ -441,7 +441,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     }
 
     public func deleteExpiredSessions(before date: Date) async throws {
-        try await client.query("DELETE FROM sessions WHERE expires_at <= \(date.milliseconds)", logger: logger)
+        try await client.query("DELETE FROM sessions WHERE expires_at <= \(date.keywayMilliseconds)", logger: logger)
     }
 
     // MARK: User-token signing keys and CORS
@@ -471,7 +471,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             if retiringActive {
                 try await connection.query(
                     """
-                    UPDATE signing_keys SET retired_at = \(key.createdAt.milliseconds)
+                    UPDATE signing_keys SET retired_at = \(key.createdAt.keywayMilliseconds)
                     WHERE account_id = \(account) AND environment = \(environment) AND retired_at IS NULL
                     """,
                     logger: logger
@@ -480,7 +480,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             let inserted = try await connection.query(
                 """
                 INSERT INTO signing_keys (id, account_id, environment, public_key, sealed_private_key, created_at)
-                VALUES (\(key.id), \(account), \(environment), \(key.publicKey), \(key.sealedPrivateKey), \(key.createdAt.milliseconds))
+                VALUES (\(key.id), \(account), \(environment), \(key.publicKey), \(key.sealedPrivateKey), \(key.createdAt.keywayMilliseconds))
                 ON CONFLICT (account_id, environment) WHERE retired_at IS NULL DO NOTHING
                 RETURNING id
                 """,
@@ -498,7 +498,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                 logger: logger
             ).decode(SigningRow.self)
             for try await row in rows { return try Self.signingKey(row) }
-            throw SchemaProblem(description: "no active signing key after a conflicting insert")
+            throw SchemaError("no active signing key after a conflicting insert")
         }
     }
 
@@ -508,8 +508,8 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
             publicKey: row.3,
             sealedPrivateKey: row.4,
-            createdAt: Date(milliseconds: row.5),
-            retiredAt: row.6.map(Date.init(milliseconds:))
+            createdAt: Date(keywayMilliseconds: row.5),
+            retiredAt: row.6.map(Date.init(keywayMilliseconds:))
         )
     }
 
@@ -632,30 +632,20 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     }
 
     private static func digest(_ data: Data) throws -> KeyDigest {
-        guard let digest = KeyDigest(bytes: data) else { throw SchemaProblem(description: "a stored digest is not 32 bytes") }
+        guard let digest = KeyDigest(bytes: data) else { throw SchemaError("a stored digest is not 32 bytes") }
         return digest
-    }
-}
-
-extension Date {
-    fileprivate init(milliseconds: Int64) {
-        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
-    }
-
-    fileprivate var milliseconds: Int64 {
-        Int64((timeIntervalSince1970 * 1000).rounded())
     }
 }
 
 extension Account {
     fileprivate init(row: (String, String, Int64)) {
-        self.init(id: AccountID(rawValue: row.0), name: row.1, createdAt: Date(milliseconds: row.2))
+        self.init(id: AccountID(rawValue: row.0), name: row.1, createdAt: Date(keywayMilliseconds: row.2))
     }
 }
 
 extension User {
     fileprivate init(row: (String, String, String?, Int64)) {
-        self.init(id: UserID(rawValue: row.0), username: row.1, fullName: row.2, createdAt: Date(milliseconds: row.3))
+        self.init(id: UserID(rawValue: row.0), username: row.1, fullName: row.2, createdAt: Date(keywayMilliseconds: row.3))
     }
 }
 
@@ -666,7 +656,7 @@ extension Member {
             accountID: AccountID(rawValue: row.1),
             email: row.2,
             role: MemberRole(rawValue: row.3) ?? .owner,
-            createdAt: Date(milliseconds: row.4)
+            createdAt: Date(keywayMilliseconds: row.4)
         )
     }
 }

@@ -1,9 +1,5 @@
 import GRDB
-
-/// Thrown when the database needs `keyway migrate` or was written by a newer Keyway.
-public struct SchemaError: Error, CustomStringConvertible {
-    public let description: String
-}
+import KeywayCore
 
 /// The versioned SQLite schema. Never edit a registered migration: add a new one.
 enum KeywaySQLiteSchema {
@@ -117,10 +113,10 @@ enum KeywaySQLiteSchema {
     static func requireCurrent(_ database: some DatabaseReader) throws {
         try database.read { db in
             if try migrator.hasBeenSuperseded(db) {
-                throw SchemaError(description: "The database was written by a newer Keyway; upgrade Keyway to use it.")
+                throw SchemaError("The database was written by a newer Keyway; upgrade Keyway to use it.")
             }
             if try !migrator.hasCompletedMigrations(db) {
-                throw SchemaError(description: "The database schema is out of date; run `keyway migrate` first.")
+                throw SchemaError("The database schema is out of date; run `keyway migrate` first.")
             }
         }
     }

@@ -42,7 +42,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     public static func migrate(path: String) throws -> [String] {
         let database = try open(path)
         if try database.read({ try KeywaySQLiteSchema.migrator.hasBeenSuperseded($0) }) {
-            throw SchemaError(description: "The database was written by a newer Keyway; upgrade Keyway to use it.")
+            throw SchemaError("The database was written by a newer Keyway; upgrade Keyway to use it.")
         }
         let before = try database.read { try KeywaySQLiteSchema.migrator.appliedIdentifiers($0) }
         try KeywaySQLiteSchema.migrator.migrate(database)
@@ -68,12 +68,12 @@ public final class KeywaySQLiteStore: KeywayStore {
     private static func insert(_ account: Account, db: Database) throws {
         try db.execute(
             sql: "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
-            arguments: [account.id.rawValue, account.name, account.createdAt.milliseconds]
+            arguments: [account.id.rawValue, account.name, account.createdAt.keywayMilliseconds]
         )
         for environment in Environment.allCases {
             try db.execute(
                 sql: "INSERT INTO environments (account_id, name, created_at) VALUES (?, ?, ?)",
-                arguments: [account.id.rawValue, environment.rawValue, account.createdAt.milliseconds]
+                arguments: [account.id.rawValue, environment.rawValue, account.createdAt.keywayMilliseconds]
             )
         }
     }
@@ -118,7 +118,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                         UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?
                         WHERE id = ?
                         """,
-                    arguments: [record.createdAt.milliseconds, RevocationReason.regenerated.rawValue, sequence, row["id"] as String]
+                    arguments: [record.createdAt.keywayMilliseconds, RevocationReason.regenerated.rawValue, sequence, row["id"] as String]
                 )
                 revoked.append(
                     KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: record.createdAt, reason: .regenerated)
@@ -131,7 +131,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                     """,
                 arguments: [
                     record.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
-                    Data(key.digest.bytes), record.hint, record.createdAt.milliseconds, createdBy,
+                    Data(key.digest.bytes), record.hint, record.createdAt.keywayMilliseconds, createdBy,
                 ]
             )
             return KeyGeneration(key: record, revoked: revoked)
@@ -169,7 +169,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                 KeyRevocation(
                     sequence: row["revocation_sequence"],
                     digest: try row.digest("digest"),
-                    revokedAt: Date(milliseconds: row["revoked_at"]),
+                    revokedAt: Date(keywayMilliseconds: row["revoked_at"]),
                     reason: RevocationReason(rawValue: row["revocation_reason"]) ?? .regenerated
                 )
             }
@@ -187,7 +187,7 @@ public final class KeywaySQLiteStore: KeywayStore {
             for (id, date) in lastUsed {
                 try db.execute(
                     sql: "UPDATE secret_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-                    arguments: [date.milliseconds, id.rawValue]
+                    arguments: [date.keywayMilliseconds, id.rawValue]
                 )
             }
         }
@@ -231,7 +231,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                 """,
             arguments: [
                 user.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
-                user.username, user.fullName, user.createdAt.milliseconds,
+                user.username, user.fullName, user.createdAt.keywayMilliseconds,
             ]
         )
         return db.changesCount == 1
@@ -357,7 +357,9 @@ public final class KeywaySQLiteStore: KeywayStore {
             try Self.insert(account, db: db)
             try db.execute(
                 sql: "INSERT INTO members (id, account_id, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [owner.id.rawValue, account.id.rawValue, owner.email, passwordHash, owner.role.rawValue, owner.createdAt.milliseconds]
+                arguments: [
+                    owner.id.rawValue, account.id.rawValue, owner.email, passwordHash, owner.role.rawValue, owner.createdAt.keywayMilliseconds,
+                ]
             )
         }
         return (account, owner)
@@ -395,8 +397,8 @@ public final class KeywaySQLiteStore: KeywayStore {
             try db.execute(
                 sql: "INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [
-                    Data(session.digest.bytes), session.memberID.rawValue, session.csrfToken, session.createdAt.milliseconds,
-                    session.expiresAt.milliseconds,
+                    Data(session.digest.bytes), session.memberID.rawValue, session.csrfToken, session.createdAt.keywayMilliseconds,
+                    session.expiresAt.keywayMilliseconds,
                 ]
             )
         }
@@ -407,14 +409,14 @@ public final class KeywaySQLiteStore: KeywayStore {
             try Row.fetchOne(
                 db,
                 sql: "SELECT * FROM sessions WHERE digest = ? AND expires_at > ?",
-                arguments: [Data(digest.bytes), date.milliseconds]
+                arguments: [Data(digest.bytes), date.keywayMilliseconds]
             ).map { row in
                 DashboardSession(
                     digest: try row.digest("digest"),
                     memberID: MemberID(rawValue: row["member_id"]),
                     csrfToken: row["csrf_token"],
-                    createdAt: Date(milliseconds: row["created_at"]),
-                    expiresAt: Date(milliseconds: row["expires_at"])
+                    createdAt: Date(keywayMilliseconds: row["created_at"]),
+                    expiresAt: Date(keywayMilliseconds: row["expires_at"])
                 )
             }
         }
@@ -428,7 +430,7 @@ public final class KeywaySQLiteStore: KeywayStore {
 
     public func deleteExpiredSessions(before date: Date) async throws {
         try await database.write { db in
-            try db.execute(sql: "DELETE FROM sessions WHERE expires_at <= ?", arguments: [date.milliseconds])
+            try db.execute(sql: "DELETE FROM sessions WHERE expires_at <= ?", arguments: [date.keywayMilliseconds])
         }
     }
 
@@ -456,7 +458,7 @@ public final class KeywaySQLiteStore: KeywayStore {
             if retiringActive {
                 try db.execute(
                     sql: "UPDATE signing_keys SET retired_at = ? WHERE account_id = ? AND environment = ? AND retired_at IS NULL",
-                    arguments: [key.createdAt.milliseconds] + scope
+                    arguments: [key.createdAt.keywayMilliseconds] + scope
                 )
             } else if let active = try Row.fetchOne(
                 db,
@@ -470,7 +472,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                     INSERT INTO signing_keys (id, account_id, environment, public_key, sealed_private_key, created_at)
                     VALUES (?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [key.id] + scope + [key.publicKey, key.sealedPrivateKey, key.createdAt.milliseconds]
+                arguments: [key.id] + scope + [key.publicKey, key.sealedPrivateKey, key.createdAt.keywayMilliseconds]
             )
             return key
         }
@@ -519,16 +521,6 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 }
 
-extension Date {
-    fileprivate init(milliseconds: Int64) {
-        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
-    }
-
-    fileprivate var milliseconds: Int64 {
-        Int64((timeIntervalSince1970 * 1000).rounded())
-    }
-}
-
 extension Row {
     fileprivate func digest(_ column: String) throws -> KeyDigest {
         let data: Data = self[column]
@@ -541,7 +533,7 @@ extension Row {
 
 extension Account {
     fileprivate init(row: Row) {
-        self.init(id: AccountID(rawValue: row["id"]), name: row["name"], createdAt: Date(milliseconds: row["created_at"]))
+        self.init(id: AccountID(rawValue: row["id"]), name: row["name"], createdAt: Date(keywayMilliseconds: row["created_at"]))
     }
 }
 
@@ -555,8 +547,8 @@ extension SigningKeyRecord {
             ),
             publicKey: row["public_key"],
             sealedPrivateKey: row["sealed_private_key"],
-            createdAt: Date(milliseconds: row["created_at"]),
-            retiredAt: (row["retired_at"] as Int64?).map(Date.init(milliseconds:))
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            retiredAt: (row["retired_at"] as Int64?).map(Date.init(keywayMilliseconds:))
         )
     }
 }
@@ -568,7 +560,7 @@ extension Member {
             accountID: AccountID(rawValue: row["account_id"]),
             email: row["email"],
             role: MemberRole(rawValue: row["role"]) ?? .owner,
-            createdAt: Date(milliseconds: row["created_at"])
+            createdAt: Date(keywayMilliseconds: row["created_at"])
         )
     }
 }
@@ -579,7 +571,7 @@ extension User {
             id: UserID(rawValue: row["id"]),
             username: row["username"],
             fullName: row["full_name"],
-            createdAt: Date(milliseconds: row["created_at"])
+            createdAt: Date(keywayMilliseconds: row["created_at"])
         )
     }
 }
@@ -594,11 +586,11 @@ extension SecretKeyRecord {
             ),
             digest: try row.digest("digest"),
             hint: row["hint"],
-            createdAt: Date(milliseconds: row["created_at"]),
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
             createdBy: row["created_by"],
-            revokedAt: (row["revoked_at"] as Int64?).map(Date.init(milliseconds:)),
+            revokedAt: (row["revoked_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
             revocationReason: (row["revocation_reason"] as String?).flatMap(RevocationReason.init(rawValue:)),
-            lastUsedAt: (row["last_used_at"] as Int64?).map(Date.init(milliseconds:))
+            lastUsedAt: (row["last_used_at"] as Int64?).map(Date.init(keywayMilliseconds:))
         )
     }
 }

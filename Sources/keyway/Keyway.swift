@@ -86,7 +86,7 @@ struct DatabaseOptions: ParsableArguments {
             defer { group.cancelAll() }
             do {
                 try await store.requireCurrentSchema()
-            } catch let problem as SchemaProblem {
+            } catch let problem as SchemaError {
                 throw CommandError(problem.description)
             }
             return try await body(store)
@@ -169,7 +169,7 @@ struct Serve: AsyncParsableCommand {
         )
         do {
             try await group.run()
-        } catch let problem as SchemaProblem {
+        } catch let problem as SchemaError {
             throw CommandError(problem.description)
         }
     }
