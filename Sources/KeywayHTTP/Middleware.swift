@@ -103,13 +103,14 @@ struct APIVersionMiddleware: RouterMiddleware {
 
     /// The version named by a leading `/YYYY-MM/` segment, if any.
     static func versionInPath(_ path: String) throws -> APIVersion? {
+        // Runs on every request, so it looks at bytes and allocates only for a path that names a version.
         let segment = path.utf8.dropFirst().prefix { $0 != UInt8(ascii: "/") }
-        let bytes = Array(segment)
-        let digit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
-        guard bytes.count == 7, bytes[4] == UInt8(ascii: "-"), bytes[..<4].allSatisfy(digit), bytes[5...].allSatisfy(digit) else {
-            return nil
+        let isDigit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+        guard segment.count == 7 else { return nil }
+        for (offset, byte) in segment.enumerated() {
+            guard offset == 4 ? byte == UInt8(ascii: "-") : isDigit(byte) else { return nil }
         }
-        let name = String(decoding: bytes, as: UTF8.self)
+        let name = String(Substring(segment))
         guard APIVersion.pathVersions.contains(name), let version = APIVersion(rawValue: name) else { throw unsupported(name) }
         return version
     }

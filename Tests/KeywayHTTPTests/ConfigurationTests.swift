@@ -1,0 +1,82 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import KeywayHTTP
+
+/// Every `KEYWAY_*` variable: its default, a good value, and a bad one refused with the variable's name.
+@Suite struct ConfigurationTests {
+    @Test func defaultsRunOutOfTheBox() throws {
+        let configuration = try KeywayConfiguration(environment: [:])
+        #expect(configuration == KeywayConfiguration())
+        #expect(configuration.host == "127.0.0.1")
+        #expect(configuration.port == 8080)
+        #expect(configuration.databasePath == "keyway-data/keyway.sqlite")
+        #expect(configuration.databaseURL == nil)
+        #expect(configuration.revocationPollMilliseconds == 250)
+        #expect(configuration.userTokenMinutes == 30)
+        #expect(configuration.effectivePublicURL == "http://127.0.0.1:8080")
+    }
+
+    @Test func everyVariableIsRead() throws {
+        let configuration = try KeywayConfiguration(environment: [
+            "KEYWAY_HOST": "::1", "KEYWAY_PORT": "9000", "KEYWAY_DATABASE": "/var/lib/keyway/db.sqlite",
+            "KEYWAY_EGRESS_IPS": " 203.0.113.7, 2001:db8::/32 ,", "KEYWAY_LOG_LEVEL": "DEBUG", "KEYWAY_REVOCATION_POLL_MS": "100",
+            "KEYWAY_USAGE_FLUSH_SECONDS": "3", "KEYWAY_KEY_CACHE_LIMIT": "500", "KEYWAY_PUBLIC_URL": "https://keyway.example.com/",
+            "KEYWAY_USER_TOKEN_MINUTES": "60", "KEYWAY_MASTER_KEY": Data(repeating: 1, count: 32).base64EncodedString(),
+            "KEYWAY_DATABASE_URL": "postgres://keyway:secret@db.internal:5432/keyway", "KEYWAY_DATABASE_POOL_SIZE": "4",
+            "KEYWAY_DATABASE_CONNECT_TIMEOUT_MS": "1500",
+        ])
+        #expect(configuration.host == "::1")
+        #expect(configuration.port == 9000)
+        #expect(configuration.databasePath == "/var/lib/keyway/db.sqlite")
+        #expect(configuration.egressIPs == ["203.0.113.7", "2001:db8::/32"])
+        #expect(configuration.logLevel == .debug)
+        #expect(configuration.revocationPollMilliseconds == 100)
+        #expect(configuration.usageFlushSeconds == 3)
+        #expect(configuration.keyCacheLimit == 500)
+        #expect(configuration.publicURL == "https://keyway.example.com")
+        #expect(configuration.effectivePublicURL == "https://keyway.example.com")
+        #expect(configuration.userTokenMinutes == 60)
+        #expect(configuration.masterKey != nil)
+        #expect(configuration.databaseURL == "postgres://keyway:secret@db.internal:5432/keyway")
+        #expect(configuration.databasePoolSize == 4)
+        #expect(configuration.databaseConnectTimeoutMilliseconds == 1500)
+    }
+
+    @Test(arguments: [
+        ("KEYWAY_PORT", "http"), ("KEYWAY_PORT", "70000"), ("KEYWAY_EGRESS_IPS", "203.0.113.7, nope"),
+        ("KEYWAY_EGRESS_IPS", "10.0.0.0/33"), ("KEYWAY_LOG_LEVEL", "loud"), ("KEYWAY_REVOCATION_POLL_MS", "10"),
+        ("KEYWAY_USAGE_FLUSH_SECONDS", "0"), ("KEYWAY_KEY_CACHE_LIMIT", "-1"), ("KEYWAY_PUBLIC_URL", "keyway.example.com"),
+        ("KEYWAY_PUBLIC_URL", "ftp://keyway.example.com"), ("KEYWAY_USER_TOKEN_MINUTES", "61"), ("KEYWAY_MASTER_KEY", "dG9vIHNob3J0"),
+        ("KEYWAY_DATABASE_URL", "mysql://db/keyway"), ("KEYWAY_DATABASE_POOL_SIZE", "0"), ("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", "5"),
+    ])
+    func badValuesNameTheirVariable(variable: String, value: String) {
+        #expect(throws: ConfigurationError.self) { try KeywayConfiguration(environment: [variable: value]) }
+        do {
+            _ = try KeywayConfiguration(environment: [variable: value])
+        } catch {
+            #expect(error.variable == variable)
+            #expect("\(error)".hasPrefix(variable))
+        }
+    }
+
+    @Test func blankValuesMeanTheDefault() throws {
+        #expect(try KeywayConfiguration(environment: ["KEYWAY_PORT": "  ", "KEYWAY_HOST": ""]) == KeywayConfiguration())
+    }
+}
+
+@Suite struct ListenerStateTests {
+    @Test func pollsEveryTickWhileNotListeningAndRarelyWhileListening() {
+        let state = ListenerState()
+        let start = Date(timeIntervalSince1970: 1_000_000)
+        #expect(state.shouldPoll(now: start))
+        #expect(state.shouldPoll(now: start.addingTimeInterval(0.25)), "not listening: every tick")
+        state.set(true)
+        #expect(!state.shouldPoll(now: start.addingTimeInterval(0.5)), "listening: notifications bring revocations")
+        #expect(state.shouldPoll(now: start.addingTimeInterval(0.25 + ListenerState.safetyNetInterval)), "but a safety-net poll still runs")
+        #expect(!state.shouldPoll(now: start.addingTimeInterval(1 + ListenerState.safetyNetInterval)))
+        state.set(false)
+        #expect(state.shouldPoll(now: start.addingTimeInterval(2 + ListenerState.safetyNetInterval)), "a lost listener means polling at once")
+    }
+}
