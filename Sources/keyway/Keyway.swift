@@ -105,7 +105,10 @@ struct DatabaseOptions: ParsableArguments {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the HTTP server.",
-        discussion: "Applies pending migrations to the SQLite database first. Stops gracefully on SIGTERM or SIGINT."
+        discussion: """
+            On SQLite (the default) it applies pending migrations first; on PostgreSQL (KEYWAY_DATABASE_URL) it refuses \
+            an out-of-date schema: run `keyway migrate`. Stops gracefully on SIGTERM or SIGINT, finishing requests in flight.
+            """
     )
 
     @Option(help: ArgumentHelp("Address to listen on. [env: KEYWAY_HOST] [default: 127.0.0.1]", valueName: "address"))
@@ -178,7 +181,10 @@ struct Serve: AsyncParsableCommand {
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create or upgrade the database schema.",
-        discussion: "Safe to run repeatedly; `serve` also runs it on the embedded SQLite database."
+        discussion: """
+            Safe to run repeatedly, and from several processes at once on PostgreSQL. `serve` also runs it on the \
+            embedded SQLite database, never on PostgreSQL.
+            """
     )
 
     @OptionGroup var database: DatabaseOptions
