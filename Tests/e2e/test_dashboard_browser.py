@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -51,13 +52,26 @@ class Dashboard:
     def open(self, path):
         self.driver.get(self.keyway.base + path)
 
+    def settled(self):
+        """Waits until the current page has finished loading, so no element found next belongs to the last one."""
+        WebDriverWait(self.driver, 10).until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+
     def click(self, css):
-        """Clicks a link or submit button and waits for the next page to replace this one."""
+        """Clicks a link or submit button and waits for the next page to replace this one and finish loading."""
+        self.settled()
         old_page = self.driver.find_element(By.TAG_NAME, "html")
-        self.driver.find_element(By.CSS_SELECTOR, css).click()
+        try:
+            self.driver.find_element(By.CSS_SELECTOR, css).click()
+        except WebDriverException as error:
+            # Chromedriver sometimes reports on the clicked node after the navigation it caused has
+            # already replaced it. The click happened; the wait below fails if it did not.
+            if "does not belong to the document" not in str(error):
+                raise
         WebDriverWait(self.driver, 10).until(expected_conditions.staleness_of(old_page))
+        self.settled()
 
     def type(self, css, text):
+        self.settled()
         field = self.driver.find_element(By.CSS_SELECTOR, css)
         field.clear()
         field.send_keys(text)
