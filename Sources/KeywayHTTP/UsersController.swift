@@ -169,7 +169,9 @@ struct UsersController {
     private func reference(_ request: Request, _ context: Context) throws -> String {
         // On the literal `users/batch` routes the reference is the path's last segment.
         let raw = context.parameters.get("user") ?? "batch"
-        guard let decoded = raw.removingPercentEncoding, !decoded.isEmpty else {
+        // Most references (every user id) hold nothing to decode, and Foundation's decoding is not free.
+        let decoded = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding : raw
+        guard let decoded, !decoded.isEmpty else {
             throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
         }
         return decoded
@@ -309,7 +311,9 @@ struct WhoAmIResponse: ResponseEncodable {
     let keyHint: String
 }
 
-struct UserResponse: ResponseEncodable {
+/// A user as the API shows it. Written by ``JSONWriter`` on the hot path; also
+/// `Encodable`, for the responses that embed it through `JSONEncoder`.
+struct UserResponse: Encodable, JSONWritable {
     let userId: String
     let username: String
     let fullName: String?
@@ -320,6 +324,19 @@ struct UserResponse: ResponseEncodable {
         self.username = user.username
         self.fullName = user.fullName
         self.createdAt = user.createdAt
+    }
+
+    func write(to writer: inout JSONWriter) {
+        writer.object { object in
+            object.key("createdAt")
+            object.timestamp(createdAt)
+            object.key("fullName")
+            object.string(fullName)
+            object.key("userId")
+            object.string(userId)
+            object.key("username")
+            object.string(username)
+        }
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -334,9 +351,18 @@ struct UserResponse: ResponseEncodable {
     enum CodingKeys: String, CodingKey { case userId, username, fullName, createdAt }
 }
 
-struct UserListResponse: ResponseEncodable {
+struct UserListResponse: Encodable, JSONWritable {
     let data: [UserResponse]
     let nextCursor: String?
+
+    func write(to writer: inout JSONWriter) {
+        writer.object { object in
+            object.key("data")
+            object.array(data) { array, user in user.write(to: &array) }
+            object.key("nextCursor")
+            object.string(nextCursor)
+        }
+    }
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)

@@ -263,7 +263,9 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
-        try await first(
+        // PostgreSQL text cannot hold NUL (it refuses the query), so no user can match one.
+        guard !reference.utf8.contains(0) else { return nil }
+        return try await first(
             """
             SELECT id, username, full_name, created_at FROM users
             WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)

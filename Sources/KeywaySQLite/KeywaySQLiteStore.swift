@@ -8,6 +8,7 @@ public import KeywayCore
 /// IMMEDIATE transactions, so two processes on one file queue rather than fail.
 public final class KeywaySQLiteStore: KeywayStore {
     private let database: DatabasePool
+    private let pointReader: SQLitePointReader
 
     /// Opens (creating if needed) the database at `path`.
     ///
@@ -18,6 +19,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     /// - Throws: When the file cannot be opened or its schema is unusable.
     public init(path: String, migrate: Bool) throws {
         self.database = try Self.open(path)
+        self.pointReader = SQLitePointReader(path: path)
         if migrate {
             try KeywaySQLiteSchema.migrator.migrate(database)
         } else {
@@ -48,12 +50,6 @@ public final class KeywaySQLiteStore: KeywayStore {
         try KeywaySQLiteSchema.migrator.migrate(database)
         let after = try database.read { try KeywaySQLiteSchema.migrator.appliedIdentifiers($0) }
         return KeywaySQLiteSchema.migrator.migrations.filter { after.contains($0) && !before.contains($0) }
-    }
-
-    /// Runs a single-statement read on the calling thread, without a transaction.
-    /// Only for point lookups: anything longer belongs on GRDB's reader queues.
-    private func readInPlace<T>(_ read: (Database) throws -> T) throws -> T {
-        try database.unsafeRead(read)
     }
 
     // MARK: Accounts
@@ -139,10 +135,10 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
-        // As `user(_:in:)`: a point lookup, run in place.
-        try readInPlace { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM secret_keys WHERE digest = ?"), arguments: [Data(digest.bytes)])
-                .map(SecretKeyRecord.init(row:))
+        try pointReader.fetchOne(.secretKeyByDigest) {
+            try $0.bind(digest.bytes, at: 1)
+        } decode: { columns in
+            try SecretKeyRecord(columns: columns)
         }
     }
 
@@ -238,21 +234,26 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
-        // The API's hottest read. One SELECT needs no transaction, a cached statement is not
-        // prepared again, and an index lookup (microseconds, never blocked by the WAL writer)
-        // is cheaper run right here than handed to another thread and back.
-        try readInPlace { db in
-            // An identifier match wins over a username that happens to look like one.
-            try Row.fetchOne(
-                db.cachedStatement(
-                    sql: """
-                        SELECT id, username, full_name, created_at FROM users
-                        WHERE account_id = ? AND environment = ? AND (id = ? OR username = ?)
-                        ORDER BY id = ? DESC LIMIT 1
-                        """
-                ),
-                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, reference, reference, reference]
-            ).map(User.init(row:))
+        // The API's hottest read: run here, on a connection of the point reader.
+        // An identifier match wins over a username that happens to look like one.
+        if UserID(validating: reference) != nil, let user = try user(.userByID, reference, in: environmentID) {
+            return user
+        }
+        return try user(.userByUsername, reference, in: environmentID)
+    }
+
+    private func user(_ query: SQLitePointReader.Query, _ reference: String, in environmentID: EnvironmentID) throws -> User? {
+        try pointReader.fetchOne(query) { bindings in
+            try bindings.bind(environmentID.accountID.rawValue, at: 1)
+            try bindings.bind(environmentID.environment.rawValue, at: 2)
+            try bindings.bind(reference, at: 3)
+        } decode: { columns in
+            User(
+                id: UserID(rawValue: columns.text(0)),
+                username: columns.text(1),
+                fullName: columns.optionalText(2),
+                createdAt: Date(keywayMilliseconds: columns.int64(3))
+            )
         }
     }
 
@@ -591,6 +592,29 @@ extension SecretKeyRecord {
             revokedAt: (row["revoked_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
             revocationReason: (row["revocation_reason"] as String?).flatMap(RevocationReason.init(rawValue:)),
             lastUsedAt: (row["last_used_at"] as Int64?).map(Date.init(keywayMilliseconds:))
+        )
+    }
+}
+
+extension SecretKeyRecord {
+    /// Decodes a row of ``SQLitePointReader/Query/secretKeyByDigest``.
+    fileprivate init(columns: SQLitePointReader.Columns) throws {
+        guard let digest = KeyDigest(bytes: columns.blob(3)) else {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "secret_keys.digest is not a 32-byte digest")
+        }
+        self.init(
+            id: SecretKeyID(rawValue: columns.text(0)),
+            environmentID: EnvironmentID(
+                accountID: AccountID(rawValue: columns.text(1)),
+                environment: Environment(rawValue: columns.text(2)) ?? .development
+            ),
+            digest: digest,
+            hint: columns.text(4),
+            createdAt: Date(keywayMilliseconds: columns.int64(5)),
+            createdBy: columns.text(6),
+            revokedAt: columns.optionalInt64(7).map(Date.init(keywayMilliseconds:)),
+            revocationReason: columns.optionalText(8).flatMap(RevocationReason.init(rawValue:)),
+            lastUsedAt: columns.optionalInt64(9).map(Date.init(keywayMilliseconds:))
         )
     }
 }

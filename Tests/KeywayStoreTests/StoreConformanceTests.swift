@@ -167,6 +167,21 @@ import Testing
         let impostor = try await store.createUser(try NewUser(username: target.id.rawValue, fullName: nil), in: development, at: Date())
         #expect(try await store.user(target.id.rawValue, in: development) == target)
         #expect(try await store.user(impostor.id.rawValue, in: development) == impostor)
+        // Shaped like an identifier, but no user has it: the username still finds its user.
+        let lookalike = try await store.createUser(try NewUser(username: "0123456789abcdef01234567", fullName: nil), in: development, at: Date())
+        #expect(try await store.user("0123456789abcdef01234567", in: development) == lookalike)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aReferenceIsMatchedWhole(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let bob = try await store.createUser(try NewUser(username: "bob", fullName: nil), in: development, at: Date())
+        // A NUL must not end the text early (C strings do), nor a prefix match anything.
+        #expect(try await store.user("bob\u{0}x", in: development) == nil)
+        #expect(try await store.user(bob.id.rawValue + "\u{0}", in: development) == nil)
+        #expect(try await store.user("bo", in: development) == nil)
+        #expect(try await store.user(String(bob.id.rawValue.dropLast()), in: development) == nil)
     }
 
     @Test(arguments: StoreKind.allCases)

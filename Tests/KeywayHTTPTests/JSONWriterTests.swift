@@ -1,0 +1,55 @@
+import Foundation
+import KeywayCore
+import NIOCore
+import Testing
+
+@testable import KeywayHTTP
+
+/// The hand-written JSON of the hot path must be exactly what `JSONEncoder` writes.
+@Suite struct JSONWriterTests {
+    /// Every ASCII character (controls, quotes, backslash, slash), non-ASCII text,
+    /// emoji, a line separator, and the empty string.
+    static let awkwardStrings: [String] =
+        (0..<128).map { String(UnicodeScalar(UInt8($0))) }
+        + ["", "ada", "Ada \"the\" Countess", #"back\slash"#, "a/b", "é😀\u{2028}", "tab\tnew\nline", "\u{7F}\u{1F}"]
+
+    @Test(arguments: awkwardStrings)
+    func userMatchesTheEncoder(text: String) throws {
+        let user = User(
+            id: UserID(rawValue: "65f0a1b2c3d4e5f601234567"),
+            username: text,
+            fullName: text,
+            createdAt: Date(keywayMilliseconds: 1_764_000_000_123)
+        )
+        try expectSameJSON(UserResponse(user))
+    }
+
+    @Test func missingFullNameIsNull() throws {
+        let user = User(id: UserID(rawValue: "65f0a1b2c3d4e5f601234567"), username: "ada", fullName: nil, createdAt: Date(keywayMilliseconds: 0))
+        let json = try expectSameJSON(UserResponse(user))
+        #expect(json.contains(#""fullName":null"#))
+    }
+
+    @Test(arguments: [0, 1, 3])
+    func listsMatchTheEncoder(count: Int) throws {
+        let users = (0..<count).map { index in
+            UserResponse(
+                User(
+                    id: UserID(rawValue: "65f0a1b2c3d4e5f60123456\(index)"),
+                    username: "user\(index)",
+                    fullName: index == 1 ? nil : "Name \"\(index)\"",
+                    createdAt: Date(keywayMilliseconds: 1_764_000_000_000 + Int64(index))
+                )
+            )
+        }
+        try expectSameJSON(UserListResponse(data: users, nextCursor: count == 3 ? "65f0a1b2c3d4e5f601234562" : nil))
+    }
+
+    @discardableResult
+    private func expectSameJSON(_ value: some JSONWritable & Encodable) throws -> String {
+        let written = String(buffer: value.jsonBuffer)
+        let encoded = String(decoding: try KeywayJSON.encoder.encode(value), as: UTF8.self)
+        #expect(written == encoded)
+        return written
+    }
+}
