@@ -98,16 +98,32 @@ struct ErrorMappingMiddleware: RouterMiddleware {
         if let challenge = error.wwwAuthenticate {
             headers[.wwwAuthenticate] = challenge
         }
-        let body = ErrorBody(error: error, requestID: requestID)
-        let data = (try? KeywayJSON.encoder.encode(body)) ?? Data(#"{"message":"error","code":"internal_error"}"#.utf8)
-        return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        // Refused requests are as frequent as served ones under attack: no JSONEncoder here.
+        let body = ErrorBody(error: error, requestID: requestID).jsonBuffer
+        return Response(status: error.status, headers: headers, body: .init(byteBuffer: body))
     }
 }
 
 /// The error body. `message` stays at the top level so existing SDKs keep working.
-struct ErrorBody: Encodable {
+struct ErrorBody: Encodable, JSONWritable {
     let error: KeywayError
     let requestID: String
+
+    /// Every field, sorted by name as the JSON shows them.
+    private var fields: [(name: String, value: String)] {
+        let fixed = [("message", error.message), ("code", error.code.rawValue), ("requestId", requestID)]
+        let extra = error.details.filter { name, _ in !fixed.contains { $0.0 == name } }.map { ($0.key, $0.value) }
+        return (fixed + extra).sorted { $0.0 < $1.0 }
+    }
+
+    func write(to writer: inout JSONWriter) {
+        writer.object { object in
+            for (name, value) in fields {
+                object.key(name)
+                object.string(value)
+            }
+        }
+    }
 
     private struct Key: CodingKey {
         var stringValue: String
@@ -119,10 +135,7 @@ struct ErrorBody: Encodable {
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
-        try container.encode(error.message, forKey: Key("message"))
-        try container.encode(error.code.rawValue, forKey: Key("code"))
-        try container.encode(requestID, forKey: Key("requestId"))
-        for (name, value) in error.details.sorted(by: { $0.key < $1.key }) where !["message", "code", "requestId"].contains(name) {
+        for (name, value) in fields {
             try container.encode(value, forKey: Key(name))
         }
     }

@@ -50,6 +50,14 @@ struct JSONWriter {
         needsComma = false
     }
 
+    /// Writes `"name":` for a key known only at run time.
+    mutating func key(_ name: String) {
+        separate()
+        writeQuoted(name)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
     mutating func string(_ value: String) {
         separate()
         writeQuoted(value)

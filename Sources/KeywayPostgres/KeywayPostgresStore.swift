@@ -21,6 +21,8 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     private let configuration: PostgresClient.Configuration
     private let listenerTLS: PostgresConnection.Configuration.TLS
     private let logger: Logger
+    /// Lookups of keys no cache knows, many per query.
+    private let keyLookups: BatchedLookup<KeyDigest, SecretKeyRecord>
 
     /// - Parameters:
     ///   - url: `postgres://user:password@host:port/database`.
@@ -47,8 +49,12 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         configuration.options.additionalStartupParameters = [("application_name", "keyway")]
         self.configuration = configuration
         self.listenerTLS = requireTLS ? .require(try .init(configuration: .makeClientConfiguration())) : .disable
-        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
         self.logger = logger
+        self.keyLookups = BatchedLookup(maximumBatch: 500) { digests in
+            try await Self.secretKeys(digests: digests, client: client, logger: logger)
+        }
     }
 
     /// Runs the connection pool until cancelled.
@@ -155,10 +161,20 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     private typealias KeyRow = (String, String, String, Data, String, Int64, String, Int64?, String?, Int64?)
 
     public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
-        try await first(
-            "SELECT \(unescaped: Self.keyColumns) FROM secret_keys WHERE digest = \(Data(digest.bytes))",
-            as: KeyRow.self
-        ).map(Self.record)
+        // Reached only by keys the caller's cache does not know; concurrent ones share a query.
+        try await keyLookups.value(for: digest)
+    }
+
+    private static func secretKeys(digests: [KeyDigest], client: PostgresClient, logger: Logger) async throws -> [KeyDigest: SecretKeyRecord] {
+        let query: PostgresQuery = """
+            SELECT \(unescaped: keyColumns) FROM secret_keys WHERE digest = ANY(\(digests.map { ByteBuffer(bytes: $0.bytes) }))
+            """
+        var records: [KeyDigest: SecretKeyRecord] = [:]
+        for try await row in try await client.query(query, logger: logger).decode(KeyRow.self) {
+            let record = try record(row)
+            records[record.digest] = record
+        }
+        return records
     }
 
     public func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] {

@@ -45,6 +45,21 @@ import Testing
         try expectSameJSON(UserListResponse(data: users, nextCursor: count == 3 ? "65f0a1b2c3d4e5f601234562" : nil))
     }
 
+    static let errors: [KeywayError] = [
+        KeywayError(.invalidAPIKey, "No such key."),
+        .invalidInput(field: "username", "Say \"hi\"\n"),
+        .userNotFound("ada", in: .development, existsIn: .production),
+        KeywayError(.revokedAPIKey, "Revoked.", details: ["revokedAt": "2026-11-29T13:00:00.000Z", "revocationReason": "regenerated"]),
+        KeywayError(.unsupportedAPIVersion, "No.", details: ["supportedVersions": "2023-12,2024-03", "message": "not twice"]),
+    ]
+
+    @Test(arguments: errors)
+    func errorBodiesMatchTheEncoder(error: KeywayError) throws {
+        let json = try expectSameJSON(ErrorBody(error: error, requestID: "req-1"))
+        #expect(json.contains(#""requestId":"req-1""#))
+        #expect(json.components(separatedBy: #""message":"#).count == 2)
+    }
+
     @discardableResult
     private func expectSameJSON(_ value: some JSONWritable & Encodable) throws -> String {
         let written = String(buffer: value.jsonBuffer)
