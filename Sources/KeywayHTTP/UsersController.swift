@@ -305,10 +305,21 @@ struct SuccessResponse: ResponseEncodable {
     let success: Bool
 }
 
-struct WhoAmIResponse: ResponseEncodable {
+struct WhoAmIResponse: Encodable, JSONWritable {
     let accountId: String
     let environment: String
     let keyHint: String
+
+    func write(to writer: inout JSONWriter) {
+        writer.object { object in
+            object.key("accountId")
+            object.string(accountId)
+            object.key("environment")
+            object.string(environment)
+            object.key("keyHint")
+            object.string(keyHint)
+        }
+    }
 }
 
 /// A user as the API shows it. Written by ``JSONWriter`` on the hot path; also

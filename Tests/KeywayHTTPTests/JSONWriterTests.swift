@@ -24,6 +24,10 @@ import Testing
         try expectSameJSON(UserResponse(user))
     }
 
+    @Test func whoAmIMatchesTheEncoder() throws {
+        try expectSameJSON(WhoAmIResponse(accountId: "acct_1", environment: "development", keyHint: "kw_dev_…abcd"))
+    }
+
     @Test func missingFullNameIsNull() throws {
         let user = User(id: UserID(rawValue: "65f0a1b2c3d4e5f601234567"), username: "ada", fullName: nil, createdAt: Date(keywayMilliseconds: 0))
         let json = try expectSameJSON(UserResponse(user))
