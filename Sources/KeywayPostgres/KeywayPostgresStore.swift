@@ -156,9 +156,9 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         }
     }
 
-    private static let keyColumns =
+    fileprivate static let keyColumns =
         "id, account_id, environment, digest, hint, created_at, created_by, revoked_at, revocation_reason, last_used_at"
-    private typealias KeyRow = (String, String, String, Data, String, Int64, String, Int64?, String?, Int64?)
+    fileprivate typealias KeyRow = (String, String, String, Data, String, Int64, String, Int64?, String?, Int64?)
 
     public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
         // Reached only by keys the caller's cache does not know; concurrent ones share a query.
@@ -166,12 +166,8 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     }
 
     private static func secretKeys(digests: [KeyDigest], client: PostgresClient, logger: Logger) async throws -> [KeyDigest: SecretKeyRecord] {
-        let query: PostgresQuery = """
-            SELECT \(unescaped: keyColumns) FROM secret_keys WHERE digest = ANY(\(digests.map { ByteBuffer(bytes: $0.bytes) }))
-            """
         var records: [KeyDigest: SecretKeyRecord] = [:]
-        for try await row in try await client.query(query, logger: logger).decode(KeyRow.self) {
-            let record = try record(row)
+        for try await record in try await client.execute(KeysByDigest(digests: digests), logger: logger) {
             records[record.digest] = record
         }
         return records
@@ -184,7 +180,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         ).map(Self.record)
     }
 
-    private static func record(_ row: KeyRow) throws -> SecretKeyRecord {
+    fileprivate static func record(_ row: KeyRow) throws -> SecretKeyRecord {
         SecretKeyRecord(
             id: SecretKeyID(rawValue: row.0),
             environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
@@ -281,15 +277,17 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
         // PostgreSQL text cannot hold NUL (it refuses the query), so no user can match one.
         guard !reference.utf8.contains(0) else { return nil }
+        // An identifier match wins over a username that happens to look like one.
+        if UserID(validating: reference) != nil,
+            let user = try await first(
+                UserByID(accountID: environmentID.accountID.rawValue, environment: environmentID.environment.rawValue, id: reference)
+            )
+        {
+            return user
+        }
         return try await first(
-            """
-            SELECT id, username, full_name, created_at FROM users
-            WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
-              AND (id = \(reference) OR username = \(reference))
-            ORDER BY (id = \(reference)) DESC LIMIT 1
-            """,
-            as: UserRow.self
-        ).map(User.init(row:))
+            UserByUsername(accountID: environmentID.accountID.rawValue, environment: environmentID.environment.rawValue, username: reference)
+        )
     }
 
     public func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
@@ -627,6 +625,12 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         }
     }
 
+    /// Runs a prepared statement (parsed and planned once per connection) and decodes its first row.
+    private func first<Statement: PostgresPreparedStatement>(_ statement: Statement) async throws -> Statement.Row? {
+        for try await row in try await client.execute(statement, logger: logger) { return row }
+        return nil
+    }
+
     private func first<Row: PostgresDecodable>(_ query: PostgresQuery, as type: Row.Type) async throws -> Row? {
         for try await row in try await client.query(query, logger: logger).decode(Row.self) { return row }
         return nil
@@ -676,5 +680,75 @@ extension Member {
             role: MemberRole(rawValue: row.3) ?? .owner,
             createdAt: Date(keywayMilliseconds: row.4)
         )
+    }
+}
+
+// MARK: Prepared statements of the request path
+
+/// Two statements rather than one `id = $3 OR username = $3`: each is a single index lookup.
+private struct UserByID: PostgresPreparedStatement {
+    static let name = "keyway_user_by_id"
+    static let sql = """
+        SELECT id, username, full_name, created_at FROM users WHERE id = $3 AND account_id = $1 AND environment = $2
+        """
+    typealias Row = User
+
+    let accountID: String
+    let environment: String
+    let id: String
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 3)
+        bindings.append(accountID)
+        bindings.append(environment)
+        bindings.append(id)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> User {
+        User(row: try row.decode((String, String, String?, Int64).self))
+    }
+}
+
+private struct UserByUsername: PostgresPreparedStatement {
+    static let name = "keyway_user_by_username"
+    static let sql = """
+        SELECT id, username, full_name, created_at FROM users WHERE account_id = $1 AND environment = $2 AND username = $3
+        """
+    typealias Row = User
+
+    let accountID: String
+    let environment: String
+    let username: String
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 3)
+        bindings.append(accountID)
+        bindings.append(environment)
+        bindings.append(username)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> User {
+        User(row: try row.decode((String, String, String?, Int64).self))
+    }
+}
+
+/// Every key among `digests`: the batched lookup of keys no cache knows.
+private struct KeysByDigest: PostgresPreparedStatement {
+    static let name = "keyway_keys_by_digest"
+    static let sql = "SELECT \(KeywayPostgresStore.keyColumns) FROM secret_keys WHERE digest = ANY($1)"
+    typealias Row = SecretKeyRecord
+
+    let digests: [KeyDigest]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(digests.map { ByteBuffer(bytes: $0.bytes) })
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> SecretKeyRecord {
+        try KeywayPostgresStore.record(row.decode(KeywayPostgresStore.KeyRow.self))
     }
 }

@@ -58,7 +58,10 @@ import Testing
     @Test func aFailedQueryFailsItsWaitersAndTheNextLookupTriesAgain() async throws {
         let failNext = Mutex(true)
         let lookup = BatchedLookup<Int, Int>(maximumBatch: 10) { keys in
-            if failNext.withLock({ fail in defer { fail = false }; return fail }) {
+            if failNext.withLock({ fail in
+                defer { fail = false }
+                return fail
+            }) {
                 throw Unavailable()
             }
             return Dictionary(uniqueKeysWithValues: keys.map { ($0, $0) })
