@@ -16,6 +16,11 @@ import Synchronization
 ///
 /// In WAL mode readers do not wait for the writer, so blocking the calling
 /// thread costs only the lookup.
+///
+/// The connections come from the same SQLite library as GRDB's (`GRDBSQLite`,
+/// the system's libsqlite3). That matters: POSIX file locks belong to the
+/// process, and only one copy of SQLite can track which of its connections
+/// hold them; a second copy closing a file would drop the other's locks.
 final class SQLitePointReader: Sendable {
     /// The statements this reader runs; each connection prepares one lazily.
     enum Query: Int, CaseIterable {
