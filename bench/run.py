@@ -98,9 +98,13 @@ def wrk(base, path, script, args, duration, connections):
             "requests": requests}
 
 
-def rss_mib(pid, field="RssAnon"):
-    """Resident memory in MiB. RssAnon is the process's own memory; VmRSS adds file pages it has
-    touched (SQLite maps the database file), which are the OS's cache, shared and reclaimable."""
+def memory(pid):
+    """VmRSS counts the database pages SQLite has mapped (the OS's file cache, shared and reclaimable);
+    RssAnon is the process's own memory."""
+    return f"{rss_mib(pid, 'VmRSS'):.0f} ({rss_mib(pid, 'RssAnon'):.0f}) MiB"
+
+
+def rss_mib(pid, field):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
@@ -165,12 +169,31 @@ def bench_store(kind, options, report):
     checksum = work / "checksum-keys.txt"
     checksum.write_text("\n".join(bad_checksum() for _ in range(1000)) + "\n")
 
+    bearer = f"Bearer {key}"
+    scenarios = {
+        "A": ("/healthz", "plain", [""]),
+        "B": ("/whoami", "plain", [bearer]),
+        "C": ("/users", "users", [bearer, "10000"]),
+        "D": ("/whoami", "keys", [str(fresh)]),
+        "D-malformed": ("/whoami", "keys", [str(malformed)]),
+        "D-checksum": ("/whoami", "keys", [str(checksum)]),
+        "E": ("/users", "create", [bearer]),
+        "F": ("/users?limit=100", "plain", [bearer]),
+    }
+
     server = Keyway(work)
     server.start(**store.env)
     base = server.base
-    bearer = f"Bearer {key}"
+    if options.profile:
+        try:
+            profile(server, base, scenarios[options.profile], scripts, options)
+        finally:
+            server.stop()
+            store.drop()
+            shutil.rmtree(work, ignore_errors=True)
+        return
     duration, connections, rounds = options.duration, options.connections, options.rounds
-    idle_rss = rss_mib(server.process.pid)
+    idle_rss = memory(server.process.pid)
     results = {}
     baselines = {"10k": [], "1M": []}
 
@@ -199,27 +222,21 @@ def bench_store(kind, options, report):
         return summary
 
     print(f"==> {kind}: 10k users, {rounds} pairs of {duration}s runs per scenario", file=sys.stderr)
-    run("B", "/whoami", "plain", [bearer])
-    run("C@10k", "/users", "users", [bearer, "10000"])
-    run("D", "/whoami", "keys", [str(fresh)])
-    run("D-malformed", "/whoami", "keys", [str(malformed)])
-    run("D-checksum", "/whoami", "keys", [str(checksum)])
-    run("E", "/users", "create", [bearer])
-    run("F", "/users?limit=100", "plain", [bearer])
+    for label in ["B", "C", "D", "D-malformed", "D-checksum", "E", "F"]:
+        run("C@10k" if label == "C" else label, *scenarios[label])
     results = {"A": baseline_summary("10k"), **results}
-    load_rss = rss_mib(server.process.pid)
+    load_rss = memory(server.process.pid)
 
     print(f"==> {kind}: seeding to 1M users", file=sys.stderr)
     started = time.monotonic()
     store.seed(account, 10_001, 1_000_001)
     seed_seconds = time.monotonic() - started
-    idle_rss_1m = rss_mib(server.process.pid)
+    idle_rss_1m = memory(server.process.pid)
     run("C@1M", "/users", "users", [bearer, "1000000"], phase="1M")
-    load_rss_1m = rss_mib(server.process.pid)
-    load_vmrss_1m = rss_mib(server.process.pid, "VmRSS")
+    load_rss_1m = memory(server.process.pid)
     run("D@1M", "/whoami", "keys", [str(fresh)], phase="1M")
     results["A@1M"] = baseline_summary("1M")
-    after_keys_rss = rss_mib(server.process.pid)
+    after_keys_rss = memory(server.process.pid)
     server.stop()
     store.drop()
     # A million users take half a gigabyte; nothing in here is needed afterwards.
@@ -248,13 +265,35 @@ def bench_store(kind, options, report):
                      f"{result['ratio']:>7.2f}  {verdict}")
     p99_ratio = results["C@1M"]["p99"] / results["C@10k"]["p99"]
     lines.append(f"  C p99 at 1M / at 10k: {p99_ratio:.2f} (target <= 1.50 {'ok' if p99_ratio <= 1.5 else 'MISSED'})")
-    lines.append(f"  resident memory (anonymous): idle {idle_rss:.0f} MiB; under load {load_rss:.0f} MiB; at 1M users idle "
-                 f"{idle_rss_1m:.0f} MiB, under load {load_rss_1m:.0f} MiB; after {results['D@1M']['requests']:,} more lookups "
-                 f"of unknown keys {after_keys_rss:.0f} MiB (cache bound: KEYWAY_KEY_CACHE_LIMIT, 10,000 by default)")
-    lines.append(f"  resident memory with mapped database pages (VmRSS) under load at 1M users: {load_vmrss_1m:.0f} MiB")
+    lines.append(f"  resident memory, VmRSS (anonymous): idle {idle_rss}; under load {load_rss}; at 1M users idle {idle_rss_1m}, "
+                 f"under load {load_rss_1m}; after {results['D@1M']['requests']:,} more lookups of unknown keys {after_keys_rss}")
     lines.append(f"  bulk seeding of 990k users: {seed_seconds:.1f} s")
     report.extend(lines + [""])
     print("\n".join(lines))
+
+
+def profile(server, base, scenario, scripts, options):
+    """Records the server's call stacks under one scenario and prints where the time goes."""
+    path, script, args = scenario
+    data = Path(tempfile.mkdtemp(prefix="keyway-profile-")) / "perf.data"
+    wrk(base, path, str(scripts[script]), args, 2, options.connections)  # warm up
+    recorder = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(server.process.pid),
+                                 "-o", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    result = wrk(base, path, str(scripts[script]), args, options.duration, options.connections)
+    recorder.send_signal(2)
+    recorder.wait()
+    print(f"==> {options.profile}: {result['rps']:.0f} req/s while recording; share of the server's samples, "
+          "including callees (perf report --children):", file=sys.stderr)
+    report = subprocess.run(["perf", "report", "-i", str(data), "--children", "--stdio", "-g", "none", "--sort", "sym",
+                             "--percent-limit", "1"], capture_output=True, text=True).stdout
+    demangled = subprocess.run(["swift", "demangle", "--simplified"], input=report, capture_output=True, text=True).stdout
+    lines = [line[:160] for line in demangled.splitlines() if line.strip() and not line.startswith("#")]
+    # The framework's frames (event loops, executors, socket writes) fill the top; Keyway's own come after.
+    ours = [line for line in lines if re.search(r"Keyway|SQLitePointReader|SecretKey|Users|JSONWriter|Middleware|sqlite3_|"
+                                                r"PostgresClient|BatchedLookup|JSONEncoder", line)]
+    print("\n".join(lines[:15]) + "\n  …\n" + "\n".join(ours[: options.profile_lines]))
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 def main():
@@ -263,10 +302,15 @@ def main():
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="pairs of (A, scenario) runs per scenario")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--profile", choices=["A", "B", "C", "D", "D-malformed", "D-checksum", "E", "F"],
+                        help="record the server under one scenario with perf and print where the time goes, instead of benchmarking")
+    parser.add_argument("--profile-lines", type=int, default=40, help="how many of Keyway's own lines of the profile to print")
     options = parser.parse_args()
     report = [f"Keyway bench/run, {datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores", ""]
     for kind in (["sqlite", "postgres"] if options.store == "both" else [options.store]):
         bench_store(kind, options, report)
+    if options.profile:
+        return
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     (results / f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.txt").write_text("\n".join(report))
