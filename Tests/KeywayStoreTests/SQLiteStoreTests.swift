@@ -6,6 +6,31 @@ import Testing
 
 /// What only the SQLite adapter has: its file, its schema and its migrations.
 @Suite struct SQLiteStoreTests {
+    /// The point reader runs on connections of its own: it must see every commit at once,
+    /// and between lookups hold no read transaction that would keep the WAL from being checkpointed.
+    @Test func pointReadsSeeWritesAtOnceAndHoldNoSnapshot() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let generated = GeneratedSecretKey.generate(for: .development)
+        #expect(try await store.user("ada", in: development) == nil)
+        #expect(try await store.secretKey(digest: generated.digest) == nil)
+
+        let ada = try await store.createUser(try NewUser(username: "ada", fullName: nil), in: development, at: Date())
+        _ = try await store.insertKeyRevokingPrevious(generated, for: development, createdBy: "t", at: Date())
+        #expect(try await store.user("ada", in: development) == ada)
+        #expect(try await store.user(ada.id.rawValue, in: development) == ada)
+        #expect(try await store.secretKey(digest: generated.digest)?.revokedAt == nil)
+
+        let database = try DatabaseQueue(path: path)
+        let checkpoint = try await database.writeWithoutTransaction { db in
+            try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+        // The first column is 1 when a reader's snapshot kept the checkpoint from finishing.
+        #expect(checkpoint?[0] as Int? == 0)
+    }
+
     @Test func theSchemaAllowsOneActiveKeyPerEnvironment() async throws {
         let path = temporaryDatabasePath()
         let store = try KeywaySQLiteStore(path: path, migrate: true)
