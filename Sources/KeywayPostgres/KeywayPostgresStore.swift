@@ -278,16 +278,10 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         // PostgreSQL text cannot hold NUL (it refuses the query), so no user can match one.
         guard !reference.utf8.contains(0) else { return nil }
         // An identifier match wins over a username that happens to look like one.
-        if UserID(validating: reference) != nil,
-            let user = try await first(
-                UserByID(accountID: environmentID.accountID.rawValue, environment: environmentID.environment.rawValue, id: reference)
-            )
-        {
+        if UserID(validating: reference) != nil, let user = try await first(UserLookup<ByID>(environmentID: environmentID, value: reference)) {
             return user
         }
-        return try await first(
-            UserByUsername(accountID: environmentID.accountID.rawValue, environment: environmentID.environment.rawValue, username: reference)
-        )
+        return try await first(UserLookup<ByUsername>(environmentID: environmentID, value: reference))
     }
 
     public func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
@@ -685,23 +679,23 @@ extension Member {
 
 // MARK: Prepared statements of the request path
 
-/// Two statements rather than one `id = $3 OR username = $3`: each is a single index lookup.
-private struct UserByID: PostgresPreparedStatement {
-    static let name = "keyway_user_by_id"
-    static let sql = """
-        SELECT id, username, full_name, created_at FROM users WHERE id = $3 AND account_id = $1 AND environment = $2
-        """
+/// A user by one of the columns that identify it in an environment. Two statements
+/// rather than one `id = $3 OR username = $3`: each is a single index lookup.
+private struct UserLookup<Column: UserColumn>: PostgresPreparedStatement {
+    static var name: String { "keyway_user_by_\(Column.name)" }
+    static var sql: String {
+        "SELECT id, username, full_name, created_at FROM users WHERE account_id = $1 AND environment = $2 AND \(Column.name) = $3"
+    }
     typealias Row = User
 
-    let accountID: String
-    let environment: String
-    let id: String
+    let environmentID: EnvironmentID
+    let value: String
 
     func makeBindings() -> PostgresBindings {
         var bindings = PostgresBindings(capacity: 3)
-        bindings.append(accountID)
-        bindings.append(environment)
-        bindings.append(id)
+        bindings.append(environmentID.accountID.rawValue)
+        bindings.append(environmentID.environment.rawValue)
+        bindings.append(value)
         return bindings
     }
 
@@ -710,28 +704,16 @@ private struct UserByID: PostgresPreparedStatement {
     }
 }
 
-private struct UserByUsername: PostgresPreparedStatement {
-    static let name = "keyway_user_by_username"
-    static let sql = """
-        SELECT id, username, full_name, created_at FROM users WHERE account_id = $1 AND environment = $2 AND username = $3
-        """
-    typealias Row = User
+private protocol UserColumn: Sendable {
+    static var name: String { get }
+}
 
-    let accountID: String
-    let environment: String
-    let username: String
+private enum ByID: UserColumn {
+    static let name = "id"
+}
 
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 3)
-        bindings.append(accountID)
-        bindings.append(environment)
-        bindings.append(username)
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> User {
-        User(row: try row.decode((String, String, String?, Int64).self))
-    }
+private enum ByUsername: UserColumn {
+    static let name = "username"
 }
 
 /// Every key among `digests`: the batched lookup of keys no cache knows.
