@@ -221,7 +221,8 @@ def bench_store(kind, options, report):
         summary["ratio"] = 1.0
         return summary
 
-    print(f"==> {kind}: 10k users, {rounds} pairs of {duration}s runs per scenario", file=sys.stderr)
+    pairs = f"{rounds} pair{'s' if rounds != 1 else ''}"
+    print(f"==> {kind}: 10k users, {pairs} of {duration}s runs per scenario", file=sys.stderr)
     for label in ["B", "C", "D", "D-malformed", "D-checksum", "E", "F"]:
         run("C@10k" if label == "C" else label, *scenarios[label])
     results = {"A": baseline_summary("10k"), **results}
@@ -242,7 +243,7 @@ def bench_store(kind, options, report):
     # A million users take half a gigabyte; nothing in here is needed afterwards.
     shutil.rmtree(work, ignore_errors=True)
 
-    lines = [f"{kind}: {options.connections} connections, wrk -t2, {rounds} pairs (A, scenario) of {duration}s runs; "
+    lines = [f"{kind}: {options.connections} connections, wrk -t2, {pairs} (A, scenario) of {duration}s runs; "
              "ratio = median of the pairs' ratios"]
     lines.append(f"  {'scenario':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}  target")
     descriptions = {
