@@ -62,16 +62,33 @@ struct DatabaseOptions: ParsableArguments {
         )
     }
 
+    /// Runs `body` with the store the environment and this command's options configure.
+    func withStore<Result: Sendable>(_ body: (any KeywayStore) async throws -> Result) async throws -> Result {
+        try await withStore(try configuration(), body)
+    }
+
     /// Runs `body` with the configured store: PostgreSQL when `KEYWAY_DATABASE_URL`
     /// is set (its connection pool running meanwhile), otherwise the SQLite file,
-    /// migrated as `serve` does.
+    /// migrated as `serve` does. A ``KeywayError`` from `body` is printed as its message.
     func withStore<Result: Sendable>(
         _ configuration: KeywayConfiguration,
         _ body: (any KeywayStore) async throws -> Result
     ) async throws -> Result {
-        guard let url = configuration.databaseURL else {
-            return try await body(try openSQLite(configuration))
+        do {
+            guard let url = configuration.databaseURL else {
+                return try await body(try openSQLite(configuration))
+            }
+            return try await withPostgres(url: url, configuration, body)
+        } catch let error as KeywayError {
+            throw CommandError(error.message)
         }
+    }
+
+    private func withPostgres<Result: Sendable>(
+        url: String,
+        _ configuration: KeywayConfiguration,
+        _ body: (any KeywayStore) async throws -> Result
+    ) async throws -> Result {
         let store = try KeywayPostgresStore(
             url: url,
             poolSize: configuration.databasePoolSize,
@@ -240,8 +257,7 @@ struct Accounts: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 let account = try await store.createAccount(name: name.trimmingCharacters(in: .whitespacesAndNewlines), at: Date())
                 print(account.id)
             }
@@ -254,8 +270,7 @@ struct Accounts: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 let accounts = try await store.accounts()
                 if accounts.isEmpty {
                     print("No accounts yet. Create one with: keyway accounts create --name \"Acme\"")
@@ -300,12 +315,7 @@ struct Keys: AsyncParsableCommand {
                 logger.logLevel = .warning
                 let keys = SecretKeys(store: store, logger: logger)
                 let environmentID = target.environmentID
-                let generated: GeneratedSecretKey
-                do {
-                    generated = try await keys.generate(for: environmentID, createdBy: "cli").key
-                } catch let error as KeywayError {
-                    throw CommandError(error.message)
-                }
+                let generated = try await keys.generate(for: environmentID, createdBy: "cli").key
                 if let output {
                     try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
                     print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
@@ -326,10 +336,9 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 guard try await store.account(target.accountID) != nil else {
-                    throw CommandError(KeywayError.accountNotFound(target.accountID).message)
+                    throw KeywayError.accountNotFound(target.accountID)
                 }
                 let records = try await store.secretKeys(for: target.accountID)
                 if records.isEmpty {
@@ -376,7 +385,7 @@ struct SigningKeys: AsyncParsableCommand {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
                 guard try await store.account(target.accountID) != nil else {
-                    throw CommandError(KeywayError.accountNotFound(target.accountID).message)
+                    throw KeywayError.accountNotFound(target.accountID)
                 }
                 let tokens = try database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
                 let key = try await tokens.rotate(target.environmentID)
@@ -393,8 +402,7 @@ struct SigningKeys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 let records = try await store.signingKeys(for: target.environmentID)
                 if records.isEmpty {
                     print("No signing key yet; the first user token creates one.")
@@ -445,14 +453,8 @@ struct Origins: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
-                let environmentID = target.environmentID
-                do {
-                    try await store.setAllowedOrigins(origins, for: environmentID)
-                } catch let error as KeywayError {
-                    throw CommandError(error.message)
-                }
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                try await store.setAllowedOrigins(origins, for: target.environmentID)
                 print(
                     origins.isEmpty
                         ? "No origin may call user-token endpoints of \(target.environment.rawValue)."
@@ -470,8 +472,7 @@ struct Origins: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 for environment in KeywayCore.Environment.allCases {
                     let origins = try await store.allowedOrigins(for: EnvironmentID(accountID: target.accountID, environment: environment))
                     print("\(environment.rawValue): \(origins.isEmpty ? "(none)" : origins.joined(separator: " "))")

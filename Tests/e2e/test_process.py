@@ -75,6 +75,12 @@ def test_key_file_output_is_private_and_shows_only_the_hint(keyway):
 def test_cli_errors_are_clear(keyway):
     missing = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "development", check=False)
     assert missing.returncode != 0 and "No account 'acct_nope'" in missing.stderr
+    assert "account_not_found" not in missing.stderr, "the CLI prints the message, not the API's code"
+    for command in (["keys", "list", "--account", "acct_nope"],
+                    ["signing-keys", "rotate", "--account", "acct_nope", "--environment", "development"],
+                    ["origins", "set", "--account", "acct_nope", "--environment", "development", "https://app.example.com"]):
+        refused = keyway.cli(*command, check=False)
+        assert refused.returncode != 0 and "No account 'acct_nope'" in refused.stderr, command
     bad_environment = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "staging", check=False)
     assert bad_environment.returncode != 0 and "staging" in bad_environment.stderr
     bad_port = keyway.cli("serve", "--port", "70000", check=False)
