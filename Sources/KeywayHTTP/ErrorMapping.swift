@@ -105,38 +105,19 @@ struct ErrorMappingMiddleware: RouterMiddleware {
 }
 
 /// The error body. `message` stays at the top level so existing SDKs keep working.
-struct ErrorBody: Encodable, JSONWritable {
+struct ErrorBody: JSONWritable {
     let error: KeywayError
     let requestID: String
 
-    /// Every field, sorted by name as the JSON shows them.
-    private var fields: [(name: String, value: String)] {
-        let fixed = [("message", error.message), ("code", error.code.rawValue), ("requestId", requestID)]
-        let extra = error.details.filter { name, _ in !fixed.contains { $0.0 == name } }.map { ($0.key, $0.value) }
-        return (fixed + extra).sorted { $0.0 < $1.0 }
-    }
-
     func write(to writer: inout JSONWriter) {
+        let fixed = [("message", error.message), ("code", error.code.rawValue), ("requestId", requestID)]
+        // Details never replace the three fields every error has.
+        let details = error.details.filter { name, _ in !fixed.contains { $0.0 == name } }.map { ($0.key, $0.value) }
         writer.object { object in
-            for (name, value) in fields {
+            for (name, value) in (fixed + details).sorted(by: { $0.0 < $1.0 }) {
                 object.key(name)
                 object.string(value)
             }
-        }
-    }
-
-    private struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ string: String) { self.stringValue = string }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: Key.self)
-        for (name, value) in fields {
-            try container.encode(value, forKey: Key(name))
         }
     }
 }

@@ -97,13 +97,12 @@ final class SQLitePointReader: Sendable {
     }
 
     private func checkIn(_ connection: Connection) {
-        let surplus: Connection? = idle.withLock { stack in
-            guard stack.count < idleLimit else { return connection }
-            stack.append(connection)
-            return nil
+        // One not kept closes when the caller lets go of it, outside the lock.
+        idle.withLock { stack in
+            if stack.count < idleLimit {
+                stack.append(connection)
+            }
         }
-        // Closed outside the lock.
-        _ = surplus
     }
 
     /// Parameters of a prepared statement, numbered from 1 as in its SQL.
