@@ -2,6 +2,7 @@ public import Foundation
 public import Hummingbird
 public import KeywayCore
 import Logging
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -23,13 +24,19 @@ public struct KeywayRequestContext: RequestContext {
     /// Set by ``SecretKeyAuthenticator``; read it through ``AuthenticatedRequestContext``.
     public var authenticatedKey: AuthenticatedKey?
 
+    /// The peer's address; formatted only when asked (the dashboard's throttling),
+    /// not on every API request.
+    private let remoteSocketAddress: SocketAddress?
+
     /// The client's IP address, for throttling; "unknown" when the transport has none.
-    public let remoteAddress: String
+    public var remoteAddress: String {
+        remoteSocketAddress?.ipAddress ?? "unknown"
+    }
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.requestID = ""
-        self.remoteAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
+        self.remoteSocketAddress = source.channel.remoteAddress
     }
 
     public var responseEncoder: JSONEncoder { KeywayJSON.encoder }
