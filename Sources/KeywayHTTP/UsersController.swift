@@ -171,7 +171,8 @@ struct UsersController {
         let raw = context.parameters.get("user") ?? "batch"
         // Most references (every user id) hold nothing to decode, and Foundation's decoding is not free.
         let decoded = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding : raw
-        guard let decoded, !decoded.isEmpty else {
+        // No id or username holds a control character (`UserInput`), so one can only be a mistake.
+        guard let decoded, !decoded.isEmpty, !decoded.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
             throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
         }
         return decoded

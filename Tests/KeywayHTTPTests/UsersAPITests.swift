@@ -187,6 +187,18 @@ import Testing
         }
     }
 
+    @Test(arguments: ["%00", "bob%00x", "bob%0A", "%7F", "%ZZ", "%"])
+    func aUserReferenceThatCannotBeAUserIsRefused(reference: String) async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            _ = try await client.createUser("bob", key: key)
+            let response = try await client.call(.get, "/users/\(reference)", key: key)
+            #expect(response.status == .badRequest)
+            #expect(response.code == "invalid_input")
+        }
+    }
+
     @Test(arguments: ["limit=0", "limit=1001", "limit=ten", "cursor=garbage", "cursor=ZZZZZZZZZZZZZZZZZZZZZZZZ"])
     func badPaginationParametersAreRefused(query: String) async throws {
         let server = try await TestServer.make()
