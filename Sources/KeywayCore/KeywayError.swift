@@ -23,6 +23,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let usernameTaken = Code(rawValue: "username_taken")
         public static let invalidInput = Code(rawValue: "invalid_input")
         public static let accountNotFound = Code(rawValue: "account_not_found")
+        public static let activeKeyChanged = Code(rawValue: "active_key_changed")
     }
 
     /// What went wrong, for programs.
@@ -65,6 +66,21 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func usernameTaken(_ username: String) -> KeywayError {
         KeywayError(.usernameTaken, "A user with username '\(username)' already exists in this environment.", details: ["field": "username"])
     }
+
+    /// A username may not be the identifier of another user of its environment:
+    /// every reference in a path must name one user.
+    public static func usernameIsAUserID(_ username: String) -> KeywayError {
+        KeywayError.invalidInput(
+            field: "username",
+            "username '\(username)' is the id of another user in this environment; a username may not equal a user id, so that every id or username names one user."
+        )
+    }
+
+    /// The environment's active key is not the one the caller expected to replace.
+    public static let activeKeyChanged = KeywayError(
+        .activeKeyChanged,
+        "The environment's key changed since it was shown, so nothing was generated."
+    )
 
     /// No account has this identifier.
     public static func accountNotFound(_ id: AccountID) -> KeywayError {

@@ -19,10 +19,13 @@ public protocol KeywayStore: Sendable {
     /// Stores a new key for its environment and, in the same transaction,
     /// revokes the environment's active key. At most one key per environment
     /// is ever active, even when generations race.
-    /// - Throws: ``KeywayError`` `account_not_found` when the account does not exist.
+    /// - Parameter replacement: Which active key may be replaced; checked in the same transaction.
+    /// - Throws: ``KeywayError`` `account_not_found` when the account does not exist,
+    ///   `active_key_changed` when the active key is not the one `replacement` names.
     func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration
@@ -38,16 +41,22 @@ public protocol KeywayStore: Sendable {
 
     // MARK: Users
 
-    /// - Throws: ``KeywayError`` `username_taken`.
+    /// Creates a user. Its new identifier is never an existing username of the environment.
+    /// - Throws: ``KeywayError`` `username_taken`, or `invalid_input` when the username
+    ///   is the identifier of a user of the environment.
     func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User
-    /// Creates every user whose username is free, in one transaction.
+    /// Creates every user whose username is free (and not a user's identifier), in one transaction.
     func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation
-    /// Finds a user by identifier, or else by username.
+    /// Finds a user by identifier, or else by username. Within an environment a
+    /// string is never both, so at most one user matches.
     func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User?
+    /// Finds a user by identifier only (a verified token's subject, the other-environment hint).
+    func user(id: UserID, in environmentID: EnvironmentID) async throws -> User?
     /// Users in identifier order, starting after `cursor`.
     func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage
     /// - Returns: The updated user, or `nil` when there is no such user.
-    /// - Throws: ``KeywayError`` `username_taken`.
+    /// - Throws: ``KeywayError`` `username_taken`, or `invalid_input` when the new
+    ///   username is the identifier of another user of the environment.
     func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User?
     /// - Returns: Whether a user was deleted.
     func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool
@@ -81,6 +90,8 @@ public protocol KeywayStore: Sendable {
     /// An environment's signing keys, newest first.
     func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord]
     func signingKey(id: String) async throws -> SigningKeyRecord?
+    /// Whether any environment has a signing key, i.e. whether anything is sealed under the master key.
+    func hasSigningKeys() async throws -> Bool
     /// Stores a new signing key. With `retiringActive`, the environment's active key
     /// is retired in the same transaction; without it, when the environment already
     /// has an active key (another instance made one first), that key is returned instead.
@@ -97,6 +108,18 @@ public protocol KeywayStore: Sendable {
     func checkHealth() async throws
     /// Throws, saying what to do, when the schema is not the one this Keyway needs.
     func requireCurrentSchema() async throws
+}
+
+extension KeywayStore {
+    /// Stores a new key replacing whichever key is active.
+    public func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration {
+        try await insertKeyRevokingPrevious(key, for: environmentID, replacing: .whicheverIsActive, createdBy: createdBy, at: date)
+    }
 }
 
 /// A store that can tell other instances about revocations as they happen

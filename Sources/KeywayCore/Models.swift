@@ -92,6 +92,15 @@ public struct KeyRevocation: Sendable, Hashable {
     }
 }
 
+/// Which active key a generation may replace.
+public enum KeyReplacement: Sendable, Hashable {
+    /// Whatever key is active, if any (the CLI).
+    case whicheverIsActive
+    /// Only this key, or with `nil` only when the environment has none: a form
+    /// that showed a key replaces that key and no later one.
+    case only(SecretKeyID?)
+}
+
 /// The outcome of generating a key: the new record and the keys it replaced.
 public struct KeyGeneration: Sendable {
     public var key: SecretKeyRecord
@@ -174,13 +183,17 @@ public struct BatchCreation: Sendable, Hashable {
     public var created: [User]
     /// Usernames refused because they already exist in the environment.
     public var taken: [String]
+    /// Usernames refused because they are identifiers of users of the environment.
+    public var userIDs: [String]
 
     /// - Parameters:
     ///   - created: The users created, in request order.
     ///   - taken: The usernames that already existed.
-    public init(created: [User], taken: [String]) {
+    ///   - userIDs: The usernames that are users' identifiers.
+    public init(created: [User], taken: [String], userIDs: [String] = []) {
         self.created = created
         self.taken = taken
+        self.userIDs = userIDs
     }
 }
 
@@ -189,11 +202,52 @@ public enum UserInput {
     /// Upper bound on a username or full name, in Unicode scalars.
     public static let maximumLength = 255
 
-    /// Trims and checks a username.
+    /// Trims, normalises to NFC and checks a username.
+    ///
+    /// Usernames that look identical must be one username: composed and decomposed
+    /// forms become one (NFC), and characters that show nothing or look like a blank
+    /// (format and default-ignorable characters such as zero-width spaces and bidi
+    /// overrides, blank letters such as U+2800 and U+3164, spaces other than U+0020)
+    /// are refused.
     public static func username(_ raw: String) throws(KeywayError) -> String {
-        let value = try text(raw, field: "username")
+        let value = try text(normalized(raw), field: "username")
         guard !value.isEmpty else { throw .invalidInput(field: "username", "username must not be empty.") }
+        if let scalar = firstInvisible(in: value) {
+            let code = String(format: "U+%04X", scalar.value)
+            throw .invalidInput(
+                field: "username",
+                "username must not contain invisible, formatting or blank-looking characters (it contains \(code)): two usernames that look the same must be the same."
+            )
+        }
         return value
+    }
+
+    /// A username or identifier as received in a lookup, in the form usernames are stored (NFC).
+    public static func normalized(_ reference: String) -> String {
+        // ASCII is already in NFC, and nearly every reference is ASCII (every identifier is).
+        reference.utf8.allSatisfy { $0 < 0x80 } ? reference : reference.precomposedStringWithCanonicalMapping
+    }
+
+    /// Letters that render as blanks although no Unicode property says so.
+    private static let blankLetters: Set<UInt32> = [0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0]
+
+    /// Joiners and variation selectors that shape an emoji (`👩‍💻`, `❤️`) and may follow one only.
+    private static let emojiShapers: Set<UInt32> = [0x200D, 0xFE0E, 0xFE0F]
+
+    private static func firstInvisible(in value: String) -> Unicode.Scalar? {
+        var previous: Unicode.Scalar?
+        for scalar in value.unicodeScalars {
+            defer { previous = scalar }
+            if scalar == " " { continue }
+            if emojiShapers.contains(scalar.value), previous?.properties.isEmoji == true { continue }
+            let properties = scalar.properties
+            if properties.generalCategory == .format || properties.generalCategory == .spaceSeparator
+                || properties.isDefaultIgnorableCodePoint || blankLetters.contains(scalar.value)
+            {
+                return scalar
+            }
+        }
+        return nil
     }
 
     /// Trims and checks a full name; an empty name means no name.

@@ -85,18 +85,30 @@ public final class SecretKeys: Sendable {
 
     /// Makes a new key for an environment, revoking its previous key at once.
     ///
+    /// - Parameter replacement: Which active key may be replaced: a page that showed
+    ///   a key passes `.only(thatKey)`, so two submissions cannot both generate.
     /// - Returns: The key, whose plaintext must be shown once and then dropped, and its record.
-    /// - Throws: ``KeywayError`` `account_not_found`, or a storage failure.
+    /// - Throws: ``KeywayError`` `account_not_found`, `active_key_changed` when
+    ///   `replacement` no longer names the active key, or a storage failure.
     public func generate(
         for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement = .whicheverIsActive,
         createdBy: String,
         at date: Date = Date()
     ) async throws -> (
         key: GeneratedSecretKey, record: SecretKeyRecord
     ) {
         let key = GeneratedSecretKey.generate(for: environmentID.environment)
-        let generation = try await store.insertKeyRevokingPrevious(key, for: environmentID, createdBy: createdBy, at: date.keywayPrecision)
-        apply(generation.revoked)
+        let generation = try await store.insertKeyRevokingPrevious(
+            key,
+            for: environmentID,
+            replacing: replacement,
+            createdBy: createdBy,
+            at: date.keywayPrecision
+        )
+        // Marks the replaced keys revoked here at once, but leaves the followed sequence
+        // alone: other processes' revocations numbered below these may not have been read yet.
+        apply(generation.revoked, advancingSequence: false)
         // The new key is not cached here: its first use reads it from the store, on the
         // path that cannot race a revocation (see `authenticate`). Caching it here could
         // resurrect it if a concurrent generate has already revoked it.
@@ -183,7 +195,7 @@ public final class SecretKeys: Sendable {
         var sequence = after
         while true {
             let batch = try await store.revocations(after: sequence, limit: 500)
-            apply(batch)
+            apply(batch, advancingSequence: true)
             guard let last = batch.last else { break }
             sequence = last.sequence
             if batch.count < 500 { break }
@@ -208,12 +220,17 @@ public final class SecretKeys: Sendable {
         }
     }
 
-    private func apply(_ revocations: [KeyRevocation]) {
+    /// Marks revoked digests in memory.
+    /// - Parameter advancingSequence: Whether `revocations` is a contiguous read of the
+    ///   store's sequence (``followRevocations()``), so nothing below them is still unread.
+    private func apply(_ revocations: [KeyRevocation], advancingSequence: Bool) {
         guard !revocations.isEmpty else { return }
         state.withLock { state in
             for revocation in revocations {
                 state.remember(revocation.digest, as: .revoked(at: revocation.revokedAt, reason: revocation.reason))
-                state.revocationSequence = max(state.revocationSequence ?? 0, revocation.sequence)
+                if advancingSequence {
+                    state.revocationSequence = max(state.revocationSequence ?? 0, revocation.sequence)
+                }
             }
             state.generation &+= 1
         }

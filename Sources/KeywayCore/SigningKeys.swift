@@ -54,26 +54,66 @@ public struct MasterKey: Sendable {
     }
 
     /// Reads the master key file at `path`, creating it (mode 0600) with a new
-    /// random key when it does not exist, and says so once in the log.
-    public static func loadOrCreate(file path: String, logger: Logger) throws -> MasterKey {
-        if FileManager.default.fileExists(atPath: path) {
-            let text = try String(contentsOfFile: path, encoding: .utf8)
-            return try MasterKey(base64: text)
+    /// random key when it does not exist and `mayCreate` allows it, and says so once in the log.
+    ///
+    /// The file appears whole or not at all: it is written and synced under a temporary
+    /// name, then linked into place, which fails if another process (a server and a CLI
+    /// starting together) linked its own first; then that one is read.
+    /// - Parameter mayCreate: `false` when data sealed under an existing key is stored:
+    ///   a new key could never open it, so a missing file is an error, not a fresh start.
+    public static func loadOrCreate(file path: String, mayCreate: Bool, logger: Logger) throws -> MasterKey {
+        if let existing = try read(path) {
+            return existing
+        }
+        guard mayCreate else {
+            throw ConfigurationProblem(
+                "The master key file \(path) is missing, but the database holds signing keys sealed under it: restore master.key from the backup made with the database, or set KEYWAY_MASTER_KEY to the same key. A new key cannot open them."
+            )
         }
         let key = SymmetricKey(size: .bits256)
         let text = key.withUnsafeBytes { Data($0) }.base64EncodedString() + "\n"
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        let temporary = path + ".\(getpid()).\(UInt32.random(in: .min ... .max)).tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard descriptor >= 0 else { throw ConfigurationProblem("cannot create the master key file \(path)") }
-        defer { close(descriptor) }
+        defer { unlink(temporary) }
         let bytes = Array(text.utf8)
-        guard write(descriptor, bytes, bytes.count) == bytes.count, fsync(descriptor) == 0 else {
-            throw ConfigurationProblem("cannot write the master key file \(path)")
+        let written = write(descriptor, bytes, bytes.count) == bytes.count && fsync(descriptor) == 0
+        close(descriptor)
+        guard written else { throw ConfigurationProblem("cannot write the master key file \(path)") }
+        guard link(temporary, path) == 0 else {
+            // Another process created it first: use theirs.
+            if errno == EEXIST, let existing = try read(path) { return existing }
+            throw ConfigurationProblem("cannot create the master key file \(path)")
         }
+        syncFolder(of: path)
         logger.warning(
             "no KEYWAY_MASTER_KEY configured: created a master key file beside the database; back it up with the database, or set KEYWAY_MASTER_KEY",
             metadata: ["master_key.path": "\(path)"]
         )
         return try MasterKey(base64: text)
+    }
+
+    private static func read(_ path: String) throws -> MasterKey? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationProblem("cannot read the master key file \(path)")
+        }
+        do {
+            return try MasterKey(base64: text)
+        } catch {
+            throw ConfigurationProblem("The master key file \(path) does not hold a master key (32 bytes, base64): \(error)")
+        }
+    }
+
+    /// Makes a new directory entry durable.
+    private static func syncFolder(of path: String) {
+        let folder = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY)
+        guard folder >= 0 else { return }
+        fsync(folder)
+        close(folder)
     }
 
     func seal(_ plaintext: Data, context: String) throws -> Data {

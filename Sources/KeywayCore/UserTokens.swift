@@ -108,6 +108,24 @@ public final class UserTokens: Sendable {
                 details: ["expiredAt": claims.exp.value.formatted(.iso8601)]
             )
         }
+        // Keyway never mints a token that lives longer than the maximum, nor one dated ahead:
+        // such a token was signed by someone holding a private key, not by Keyway.
+        let issuedAt = claims.iat.value
+        guard claims.exp.value.timeIntervalSince(issuedAt) <= Self.maximumLifetime else {
+            throw KeywayError(.malformedUserToken, "The token claims to live longer than a user token may (an hour).")
+        }
+        guard issuedAt.timeIntervalSince(moment) <= Self.leeway else {
+            throw KeywayError(.tokenNotYetValid, "The token was issued in the future; check the clocks of the machines involved.")
+        }
+        if let retiredAt = record.retiredAt {
+            // A retired key signs nothing new, and what it signed before has expired
+            // once the maximum lifetime has passed: after that it verifies nothing.
+            guard moment.timeIntervalSince(retiredAt) <= Self.maximumLifetime + Self.leeway,
+                issuedAt.timeIntervalSince(retiredAt) <= Self.leeway
+            else {
+                throw KeywayError(.invalidTokenSignature, "The token was signed by a retired signing key; ask your backend for a new one.")
+            }
+        }
         guard let userID = UserID(validating: claims.sub.value) else {
             throw KeywayError(.malformedUserToken, "The token's subject is not a user id.")
         }

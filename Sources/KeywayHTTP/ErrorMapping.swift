@@ -30,7 +30,7 @@ extension KeywayError {
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
             .unauthorized
         case .userNotFound, .accountNotFound, .routeNotFound: .notFound
-        case .usernameTaken: .conflict
+        case .usernameTaken, .activeKeyChanged: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .serviceUnavailable: .serviceUnavailable
         case .apiKeyInQuery, .invalidInput, .invalidJSON, .unsupportedAPIVersion, .invalidCursor, .batchTooLarge, .noValidUsers,

@@ -42,7 +42,8 @@ struct UserTokenController {
         var response: Response
         do {
             let verified = try await userTokens.verify(try Self.userToken(request.headers[values: .authorization]))
-            guard let user = try await store.user(verified.userID.rawValue, in: verified.environmentID) else {
+            // By identifier only: a username can never stand in for the token's subject.
+            guard let user = try await store.user(id: verified.userID, in: verified.environmentID) else {
                 throw KeywayError(.tokenUserDeleted, "The user this token was issued for no longer exists.")
             }
             response = try context.responseEncoder.encode(UserResponse(user), from: request, context: context)

@@ -87,8 +87,9 @@ struct UsersController {
         }
         let creation = try await store.createUsers(valid.map(\.user), in: context.environmentID, at: Date())
         let taken = Set(creation.taken)
-        for (index, user) in valid where taken.contains(user.username) {
-            let error = KeywayError.usernameTaken(user.username)
+        let userIDs = Set(creation.userIDs)
+        for (index, user) in valid where taken.contains(user.username) || userIDs.contains(user.username) {
+            let error = taken.contains(user.username) ? KeywayError.usernameTaken(user.username) : KeywayError.usernameIsAUserID(user.username)
             invalid.append(InvalidUser(index: index, username: user.username, code: error.code.rawValue, message: error.message))
         }
         invalid.sort { $0.index < $1.index }
@@ -175,7 +176,8 @@ struct UsersController {
         guard let decoded, !decoded.isEmpty, !decoded.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
             throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
         }
-        return decoded
+        // Usernames are stored in NFC; a decomposed spelling of one names the same user.
+        return UserInput.normalized(decoded)
     }
 
     /// Finds a user in the caller's environment, or explains why not, including
@@ -184,7 +186,11 @@ struct UsersController {
         if let user = try await store.user(reference, in: context.environmentID) {
             return user
         }
-        let inSibling = try await store.user(reference, in: context.environmentID.sibling) != nil
+        // For identifiers only: a development key must not probe which usernames exist in production.
+        var inSibling = false
+        if let id = UserID(validating: reference) {
+            inSibling = try await store.user(id: id, in: context.environmentID.sibling) != nil
+        }
         throw KeywayError.userNotFound(
             reference,
             in: context.environmentID.environment,

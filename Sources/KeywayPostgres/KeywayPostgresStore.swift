@@ -113,6 +113,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     public func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
@@ -127,6 +128,16 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             var found = false
             for try await _ in exists { found = true }
             guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            if case .only(let expected) = replacement {
+                // Under the generation lock, so no other generation can come between this and the update.
+                let active = try await connection.query(
+                    "SELECT id FROM secret_keys WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL",
+                    logger: logger
+                ).decode(String.self)
+                var activeIDs: [SecretKeyID] = []
+                for try await id in active { activeIDs.append(SecretKeyID(rawValue: id)) }
+                guard activeIDs == (expected.map { [$0] } ?? []) else { throw KeywayError.activeKeyChanged }
+            }
 
             var revoked: [KeyRevocation] = []
             let previous = try await connection.query(
@@ -232,56 +243,101 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     private typealias UserRow = (String, String, String?, Int64)
 
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
-        let inserted = try await client.withConnection { connection in
-            try await Self.insert(created, in: environmentID, on: connection, logger: logger)
+        let insertion = try await client.withConnection { connection in
+            try await Self.insert(user, in: environmentID, at: date, on: connection, logger: logger)
         }
-        guard inserted else { throw KeywayError.usernameTaken(user.username) }
-        return created
+        switch insertion {
+        case .created(let created): return created
+        case .taken: throw KeywayError.usernameTaken(user.username)
+        case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
+        }
     }
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
-        let createdAt = date.keywayPrecision
-        return try await transaction { connection in
+        try await transaction { connection in
             var result = BatchCreation(created: [], taken: [])
             for user in users {
-                let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: createdAt)
-                if try await Self.insert(created, in: environmentID, on: connection, logger: logger) {
-                    result.created.append(created)
-                } else {
-                    result.taken.append(user.username)
+                switch try await Self.insert(user, in: environmentID, at: date, on: connection, logger: logger) {
+                case .created(let created): result.created.append(created)
+                case .taken: result.taken.append(user.username)
+                case .usernameIsAUserID: result.userIDs.append(user.username)
                 }
             }
             return result
         }
     }
 
-    /// - Returns: `false` when the username is taken in the environment.
-    private static func insert(_ user: User, in environmentID: EnvironmentID, on connection: PostgresConnection, logger: Logger) async throws -> Bool
-    {
-        let rows = try await connection.query(
-            """
-            INSERT INTO users (id, account_id, environment, username, full_name, created_at)
-            VALUES (\(user.id.rawValue), \(environmentID.accountID.rawValue), \(environmentID.environment.rawValue), \(user.username),
-                    \(user.fullName), \(user.createdAt.keywayMilliseconds))
-            ON CONFLICT (account_id, environment, username) DO NOTHING
-            RETURNING id
-            """,
-            logger: logger
-        ).decode(String.self)
-        var inserted = false
-        for try await _ in rows { inserted = true }
-        return inserted
+    private enum Insertion {
+        case created(User)
+        case taken
+        case usernameIsAUserID
+    }
+
+    /// Inserts a user unless its username is taken or is a user's identifier, and never with
+    /// an identifier that is a username: one statement when nothing is in the way.
+    ///
+    /// The checks and the insert are one statement but not one lock. That suffices: to
+    /// collide with a row another transaction is inserting, a username would have to
+    /// guess that row's new, random identifier (64 random bits) before it is returned.
+    private static func insert(
+        _ user: NewUser,
+        in environmentID: EnvironmentID,
+        at date: Date,
+        on connection: PostgresConnection,
+        logger: Logger
+    ) async throws -> Insertion {
+        let account = environmentID.accountID.rawValue
+        let environment = environmentID.environment.rawValue
+        while true {
+            let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
+            let rows = try await connection.query(
+                """
+                INSERT INTO users (id, account_id, environment, username, full_name, created_at)
+                SELECT \(created.id.rawValue), \(account), \(environment), \(created.username), \(created.fullName),
+                       \(created.createdAt.keywayMilliseconds)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM users WHERE account_id = \(account) AND environment = \(environment)
+                      AND (id = \(created.username) OR username = \(created.id.rawValue))
+                )
+                ON CONFLICT (account_id, environment, username) DO NOTHING
+                RETURNING id
+                """,
+                logger: logger
+            ).decode(String.self)
+            var inserted = false
+            for try await _ in rows { inserted = true }
+            if inserted { return .created(created) }
+            // Say why; an identifier that happened to equal a username is drawn again.
+            let reasons = try await connection.query(
+                """
+                SELECT id = \(created.username), username = \(created.username) FROM users
+                WHERE account_id = \(account) AND environment = \(environment) AND (id = \(created.username) OR username = \(created.username))
+                """,
+                logger: logger
+            ).decode((Bool, Bool).self)
+            var isAUserID = false
+            var taken = false
+            for try await (idMatches, usernameMatches) in reasons {
+                isAUserID = isAUserID || idMatches
+                taken = taken || usernameMatches
+            }
+            if isAUserID { return .usernameIsAUserID }
+            if taken { return .taken }
+        }
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
         // PostgreSQL text cannot hold NUL (it refuses the query), so no user can match one.
         guard !reference.utf8.contains(0) else { return nil }
-        // An identifier match wins over a username that happens to look like one.
+        // No username equals an identifier of its environment, so the order does not matter.
         if UserID(validating: reference) != nil, let user = try await first(UserLookup<ByID>(environmentID: environmentID, value: reference)) {
             return user
         }
         return try await first(UserLookup<ByUsername>(environmentID: environmentID, value: reference))
+    }
+
+    public func user(id: UserID, in environmentID: EnvironmentID) async throws -> User? {
+        try await first(UserLookup<ByID>(environmentID: environmentID, value: id.rawValue))
     }
 
     public func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
@@ -312,7 +368,19 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
             var found: User?
             for try await row in rows { found = User(row: row) }
             guard var user = found else { return nil }
-            if let username = changes.username { user.username = username }
+            if let username = changes.username, username != user.username {
+                if UserID(validating: username) != nil, username != id.rawValue {
+                    let other = try await connection.query(
+                        """
+                        SELECT 1 FROM users WHERE account_id = \(environmentID.accountID.rawValue)
+                          AND environment = \(environmentID.environment.rawValue) AND id = \(username)
+                        """,
+                        logger: logger
+                    ).decode(Int32.self)
+                    for try await _ in other { throw KeywayError.usernameIsAUserID(username) }
+                }
+                user.username = username
+            }
             if let fullName = changes.fullName { user.fullName = fullName }
             do {
                 try await connection.query(
@@ -472,6 +540,10 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     public func signingKey(id: String) async throws -> SigningKeyRecord? {
         try await first("SELECT \(unescaped: Self.signingColumns) FROM signing_keys WHERE id = \(id)", as: SigningRow.self).map(Self.signingKey)
+    }
+
+    public func hasSigningKeys() async throws -> Bool {
+        try await first("SELECT EXISTS (SELECT 1 FROM signing_keys)", as: Bool.self) ?? false
     }
 
     public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {

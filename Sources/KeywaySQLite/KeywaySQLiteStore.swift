@@ -1,6 +1,7 @@
 public import Foundation
 import GRDB
 public import KeywayCore
+import Synchronization
 
 /// ``KeywayStore`` on an embedded SQLite file: the default for one instance.
 ///
@@ -9,6 +10,8 @@ public import KeywayCore
 public final class KeywaySQLiteStore: KeywayStore {
     private let database: DatabasePool
     private let pointReader: SQLitePointReader
+    /// Point reads that found the database busy and went through the pool instead.
+    let pointReadFallbacks = Atomic<Int>(0)
 
     /// Opens (creating if needed) the database at `path`.
     ///
@@ -35,7 +38,18 @@ public final class KeywaySQLiteStore: KeywayStore {
         // Another process (the CLI, a second writer) may hold the write lock briefly.
         configuration.busyMode = .timeout(10)
         configuration.label = "keyway"
-        return try DatabasePool(path: path, configuration: configuration)
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        // GRDB puts a WAL writer on synchronous=NORMAL, where a commit survives a crash of
+        // the process but not of the machine. An acknowledged key, revocation or user must
+        // survive power loss too: sync the log on every commit. Set after the pool opens,
+        // so GRDB's own setting comes first.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        return pool
+    }
+
+    /// The writer's `PRAGMA synchronous` (2 is FULL), for tests.
+    func writerSynchronousMode() throws -> Int {
+        try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     /// Applies pending migrations to the database at `path`, creating it if needed.
@@ -91,6 +105,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     public func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
@@ -105,6 +120,9 @@ public final class KeywaySQLiteStore: KeywayStore {
                 sql: "SELECT id, digest FROM secret_keys WHERE account_id = ? AND environment = ? AND revoked_at IS NULL",
                 arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
             )
+            if case .only(let expected) = replacement, previous.map({ SecretKeyID(rawValue: $0["id"]) }) != (expected.map { [$0] } ?? []) {
+                throw KeywayError.activeKeyChanged
+            }
             var sequence = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0
             var revoked: [KeyRevocation] = []
             for row in previous {
@@ -135,10 +153,18 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
-        try pointReader.fetchOne(.secretKeyByDigest) {
-            try $0.bind(digest.bytes, at: 1)
-        } decode: { columns in
-            try SecretKeyRecord(columns: columns)
+        do {
+            return try pointReader.fetchOne(.secretKeyByDigest) {
+                try $0.bind(digest.bytes, at: 1)
+            } decode: { columns in
+                try SecretKeyRecord(columns: columns)
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+            pointReadFallbacks.add(1, ordering: .relaxed)
+            return try await database.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM secret_keys WHERE digest = ?", arguments: [Data(digest.bytes)])
+                    .map(SecretKeyRecord.init(row:))
+            }
         }
     }
 
@@ -192,33 +218,58 @@ public final class KeywaySQLiteStore: KeywayStore {
     // MARK: Users
 
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
         try await database.write { db in
-            guard try Self.insert(created, in: environmentID, db: db) else {
-                throw KeywayError.usernameTaken(user.username)
+            switch try Self.insert(user, in: environmentID, at: date, db: db) {
+            case .created(let created): return created
+            case .taken: throw KeywayError.usernameTaken(user.username)
+            case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
             }
         }
-        return created
     }
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
-        let createdAt = date.keywayPrecision
-        return try await database.write { db in
+        try await database.write { db in
             var result = BatchCreation(created: [], taken: [])
             for user in users {
-                let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: createdAt)
-                if try Self.insert(created, in: environmentID, db: db) {
-                    result.created.append(created)
-                } else {
-                    result.taken.append(user.username)
+                switch try Self.insert(user, in: environmentID, at: date, db: db) {
+                case .created(let created): result.created.append(created)
+                case .taken: result.taken.append(user.username)
+                case .usernameIsAUserID: result.userIDs.append(user.username)
                 }
             }
             return result
         }
     }
 
-    /// - Returns: `false` when the username is taken in the environment.
-    private static func insert(_ user: User, in environmentID: EnvironmentID, db: Database) throws -> Bool {
+    private enum Insertion {
+        case created(User)
+        case taken
+        case usernameIsAUserID
+    }
+
+    /// Inserts a user unless its username is taken or is a user's identifier, and never
+    /// with an identifier that is a username. SQLite runs one writer at a time, so
+    /// nothing can come between these checks and the insert.
+    private static func insert(_ user: NewUser, in environmentID: EnvironmentID, at date: Date, db: Database) throws -> Insertion {
+        let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+        if UserID(validating: user.username) != nil,
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND id = ?",
+                arguments: scope + [user.username]
+            ) != nil
+        {
+            return .usernameIsAUserID
+        }
+        var id = UserID.generate(at: date)
+        while try Bool.fetchOne(
+            db,
+            sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND username = ?",
+            arguments: scope + [id.rawValue]
+        ) != nil {
+            id = UserID.generate(at: date)
+        }
+        let created = User(id: id, username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
         try db.execute(
             sql: """
                 INSERT INTO users (id, account_id, environment, username, full_name, created_at)
@@ -226,34 +277,50 @@ public final class KeywaySQLiteStore: KeywayStore {
                 ON CONFLICT (account_id, environment, username) DO NOTHING
                 """,
             arguments: [
-                user.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
-                user.username, user.fullName, user.createdAt.keywayMilliseconds,
+                created.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
+                created.username, created.fullName, created.createdAt.keywayMilliseconds,
             ]
         )
-        return db.changesCount == 1
+        return db.changesCount == 1 ? .created(created) : .taken
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
         // The API's hottest read: run here, on a connection of the point reader.
-        // An identifier match wins over a username that happens to look like one.
-        if UserID(validating: reference) != nil, let user = try user(.userByID, reference, in: environmentID) {
+        // No username equals an identifier of its environment, so the order does not matter.
+        if UserID(validating: reference) != nil, let user = try await user(.userByID, reference, in: environmentID) {
             return user
         }
-        return try user(.userByUsername, reference, in: environmentID)
+        return try await user(.userByUsername, reference, in: environmentID)
     }
 
-    private func user(_ query: SQLitePointReader.Query, _ reference: String, in environmentID: EnvironmentID) throws -> User? {
-        try pointReader.fetchOne(query) { bindings in
-            try bindings.bind(environmentID.accountID.rawValue, at: 1)
-            try bindings.bind(environmentID.environment.rawValue, at: 2)
-            try bindings.bind(reference, at: 3)
-        } decode: { columns in
-            User(
-                id: UserID(rawValue: columns.text(0)),
-                username: columns.text(1),
-                fullName: columns.optionalText(2),
-                createdAt: Date(keywayMilliseconds: columns.int64(3))
-            )
+    public func user(id: UserID, in environmentID: EnvironmentID) async throws -> User? {
+        try await user(.userByID, id.rawValue, in: environmentID)
+    }
+
+    private func user(_ query: SQLitePointReader.Query, _ reference: String, in environmentID: EnvironmentID) async throws -> User? {
+        do {
+            return try pointReader.fetchOne(query) { bindings in
+                try bindings.bind(environmentID.accountID.rawValue, at: 1)
+                try bindings.bind(environmentID.environment.rawValue, at: 2)
+                try bindings.bind(reference, at: 3)
+            } decode: { columns in
+                User(
+                    id: UserID(rawValue: columns.text(0)),
+                    username: columns.text(1),
+                    fullName: columns.optionalText(2),
+                    createdAt: Date(keywayMilliseconds: columns.int64(3))
+                )
+            }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+            pointReadFallbacks.add(1, ordering: .relaxed)
+            let column = query == .userByID ? "id" : "username"
+            return try await database.read { db in
+                try Row.fetchOne(
+                    db,
+                    sql: "SELECT id, username, full_name, created_at FROM users WHERE account_id = ? AND environment = ? AND \(column) = ?",
+                    arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, reference]
+                ).map(User.init(row:))
+            }
         }
     }
 
@@ -282,7 +349,18 @@ public final class KeywaySQLiteStore: KeywayStore {
                     arguments: [id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue]
                 ).map(User.init(row:))
             else { return nil }
-            if let username = changes.username { user.username = username }
+            if let username = changes.username, username != user.username {
+                if UserID(validating: username) != nil, username != id.rawValue,
+                    try Bool.fetchOne(
+                        db,
+                        sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND id = ?",
+                        arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, username]
+                    ) != nil
+                {
+                    throw KeywayError.usernameIsAUserID(username)
+                }
+                user.username = username
+            }
             if let fullName = changes.fullName { user.fullName = fullName }
             do {
                 try db.execute(
@@ -453,6 +531,10 @@ public final class KeywaySQLiteStore: KeywayStore {
         }
     }
 
+    public func hasSigningKeys() async throws -> Bool {
+        try await database.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM signing_keys)") ?? false }
+    }
+
     public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
         try await database.write { db in
             let scope: StatementArguments = [key.environmentID.accountID.rawValue, key.environmentID.environment.rawValue]
@@ -616,5 +698,40 @@ extension SecretKeyRecord {
             revocationReason: columns.optionalText(8).flatMap(RevocationReason.init(rawValue:)),
             lastUsedAt: columns.optionalInt64(9).map(Date.init(keywayMilliseconds:))
         )
+    }
+}
+
+// MARK: Revocations by other processes
+
+extension KeywaySQLiteStore: RevocationNotifying {
+    /// How often the store asks SQLite whether another connection committed.
+    /// Bounds how long a key revoked by another process (the CLI) stays accepted.
+    public static let changeCheckInterval: Duration = .milliseconds(10)
+
+    /// Calls `onNotification` within ``changeCheckInterval`` of any commit by another
+    /// connection — the CLI, another process, or this one's own writers — by reading
+    /// `PRAGMA data_version`, which costs a read of shared memory.
+    public func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
+        var backoff: Duration = .milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                var watcher = try pointReader.makeChangeWatcher()
+                onStateChange(true)
+                backoff = .milliseconds(100)
+                while !Task.isCancelled {
+                    // The first call reports a change, so what happened before is caught up on.
+                    if try watcher.hasChanged() {
+                        await onNotification()
+                    }
+                    try await Task.sleep(for: Self.changeCheckInterval)
+                }
+            } catch {
+                if Task.isCancelled { break }
+                onStateChange(false)
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+        onStateChange(false)
     }
 }

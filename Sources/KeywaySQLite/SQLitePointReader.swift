@@ -27,6 +27,8 @@ final class SQLitePointReader: Sendable {
         case secretKeyByDigest
         case userByID
         case userByUsername
+        /// Changes whenever another connection (of any process) has committed.
+        case dataVersion
 
         var sql: String {
             switch self {
@@ -49,9 +51,14 @@ final class SQLitePointReader: Sendable {
                     SELECT id, username, full_name, created_at FROM users
                     WHERE account_id = ?1 AND environment = ?2 AND username = ?3
                     """
+            case .dataVersion:
+                return "PRAGMA data_version"
             }
         }
     }
+
+    /// How long a point read waits for a busy database before it gives up (`SQLITE_BUSY`).
+    static let busyTimeoutMilliseconds: Int32 = 50
 
     /// How much of the database file each connection maps (address space, not memory).
     static let mappedBytes = 1 << 30
@@ -86,6 +93,34 @@ final class SQLitePointReader: Sendable {
             return nil
         case let code:
             throw connection.error(code)
+        }
+    }
+
+    /// A connection of its own that tells whether anyone else committed since it last looked.
+    func makeChangeWatcher() throws -> ChangeWatcher {
+        ChangeWatcher(connection: try Connection(path: path))
+    }
+
+    /// Reads `PRAGMA data_version` on one connection: a read of shared memory, no
+    /// disk and no lock, so it can be asked every few milliseconds.
+    struct ChangeWatcher {
+        fileprivate let connection: Connection
+        private var lastVersion: Int64?
+
+        fileprivate init(connection: Connection) {
+            self.connection = connection
+        }
+
+        /// Whether another connection committed since the previous call (`true` on the first).
+        mutating func hasChanged() throws -> Bool {
+            let statement = try connection.statement(.dataVersion)
+            defer { sqlite3_reset(statement) }
+            guard case let code = sqlite3_step(statement), code == SQLITE_ROW else {
+                throw connection.error(sqlite3_errcode(connection.handle))
+            }
+            let version = sqlite3_column_int64(statement, 0)
+            defer { lastVersion = version }
+            return version != lastVersion
         }
     }
 
@@ -167,7 +202,7 @@ private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self
 /// One SQLite connection and its prepared statements. Used by one thread at a
 /// time: the reader hands it out under a lock and takes it back afterwards.
 private final class Connection: @unchecked Sendable {
-    private let handle: OpaquePointer
+    fileprivate let handle: OpaquePointer
     private var statements: [OpaquePointer?] = Array(repeating: nil, count: SQLitePointReader.Query.allCases.count)
 
     init(path: String) throws {
@@ -180,8 +215,11 @@ private final class Connection: @unchecked Sendable {
             throw DatabaseError(resultCode: ResultCode(rawValue: code), message: message)
         }
         self.handle = handle
-        // The writer may hold the WAL index briefly while it restarts the log.
-        sqlite3_busy_timeout(handle, 10_000)
+        // Wait only briefly when the database is busy (another process restarting or
+        // recovering the log, holding an exclusive lock): this runs on the caller's
+        // thread, an event loop's, which must not be parked for seconds. The store then
+        // reads through GRDB's pool, which waits on threads of its own.
+        sqlite3_busy_timeout(handle, SQLitePointReader.busyTimeoutMilliseconds)
         // Nothing written through here, ever. Pages are read through a memory map:
         // with a million users the tables outgrow a connection's page cache, and a
         // map serves them from the OS's cache without a read call and a copy each.

@@ -11,6 +11,10 @@ import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @main
 struct Keyway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,7 +45,7 @@ struct DatabaseOptions: ParsableArguments {
 
     /// The user-token service: the master key from `KEYWAY_MASTER_KEY`, or the
     /// `master.key` file beside the database, created on first use.
-    func userTokens(_ configuration: KeywayConfiguration, store: any KeywayStore, logger: Logger) throws -> UserTokens {
+    func userTokens(_ configuration: KeywayConfiguration, store: any KeywayStore, logger: Logger) async throws -> UserTokens {
         let masterKey: MasterKey
         if let configured = configuration.masterKey {
             masterKey = try MasterKey(base64: configured)
@@ -52,7 +56,16 @@ struct DatabaseOptions: ParsableArguments {
             )
         } else {
             let folder = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent()
-            masterKey = try MasterKey.loadOrCreate(file: folder.appendingPathComponent("master.key").path, logger: logger)
+            // A new key is made only while nothing is sealed: a lost file must not pass for a first start.
+            do {
+                masterKey = try MasterKey.loadOrCreate(
+                    file: folder.appendingPathComponent("master.key").path,
+                    mayCreate: !(try await store.hasSigningKeys()),
+                    logger: logger
+                )
+            } catch let problem as ConfigurationProblem {
+                throw CommandError(problem.description)
+            }
         }
         return UserTokens(
             store: store,
@@ -174,7 +187,7 @@ struct Serve: AsyncParsableCommand {
             logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
         }
         let keys = SecretKeys(store: store, inactiveCacheLimit: configuration.keyCacheLimit, logger: logger)
-        let userTokens = try database.userTokens(configuration, store: store, logger: logger)
+        let userTokens = try await database.userTokens(configuration, store: store, logger: logger)
         let app = buildApplication(
             configuration: configuration,
             store: store,
@@ -310,18 +323,28 @@ struct Keys: AsyncParsableCommand {
             if let output, FileManager.default.fileExists(atPath: output) {
                 throw CommandError("\(output) already exists; choose a new file so no key is overwritten.")
             }
+            // The file is made before the key: a file that cannot be written must fail the
+            // command while the previous key still works, not after it was revoked.
+            let file = try output.map { try SecretFile(creating: $0, capacity: 64) }
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
                 var logger = Logger(label: "keyway.cli")
                 logger.logLevel = .warning
                 let keys = SecretKeys(store: store, logger: logger)
                 let environmentID = target.environmentID
                 let generated = try await keys.generate(for: environmentID, createdBy: "cli").key
-                if let output {
-                    try writeSecretFile(output, contents: generated.revealPlaintext() + "\n")
-                    print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(output) (mode 0600).")
-                } else {
+                guard let file else {
                     print(generated.revealPlaintext())
+                    return
                 }
+                do {
+                    try file.write(generated.revealPlaintext() + "\n")
+                } catch {
+                    // The previous key is revoked already: this is the only copy of the new one.
+                    FileHandle.standardError.write(Data("\(error) The new key is printed below instead; store it now.\n".utf8))
+                    print(generated.revealPlaintext())
+                    throw ExitCode.failure
+                }
+                print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(file.path) (mode 0600).")
             }
         }
     }
@@ -387,7 +410,7 @@ struct SigningKeys: AsyncParsableCommand {
                 guard try await store.account(target.accountID) != nil else {
                     throw KeywayError.accountNotFound(target.accountID)
                 }
-                let tokens = try database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
+                let tokens = try await database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
                 let key = try await tokens.rotate(target.environmentID)
                 print("New \(target.environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
             }
@@ -489,16 +512,44 @@ struct CommandError: Error, CustomStringConvertible {
 }
 
 /// Creates `path` exclusively with mode 0600, so the key is never readable by others, even briefly.
-func writeSecretFile(_ path: String, contents: String) throws {
-    let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-    guard descriptor >= 0 else {
-        throw CommandError("Cannot create \(path): \(String(cString: strerror(errno))).")
+/// A new file (mode 0600) for a secret, created and given its space before the
+/// secret exists, so that once there is a secret nothing is left that can fail but the write.
+final class SecretFile {
+    let path: String
+    private let descriptor: Int32
+    private var written = false
+
+    /// Creates `path`, refusing to overwrite anything, with `capacity` bytes reserved.
+    init(creating path: String, capacity: Int) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else {
+            throw CommandError("Cannot create \(path): \(String(cString: strerror(errno))).")
+        }
+        // Reserve the space now: a full disk must fail here, before a key is generated.
+        let reserved = posix_fallocate(descriptor, 0, off_t(capacity))
+        guard reserved == 0 || reserved == EOPNOTSUPP || reserved == EINVAL else {
+            close(descriptor)
+            unlink(path)
+            throw CommandError("Cannot reserve space in \(path): \(String(cString: strerror(reserved))).")
+        }
+        self.path = path
+        self.descriptor = descriptor
     }
-    defer { close(descriptor) }
-    let bytes = Array(contents.utf8)
-    let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-    guard written == bytes.count, fsync(descriptor) == 0 else {
-        throw CommandError("Cannot write \(path): \(String(cString: strerror(errno))).")
+
+    /// Writes `contents` and syncs them to disk.
+    func write(_ contents: String) throws {
+        let bytes = Array(contents.utf8)
+        let count = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+        guard count == bytes.count, ftruncate(descriptor, off_t(bytes.count)) == 0, fsync(descriptor) == 0 else {
+            throw CommandError("Cannot write \(path): \(String(cString: strerror(errno))).")
+        }
+        written = true
+    }
+
+    deinit {
+        close(descriptor)
+        // A file nothing was written to (the generation failed) is not left behind.
+        if !written { unlink(path) }
     }
 }
 

@@ -110,6 +110,27 @@ import Testing
         }
     }
 
+    @Test func usernamesAreStoredInNFCSoLookalikesAreOne() throws {
+        let decomposed = try NewUser(username: "cafe\u{301}", fullName: nil).username
+        #expect(Array(decomposed.unicodeScalars) == Array("caf\u{E9}".unicodeScalars))
+        #expect(Array(try UserChanges(username: "Zoe\u{308}", fullName: nil).username!.unicodeScalars) == Array("Zo\u{EB}".unicodeScalars))
+        #expect(Array(UserInput.normalized("cafe\u{301}").unicodeScalars) == Array("caf\u{E9}".unicodeScalars))
+        #expect(UserInput.normalized("plain-ascii") == "plain-ascii")
+        // Allowed: letters of every script, emoji (with their joiners), ordinary spaces.
+        #expect(try NewUser(username: "Zoë 👩‍💻 名前 ❤️", fullName: nil).username == "Zoë 👩‍💻 名前 ❤️")
+    }
+
+    @Test(arguments: [
+        "zero\u{200B}width", "rtl\u{202E}gnp.exe", "\u{2800}", "\u{3164}", "a\u{115F}", "bom\u{FEFF}", "soft\u{AD}hyphen",
+        "word\u{2060}joiner", "no\u{A0}break", "ideographic\u{3000}space", "variation\u{FE0F}", "\u{FFA0}", "join\u{200D}ed",
+    ])
+    func invisibleAndBlankLookingCharactersAreRefused(username: String) {
+        let error = #expect(throws: KeywayError.self) { try NewUser(username: username, fullName: nil) }
+        #expect(error?.details["field"] == "username")
+        #expect(error?.message.contains("invisible") == true)
+        #expect(throws: KeywayError.self) { try UserChanges(username: username, fullName: nil) }
+    }
+
     @Test func userIDsAreValidatedAndOrderedByTime() throws {
         let early = UserID.generate(at: Date(timeIntervalSince1970: 1_700_000_000))
         let late = UserID.generate(at: Date(timeIntervalSince1970: 1_800_000_000))

@@ -291,6 +291,43 @@ final class TestBrowser: @unchecked Sendable {
         }
     }
 
+    @Test(arguments: [1, 4])
+    func concurrentSubmissionsOfOnePageShowExactlyOneKeyAndItWorks(alreadyGenerated: Int) async throws {
+        try await withDashboard { server, browser in
+            _ = try await browser.signUp()
+            var fields = ["current": "none"]
+            if alreadyGenerated > 0 {
+                _ = try await browser.post("/dashboard/settings/api-keys/development", ["current": "none"])
+                let page = try await browser.get("/dashboard/settings/api-keys")
+                fields = ["current": try #require(hiddenField("current", in: page.html)), "confirm": "yes"]
+            }
+            let page = try await browser.get("/dashboard/settings/api-keys")
+            fields["csrf"] = try #require(browser.csrfToken(in: page.html))
+            let body = fields.map { "\($0.key)=\($0.value.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)" }.joined(separator: "&")
+            var headers: HTTPFields = [.contentType: "application/x-www-form-urlencoded"]
+            headers[.cookie] = browser.cookies.map { "\($0.key)=\($0.value)" }.joined(separator: "; ")
+            // A double-click, two tabs: the same form posted at once.
+            let pages = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String).self) { group in
+                for _ in 0..<4 {
+                    group.addTask { [headers] in
+                        try await browser.client.execute(
+                            uri: "/dashboard/settings/api-keys/development",
+                            method: .post,
+                            headers: headers,
+                            body: ByteBuffer(string: body)
+                        ) { response in (response.status, String(buffer: response.body)) }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let shown = pages.compactMap { revealedKey(in: $0.1, environment: "development") }
+            #expect(shown.count == 1, "exactly one response shows a key")
+            #expect(pages.filter { $0.0 == .seeOther }.count == 3, "the others say the key changed")
+            let key = try #require(shown.first)
+            #expect(try await browser.client.call(.get, "/whoami", key: key).status == .ok, "the key shown is the one that works")
+        }
+    }
+
     @Test func regeneratingAsksForConfirmationAndRevokesTheOldKey() async throws {
         try await withDashboard { server, browser in
             _ = try await browser.signUp()

@@ -134,7 +134,8 @@ import Testing
         }
         #expect(response.status == .notFound, "\(label): \(response.text)")
         #expect(response.code == "user_not_found", "\(label)")
-        let inSibling = owner(caller.sibling) != nil
+        // The hint is for identifiers only: usernames of the other environment are not probed.
+        let inSibling = UserID(validating: reference) != nil && owner(caller.sibling) != nil
         if inSibling {
             #expect(response["otherEnvironment"] as? String == caller.environment.other.rawValue, "\(label)")
             #expect(response.message?.contains("exists in your \(caller.environment.other.rawValue) environment") == true, "\(label)")

@@ -184,11 +184,26 @@ import Testing
         }
     }
 
+    @Test func aTokensSubjectIsAUserIdentifierNeverAUsername() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.globex, .development)
+            let leaverID = try await client.createUser("leaver", key: key)
+            let (token, _) = try await mint(client, key: key, user: leaverID)
+            #expect(try await client.call(.delete, "/users/\(leaverID)", key: key).status == .ok)
+            // Once the user is gone its identifier is free as a username; the token must not follow it.
+            _ = try await client.createUser(leaverID, key: key)
+            let after = try await client.call(.get, "/me", headers: [.authorization: "Bearer \(token)"])
+            #expect(after.status == .unauthorized)
+            #expect(after.code == "token_user_deleted")
+        }
+    }
+
     @Test func mintingForAnUnknownUserIsA404WithTheUsualHint() async throws {
         let server = try await TestServer.make()
         try await server.test { client in
-            _ = try await client.createUser("prod-only", key: server.key(server.acme, .production))
-            let response = try await client.call(.get, "/users/prod-only/token", key: server.key(server.acme, .development))
+            let id = try await client.createUser("prod-only", key: server.key(server.acme, .production))
+            let response = try await client.call(.get, "/users/\(id)/token", key: server.key(server.acme, .development))
             #expect(response.status == .notFound)
             #expect(response["otherEnvironment"] as? String == "production")
         }

@@ -70,6 +70,59 @@ import Testing
         }
     }
 
+    @Test func aUsernameThatIsAnotherUsersIdentifierIsRefusedOnEveryWrite() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            let victim = try await client.createUser("victim", key: key)
+            let created = try await client.call(.post, "/users", key: key, json: #"{"username": "\#(victim)"}"#)
+            #expect(created.status == .badRequest)
+            #expect(created.code == "invalid_input")
+            #expect(created["field"] as? String == "username")
+            #expect(created.message?.contains("is the id of another user") == true)
+
+            let batch = try await client.call(.post, "/users/batch", key: key, json: #"{"users": [{"username": "\#(victim)"}, {"username": "ok"}]}"#)
+            #expect(batch.status == .ok)
+            let invalid = try #require(batch["invalidUsers"] as? [[String: Any]])
+            #expect(invalid.count == 1)
+            #expect(invalid.first?["code"] as? String == "invalid_input")
+            #expect(invalid.first?["index"] as? Int == 0)
+
+            let renamed = try await client.call(.put, "/users/ok", key: key, json: #"{"username": "\#(victim)"}"#)
+            #expect(renamed.status == .badRequest)
+            #expect(renamed.code == "invalid_input")
+            #expect(try await client.call(.get, "/users/\(victim)", key: key)["username"] as? String == "victim")
+        }
+    }
+
+    @Test func theOtherEnvironmentHintIsForIdentifiersOnly() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let id = try await client.createUser("secret-launch-partner", key: server.key(server.acme, .production))
+            let development = server.key(server.acme, .development)
+            let byName = try await client.call(.get, "/users/secret-launch-partner", key: development)
+            #expect(byName.status == .notFound)
+            #expect(byName["otherEnvironment"] == nil, "a development key must not learn which usernames production has")
+            #expect(byName.message?.contains("exists in your") == false)
+            let byID = try await client.call(.get, "/users/\(id)", key: development)
+            #expect(byID["otherEnvironment"] as? String == "production")
+        }
+    }
+
+    @Test func aDecomposedSpellingNamesTheSameUser() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            let id = try await client.createUser("caf\u{E9}", key: key)
+            #expect(try await client.call(.get, "/users/cafe%CC%81", key: key)["userId"] as? String == id)
+            #expect(try await client.call(.get, "/users/caf%C3%A9", key: key)["userId"] as? String == id)
+            let again = try await client.call(.post, "/users", key: key, json: #"{"username": "cafe\u0301"}"#)
+            #expect(again.code == "username_taken")
+            let invisible = try await client.call(.post, "/users", key: key, json: #"{"username": "caf\u200b\u00e9"}"#)
+            #expect(invisible.code == "invalid_input")
+        }
+    }
+
     @Test func aUserNamedBatchIsStillReachable() async throws {
         let server = try await TestServer.make()
         try await server.test { client in

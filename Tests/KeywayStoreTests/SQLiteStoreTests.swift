@@ -1,8 +1,10 @@
 import Foundation
 import GRDB
 import KeywayCore
-import KeywaySQLite
+import Synchronization
 import Testing
+
+@testable import KeywaySQLite
 
 /// What only the SQLite adapter has: its file, its schema and its migrations.
 @Suite struct SQLiteStoreTests {
@@ -29,6 +31,52 @@ import Testing
         }
         // The first column is 1 when a reader's snapshot kept the checkpoint from finishing.
         #expect(checkpoint?[0] as Int? == 0)
+    }
+
+    @Test func anAcknowledgedWriteIsSyncedToDiskBeforeItIsAcknowledged() async throws {
+        let store = try KeywaySQLiteStore(path: temporaryDatabasePath(), migrate: true)
+        // 2 is FULL: the log is synced on every commit, so a commit survives power loss.
+        #expect(try store.writerSynchronousMode() == 2)
+    }
+
+    /// How a server learns at once that the CLI (another process) revoked a key.
+    @Test func aCommitByAnotherConnectionIsNoticedWithoutPolling() async throws {
+        let path = temporaryDatabasePath()
+        let server = try KeywaySQLiteStore(path: path, migrate: true)
+        let cli = try KeywaySQLiteStore(path: path, migrate: true)
+        let notifications = Mutex(0)
+        let listening = Mutex(false)
+        let listener = Task {
+            await server.listenForRevocations {
+                notifications.withLock { $0 += 1 }
+            } onStateChange: { isListening in
+                listening.withLock { $0 = isListening }
+            }
+        }
+        defer { listener.cancel() }
+        try await waitUntil { notifications.withLock { $0 } == 1 }  // the catch-up call on start
+        #expect(listening.withLock { $0 })
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(notifications.withLock { $0 } == 1, "nothing committed, nothing to read")
+
+        _ = try await cli.createAccount(name: "Acme", at: Date())
+        try await waitUntil { notifications.withLock { $0 } == 2 }
+        listener.cancel()
+        await listener.value
+        #expect(!listening.withLock { $0 })
+    }
+
+    /// Waits for `condition`, failing after a deadline far above any expected delay.
+    func waitUntil(deadline: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+        let clock = ContinuousClock()
+        let end = clock.now + deadline
+        while !condition() {
+            guard clock.now < end else {
+                Issue.record("the condition did not hold within \(deadline)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     @Test func theSchemaAllowsOneActiveKeyPerEnvironment() async throws {

@@ -160,16 +160,61 @@ import Testing
     }
 
     @Test(arguments: StoreKind.allCases)
-    func anIdentifierMatchWinsOverAUsernameThatLooksLikeOne(kind: StoreKind) async throws {
+    func aUsernameCannotBeAnotherUsersIdentifier(kind: StoreKind) async throws {
         let (store, account) = try await kind.makeStoreWithAccount()
         let development = EnvironmentID(accountID: account.id, environment: .development)
         let target = try await store.createUser(try NewUser(username: "target", fullName: nil), in: development, at: Date())
-        let impostor = try await store.createUser(try NewUser(username: target.id.rawValue, fullName: nil), in: development, at: Date())
+        let impostor = try NewUser(username: target.id.rawValue, fullName: nil)
+        let refusal = KeywayError.usernameIsAUserID(target.id.rawValue)
+
+        await #expect(throws: refusal) { try await store.createUser(impostor, in: development, at: Date()) }
+        let batch = try await store.createUsers([impostor, try NewUser(username: "fine", fullName: nil)], in: development, at: Date())
+        #expect(batch.userIDs == [target.id.rawValue])
+        #expect(batch.created.map(\.username) == ["fine"])
+        let other = try await store.createUser(try NewUser(username: "other", fullName: nil), in: development, at: Date())
+        await #expect(throws: refusal) {
+            try await store.updateUser(other.id, in: development, with: try UserChanges(username: target.id.rawValue, fullName: nil))
+        }
+        #expect(refusal.details["field"] == "username")
         #expect(try await store.user(target.id.rawValue, in: development) == target)
-        #expect(try await store.user(impostor.id.rawValue, in: development) == impostor)
-        // Shaped like an identifier, but no user has it: the username still finds its user.
+        #expect(try await store.user(other.id.rawValue, in: development)?.username == "other", "a refused update changes nothing")
+
+        // Another environment's identifiers are not this one's: no rule across them.
+        let elsewhere = try await store.createUser(impostor, in: development.sibling, at: Date())
+        #expect(try await store.user(target.id.rawValue, in: development.sibling) == elsewhere)
+        // Shaped like an identifier, but no user has it: allowed, and the username finds its user.
         let lookalike = try await store.createUser(try NewUser(username: "0123456789abcdef01234567", fullName: nil), in: development, at: Date())
         #expect(try await store.user("0123456789abcdef01234567", in: development) == lookalike)
+        // A user may take its own identifier as username; it still names only itself.
+        let selfNamed = try await store.updateUser(other.id, in: development, with: try UserChanges(username: other.id.rawValue, fullName: nil))
+        #expect(selfNamed?.username == other.id.rawValue)
+        // Once the identifier's user is gone, the string is free.
+        #expect(try await store.deleteUser(target.id, in: development))
+        let successor = try await store.createUser(impostor, in: development, at: Date())
+        #expect(try await store.user(target.id.rawValue, in: development) == successor)
+        #expect(try await store.user(id: target.id, in: development) == nil, "an identifier lookup never finds a username")
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func usernamesThatLookTheSameAreOneUsernameEvenWhenCreatedAtOnce(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let composed = try NewUser(username: "caf\u{E9}", fullName: nil)
+        let decomposed = try NewUser(username: "cafe\u{301}", fullName: nil)
+        #expect(Array(decomposed.username.unicodeScalars) == Array("caf\u{E9}".unicodeScalars), "stored in NFC")
+        let outcomes = await withTaskGroup(of: Result<User, KeywayError>.self) { group in
+            for user in [composed, decomposed, composed, decomposed] {
+                group.addTask {
+                    do { return .success(try await store.createUser(user, in: development, at: Date())) } catch {
+                        return .failure(error as? KeywayError ?? KeywayError(.invalidInput, "\(error)"))
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.filter { if case .success = $0 { true } else { false } }.count == 1)
+        #expect(outcomes.filter { if case .failure(let error) = $0 { error.code == .usernameTaken } else { false } }.count == 3)
+        #expect(try await store.countUsers(in: development, usernamePrefix: "") == 1)
     }
 
     @Test(arguments: StoreKind.allCases)

@@ -25,11 +25,18 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
     /// A fresh, empty, migrated store.
     func makeStore() async throws -> any KeywayStore {
+        try await makeSharedStores(1)[0]
+    }
+
+    /// `count` stores on one fresh database, each with connections of its own, as
+    /// `count` processes (servers, the CLI) would have.
+    func makeSharedStores(_ count: Int) async throws -> [any KeywayStore] {
         switch self {
         case .sqlite:
-            try KeywaySQLiteStore(path: temporaryDatabasePath(), migrate: true)
+            let path = temporaryDatabasePath()
+            return try (0..<count).map { _ in try KeywaySQLiteStore(path: path, migrate: true) }
         case .postgres:
-            try await TestPostgres.freshStore()
+            return try await TestPostgres.freshStores(count)
         }
     }
 }
@@ -54,6 +61,11 @@ enum TestPostgres {
 
     /// A new database copied from the template, with its pool running for the rest of the process.
     static func freshStore() async throws -> KeywayPostgresStore {
+        try await freshStores(1)[0]
+    }
+
+    /// `count` stores (pools) on one new database copied from the template.
+    static func freshStores(_ count: Int) async throws -> [KeywayPostgresStore] {
         guard let url = serverURL else { throw CancellationError() }
         try await template.value
         let name = "keyway_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
@@ -61,9 +73,11 @@ enum TestPostgres {
         try await running(admin) {
             try await admin.execute("CREATE DATABASE \(name) TEMPLATE \(templateName)")
         }
-        let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: logger)
-        Task.detached { await store.run() }
-        return store
+        return try (0..<count).map { _ in
+            let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: logger)
+            Task.detached { await store.run() }
+            return store
+        }
     }
 
     /// Runs `body` while `store`'s pool runs, then stops the pool.
@@ -116,12 +130,13 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
         createdBy: String,
         at date: Date
     )
         async throws -> KeyGeneration
     {
-        try await base.insertKeyRevokingPrevious(key, for: environmentID, createdBy: createdBy, at: date)
+        try await base.insertKeyRevokingPrevious(key, for: environmentID, replacing: replacement, createdBy: createdBy, at: date)
     }
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
         lock.withLock { _keyLookups += 1 }
@@ -140,6 +155,7 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         try await base.createUsers(users, in: environmentID, at: date)
     }
     func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? { try await base.user(reference, in: environmentID) }
+    func user(id: UserID, in environmentID: EnvironmentID) async throws -> User? { try await base.user(id: id, in: environmentID) }
     func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
         try await base.users(in: environmentID, after: cursor, limit: limit)
     }
@@ -173,6 +189,7 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }
     func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] { try await base.signingKeys(for: environmentID) }
     func signingKey(id: String) async throws -> SigningKeyRecord? { try await base.signingKey(id: id) }
+    func hasSigningKeys() async throws -> Bool { try await base.hasSigningKeys() }
     func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
         try await base.insertSigningKey(key, retiringActive: retiringActive)
     }

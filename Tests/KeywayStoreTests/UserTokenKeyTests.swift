@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import JWTKit
 import Logging
+import Synchronization
 import Testing
 
 @testable import KeywayCore
@@ -78,16 +79,124 @@ import Testing
         #expect(error?.code == .invalidTokenAudience)
     }
 
+    /// A token as only the holder of a signing key's private key could make it.
+    func forge(
+        _ tokens: UserTokens,
+        with record: SigningKeyRecord,
+        for user: User,
+        in environment: EnvironmentID,
+        issuedAt: Date,
+        expiresAt: Date
+    ) async throws -> String {
+        let claims = UserTokenClaims(
+            iss: IssuerClaim(value: "http://keyway.test"),
+            sub: SubjectClaim(value: user.id.rawValue),
+            aud: AudienceClaim(value: UserTokens.audience),
+            env: environment.environment.rawValue,
+            acct: environment.accountID.rawValue,
+            iat: IssuedAtClaim(value: issuedAt),
+            nbf: NotBeforeClaim(value: issuedAt),
+            exp: ExpirationClaim(value: expiresAt),
+            jti: IDClaim(value: "forged")
+        )
+        return try await tokens.signer(for: record).sign(claims, kid: JWKIdentifier(string: record.id))
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aTokenThatLivesLongerThanTheMaximumOrIsDatedAheadIsRefused(kind: StoreKind) async throws {
+        let (store, tokens, user, environment) = try await fixture(kind)
+        _ = try await tokens.mint(for: user, in: environment)
+        let record = try #require(try await store.signingKeys(for: environment).first)
+        let now = Date()
+
+        let longLived = try await forge(tokens, with: record, for: user, in: environment, issuedAt: now, expiresAt: now.addingTimeInterval(86_400))
+        let error = await #expect(throws: KeywayError.self) { try await tokens.verify(longLived) }
+        #expect(error?.code == .malformedUserToken)
+
+        // Within the lifetime, but dated an hour ahead: it would work for two hours.
+        let ahead = try await forge(
+            tokens,
+            with: record,
+            for: user,
+            in: environment,
+            issuedAt: now.addingTimeInterval(3000),
+            expiresAt: now.addingTimeInterval(3000 + 3600)
+        )
+        let aheadError = await #expect(throws: KeywayError.self) { try await tokens.verify(ahead) }
+        #expect(aheadError?.code == .tokenNotYetValid)
+
+        let fine = try await forge(tokens, with: record, for: user, in: environment, issuedAt: now, expiresAt: now.addingTimeInterval(3600))
+        #expect(try await tokens.verify(fine).userID == user.id)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aRetiredSigningKeyStopsVerifyingOnceItsTokensHaveExpired(kind: StoreKind) async throws {
+        let start = Date(timeIntervalSince1970: 1_900_000_000)
+        let clock = Mutex(start)
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .production)
+        let user = try await store.createUser(try NewUser(username: "u", fullName: nil), in: environment, at: start)
+        let tokens = UserTokens(store: store, masterKey: Self.masterKey, issuer: "http://keyway.test", now: { clock.withLock { $0 } })
+        let (minted, _) = try await tokens.mint(for: user, in: environment)
+        let retired = try #require(try await store.signingKeys(for: environment).first)
+        clock.withLock { $0 = start.addingTimeInterval(60) }
+        try await tokens.rotate(environment)
+        #expect(try await tokens.verify(minted).userID == user.id, "a token minted before the rotation works until it expires")
+
+        // Whoever kept the retired private key signs a fresh, short token after the rotation.
+        clock.withLock { $0 = start.addingTimeInterval(2 * 3600) }
+        let late = try await forge(
+            tokens,
+            with: retired,
+            for: user,
+            in: environment,
+            issuedAt: clock.withLock { $0 },
+            expiresAt: start.addingTimeInterval(2 * 3600 + 600)
+        )
+        let error = await #expect(throws: KeywayError.self) { try await tokens.verify(late) }
+        #expect(error?.code == .invalidTokenSignature)
+    }
+
     @Test func theMasterKeyFileIsCreatedPrivatelyOnceAndReadAfter() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-master-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let path = folder.appendingPathComponent("master.key").path
-        let first = try MasterKey.loadOrCreate(file: path, logger: Logger(label: "test"))
+        let first = try MasterKey.loadOrCreate(file: path, mayCreate: true, logger: Logger(label: "test"))
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
-        let second = try MasterKey.loadOrCreate(file: path, logger: Logger(label: "test"))
+        let second = try MasterKey.loadOrCreate(file: path, mayCreate: false, logger: Logger(label: "test"))
         let sealed = try first.seal(Data("secret".utf8), context: "c")
         #expect(try second.unseal(sealed, context: "c") == Data("secret".utf8))
         #expect(throws: ConfigurationProblem.self) { try MasterKey(base64: "dG9vIHNob3J0") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["master.key"], "no temporary file is left")
+    }
+
+    @Test func aMissingMasterKeyFileIsAnErrorWhenSomethingIsSealedUnderIt() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-master-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent("master.key").path
+        let error = #expect(throws: ConfigurationProblem.self) {
+            try MasterKey.loadOrCreate(file: path, mayCreate: false, logger: Logger(label: "test"))
+        }
+        #expect(error?.description.contains("restore master.key") == true)
+        #expect(error?.description.contains(path) == true)
+        #expect(!FileManager.default.fileExists(atPath: path), "no new key was made")
+    }
+
+    @Test func processesCreatingTheMasterKeyTogetherAllGetTheSameKey() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-master-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent("master.key").path
+        let sealed = try await withThrowingTaskGroup(of: MasterKey.self) { group in
+            for _ in 0..<16 {
+                group.addTask { try MasterKey.loadOrCreate(file: path, mayCreate: true, logger: Logger(label: "test")) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let box = try sealed[0].seal(Data("secret".utf8), context: "c")
+        for key in sealed {
+            #expect(try key.unseal(box, context: "c") == Data("secret".utf8), "every starter uses the key that was written")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["master.key"])
     }
 }

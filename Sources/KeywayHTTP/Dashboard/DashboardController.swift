@@ -211,7 +211,14 @@ struct DashboardController: Sendable {
                 return try await renderKeys(context: context, confirming: environment, passwordError: problem, status: .badRequest)
             }
         }
-        let (key, _) = try await keys.generate(for: environmentID, createdBy: context.member.email)
+        let key: GeneratedSecretKey
+        do {
+            // Checked again in the store's transaction: two submissions of one page
+            // (a double-click, two tabs) must not both generate, or one shows a dead key.
+            key = try await keys.generate(for: environmentID, replacing: .only(active?.id), createdBy: context.member.email).key
+        } catch let error as KeywayError where error.code == .activeKeyChanged {
+            throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
+        }
         context.logger.info("key generated from the dashboard", metadata: ["environment": "\(environment.rawValue)", "key.hint": "\(key.hint)"])
         return try await renderKeys(context: context, revealed: key)
     }
@@ -291,7 +298,7 @@ struct DashboardController: Sendable {
         let query = request.uri.queryParameters
         let environment = query["environment"].flatMap { Environment(rawValue: String($0)) } ?? .development
         let environmentID = EnvironmentID(accountID: context.account.id, environment: environment)
-        let search = String(query["q"] ?? "").trimmingCharacters(in: .whitespaces)
+        let search = UserInput.normalized(String(query["q"] ?? "").trimmingCharacters(in: .whitespaces))
         let after = query["after"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         let found = try await store.users(in: environmentID, usernamePrefix: search, afterUsername: after, limit: Self.pageSize + 1)
         let total = try await store.countUsers(in: environmentID, usernamePrefix: "")
@@ -337,7 +344,7 @@ struct DashboardController: Sendable {
 
     @Sendable func userPage(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         let environment = request.uri.queryParameters["environment"].flatMap { Environment(rawValue: String($0)) } ?? .development
-        let reference = (context.parameters.get("user") ?? "").removingPercentEncoding ?? ""
+        let reference = UserInput.normalized((context.parameters.get("user") ?? "").removingPercentEncoding ?? "")
         guard let user = try await store.user(reference, in: EnvironmentID(accountID: context.account.id, environment: environment)) else {
             throw DashboardErrorPage(status: .notFound, title: "No such user", message: "There is no user '\(reference)' in \(environment.rawValue).")
         }
