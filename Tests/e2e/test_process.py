@@ -72,6 +72,33 @@ def test_key_file_output_is_private_and_shows_only_the_hint(keyway):
     assert listing.count("active") == 1 and key[-4:] in listing and key not in listing
 
 
+def test_a_key_file_that_cannot_be_created_revokes_nothing(keyway):
+    account = keyway.cli("accounts", "create", "--name", "Files Inc").stdout.strip()
+    current = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
+    unwritable = keyway.workdir / "no-such-folder" / "dev.key"
+    result = keyway.cli("keys", "generate", "--account", account, "--environment", "development", "--output", str(unwritable), check=False)
+    assert result.returncode != 0 and "Cannot create" in result.stderr and str(unwritable) in result.stderr
+    listing = keyway.cli("keys", "list", "--account", account).stdout
+    assert listing.count("active") == 1 and current[-4:] in listing, "the previous key is still the active one"
+    assert "revoked" not in listing
+
+
+def test_a_lost_master_key_file_is_not_replaced_while_signing_keys_need_it(keyway):
+    account, development, _ = keyway.account_with_keys()
+    keyway.start()
+    try:
+        user = keyway.request("POST", "/users", development, {"username": "ada"})[2]["userId"]
+        assert keyway.request("GET", f"/users/{user}/token", development)[0] == 200  # seals a signing key
+    finally:
+        keyway.stop()
+    master = keyway.database.parent / "master.key"
+    master.unlink()
+    result = keyway.cli("signing-keys", "rotate", "--account", account, "--environment", "development", check=False)
+    assert result.returncode != 0
+    assert "master key file" in result.stderr and "restore master.key" in result.stderr
+    assert not master.exists(), "no new master key was made"
+
+
 def test_cli_errors_are_clear(keyway):
     missing = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "development", check=False)
     assert missing.returncode != 0 and "No account 'acct_nope'" in missing.stderr
