@@ -66,6 +66,53 @@ import Testing
         #expect(!listening.withLock { $0 })
     }
 
+    /// Another process recovering the WAL index (what a writer that crashed leaves behind)
+    /// makes readers wait. The point reader runs on an event loop's thread, so it must give
+    /// up quickly and let the pool wait on threads of its own.
+    @Test func aPointReadOnABusyDatabaseFallsBackToThePoolInsteadOfBlocking() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let ada = try await store.createUser(try NewUser(username: "ada", fullName: nil), in: development, at: Date())
+        #expect(try await store.user("ada", in: development) == ada)
+
+        // In another process (SQLite shares one process's locks between its connections):
+        // hold the WAL write and recovery locks and make the index header's two copies differ,
+        // as a recovery in progress does.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = [
+            "python3", "-c",
+            """
+            import fcntl, mmap, os, sys
+            fd = os.open(sys.argv[1], os.O_RDWR)
+            for offset in (120, 122):  # WAL_WRITE_LOCK, WAL_RECOVER_LOCK
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, 0)
+            index = mmap.mmap(fd, 136)
+            index[48] ^= 0xFF  # the header's second copy no longer matches the first
+            print("held", flush=True)
+            sys.stdin.readline()
+            """,
+            path + "-shm",
+        ]
+        let input = Pipe()
+        let output = Pipe()
+        holder.standardInput = input
+        holder.standardOutput = output
+        try holder.run()
+        defer { if holder.isRunning { holder.terminate() } }
+        let line = output.fileHandleForReading.availableData
+        try #require(String(decoding: line, as: UTF8.self).contains("held"), "the lock holder did not start")
+
+        let lookup = Task { try await store.user(ada.id.rawValue, in: development) }
+        try await waitUntil(deadline: .seconds(5)) { store.pointReadFallbacks.load(ordering: .relaxed) == 1 }
+        try input.fileHandleForWriting.write(contentsOf: Data("release\n".utf8))
+        holder.waitUntilExit()
+        #expect(try await lookup.value == ada, "the pool's read waits for the lock and then answers")
+        #expect(try await store.user("ada", in: development) == ada)
+    }
+
     /// Waits for `condition`, failing after a deadline far above any expected delay.
     func waitUntil(deadline: Duration = .seconds(10), _ condition: () -> Bool) async throws {
         let clock = ContinuousClock()
