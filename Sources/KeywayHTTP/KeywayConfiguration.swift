@@ -43,6 +43,9 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// `KEYWAY_DATABASE_URL`: `postgres://user:password@host:5432/database` to run
     /// on PostgreSQL (many instances); unset, Keyway uses the SQLite file.
     public var databaseURL: String?
+    /// `KEYWAY_DATABASE_CA_FILE`: a PEM file with the CA that signed the PostgreSQL
+    /// server's certificate, checked with `sslmode` `require`, `verify-ca` or `verify-full`.
+    public var databaseCAFile: String?
     /// `KEYWAY_DATABASE_POOL_SIZE`: most PostgreSQL connections per instance.
     public var databasePoolSize = 10
     /// `KEYWAY_DATABASE_CONNECT_TIMEOUT_MS`: how long to wait for a new PostgreSQL connection.
@@ -104,6 +107,12 @@ public struct KeywayConfiguration: Sendable, Equatable {
                 throw ConfigurationError(variable: "KEYWAY_DATABASE_URL", message: "must look like postgres://user:password@host:5432/database")
             }
             self.databaseURL = url
+        }
+        if let file = value("KEYWAY_DATABASE_CA_FILE") {
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                throw ConfigurationError(variable: "KEYWAY_DATABASE_CA_FILE", message: "names '\(file)', which is missing or not readable")
+            }
+            self.databaseCAFile = file
         }
         if let size = try integer("KEYWAY_DATABASE_POOL_SIZE", in: 1...1000) { self.databasePoolSize = size }
         if let timeout = try integer("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", in: 100...120_000) { self.databaseConnectTimeoutMilliseconds = timeout }

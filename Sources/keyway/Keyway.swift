@@ -89,12 +89,7 @@ struct DatabaseOptions: ParsableArguments {
         _ configuration: KeywayConfiguration,
         _ body: (any KeywayStore) async throws -> Result
     ) async throws -> Result {
-        let store = try KeywayPostgresStore(
-            url: url,
-            poolSize: configuration.databasePoolSize,
-            connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
-            logger: Logger(label: "keyway.postgres")
-        )
+        let store = try await openPostgres(url: url, configuration, logger: Logger(label: "keyway.postgres"))
         return try await withThrowingTaskGroup(of: Result?.self) { group in
             group.addTask {
                 await store.run()
@@ -107,6 +102,29 @@ struct DatabaseOptions: ParsableArguments {
                 throw CommandError(problem.description)
             }
             return try await body(store)
+        }
+    }
+
+    /// The one place a PostgreSQL store is opened: the URL's `sslmode`, its `sslrootcert`
+    /// and `KEYWAY_DATABASE_CA_FILE` are checked here, then one connection is tried, so a
+    /// bad setting, address or certificate stops the command at once with a plain message.
+    func openPostgres(
+        url: String,
+        _ configuration: KeywayConfiguration,
+        poolSize: Int? = nil,
+        logger: Logger
+    ) async throws -> KeywayPostgresStore {
+        do {
+            let store = try KeywayPostgresStore(
+                settings: try PostgresConnectionSettings(url: url, caFile: configuration.databaseCAFile),
+                poolSize: poolSize ?? configuration.databasePoolSize,
+                connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
+                logger: logger
+            )
+            try await store.checkConnection()
+            return store
+        } catch let problem as ConfigurationProblem {
+            throw CommandError(problem.description)
         }
     }
 
@@ -160,15 +178,13 @@ struct Serve: AsyncParsableCommand {
         var services: [any Service] = []
         if let url = configuration.databaseURL {
             // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
-            let postgres = try KeywayPostgresStore(
-                url: url,
-                poolSize: configuration.databasePoolSize,
-                connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
-                logger: logger
-            )
+            let postgres = try await database.openPostgres(url: url, configuration, logger: logger)
             services.append(postgres)
             store = postgres
-            logger.info("using PostgreSQL", metadata: ["database.pool_size": "\(configuration.databasePoolSize)"])
+            logger.info(
+                "using PostgreSQL",
+                metadata: ["database.pool_size": "\(configuration.databasePoolSize)", "database.sslmode": "\(postgres.sslMode.rawValue)"]
+            )
         } else {
             store = try database.openSQLite(configuration)
             logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
@@ -212,7 +228,7 @@ struct Migrate: AsyncParsableCommand {
         let name: String
         if let url = configuration.databaseURL {
             name = "PostgreSQL"
-            let store = try KeywayPostgresStore(url: url, poolSize: 2, logger: Logger(label: "keyway.postgres"))
+            let store = try await database.openPostgres(url: url, configuration, poolSize: 2, logger: Logger(label: "keyway.postgres"))
             applied = try await withThrowingTaskGroup(of: [String]?.self) { group in
                 group.addTask {
                     await store.run()
