@@ -678,9 +678,18 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     /// Runs `body` in a transaction, rethrowing the error that made it fail rather than PostgresNIO's wrapper,
     /// so domain errors (and unique violations) reach callers as themselves.
-    private func transaction<Result>(_ body: (PostgresConnection) async throws -> sending Result) async throws -> sending Result {
+    private func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         do {
-            return try await client.withTransaction(logger: logger, body)
+            return try await client.withConnection { connection in
+                // PostgresNIO lets a query run on when its task is cancelled; closing the
+                // connection ends it, so a cancelled caller (the shutdown deadline) is never
+                // held by a server that stopped answering.
+                try await withTaskCancellationHandler {
+                    try await connection.withTransaction(logger: logger) { try await body($0) }
+                } onCancel: {
+                    connection.close().whenComplete { _ in }
+                }
+            }
         } catch let error as PostgresTransactionError {
             throw error.closureError ?? error.beginError ?? error.commitError ?? error
         }

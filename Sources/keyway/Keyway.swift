@@ -200,9 +200,17 @@ struct Serve: AsyncParsableCommand {
             logger: logger
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.
-        let group = ServiceGroup(
-            configuration: .init(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services + [app],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
         )
+        // A stop is bounded whatever the database does: after the timeout what is still running
+        // is cancelled (the flush of last-used times logs what it abandons), and anything that
+        // ignores cancellation a second later aborts the process rather than hang it.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownTimeoutSeconds)
+        groupConfiguration.maximumCancellationDuration = .seconds(1)
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch let problem as SchemaError {

@@ -16,6 +16,7 @@ import Testing
         #expect(configuration.revocationPollMilliseconds == 250)
         #expect(configuration.userTokenMinutes == 30)
         #expect(configuration.databaseCAFile == nil)
+        #expect(configuration.shutdownTimeoutSeconds == 10)
         #expect(configuration.effectivePublicURL == "http://127.0.0.1:8080")
     }
 
@@ -29,7 +30,7 @@ import Testing
             "KEYWAY_USAGE_FLUSH_SECONDS": "3", "KEYWAY_KEY_CACHE_LIMIT": "500", "KEYWAY_PUBLIC_URL": "https://keyway.example.com/",
             "KEYWAY_USER_TOKEN_MINUTES": "60", "KEYWAY_MASTER_KEY": Data(repeating: 1, count: 32).base64EncodedString(),
             "KEYWAY_DATABASE_URL": "postgres://keyway:secret@db.internal:5432/keyway", "KEYWAY_DATABASE_POOL_SIZE": "4",
-            "KEYWAY_DATABASE_CONNECT_TIMEOUT_MS": "1500", "KEYWAY_DATABASE_CA_FILE": caFile,
+            "KEYWAY_DATABASE_CONNECT_TIMEOUT_MS": "1500", "KEYWAY_DATABASE_CA_FILE": caFile, "KEYWAY_SHUTDOWN_TIMEOUT_SECONDS": "3",
         ])
         #expect(configuration.host == "::1")
         #expect(configuration.port == 9000)
@@ -47,6 +48,7 @@ import Testing
         #expect(configuration.databasePoolSize == 4)
         #expect(configuration.databaseConnectTimeoutMilliseconds == 1500)
         #expect(configuration.databaseCAFile == caFile)
+        #expect(configuration.shutdownTimeoutSeconds == 3)
     }
 
     @Test(arguments: [
@@ -55,7 +57,7 @@ import Testing
         ("KEYWAY_USAGE_FLUSH_SECONDS", "0"), ("KEYWAY_KEY_CACHE_LIMIT", "-1"), ("KEYWAY_PUBLIC_URL", "keyway.example.com"),
         ("KEYWAY_PUBLIC_URL", "ftp://keyway.example.com"), ("KEYWAY_USER_TOKEN_MINUTES", "61"), ("KEYWAY_MASTER_KEY", "dG9vIHNob3J0"),
         ("KEYWAY_DATABASE_URL", "mysql://db/keyway"), ("KEYWAY_DATABASE_POOL_SIZE", "0"), ("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", "5"),
-        ("KEYWAY_DATABASE_CA_FILE", "/nonexistent/ca.pem"),,
+        ("KEYWAY_DATABASE_CA_FILE", "/nonexistent/ca.pem"), ("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", "0"), ("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", "601"),
     ])
     func badValuesNameTheirVariable(variable: String, value: String) {
         #expect(throws: ConfigurationError.self) { try KeywayConfiguration(environment: [variable: value]) }
