@@ -142,7 +142,12 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the HTTP server.",
         discussion: """
             On SQLite (the default) it applies pending migrations first; on PostgreSQL (KEYWAY_DATABASE_URL) it refuses \
-            an out-of-date schema: run `keyway migrate`. Stops gracefully on SIGTERM or SIGINT, finishing requests in flight.
+            an out-of-date schema: run `keyway migrate`. Stops gracefully on SIGTERM or SIGINT, finishing requests in flight \
+            and writing keys' last-used times, within KEYWAY_SHUTDOWN_TIMEOUT_SECONDS (default 10) even when the database \
+            is gone; last-used times not written by then are abandoned and logged.
+
+            TLS to PostgreSQL follows libpq: sslmode=disable, prefer (the default), require, verify-ca or verify-full in \
+            KEYWAY_DATABASE_URL; the CA file is KEYWAY_DATABASE_CA_FILE or the URL's sslrootcert.
             """
     )
 

@@ -103,10 +103,12 @@ def test_sigterm_with_a_frozen_database_exits_within_the_deadline(busy_instance)
     print(f"exited {elapsed:.2f}s after SIGTERM with the database frozen")
 
 
-def test_sigterm_with_the_database_up_writes_last_used_times(busy_instance, tmp_path):
+def test_sigterm_with_the_database_up_writes_last_used_times(busy_instance):
     cluster, server = busy_instance
     code, elapsed = stop_within_deadline(server)
     assert code == 0 and abandoned(server) == []
+    assert any("usage.recorded=2" in line for line in server.logs)
+    print(f"exited {elapsed:.2f}s after SIGTERM with the database up")
     listing = subprocess.run(["psql", "-h", str(cluster.dir), "-p", str(cluster.port), "-U", "postgres", "-tAc",
                               "SELECT count(*) FROM secret_keys WHERE last_used_at IS NOT NULL"],
                              capture_output=True, text=True, check=True).stdout.strip()
