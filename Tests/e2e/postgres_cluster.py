@@ -82,8 +82,15 @@ class PostgresCluster:
             postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return []
-        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
-        return [postmaster, *map(int, children)]
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid …; comm may hold spaces, so split after its closing parenthesis.
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+            except (OSError, ValueError, IndexError):
+                pass  # a process that just ended
+        return [postmaster, *children]
 
     def freeze(self):
         """Stops every server process without closing a socket: connections hang, as on a dead host."""
