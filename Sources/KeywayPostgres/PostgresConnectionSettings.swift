@@ -1,7 +1,7 @@
-public import Foundation
+import Foundation
 public import KeywayCore
 public import NIOSSL
-public import PostgresNIO
+import PostgresNIO
 
 /// Where and how to reach PostgreSQL: `KEYWAY_DATABASE_URL` (and
 /// `KEYWAY_DATABASE_CA_FILE`), read and checked once, here. The pool and the
