@@ -202,7 +202,13 @@ public final class SecretKeys: Sendable {
         }
     }
 
-    /// Writes the last-used times gathered since the previous flush.
+    /// How many keys' last-used times are gathered and not written yet.
+    public var pendingUsageCount: Int {
+        state.withLock { $0.lastUsed.count }
+    }
+
+    /// Writes the last-used times gathered since the previous flush; on failure
+    /// (or cancellation) they stay pending for the next one.
     public func flushUsage() async throws {
         let pending = state.withLock { state in
             defer { state.lastUsed = [:] }

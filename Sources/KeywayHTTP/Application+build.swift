@@ -40,6 +40,7 @@ public func buildApplication(
                 store: store,
                 revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
                 usageFlushInterval: .seconds(configuration.usageFlushSeconds),
+                shutdownTimeout: .seconds(configuration.shutdownTimeoutSeconds),
                 logger: logger
             )
         ],

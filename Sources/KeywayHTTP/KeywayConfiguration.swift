@@ -34,6 +34,10 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// `KEYWAY_KEY_CACHE_LIMIT`: how many revoked or unknown keys to remember,
     /// which bounds memory whatever keys callers invent.
     public var keyCacheLimit = 10_000
+    /// `KEYWAY_SHUTDOWN_TIMEOUT_SECONDS`: the most each step of a graceful stop
+    /// (draining requests, writing last-used times, closing connections) may
+    /// take; what is not done by then is abandoned and logged.
+    public var shutdownTimeoutSeconds = 10
 
     /// `KEYWAY_PUBLIC_URL`: the URL people and clients reach Keyway at, e.g.
     /// `https://keyway.example.com`. Dashboard cookies are `Secure` when it is https.
@@ -43,6 +47,9 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// `KEYWAY_DATABASE_URL`: `postgres://user:password@host:5432/database` to run
     /// on PostgreSQL (many instances); unset, Keyway uses the SQLite file.
     public var databaseURL: String?
+    /// `KEYWAY_DATABASE_CA_FILE`: a PEM file with the CA that signed the PostgreSQL
+    /// server's certificate, checked with `sslmode` `require`, `verify-ca` or `verify-full`.
+    public var databaseCAFile: String?
     /// `KEYWAY_DATABASE_POOL_SIZE`: most PostgreSQL connections per instance.
     public var databasePoolSize = 10
     /// `KEYWAY_DATABASE_CONNECT_TIMEOUT_MS`: how long to wait for a new PostgreSQL connection.
@@ -105,6 +112,13 @@ public struct KeywayConfiguration: Sendable, Equatable {
             }
             self.databaseURL = url
         }
+        if let file = value("KEYWAY_DATABASE_CA_FILE") {
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                throw ConfigurationError(variable: "KEYWAY_DATABASE_CA_FILE", message: "names '\(file)', which is missing or not readable")
+            }
+            self.databaseCAFile = file
+        }
+        if let seconds = try integer("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", in: 1...600) { self.shutdownTimeoutSeconds = seconds }
         if let size = try integer("KEYWAY_DATABASE_POOL_SIZE", in: 1...1000) { self.databasePoolSize = size }
         if let timeout = try integer("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", in: 100...120_000) { self.databaseConnectTimeoutMilliseconds = timeout }
         if let key = value("KEYWAY_MASTER_KEY") {

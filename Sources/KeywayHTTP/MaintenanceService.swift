@@ -12,6 +12,8 @@ struct MaintenanceService: Service {
     let store: any KeywayStore
     let revocationPollInterval: Duration
     let usageFlushInterval: Duration
+    /// The most the last flush of last-used times may take at shutdown.
+    let shutdownTimeout: Duration
     let logger: Logger
 
     func run() async throws {
@@ -54,12 +56,48 @@ struct MaintenanceService: Service {
                 }
             }
         }
-        // Last-used times gathered since the last flush would otherwise be lost.
-        do {
-            try await keys.flushUsage()
-        } catch {
-            logger.warning("could not record key usage at shutdown", metadata: ["error": "\(String(reflecting: error))"])
+        await flushUsageAtShutdown()
+    }
+
+    /// Writes the last-used times gathered since the last flush, or gives up on them
+    /// after ``shutdownTimeout``: they are best effort, and a database that is gone
+    /// (a failover, a dead host) must not keep the process from exiting.
+    private func flushUsageAtShutdown() async {
+        let pending = keys.pendingUsageCount
+        guard pending > 0 else { return }
+        let timeout = shutdownTimeout
+        let outcome = await withTaskGroup(of: FlushOutcome.self) { group in
+            group.addTask {
+                do {
+                    try await keys.flushUsage()
+                    return .written
+                } catch {
+                    return .failed(error)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return .timedOut
+            }
+            let first = await group.next() ?? .timedOut
+            // The store closes a connection whose query is cancelled, so a hung one lets go at once.
+            group.cancelAll()
+            return first
         }
+        let reason: String
+        switch outcome {
+        case .written:
+            logger.info("recorded keys' last-used times at shutdown", metadata: ["usage.recorded": "\(pending)"])
+            return
+        case .failed(let error):
+            reason = "\(String(reflecting: error))"
+        case .timedOut:
+            reason = "not written within \(timeout)"
+        }
+        logger.warning(
+            "abandoned keys' last-used times at shutdown",
+            metadata: ["usage.abandoned": "\(pending)", "reason": "\(reason)"]
+        )
     }
 
     private func repeatUntilShutdown(
@@ -82,6 +120,12 @@ struct MaintenanceService: Service {
             }
         }
     }
+}
+
+private enum FlushOutcome: Sendable {
+    case written
+    case failed(any Error)
+    case timedOut
 }
 
 /// Whether the revocation listener is connected, and when polling last ran.

@@ -1,6 +1,7 @@
 public import Foundation
 public import KeywayCore
 public import Logging
+import NIOSSL
 public import PostgresNIO
 public import ServiceLifecycle
 
@@ -19,42 +20,63 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     let client: PostgresClient
     private let configuration: PostgresClient.Configuration
-    private let listenerTLS: PostgresConnection.Configuration.TLS
+    /// TLS and connect timeout of connections outside the pool (the LISTEN one), the same as the pool's.
+    private let connectionTLS: PostgresConnection.Configuration.TLS
+    private let connectTimeout: TimeAmount
+    /// How connections use TLS (the URL's `sslmode`).
+    public let sslMode: PostgresConnectionSettings.SSLMode
     private let logger: Logger
     /// Lookups of keys no cache knows, many per query.
     private let keyLookups: BatchedLookup<KeyDigest, SecretKeyRecord>
 
     /// - Parameters:
-    ///   - url: `postgres://user:password@host:port/database`.
+    ///   - settings: Where and how to connect, from ``PostgresConnectionSettings``.
     ///   - poolSize: Most connections this instance opens.
     ///   - connectTimeout: How long to wait for a new connection.
-    /// - Throws: ``SchemaError`` when the URL cannot be used.
-    public init(url: String, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
-        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
-            let host = components.host, !host.isEmpty
-        else {
-            throw ConfigurationProblem("KEYWAY_DATABASE_URL must look like postgres://user:password@host:5432/database")
-        }
-        let requireTLS = components.queryItems?.contains { $0.name == "sslmode" && $0.value == "require" } == true
+    /// - Throws: when the TLS context cannot be built.
+    public init(settings: PostgresConnectionSettings, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
         var configuration = PostgresClient.Configuration(
-            host: host,
-            port: components.port ?? 5432,
-            username: components.user?.removingPercentEncoding ?? "postgres",
-            password: components.password?.removingPercentEncoding,
-            database: String(components.path.drop { $0 == "/" }).removingPercentEncoding,
-            tls: requireTLS ? .require(.makeClientConfiguration()) : .disable
+            host: settings.host,
+            port: settings.port,
+            username: settings.username,
+            password: settings.password,
+            database: settings.database,
+            tls: settings.clientTLS
         )
         configuration.options.maximumConnections = poolSize
         configuration.options.connectTimeout = connectTimeout
         configuration.options.additionalStartupParameters = [("application_name", "keyway")]
         self.configuration = configuration
-        self.listenerTLS = requireTLS ? .require(try .init(configuration: .makeClientConfiguration())) : .disable
+        self.connectionTLS = try settings.connectionTLS()
+        self.connectTimeout = .milliseconds(Int64(connectTimeout / .milliseconds(1)))
+        self.sslMode = settings.sslMode
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client
         self.logger = logger
         self.keyLookups = BatchedLookup(maximumBatch: 500) { digests in
             try await Self.secretKeys(digests: digests, client: client, logger: logger)
         }
+    }
+
+    /// - Parameters:
+    ///   - url: `postgres://user:password@host:port/database`, with an optional `sslmode` and `sslrootcert`.
+    ///   - caFile: The CA of the server's certificate (`KEYWAY_DATABASE_CA_FILE`).
+    ///   - poolSize: Most connections this instance opens.
+    ///   - connectTimeout: How long to wait for a new connection.
+    /// - Throws: ``ConfigurationProblem`` when the URL or the CA file cannot be used.
+    public convenience init(
+        url: String,
+        caFile: String? = nil,
+        poolSize: Int = 10,
+        connectTimeout: Duration = .seconds(5),
+        logger: Logger
+    ) throws {
+        try self.init(
+            settings: try PostgresConnectionSettings(url: url, caFile: caFile),
+            poolSize: poolSize,
+            connectTimeout: connectTimeout,
+            logger: logger
+        )
     }
 
     /// Runs the connection pool until cancelled.
@@ -641,18 +663,11 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         while !Task.isCancelled {
             do {
                 // A dedicated connection: LISTEN must not share a pooled one.
-                var options = PostgresConnection.Configuration.Options()
-                options.additionalStartupParameters = [("application_name", "keyway-listener")]
-                var connectionConfiguration = PostgresConnection.Configuration(
-                    host: configuration.host ?? "localhost",
-                    port: configuration.port ?? 5432,
-                    username: configuration.username,
-                    password: configuration.password,
-                    database: configuration.database,
-                    tls: listenerTLS
+                let connection = try await PostgresConnection.connect(
+                    configuration: singleConnection(applicationName: "keyway-listener"),
+                    id: 0,
+                    logger: logger
                 )
-                connectionConfiguration.options = options
-                let connection = try await PostgresConnection.connect(configuration: connectionConfiguration, id: 0, logger: logger)
                 do {
                     try await connection.listen(on: Self.revocationChannel) { notifications in
                         onStateChange(true)
@@ -670,7 +685,10 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                 throw CancellationError()
             } catch {
                 if Task.isCancelled { break }
-                logger.warning("revocation listener lost its connection; polling until it is back", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "revocation listener lost its connection; polling until it is back",
+                    metadata: ["error": "\(Self.reason(error))"]
+                )
             }
             onStateChange(false)
             try? await Task.sleep(for: backoff)
@@ -679,13 +697,71 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         onStateChange(false)
     }
 
+    /// The settings of a connection outside the pool, with the pool's address, credentials and TLS.
+    private func singleConnection(applicationName: String) -> PostgresConnection.Configuration {
+        var connection = PostgresConnection.Configuration(
+            host: configuration.host ?? "localhost",
+            port: configuration.port ?? 5432,
+            username: configuration.username,
+            password: configuration.password,
+            database: configuration.database,
+            tls: connectionTLS
+        )
+        connection.options.additionalStartupParameters = [("application_name", applicationName)]
+        connection.options.connectTimeout = connectTimeout
+        return connection
+    }
+
+    /// Opens and closes one connection as the pool would, so that a wrong address, TLS
+    /// setting or certificate is reported at once and plainly, rather than after the
+    /// pool has retried for a minute.
+    /// - Throws: ``ConfigurationProblem`` saying where it tried to connect and why it could not
+    ///   (never the password).
+    public func checkConnection() async throws {
+        do {
+            let connection = try await PostgresConnection.connect(configuration: singleConnection(applicationName: "keyway"), id: 0, logger: logger)
+            try await connection.close()
+        } catch {
+            let place = "\(configuration.host ?? "localhost"):\(configuration.port ?? 5432)"
+            throw ConfigurationProblem(
+                "Cannot connect to PostgreSQL at \(place) (sslmode=\(sslMode.rawValue)): \(Self.reason(error, host: configuration.host))"
+            )
+        }
+    }
+
+    /// What went wrong, from the server's message or the network / TLS error beneath
+    /// (PSQLError's own description hides both).
+    static func reason(_ error: any Error, host: String? = nil) -> String {
+        guard let error = error as? PSQLError else { return String(describing: error) }
+        if let message = error.serverInfo?[.message] { return message }
+        if error.code == .sslUnsupported { return "the server does not offer TLS" }
+        guard let underlying = error.underlying else { return "\(error.code)" }
+        if (underlying as? NIOSSLExtraError) == .failedToValidateHostname {
+            return "the server's certificate does not name '\(host ?? "")' (verify-full checks the host name; verify-ca does not)"
+        }
+        let described = String(describing: underlying)
+        if described.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "the server's certificate is not signed by a trusted CA (CERTIFICATE_VERIFY_FAILED)"
+        }
+        return described
+    }
+
     // MARK: Query helpers
 
     /// Runs `body` in a transaction, rethrowing the error that made it fail rather than PostgresNIO's wrapper,
     /// so domain errors (and unique violations) reach callers as themselves.
-    private func transaction<Result>(_ body: (PostgresConnection) async throws -> sending Result) async throws -> sending Result {
+    private func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         do {
-            return try await client.withTransaction(logger: logger, body)
+            return try await client.withConnection { connection in
+                // PostgresNIO lets a query run on when its task is cancelled; closing the
+                // connection ends it, so a cancelled caller (the shutdown deadline) is never
+                // held by a server that stopped answering.
+                try await withTaskCancellationHandler {
+                    try await connection.withTransaction(logger: logger) { try await body($0) }
+                } onCancel: {
+                    connection.close().whenComplete { _ in }
+                }
+            }
         } catch let error as PostgresTransactionError {
             throw error.closureError ?? error.beginError ?? error.commitError ?? error
         }

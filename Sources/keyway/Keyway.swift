@@ -102,12 +102,7 @@ struct DatabaseOptions: ParsableArguments {
         _ configuration: KeywayConfiguration,
         _ body: (any KeywayStore) async throws -> Result
     ) async throws -> Result {
-        let store = try KeywayPostgresStore(
-            url: url,
-            poolSize: configuration.databasePoolSize,
-            connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
-            logger: Logger(label: "keyway.postgres")
-        )
+        let store = try await openPostgres(url: url, configuration, logger: Logger(label: "keyway.postgres"))
         return try await withThrowingTaskGroup(of: Result?.self) { group in
             group.addTask {
                 await store.run()
@@ -120,6 +115,29 @@ struct DatabaseOptions: ParsableArguments {
                 throw CommandError(problem.description)
             }
             return try await body(store)
+        }
+    }
+
+    /// The one place a PostgreSQL store is opened: the URL's `sslmode`, its `sslrootcert`
+    /// and `KEYWAY_DATABASE_CA_FILE` are checked here, then one connection is tried, so a
+    /// bad setting, address or certificate stops the command at once with a plain message.
+    func openPostgres(
+        url: String,
+        _ configuration: KeywayConfiguration,
+        poolSize: Int? = nil,
+        logger: Logger
+    ) async throws -> KeywayPostgresStore {
+        do {
+            let store = try KeywayPostgresStore(
+                settings: try PostgresConnectionSettings(url: url, caFile: configuration.databaseCAFile),
+                poolSize: poolSize ?? configuration.databasePoolSize,
+                connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
+                logger: logger
+            )
+            try await store.checkConnection()
+            return store
+        } catch let problem as ConfigurationProblem {
+            throw CommandError(problem.description)
         }
     }
 
@@ -137,7 +155,12 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the HTTP server.",
         discussion: """
             On SQLite (the default) it applies pending migrations first; on PostgreSQL (KEYWAY_DATABASE_URL) it refuses \
-            an out-of-date schema: run `keyway migrate`. Stops gracefully on SIGTERM or SIGINT, finishing requests in flight.
+            an out-of-date schema: run `keyway migrate`. Stops gracefully on SIGTERM or SIGINT, finishing requests in flight \
+            and writing keys' last-used times, within KEYWAY_SHUTDOWN_TIMEOUT_SECONDS (default 10) even when the database \
+            is gone; last-used times not written by then are abandoned and logged.
+
+            TLS to PostgreSQL follows libpq: sslmode=disable, prefer (the default), require, verify-ca or verify-full in \
+            KEYWAY_DATABASE_URL; the CA file is KEYWAY_DATABASE_CA_FILE or the URL's sslrootcert.
             """
     )
 
@@ -173,15 +196,13 @@ struct Serve: AsyncParsableCommand {
         var services: [any Service] = []
         if let url = configuration.databaseURL {
             // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
-            let postgres = try KeywayPostgresStore(
-                url: url,
-                poolSize: configuration.databasePoolSize,
-                connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
-                logger: logger
-            )
+            let postgres = try await database.openPostgres(url: url, configuration, logger: logger)
             services.append(postgres)
             store = postgres
-            logger.info("using PostgreSQL", metadata: ["database.pool_size": "\(configuration.databasePoolSize)"])
+            logger.info(
+                "using PostgreSQL",
+                metadata: ["database.pool_size": "\(configuration.databasePoolSize)", "database.sslmode": "\(postgres.sslMode.rawValue)"]
+            )
         } else {
             store = try database.openSQLite(configuration)
             logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
@@ -197,9 +218,17 @@ struct Serve: AsyncParsableCommand {
             logger: logger
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.
-        let group = ServiceGroup(
-            configuration: .init(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services + [app],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
         )
+        // A stop is bounded whatever the database does: after the timeout what is still running
+        // is cancelled (the flush of last-used times logs what it abandons), and anything that
+        // ignores cancellation a second later aborts the process rather than hang it.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownTimeoutSeconds)
+        groupConfiguration.maximumCancellationDuration = .seconds(1)
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch let problem as SchemaError {
@@ -225,7 +254,7 @@ struct Migrate: AsyncParsableCommand {
         let name: String
         if let url = configuration.databaseURL {
             name = "PostgreSQL"
-            let store = try KeywayPostgresStore(url: url, poolSize: 2, logger: Logger(label: "keyway.postgres"))
+            let store = try await database.openPostgres(url: url, configuration, poolSize: 2, logger: Logger(label: "keyway.postgres"))
             applied = try await withThrowingTaskGroup(of: [String]?.self) { group in
                 group.addTask {
                     await store.run()

@@ -15,17 +15,22 @@ import Testing
         #expect(configuration.databaseURL == nil)
         #expect(configuration.revocationPollMilliseconds == 250)
         #expect(configuration.userTokenMinutes == 30)
+        #expect(configuration.databaseCAFile == nil)
+        #expect(configuration.shutdownTimeoutSeconds == 10)
         #expect(configuration.effectivePublicURL == "http://127.0.0.1:8080")
     }
 
     @Test func everyVariableIsRead() throws {
+        let caFile = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-ca-\(UUID().uuidString).pem").path
+        try Data("-----BEGIN CERTIFICATE-----".utf8).write(to: URL(fileURLWithPath: caFile))
+        defer { try? FileManager.default.removeItem(atPath: caFile) }
         let configuration = try KeywayConfiguration(environment: [
             "KEYWAY_HOST": "::1", "KEYWAY_PORT": "9000", "KEYWAY_DATABASE": "/var/lib/keyway/db.sqlite",
             "KEYWAY_EGRESS_IPS": " 203.0.113.7, 2001:db8::/32 ,", "KEYWAY_LOG_LEVEL": "DEBUG", "KEYWAY_REVOCATION_POLL_MS": "100",
             "KEYWAY_USAGE_FLUSH_SECONDS": "3", "KEYWAY_KEY_CACHE_LIMIT": "500", "KEYWAY_PUBLIC_URL": "https://keyway.example.com/",
             "KEYWAY_USER_TOKEN_MINUTES": "60", "KEYWAY_MASTER_KEY": Data(repeating: 1, count: 32).base64EncodedString(),
             "KEYWAY_DATABASE_URL": "postgres://keyway:secret@db.internal:5432/keyway", "KEYWAY_DATABASE_POOL_SIZE": "4",
-            "KEYWAY_DATABASE_CONNECT_TIMEOUT_MS": "1500",
+            "KEYWAY_DATABASE_CONNECT_TIMEOUT_MS": "1500", "KEYWAY_DATABASE_CA_FILE": caFile, "KEYWAY_SHUTDOWN_TIMEOUT_SECONDS": "3",
         ])
         #expect(configuration.host == "::1")
         #expect(configuration.port == 9000)
@@ -42,6 +47,8 @@ import Testing
         #expect(configuration.databaseURL == "postgres://keyway:secret@db.internal:5432/keyway")
         #expect(configuration.databasePoolSize == 4)
         #expect(configuration.databaseConnectTimeoutMilliseconds == 1500)
+        #expect(configuration.databaseCAFile == caFile)
+        #expect(configuration.shutdownTimeoutSeconds == 3)
     }
 
     @Test(arguments: [
@@ -50,6 +57,7 @@ import Testing
         ("KEYWAY_USAGE_FLUSH_SECONDS", "0"), ("KEYWAY_KEY_CACHE_LIMIT", "-1"), ("KEYWAY_PUBLIC_URL", "keyway.example.com"),
         ("KEYWAY_PUBLIC_URL", "ftp://keyway.example.com"), ("KEYWAY_USER_TOKEN_MINUTES", "61"), ("KEYWAY_MASTER_KEY", "dG9vIHNob3J0"),
         ("KEYWAY_DATABASE_URL", "mysql://db/keyway"), ("KEYWAY_DATABASE_POOL_SIZE", "0"), ("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", "5"),
+        ("KEYWAY_DATABASE_CA_FILE", "/nonexistent/ca.pem"), ("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", "0"), ("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", "601"),
     ])
     func badValuesNameTheirVariable(variable: String, value: String) {
         #expect(throws: ConfigurationError.self) { try KeywayConfiguration(environment: [variable: value]) }
