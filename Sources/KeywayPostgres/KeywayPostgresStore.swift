@@ -28,13 +28,26 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     private let logger: Logger
     /// Lookups of keys no cache knows, many per query.
     private let keyLookups: BatchedLookup<KeyDigest, SecretKeyRecord>
+    private let makeUserID: @Sendable (Date) -> UserID
 
     /// - Parameters:
     ///   - settings: Where and how to connect, from ``PostgresConnectionSettings``.
     ///   - poolSize: Most connections this instance opens.
     ///   - connectTimeout: How long to wait for a new connection.
     /// - Throws: when the TLS context cannot be built.
-    public init(settings: PostgresConnectionSettings, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
+    public convenience init(settings: PostgresConnectionSettings, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
+        try self.init(settings: settings, poolSize: poolSize, connectTimeout: connectTimeout, logger: logger, makeUserID: UserID.generate(at:))
+    }
+
+    /// - Parameter makeUserID: Draws new users' identifiers; tests pass one that collides on purpose.
+    init(
+        settings: PostgresConnectionSettings,
+        poolSize: Int,
+        connectTimeout: Duration,
+        logger: Logger,
+        makeUserID: @escaping @Sendable (Date) -> UserID
+    ) throws {
+        self.makeUserID = makeUserID
         var configuration = PostgresClient.Configuration(
             host: settings.host,
             port: settings.port,
@@ -266,7 +279,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
         let insertion = try await client.withConnection { connection in
-            try await Self.insert(user, in: environmentID, at: date, on: connection, logger: logger)
+            try await Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, on: connection, logger: logger)
         }
         switch insertion {
         case .created(let created): return created
@@ -279,7 +292,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         try await transaction { connection in
             var result = BatchCreation(created: [], taken: [])
             for user in users {
-                switch try await Self.insert(user, in: environmentID, at: date, on: connection, logger: logger) {
+                switch try await Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, on: connection, logger: logger) {
                 case .created(let created): result.created.append(created)
                 case .taken: result.taken.append(user.username)
                 case .usernameIsAUserID: result.userIDs.append(user.username)
@@ -305,13 +318,14 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         _ user: NewUser,
         in environmentID: EnvironmentID,
         at date: Date,
+        makeUserID: (Date) -> UserID,
         on connection: PostgresConnection,
         logger: Logger
     ) async throws -> Insertion {
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         while true {
-            let created = User(id: .generate(at: date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
+            let created = User(id: makeUserID(date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
             let rows = try await connection.query(
                 """
                 INSERT INTO users (id, account_id, environment, username, full_name, created_at)

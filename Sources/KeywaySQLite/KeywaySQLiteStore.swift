@@ -10,6 +10,7 @@ import Synchronization
 public final class KeywaySQLiteStore: KeywayStore {
     private let database: DatabasePool
     private let pointReader: SQLitePointReader
+    private let makeUserID: @Sendable (Date) -> UserID
     /// Point reads that found the database busy and went through the pool instead.
     let pointReadFallbacks = Atomic<Int>(0)
 
@@ -20,7 +21,13 @@ public final class KeywaySQLiteStore: KeywayStore {
     ///   - migrate: Whether to apply pending migrations now; when `false` an
     ///     out-of-date schema makes this throw ``SchemaError``.
     /// - Throws: When the file cannot be opened or its schema is unusable.
-    public init(path: String, migrate: Bool) throws {
+    public convenience init(path: String, migrate: Bool) throws {
+        try self.init(path: path, migrate: migrate, makeUserID: UserID.generate(at:))
+    }
+
+    /// - Parameter makeUserID: Draws new users' identifiers; tests pass one that collides on purpose.
+    init(path: String, migrate: Bool, makeUserID: @escaping @Sendable (Date) -> UserID) throws {
+        self.makeUserID = makeUserID
         self.database = try Self.open(path)
         self.pointReader = SQLitePointReader(path: path)
         if migrate {
@@ -219,7 +226,7 @@ public final class KeywaySQLiteStore: KeywayStore {
 
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
         try await database.write { db in
-            switch try Self.insert(user, in: environmentID, at: date, db: db) {
+            switch try Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, db: db) {
             case .created(let created): return created
             case .taken: throw KeywayError.usernameTaken(user.username)
             case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
@@ -231,7 +238,7 @@ public final class KeywaySQLiteStore: KeywayStore {
         try await database.write { db in
             var result = BatchCreation(created: [], taken: [])
             for user in users {
-                switch try Self.insert(user, in: environmentID, at: date, db: db) {
+                switch try Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, db: db) {
                 case .created(let created): result.created.append(created)
                 case .taken: result.taken.append(user.username)
                 case .usernameIsAUserID: result.userIDs.append(user.username)
@@ -250,7 +257,13 @@ public final class KeywaySQLiteStore: KeywayStore {
     /// Inserts a user unless its username is taken or is a user's identifier, and never
     /// with an identifier that is a username. SQLite runs one writer at a time, so
     /// nothing can come between these checks and the insert.
-    private static func insert(_ user: NewUser, in environmentID: EnvironmentID, at date: Date, db: Database) throws -> Insertion {
+    private static func insert(
+        _ user: NewUser,
+        in environmentID: EnvironmentID,
+        at date: Date,
+        makeUserID: (Date) -> UserID,
+        db: Database
+    ) throws -> Insertion {
         let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
         if UserID(validating: user.username) != nil,
             try Bool.fetchOne(
@@ -261,13 +274,13 @@ public final class KeywaySQLiteStore: KeywayStore {
         {
             return .usernameIsAUserID
         }
-        var id = UserID.generate(at: date)
+        var id = makeUserID(date)
         while try Bool.fetchOne(
             db,
             sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND username = ?",
             arguments: scope + [id.rawValue]
         ) != nil {
-            id = UserID.generate(at: date)
+            id = makeUserID(date)
         }
         let created = User(id: id, username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
         try db.execute(

@@ -196,6 +196,22 @@ import Testing
     }
 
     @Test(arguments: StoreKind.allCases)
+    func aNewUserNeverGetsAnIdentifierThatIsAlreadyAUsername(kind: StoreKind) async throws {
+        let taken = UserID.generate()
+        let fresh = UserID.generate()
+        // The first user is named like the identifier the second one would draw first.
+        let store = try await kind.makeStore(drawingUserIDs: [UserID.generate(), taken, fresh, taken, UserID.generate()])
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        _ = try await store.createUser(try NewUser(username: taken.rawValue, fullName: nil), in: development, at: Date())
+        let second = try await store.createUser(try NewUser(username: "second", fullName: nil), in: development, at: Date())
+        #expect(second.id == fresh, "the identifier equal to a username was drawn again")
+        let batch = try await store.createUsers([try NewUser(username: "third", fullName: nil)], in: development, at: Date())
+        #expect(batch.created.first?.id != taken)
+        #expect(try await store.user(taken.rawValue, in: development)?.username == taken.rawValue, "the name still names one user")
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func usernamesThatLookTheSameAreOneUsernameEvenWhenCreatedAtOnce(kind: StoreKind) async throws {
         let (store, account) = try await kind.makeStoreWithAccount()
         let development = EnvironmentID(accountID: account.id, environment: .development)

@@ -1,9 +1,11 @@
 import Foundation
 import KeywayCore
-import KeywayPostgres
-import KeywaySQLite
 import Logging
+import Synchronization
 import Testing
+
+@testable import KeywayPostgres
+@testable import KeywaySQLite
 
 /// Every store the conformance suite runs against.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
@@ -30,14 +32,22 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
     /// `count` stores on one fresh database, each with connections of its own, as
     /// `count` processes (servers, the CLI) would have.
-    func makeSharedStores(_ count: Int) async throws -> [any KeywayStore] {
+    func makeSharedStores(_ count: Int, makeUserID: @escaping @Sendable (Date) -> UserID = UserID.generate(at:)) async throws -> [any KeywayStore] {
         switch self {
         case .sqlite:
             let path = temporaryDatabasePath()
-            return try (0..<count).map { _ in try KeywaySQLiteStore(path: path, migrate: true) }
+            return try (0..<count).map { _ in try KeywaySQLiteStore(path: path, migrate: true, makeUserID: makeUserID) }
         case .postgres:
-            return try await TestPostgres.freshStores(count)
+            return try await TestPostgres.freshStores(count, makeUserID: makeUserID)
         }
+    }
+
+    /// A fresh store whose new users get `identifiers`, in order, then random ones.
+    func makeStore(drawingUserIDs identifiers: [UserID]) async throws -> any KeywayStore {
+        let queue = Mutex(identifiers)
+        return try await makeSharedStores(1) { date in
+            queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } ?? UserID.generate(at: date)
+        }[0]
     }
 }
 
@@ -65,7 +75,10 @@ enum TestPostgres {
     }
 
     /// `count` stores (pools) on one new database copied from the template.
-    static func freshStores(_ count: Int) async throws -> [KeywayPostgresStore] {
+    static func freshStores(
+        _ count: Int,
+        makeUserID: @escaping @Sendable (Date) -> UserID = UserID.generate(at:)
+    ) async throws -> [KeywayPostgresStore] {
         guard let url = serverURL else { throw CancellationError() }
         try await template.value
         let name = "keyway_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
@@ -74,7 +87,13 @@ enum TestPostgres {
             try await admin.execute("CREATE DATABASE \(name) TEMPLATE \(templateName)")
         }
         return try (0..<count).map { _ in
-            let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: logger)
+            let store = try KeywayPostgresStore(
+                settings: try PostgresConnectionSettings(url: url.replacingDatabase(with: name)),
+                poolSize: 4,
+                connectTimeout: .seconds(5),
+                logger: logger,
+                makeUserID: makeUserID
+            )
             Task.detached { await store.run() }
             return store
         }
