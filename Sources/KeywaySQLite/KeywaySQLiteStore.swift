@@ -11,6 +11,8 @@ public final class KeywaySQLiteStore: KeywayStore {
     private let database: DatabasePool
     private let pointReader: SQLitePointReader
     private let makeUserID: @Sendable (Date) -> UserID
+    /// `createUser` calls that arrive together share a transaction (and a sync to disk).
+    private let userCreations: GroupCommit<UserCreation, Insertion>
     /// Point reads that found the database busy and went through the pool instead.
     let pointReadFallbacks = Atomic<Int>(0)
 
@@ -28,7 +30,15 @@ public final class KeywaySQLiteStore: KeywayStore {
     /// - Parameter makeUserID: Draws new users' identifiers; tests pass one that collides on purpose.
     init(path: String, migrate: Bool, makeUserID: @escaping @Sendable (Date) -> UserID) throws {
         self.makeUserID = makeUserID
-        self.database = try Self.open(path)
+        let database = try Self.open(path)
+        self.database = database
+        self.userCreations = GroupCommit(maximumBatch: 500) { creations in
+            try await database.write { db in
+                try creations.map { creation in
+                    try Self.insert(creation.user, in: creation.environmentID, at: creation.date, makeUserID: makeUserID, db: db)
+                }
+            }
+        }
         self.pointReader = SQLitePointReader(path: path)
         if migrate {
             try KeywaySQLiteSchema.migrator.migrate(database)
@@ -225,12 +235,10 @@ public final class KeywaySQLiteStore: KeywayStore {
     // MARK: Users
 
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        try await database.write { db in
-            switch try Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, db: db) {
-            case .created(let created): return created
-            case .taken: throw KeywayError.usernameTaken(user.username)
-            case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
-            }
+        switch try await userCreations.submit(UserCreation(user: user, environmentID: environmentID, date: date)) {
+        case .created(let created): return created
+        case .taken: throw KeywayError.usernameTaken(user.username)
+        case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
         }
     }
 
@@ -248,7 +256,13 @@ public final class KeywaySQLiteStore: KeywayStore {
         }
     }
 
-    private enum Insertion {
+    private struct UserCreation: Sendable {
+        let user: NewUser
+        let environmentID: EnvironmentID
+        let date: Date
+    }
+
+    private enum Insertion: Sendable {
         case created(User)
         case taken
         case usernameIsAUserID
