@@ -128,8 +128,10 @@ public protocol RevocationNotifying: Sendable {
     /// Listens until cancelled, reconnecting with backoff.
     /// - Parameters:
     ///   - onNotification: Called when revocations may have happened (and once after each (re)connection).
+    ///     When it throws, the change counts as not seen: the listener reports itself down,
+    ///     so the caller polls, and calls it again once it is back.
     ///   - onStateChange: Called with `true` when listening, `false` when the connection is lost.
-    func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async
+    func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async
 }
 
 /// The database cannot be used as it is: it needs `keyway migrate`, was written

@@ -231,15 +231,12 @@ public enum UserInput {
     /// Letters that render as blanks although no Unicode property says so.
     private static let blankLetters: Set<UInt32> = [0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0]
 
-    /// Joiners and variation selectors that shape an emoji (`👩‍💻`, `❤️`) and may follow one only.
-    private static let emojiShapers: Set<UInt32> = [0x200D, 0xFE0E, 0xFE0F]
-
+    // Emoji joiners and variation selectors (U+200D, U+FE0E, U+FE0F) are refused too, even
+    // inside an emoji: `admin1` and `admin1` + U+200D look the same, and so do two emoji
+    // with and without a joiner that no font knows as one sequence.
     private static func firstInvisible(in value: String) -> Unicode.Scalar? {
-        var previous: Unicode.Scalar?
         for scalar in value.unicodeScalars {
-            defer { previous = scalar }
             if scalar == " " { continue }
-            if emojiShapers.contains(scalar.value), previous?.properties.isEmoji == true { continue }
             let properties = scalar.properties
             if properties.generalCategory == .format || properties.generalCategory == .spaceSeparator
                 || properties.isDefaultIgnorableCodePoint || blankLetters.contains(scalar.value)

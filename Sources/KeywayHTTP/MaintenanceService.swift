@@ -25,6 +25,7 @@ struct MaintenanceService: Service {
                         await notifying.listenForRevocations {
                             do { try await keys.followRevocations() } catch {
                                 logger.warning("could not follow revocations", metadata: ["error": "\(String(reflecting: error))"])
+                                throw error
                             }
                         } onStateChange: { isListening in
                             listening.set(isListening)

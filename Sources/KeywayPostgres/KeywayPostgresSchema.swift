@@ -103,6 +103,25 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX signing_keys_by_environment ON signing_keys(account_id, environment, created_at)",
             ]
         ),
+        (
+            // Usernames are NFC since this version, and lookups are normalised. The oldest of
+            // several spellings takes the NFC name; the others keep theirs (ids still reach them).
+            "v4: usernames in NFC",
+            [
+                """
+                UPDATE users u SET username = normalize(u.username, NFC)
+                WHERE u.id IN (
+                    SELECT DISTINCT ON (account_id, environment, normalize(username, NFC)) id FROM users
+                    WHERE username IS NOT NFC NORMALIZED
+                    ORDER BY account_id, environment, normalize(username, NFC), created_at, id
+                )
+                AND NOT EXISTS (
+                    SELECT 1 FROM users o
+                    WHERE o.account_id = u.account_id AND o.environment = u.environment AND o.username = normalize(u.username, NFC)
+                )
+                """
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

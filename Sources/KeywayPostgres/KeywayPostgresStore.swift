@@ -157,7 +157,11 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         let environment = environmentID.environment.rawValue
         return try await transaction { connection in
             // One generation at a time across all instances: revocation sequence numbers then
-            // commit in order, so a follower reading "after n" can never skip one.
+            // commit in order, so a follower reading "after n" can never skip one. Each statement
+            // must see the generation committed before the lock was granted, which READ COMMITTED
+            // gives whatever the database's default isolation is (under REPEATABLE READ the
+            // snapshot would predate the lock, and two generations would draw the same number).
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.generationLock))", logger: logger)
             let exists = try await connection.query("SELECT 1 FROM accounts WHERE id = \(account)", logger: logger).decode(Int32.self)
             var found = false
@@ -672,7 +676,10 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     // MARK: Revocation notifications
 
-    public func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
+    public func listenForRevocations(
+        onNotification: @escaping @Sendable () async throws -> Void,
+        onStateChange: @escaping @Sendable (Bool) -> Void
+    ) async {
         var backoff: Duration = .milliseconds(100)
         while !Task.isCancelled {
             do {
@@ -687,8 +694,10 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                         onStateChange(true)
                         backoff = .milliseconds(100)
                         // Catch up on anything revoked while the listener was down.
-                        await onNotification()
-                        for try await _ in notifications { await onNotification() }
+                        try await onNotification()
+                        // A notification whose follow fails ends the listening, as a lost connection
+                        // does: polling takes over, and reconnecting catches up.
+                        for try await _ in notifications { try await onNotification() }
                     }
                     try await connection.close()
                 } catch {

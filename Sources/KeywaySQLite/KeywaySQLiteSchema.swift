@@ -107,6 +107,22 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v4: usernames in NFC") { db in
+            // Usernames are NFC since this version, and lookups are normalised; older rows in
+            // another form would be unreachable by name and shadowed by a new NFC twin. The
+            // oldest of several spellings takes the NFC name; the others keep theirs (their
+            // ids still reach them) rather than fail the migration.
+            let rows = try Row.fetchAll(
+                db,
+                sql: "SELECT id, username FROM users WHERE length(CAST(username AS BLOB)) != length(username) ORDER BY created_at, id"
+            )
+            for row in rows {
+                let username: String = row["username"]
+                let normalized = UserInput.normalized(username)
+                guard !normalized.utf8.elementsEqual(username.utf8) else { continue }
+                try db.execute(sql: "UPDATE OR IGNORE users SET username = ? WHERE id = ?", arguments: [normalized, row["id"] as String])
+            }
+        }
         return migrator
     }()
 

@@ -738,7 +738,10 @@ extension KeywaySQLiteStore: RevocationNotifying {
     /// Calls `onNotification` within ``changeCheckInterval`` of any commit by another
     /// connection — the CLI, another process, or this one's own writers — by reading
     /// `PRAGMA data_version`, which costs a read of shared memory.
-    public func listenForRevocations(onNotification: @escaping @Sendable () async -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
+    public func listenForRevocations(
+        onNotification: @escaping @Sendable () async throws -> Void,
+        onStateChange: @escaping @Sendable (Bool) -> Void
+    ) async {
         var backoff: Duration = .milliseconds(100)
         while !Task.isCancelled {
             do {
@@ -748,7 +751,8 @@ extension KeywaySQLiteStore: RevocationNotifying {
                 while !Task.isCancelled {
                     // The first call reports a change, so what happened before is caught up on.
                     if try watcher.hasChanged() {
-                        await onNotification()
+                        // When it fails, this watcher is dropped: the next one starts by catching up.
+                        try await onNotification()
                     }
                     try await Task.sleep(for: Self.changeCheckInterval)
                 }

@@ -113,6 +113,68 @@ import Testing
         #expect(try await store.user("ada", in: development) == ada)
     }
 
+    /// A change whose follow fails is not lost: the watcher starts over and catches up.
+    @Test func aChangeWhoseFollowFailsIsFollowedAgain() async throws {
+        let path = temporaryDatabasePath()
+        let serverStore = try KeywaySQLiteStore(path: path, migrate: true)
+        let flaky = CountingStore(serverStore)
+        let cliStore = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await cliStore.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let server = SecretKeys(store: flaky)
+        let cli = SecretKeys(store: cliStore)
+        let old = try await cli.generate(for: development, createdBy: "cli").key
+        try await server.followRevocations()
+        _ = try await server.authenticate(Substring(old.revealPlaintext()))  // cached as active
+
+        let listener = Task {
+            await serverStore.listenForRevocations {
+                try await server.followRevocations()
+            } onStateChange: { _ in
+            }
+        }
+        defer { listener.cancel() }
+        try await Task.sleep(for: .milliseconds(50))
+        flaky.failRevocationReads(1)
+        _ = try await cli.generate(for: development, createdBy: "cli")
+        try await waitUntil(deadline: .seconds(5)) { flaky.failingRevocationReads == 0 }
+        var refused = false
+        let end = ContinuousClock.now + .seconds(5)
+        while !refused, ContinuousClock.now < end {
+            do { _ = try await server.authenticate(Substring(old.revealPlaintext())) } catch { refused = true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(refused, "the revocation whose first follow failed was followed again")
+    }
+
+    @Test func usernamesWrittenBeforeNFCAreNormalisedByTheMigration() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let twin = try await store.createUser(try NewUser(username: "zo\u{EB}", fullName: nil), in: development, at: Date())
+        // Rows as the previous release wrote them, decomposed, and the migration not yet run.
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in
+            for (id, username) in [("0000000100000000000000a1", "jose\u{301}"), ("0000000100000000000000a2", "zoe\u{308}")] {
+                try db.execute(
+                    sql: "INSERT INTO users (id, account_id, environment, username, full_name, created_at) VALUES (?, ?, 'development', ?, NULL, 1)",
+                    arguments: [id, account.id.rawValue, username]
+                )
+            }
+            try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v4: usernames in NFC'")
+        }
+        #expect(try await store.user("jos\u{E9}", in: development) == nil, "unreachable by name before the migration")
+
+        _ = try KeywaySQLiteStore.migrate(path: path)
+        let jose = try #require(try await store.user("jos\u{E9}", in: development))
+        #expect(jose.id.rawValue == "0000000100000000000000a1")
+        #expect(Array(jose.username.unicodeScalars) == Array("jos\u{E9}".unicodeScalars))
+        #expect(try await store.user("zo\u{EB}", in: development) == twin, "an existing NFC name keeps its user")
+        let shadowed = try #require(try await store.user("0000000100000000000000a2", in: development))
+        #expect(Array(shadowed.username.unicodeScalars) == Array("zoe\u{308}".unicodeScalars), "its twin keeps its spelling; its id reaches it")
+    }
+
     /// Waits for `condition`, failing after a deadline far above any expected delay.
     func waitUntil(deadline: Duration = .seconds(10), _ condition: () -> Bool) async throws {
         let clock = ContinuousClock()

@@ -138,10 +138,15 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     let base: any KeywayStore
     private let lock = NSLock()
     private var _keyLookups = 0
+    private var _failingRevocationReads = 0
 
     init(_ base: any KeywayStore) { self.base = base }
 
     var keyLookups: Int { lock.withLock { _keyLookups } }
+
+    /// Makes the next `count` reads of revocations fail, as a dropped connection would.
+    func failRevocationReads(_ count: Int) { lock.withLock { _failingRevocationReads = count } }
+    var failingRevocationReads: Int { lock.withLock { _failingRevocationReads } }
 
     func createAccount(name: String, at date: Date) async throws -> Account { try await base.createAccount(name: name, at: date) }
     func account(_ id: AccountID) async throws -> Account? { try await base.account(id) }
@@ -163,7 +168,12 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     }
     func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }
     func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
-        try await base.revocations(after: sequence, limit: limit)
+        let fails = lock.withLock {
+            defer { _failingRevocationReads = max(0, _failingRevocationReads - 1) }
+            return _failingRevocationReads > 0
+        }
+        if fails { throw CancellationError() }
+        return try await base.revocations(after: sequence, limit: limit)
     }
     func latestRevocationSequence() async throws -> Int64 { try await base.latestRevocationSequence() }
     func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws { try await base.recordKeyUsage(lastUsed) }

@@ -1,0 +1,66 @@
+import Foundation
+import KeywayCore
+import KeywayPostgres
+import Testing
+
+/// What only the PostgreSQL adapter has to get right.
+@Suite struct PostgresStoreTests {
+    /// Revocation numbers are drawn under a lock; they stay distinct and in commit order
+    /// even when the database's default isolation is REPEATABLE READ.
+    @Test func concurrentGenerationsDrawDistinctNumbersUnderAnyDefaultIsolation() async throws {
+        guard let url = TestPostgres.serverURL else { return }
+        _ = try await TestPostgres.freshStores(1)  // the template exists from here on
+        let name = "keyway_rr_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let admin = try KeywayPostgresStore(url: url, poolSize: 1, logger: TestPostgres.logger)
+        try await TestPostgres.running(admin) {
+            try await admin.execute("CREATE DATABASE \(name) TEMPLATE \(TestPostgres.templateName)")
+            try await admin.execute("ALTER DATABASE \(name) SET default_transaction_isolation = 'repeatable read'")
+        }
+        let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: TestPostgres.logger)
+        Task.detached { await store.run() }
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let environments = Environment.allCases.map { EnvironmentID(accountID: account.id, environment: $0) }
+        let keys = SecretKeys(store: store)
+        for environment in environments { _ = try await keys.generate(for: environment, createdBy: "seed") }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for round in 0..<20 {
+                group.addTask { _ = try await keys.generate(for: environments[round % 2], createdBy: "race") }
+            }
+            try await group.waitForAll()
+        }
+        let revocations = try await store.revocations(after: 0, limit: 500)
+        #expect(revocations.count == 20)
+        #expect(Set(revocations.map(\.sequence)).count == revocations.count)
+    }
+
+    @Test func usernamesWrittenBeforeNFCAreNormalisedByTheMigration() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let store = try #require(try await TestPostgres.freshStores(1).first)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let twin = try await store.createUser(try NewUser(username: "zo\u{EB}", fullName: nil), in: development, at: Date())
+        // Rows as the previous release wrote them, decomposed (two spellings of one name), and the migration not yet run.
+        for (id, username, created) in [
+            ("0000000100000000000000a1", "jose\u{301}", 1), ("0000000100000000000000a2", "zoe\u{308}", 2),
+            ("0000000100000000000000a3", "d\u{307}\u{323}", 3), ("0000000100000000000000a4", "d\u{323}\u{307}", 4),
+        ] {
+            try await store.execute(
+                "INSERT INTO users (id, account_id, environment, username, full_name, created_at) VALUES ('\(id)', '\(account.id.rawValue)', 'development', '\(username)', NULL, \(created))"
+            )
+        }
+        try await store.execute("DELETE FROM keyway_migrations WHERE id = 'v4: usernames in NFC'")
+        #expect(try await store.user("jos\u{E9}", in: development) == nil, "unreachable by name before the migration")
+
+        #expect(try await store.migrate() == ["v4: usernames in NFC"])
+        let jose = try #require(try await store.user("jos\u{E9}", in: development))
+        #expect(jose.id.rawValue == "0000000100000000000000a1")
+        #expect(try await store.user("zo\u{EB}", in: development) == twin, "an existing NFC name keeps its user")
+        let shadowed = try #require(try await store.user("0000000100000000000000a2", in: development))
+        #expect(Array(shadowed.username.unicodeScalars) == Array("zoe\u{308}".unicodeScalars), "its twin keeps its spelling; its id reaches it")
+        #expect(
+            try await store.user("\u{1E0D}\u{307}", in: development)?.id.rawValue == "0000000100000000000000a3",
+            "the oldest spelling takes the name"
+        )
+        #expect(try await store.user("0000000100000000000000a4", in: development) != nil)
+    }
+}
