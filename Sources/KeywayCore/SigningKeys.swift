@@ -62,6 +62,7 @@ public struct MasterKey: Sendable {
     /// - Parameter mayCreate: `false` when data sealed under an existing key is stored:
     ///   a new key could never open it, so a missing file is an error, not a fresh start.
     public static func loadOrCreate(file path: String, mayCreate: Bool, logger: Logger) throws -> MasterKey {
+        removeAbandonedTemporaryFiles(of: path)
         if let existing = try read(path) {
             return existing
         }
@@ -105,6 +106,23 @@ public struct MasterKey: Sendable {
             return try MasterKey(base64: text)
         } catch {
             throw ConfigurationProblem("The master key file \(path) does not hold a master key (32 bytes, base64): \(error)")
+        }
+    }
+
+    /// Deletes temporary key files that a process killed while creating the key left
+    /// behind (they hold a key, mode 0600). Only old ones: a young one may be another
+    /// process's, about to be linked.
+    private static func removeAbandonedTemporaryFiles(of path: String) {
+        let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent()
+        let prefix = url.lastPathComponent + "."
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return }
+        for name in names where name.hasPrefix(prefix) && name.hasSuffix(".tmp") {
+            let candidate = folder.appendingPathComponent(name).path
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: candidate))?[.modificationDate] as? Date,
+                Date().timeIntervalSince(modified) > 60
+            else { continue }
+            unlink(candidate)
         }
     }
 

@@ -183,6 +183,21 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: path), "no new key was made")
     }
 
+    @Test func aTemporaryKeyFileLeftByAKilledProcessIsRemoved() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-master-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent("master.key").path
+        let abandoned = path + ".123.456.tmp"
+        let young = path + ".789.012.tmp"
+        for file in [abandoned, young] {
+            #expect(FileManager.default.createFile(atPath: file, contents: Data("a key\n".utf8), attributes: [.posixPermissions: 0o600]))
+        }
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: abandoned)
+        _ = try MasterKey.loadOrCreate(file: path, mayCreate: true, logger: Logger(label: "test"))
+        #expect(!FileManager.default.fileExists(atPath: abandoned), "an hour-old temporary key file is removed")
+        #expect(FileManager.default.fileExists(atPath: young), "a young one may be another process's, about to be linked")
+    }
+
     @Test func processesCreatingTheMasterKeyTogetherAllGetTheSameKey() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-master-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
