@@ -197,6 +197,35 @@ public struct BatchCreation: Sendable, Hashable {
     }
 }
 
+/// What inserting one user came to, as a store finds out inside its transaction.
+public enum UserInsertion: Sendable, Hashable {
+    case created(User)
+    /// The username exists in the environment.
+    case usernameTaken
+    /// The username is the identifier of a user of the environment.
+    case usernameIsAUserID
+
+    /// The created user, or the error that says why `username` was refused.
+    public func created(username: String) throws(KeywayError) -> User {
+        switch self {
+        case .created(let user): return user
+        case .usernameTaken: throw .usernameTaken(username)
+        case .usernameIsAUserID: throw .usernameIsAUserID(username)
+        }
+    }
+}
+
+extension BatchCreation {
+    /// Records what inserting the user named `username` came to.
+    public mutating func record(_ insertion: UserInsertion, username: String) {
+        switch insertion {
+        case .created(let user): created.append(user)
+        case .usernameTaken: taken.append(username)
+        case .usernameIsAUserID: userIDs.append(username)
+        }
+    }
+}
+
 /// Rules for user input shared by every entry point.
 public enum UserInput {
     /// Upper bound on a username or full name, in Unicode scalars.

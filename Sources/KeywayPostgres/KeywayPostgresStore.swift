@@ -285,31 +285,18 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         let insertion = try await client.withConnection { connection in
             try await Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, on: connection, logger: logger)
         }
-        switch insertion {
-        case .created(let created): return created
-        case .taken: throw KeywayError.usernameTaken(user.username)
-        case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
-        }
+        return try insertion.created(username: user.username)
     }
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
         try await transaction { connection in
             var result = BatchCreation(created: [], taken: [])
             for user in users {
-                switch try await Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, on: connection, logger: logger) {
-                case .created(let created): result.created.append(created)
-                case .taken: result.taken.append(user.username)
-                case .usernameIsAUserID: result.userIDs.append(user.username)
-                }
+                let insertion = try await Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, on: connection, logger: logger)
+                result.record(insertion, username: user.username)
             }
             return result
         }
-    }
-
-    private enum Insertion {
-        case created(User)
-        case taken
-        case usernameIsAUserID
     }
 
     /// Inserts a user unless its username is taken or is a user's identifier, and never with
@@ -325,7 +312,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         makeUserID: (Date) -> UserID,
         on connection: PostgresConnection,
         logger: Logger
-    ) async throws -> Insertion {
+    ) async throws -> UserInsertion {
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         while true {
@@ -362,7 +349,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                 taken = taken || usernameMatches
             }
             if isAUserID { return .usernameIsAUserID }
-            if taken { return .taken }
+            if taken { return .usernameTaken }
         }
     }
 

@@ -12,7 +12,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     private let pointReader: SQLitePointReader
     private let makeUserID: @Sendable (Date) -> UserID
     /// `createUser` calls that arrive together share a transaction (and a sync to disk).
-    private let userCreations: GroupCommit<UserCreation, Insertion>
+    private let userCreations: GroupCommit<UserCreation, UserInsertion>
     /// Point reads that found the database busy and went through the pool instead.
     let pointReadFallbacks = Atomic<Int>(0)
 
@@ -235,22 +235,14 @@ public final class KeywaySQLiteStore: KeywayStore {
     // MARK: Users
 
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        switch try await userCreations.submit(UserCreation(user: user, environmentID: environmentID, date: date)) {
-        case .created(let created): return created
-        case .taken: throw KeywayError.usernameTaken(user.username)
-        case .usernameIsAUserID: throw KeywayError.usernameIsAUserID(user.username)
-        }
+        try await userCreations.submit(UserCreation(user: user, environmentID: environmentID, date: date)).created(username: user.username)
     }
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
         try await database.write { db in
             var result = BatchCreation(created: [], taken: [])
             for user in users {
-                switch try Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, db: db) {
-                case .created(let created): result.created.append(created)
-                case .taken: result.taken.append(user.username)
-                case .usernameIsAUserID: result.userIDs.append(user.username)
-                }
+                result.record(try Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, db: db), username: user.username)
             }
             return result
         }
@@ -262,12 +254,6 @@ public final class KeywaySQLiteStore: KeywayStore {
         let date: Date
     }
 
-    private enum Insertion: Sendable {
-        case created(User)
-        case taken
-        case usernameIsAUserID
-    }
-
     /// Inserts a user unless its username is taken or is a user's identifier, and never
     /// with an identifier that is a username. SQLite runs one writer at a time, so
     /// nothing can come between these checks and the insert.
@@ -277,7 +263,7 @@ public final class KeywaySQLiteStore: KeywayStore {
         at date: Date,
         makeUserID: (Date) -> UserID,
         db: Database
-    ) throws -> Insertion {
+    ) throws -> UserInsertion {
         let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
         if UserID(validating: user.username) != nil,
             try Bool.fetchOne(
@@ -308,7 +294,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                 created.username, created.fullName, created.createdAt.keywayMilliseconds,
             ]
         )
-        return db.changesCount == 1 ? .created(created) : .taken
+        return db.changesCount == 1 ? .created(created) : .usernameTaken
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
