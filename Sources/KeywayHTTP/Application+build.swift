@@ -1,3 +1,4 @@
+public import Foundation
 public import Hummingbird
 public import KeywayCore
 public import Logging
@@ -13,6 +14,7 @@ public import Prometheus
 ///   - metrics: The registry `/metrics` renders; bootstrap swift-metrics with it.
 ///   - userTokens: Mints and verifies user tokens for frontends.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
+///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
 public func buildApplication(
     configuration: KeywayConfiguration,
@@ -21,6 +23,7 @@ public func buildApplication(
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
+    now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
 ) -> some ApplicationProtocol {
     let router = buildRouter(
@@ -29,7 +32,8 @@ public func buildApplication(
         keys: keys,
         metrics: metrics,
         userTokens: userTokens,
-        passwordHasher: passwordHasher
+        passwordHasher: passwordHasher,
+        now: now
     )
     var app = Application(
         router: router,
@@ -62,7 +66,8 @@ func buildRouter(
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
-    passwordHasher: any PasswordHasher
+    passwordHasher: any PasswordHasher,
+    now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
     let router = Router(context: KeywayRequestContext.self)
     // Middleware must be added before routes: Hummingbird binds it at registration.
@@ -90,7 +95,8 @@ func buildRouter(
         keys: keys,
         hasher: passwordHasher,
         secureCookies: configuration.effectivePublicURL.lowercased().hasPrefix("https://"),
-        egressIPs: configuration.egressIPs
+        egressIPs: configuration.egressIPs,
+        now: now
     ).register(on: router)
     return router
 }

@@ -94,6 +94,7 @@ struct TestServer {
             metrics: testMetricsRegistry,
             userTokens: userTokens,
             passwordHasher: passwordHasher,
+            now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")
         )
         return try await app.test(.router, body)

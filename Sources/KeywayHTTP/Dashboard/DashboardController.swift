@@ -20,10 +20,20 @@ struct DashboardController: Sendable {
     let clientThrottle = AttemptThrottle(policy: .perClient)
     /// A bcrypt hash to check unknown emails against, so their answer takes as long as a real one.
     private let decoyHash = DecoyHash()
+    /// The throttles' clock.
+    let now: @Sendable () -> Date
 
     static let pageSize = 25
 
-    init(store: any KeywayStore, keys: SecretKeys, hasher: any PasswordHasher, secureCookies: Bool, egressIPs: [String]) {
+    init(
+        store: any KeywayStore,
+        keys: SecretKeys,
+        hasher: any PasswordHasher,
+        secureCookies: Bool,
+        egressIPs: [String],
+        now: @escaping @Sendable () -> Date
+    ) {
+        self.now = now
         self.store = store
         self.keys = keys
         self.sessions = DashboardSessions(store: store, secureCookies: secureCookies)
@@ -86,7 +96,7 @@ struct DashboardController: Sendable {
         // Every sign-up costs a bcrypt, so they are throttled per client before any work.
         let clientKey = "signup:" + context.remoteAddress
         do {
-            try clientThrottle.check(clientKey)
+            try clientThrottle.check(clientKey, at: now())
         } catch {
             data["formError"] = "Too many sign-ups from your network. Try again in \(error.retryAfterSeconds) seconds."
             return page(status: .tooManyRequests)
@@ -100,7 +110,7 @@ struct DashboardController: Sendable {
         guard data["companyError"] == nil, data["emailError"] == nil, data["passwordError"] == nil else {
             return page(status: .badRequest)
         }
-        clientThrottle.recordFailure(clientKey)
+        clientThrottle.recordFailure(clientKey, at: now())
         let hash = try await hasher.hash(password)
         let member: Member
         do {
@@ -144,8 +154,8 @@ struct DashboardController: Sendable {
         let clientKey = "signin:" + context.remoteAddress
         // Checked before the password hash, so a flood of attempts costs no bcrypt.
         do {
-            try accountThrottle.check(accountKey)
-            try clientThrottle.check(clientKey)
+            try accountThrottle.check(accountKey, at: now())
+            try clientThrottle.check(clientKey, at: now())
         } catch {
             context.logger.notice("sign-in throttled", metadata: ["locked": "\(error.lockedOut)"])
             let wait = error.retryAfterSeconds
@@ -159,8 +169,8 @@ struct DashboardController: Sendable {
         if let stored = credentials?.passwordHash { hash = stored } else { hash = try await decoy() }
         let valid = try await hasher.verify(password, hash: hash)
         guard let member = credentials?.member, valid, !password.isEmpty else {
-            accountThrottle.recordFailure(accountKey)
-            clientThrottle.recordFailure(clientKey)
+            accountThrottle.recordFailure(accountKey, at: now())
+            clientThrottle.recordFailure(clientKey, at: now())
             return page("The email or password is wrong.", status: .unauthorized)
         }
         accountThrottle.reset(accountKey)
@@ -228,13 +238,13 @@ struct DashboardController: Sendable {
     private func recheckPassword(_ password: String, context: SignedInRequestContext) async throws -> String? {
         let accountKey = "signin:" + context.member.email
         do {
-            try accountThrottle.check(accountKey)
+            try accountThrottle.check(accountKey, at: now())
         } catch {
             return "Too many wrong passwords. Try again in \(error.retryAfterSeconds) seconds."
         }
         guard !password.isEmpty, let hash = try await store.passwordHash(of: context.member.id), try await hasher.verify(password, hash: hash)
         else {
-            accountThrottle.recordFailure(accountKey)
+            accountThrottle.recordFailure(accountKey, at: now())
             return password.isEmpty ? "Enter your password to generate the production key." : "That password is wrong."
         }
         accountThrottle.reset(accountKey)
