@@ -67,24 +67,7 @@ struct MaintenanceService: Service {
         let pending = keys.pendingUsageCount
         guard pending > 0 else { return }
         let timeout = shutdownTimeout
-        let outcome = await withTaskGroup(of: FlushOutcome.self) { group in
-            group.addTask {
-                do {
-                    try await keys.flushUsage()
-                    return .written
-                } catch {
-                    return .failed(error)
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return .timedOut
-            }
-            let first = await group.next() ?? .timedOut
-            // The store closes a connection whose query is cancelled, so a hung one lets go at once.
-            group.cancelAll()
-            return first
-        }
+        let outcome = await Self.outcome(within: timeout) { try await keys.flushUsage() }
         let reason: String
         switch outcome {
         case .written:
@@ -94,6 +77,8 @@ struct MaintenanceService: Service {
             reason = "\(String(reflecting: error))"
         case .timedOut:
             reason = "not written within \(timeout)"
+        case .cancelled:
+            reason = "the shutdown was cancelled"
         }
         logger.warning(
             "abandoned keys' last-used times at shutdown",
@@ -123,10 +108,67 @@ struct MaintenanceService: Service {
     }
 }
 
-private enum FlushOutcome: Sendable {
+enum FlushOutcome: Sendable {
     case written
     case failed(any Error)
     case timedOut
+    case cancelled
+}
+
+extension MaintenanceService {
+    /// Runs `work` and answers when it ends, after `timeout`, or when the caller is
+    /// cancelled, whichever comes first, without waiting for `work` to let go.
+    ///
+    /// Why not a task group: a group waits for all its children, and a query stuck on a
+    /// database that is gone may ignore cancellation (a pool lease, a connection attempt);
+    /// the service would then outlive the shutdown deadline and the process be aborted.
+    /// `work` is cancelled once answered and ends on its own, or with the process.
+    static func outcome(within timeout: Duration, _ work: @escaping @Sendable () async throws -> Void) async -> FlushOutcome {
+        let answer = FirstAnswer()
+        let worker = Task {
+            do {
+                try await work()
+                answer.give(.written)
+            } catch {
+                answer.give(.failed(error))
+            }
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            answer.give(.timedOut)
+        }
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { answer.await($0) }
+        } onCancel: {
+            answer.give(.cancelled)
+        }
+        worker.cancel()
+        timer.cancel()
+        return outcome
+    }
+}
+
+/// The first of several racing answers; the others are dropped.
+private final class FirstAnswer: Sendable {
+    private let state = Mutex<(waiter: CheckedContinuation<FlushOutcome, Never>?, answer: FlushOutcome?)>((nil, nil))
+
+    func give(_ outcome: FlushOutcome) {
+        let waiter = state.withLock { state -> CheckedContinuation<FlushOutcome, Never>? in
+            guard state.answer == nil else { return nil }
+            state.answer = outcome
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: outcome)
+    }
+
+    func await(_ waiter: CheckedContinuation<FlushOutcome, Never>) {
+        let early = state.withLock { state -> FlushOutcome? in
+            if state.answer == nil { state.waiter = waiter }
+            return state.answer
+        }
+        if let early { waiter.resume(returning: early) }
+    }
 }
 
 /// Whether the revocation listener is connected, and when polling last ran.

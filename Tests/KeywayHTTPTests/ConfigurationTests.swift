@@ -88,3 +88,41 @@ import Testing
         #expect(state.shouldPoll(now: start.addingTimeInterval(2 + ListenerState.safetyNetInterval)), "a lost listener means polling at once")
     }
 }
+
+/// The shutdown flush answers by its deadline even when the database never does.
+@Suite struct ShutdownFlushTests {
+    /// Work that neither ends nor notices cancellation, as a lease on a pool that cannot connect.
+    static func stuck() async {
+        await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }
+    }
+
+    @Test func workThatIgnoresCancellationIsAbandonedAtTheDeadline() async {
+        let outcome = await MaintenanceService.outcome(within: .milliseconds(50)) { await Self.stuck() }
+        guard case .timedOut = outcome else {
+            Issue.record("expected timedOut, got \(outcome)")
+            return
+        }
+    }
+
+    @Test func aCancelledShutdownAnswersAtOnce() async {
+        let flush = Task { await MaintenanceService.outcome(within: .seconds(600)) { await Self.stuck() } }
+        try? await Task.sleep(for: .milliseconds(20))
+        flush.cancel()
+        guard case .cancelled = await flush.value else {
+            Issue.record("expected cancelled")
+            return
+        }
+    }
+
+    @Test func finishedWorkIsReportedWithItsResult() async {
+        guard case .written = await MaintenanceService.outcome(within: .seconds(600), {}) else {
+            Issue.record("expected written")
+            return
+        }
+        struct Refused: Error {}
+        guard case .failed(let error) = await MaintenanceService.outcome(within: .seconds(600), { throw Refused() }), error is Refused else {
+            Issue.record("expected the work's error")
+            return
+        }
+    }
+}
