@@ -181,19 +181,15 @@ public struct UserPage: Sendable, Hashable {
 /// What a batch create did.
 public struct BatchCreation: Sendable, Hashable {
     public var created: [User]
-    /// Usernames refused because they already exist in the environment.
-    public var taken: [String]
-    /// Usernames refused because they are identifiers of users of the environment.
-    public var userIDs: [String]
+    /// The usernames refused, each with why (`username_taken`, or `invalid_input` for a user's identifier).
+    public var refused: [String: KeywayError]
 
     /// - Parameters:
     ///   - created: The users created, in request order.
-    ///   - taken: The usernames that already existed.
-    ///   - userIDs: The usernames that are users' identifiers.
-    public init(created: [User], taken: [String], userIDs: [String] = []) {
+    ///   - refused: The usernames refused, each with why.
+    public init(created: [User] = [], refused: [String: KeywayError] = [:]) {
         self.created = created
-        self.taken = taken
-        self.userIDs = userIDs
+        self.refused = refused
     }
 }
 
@@ -218,10 +214,10 @@ public enum UserInsertion: Sendable, Hashable {
 extension BatchCreation {
     /// Records what inserting the user named `username` came to.
     public mutating func record(_ insertion: UserInsertion, username: String) {
-        switch insertion {
-        case .created(let user): created.append(user)
-        case .usernameTaken: taken.append(username)
-        case .usernameIsAUserID: userIDs.append(username)
+        do {
+            created.append(try insertion.created(username: username))
+        } catch {
+            refused[username] = error
         }
     }
 }

@@ -86,10 +86,8 @@ struct UsersController {
             }
         }
         let creation = try await store.createUsers(valid.map(\.user), in: context.environmentID, at: Date())
-        let taken = Set(creation.taken)
-        let userIDs = Set(creation.userIDs)
-        for (index, user) in valid where taken.contains(user.username) || userIDs.contains(user.username) {
-            let error = taken.contains(user.username) ? KeywayError.usernameTaken(user.username) : KeywayError.usernameIsAUserID(user.username)
+        for (index, user) in valid {
+            guard let error = creation.refused[user.username] else { continue }
             invalid.append(InvalidUser(index: index, username: user.username, code: error.code.rawValue, message: error.message))
         }
         invalid.sort { $0.index < $1.index }

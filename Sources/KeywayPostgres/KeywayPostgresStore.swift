@@ -290,7 +290,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
         try await transaction { connection in
-            var result = BatchCreation(created: [], taken: [])
+            var result = BatchCreation()
             for user in users {
                 let insertion = try await Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, on: connection, logger: logger)
                 result.record(insertion, username: user.username)

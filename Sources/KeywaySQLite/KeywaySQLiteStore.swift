@@ -179,7 +179,7 @@ public final class KeywaySQLiteStore: KeywayStore {
         } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
             pointReadFallbacks.add(1, ordering: .relaxed)
             return try await database.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM secret_keys WHERE digest = ?", arguments: [Data(digest.bytes)])
+                try Row.fetchOne(db, sql: SQLitePointReader.Query.secretKeyByDigest.sql, arguments: [Data(digest.bytes)])
                     .map(SecretKeyRecord.init(row:))
             }
         }
@@ -240,7 +240,7 @@ public final class KeywaySQLiteStore: KeywayStore {
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
         try await database.write { db in
-            var result = BatchCreation(created: [], taken: [])
+            var result = BatchCreation()
             for user in users {
                 result.record(try Self.insert(user, in: environmentID, at: date, makeUserID: makeUserID, db: db), username: user.username)
             }
@@ -264,21 +264,14 @@ public final class KeywaySQLiteStore: KeywayStore {
         makeUserID: (Date) -> UserID,
         db: Database
     ) throws -> UserInsertion {
-        let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
-        if UserID(validating: user.username) != nil,
-            try Bool.fetchOne(
-                db,
-                sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND id = ?",
-                arguments: scope + [user.username]
-            ) != nil
-        {
+        if try isUserID(user.username, in: environmentID, db: db) {
             return .usernameIsAUserID
         }
         var id = makeUserID(date)
         while try Bool.fetchOne(
             db,
             sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND username = ?",
-            arguments: scope + [id.rawValue]
+            arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, id.rawValue]
         ) != nil {
             id = makeUserID(date)
         }
@@ -295,6 +288,16 @@ public final class KeywaySQLiteStore: KeywayStore {
             ]
         )
         return db.changesCount == 1 ? .created(created) : .usernameTaken
+    }
+
+    /// Whether `username` is the identifier of a user of the environment.
+    private static func isUserID(_ username: String, in environmentID: EnvironmentID, db: Database) throws -> Bool {
+        guard UserID(validating: username) != nil else { return false }
+        return try Bool.fetchOne(
+            db,
+            sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND id = ?",
+            arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, username]
+        ) != nil
     }
 
     public func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? {
@@ -326,11 +329,10 @@ public final class KeywaySQLiteStore: KeywayStore {
             }
         } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
             pointReadFallbacks.add(1, ordering: .relaxed)
-            let column = query == .userByID ? "id" : "username"
             return try await database.read { db in
                 try Row.fetchOne(
                     db,
-                    sql: "SELECT id, username, full_name, created_at FROM users WHERE account_id = ? AND environment = ? AND \(column) = ?",
+                    sql: query.sql,
                     arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, reference]
                 ).map(User.init(row:))
             }
@@ -363,13 +365,7 @@ public final class KeywaySQLiteStore: KeywayStore {
                 ).map(User.init(row:))
             else { return nil }
             if let username = changes.username, username != user.username {
-                if UserID(validating: username) != nil, username != id.rawValue,
-                    try Bool.fetchOne(
-                        db,
-                        sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND id = ?",
-                        arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, username]
-                    ) != nil
-                {
+                if username != id.rawValue, try Self.isUserID(username, in: environmentID, db: db) {
                     throw KeywayError.usernameIsAUserID(username)
                 }
                 user.username = username

@@ -115,9 +115,8 @@ final class SQLitePointReader: Sendable {
         mutating func hasChanged() throws -> Bool {
             let statement = try connection.statement(.dataVersion)
             defer { sqlite3_reset(statement) }
-            guard case let code = sqlite3_step(statement), code == SQLITE_ROW else {
-                throw connection.error(sqlite3_errcode(connection.handle))
-            }
+            let code = sqlite3_step(statement)
+            guard code == SQLITE_ROW else { throw connection.error(code) }
             let version = sqlite3_column_int64(statement, 0)
             defer { lastVersion = version }
             return version != lastVersion
@@ -202,7 +201,7 @@ private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self
 /// One SQLite connection and its prepared statements. Used by one thread at a
 /// time: the reader hands it out under a lock and takes it back afterwards.
 private final class Connection: @unchecked Sendable {
-    fileprivate let handle: OpaquePointer
+    private let handle: OpaquePointer
     private var statements: [OpaquePointer?] = Array(repeating: nil, count: SQLitePointReader.Query.allCases.count)
 
     init(path: String) throws {

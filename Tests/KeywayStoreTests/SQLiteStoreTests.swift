@@ -75,6 +75,8 @@ import Testing
         let account = try await store.createAccount(name: "Acme", at: Date())
         let development = EnvironmentID(accountID: account.id, environment: .development)
         let ada = try await store.createUser(try NewUser(username: "ada", fullName: nil), in: development, at: Date())
+        let key = GeneratedSecretKey.generate(for: .development)
+        _ = try await store.insertKeyRevokingPrevious(key, for: development, createdBy: "t", at: Date())
         #expect(try await store.user("ada", in: development) == ada)
 
         // In another process (SQLite shares one process's locks between its connections):
@@ -106,10 +108,12 @@ import Testing
         try #require(String(decoding: line, as: UTF8.self).contains("held"), "the lock holder did not start")
 
         let lookup = Task { try await store.user(ada.id.rawValue, in: development) }
-        try await waitUntil(deadline: .seconds(5)) { store.pointReadFallbacks.load(ordering: .relaxed) == 1 }
+        let keyLookup = Task { try await store.secretKey(digest: key.digest) }
+        try await waitUntil(deadline: .seconds(5)) { store.pointReadFallbacks.load(ordering: .relaxed) == 2 }
         try input.fileHandleForWriting.write(contentsOf: Data("release\n".utf8))
         holder.waitUntilExit()
         #expect(try await lookup.value == ada, "the pool's read waits for the lock and then answers")
+        #expect(try await keyLookup.value?.digest == key.digest)
         #expect(try await store.user("ada", in: development) == ada)
     }
 

@@ -169,7 +169,7 @@ import Testing
 
         await #expect(throws: refusal) { try await store.createUser(impostor, in: development, at: Date()) }
         let batch = try await store.createUsers([impostor, try NewUser(username: "fine", fullName: nil)], in: development, at: Date())
-        #expect(batch.userIDs == [target.id.rawValue])
+        #expect(batch.refused == [target.id.rawValue: .usernameIsAUserID(target.id.rawValue)])
         #expect(batch.created.map(\.username) == ["fine"])
         let other = try await store.createUser(try NewUser(username: "other", fullName: nil), in: development, at: Date())
         await #expect(throws: refusal) {
@@ -285,7 +285,7 @@ import Testing
             at: Date()
         )
         #expect(result.created.map(\.username) == ["new1", "new2"])
-        #expect(result.taken == ["taken"])
+        #expect(result.refused == ["taken": .usernameTaken("taken")])
         #expect(try await store.users(in: development, after: nil, limit: 10).users.count == 3)
     }
 
