@@ -134,6 +134,38 @@ public protocol RevocationNotifying: Sendable {
     func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async
 }
 
+/// Runs a listening `session` again and again until the task is cancelled: the way
+/// every ``RevocationNotifying`` store keeps listening.
+///
+/// A session calls `connected` once it listens, and returns or throws when it is
+/// lost. Between sessions the listener is reported down (so the caller polls) and
+/// waits 100 ms, doubling up to 5 s; a session that connects resets the wait.
+/// - Parameters:
+///   - onStateChange: `true` once a session listens, `false` when one is lost and at the end.
+///   - onLoss: Told why a session was lost, unless by cancellation.
+public func listenUntilCancelled(
+    onStateChange: @escaping @Sendable (Bool) -> Void,
+    onLoss: (any Error) -> Void,
+    _ session: (_ connected: () -> Void) async throws -> Void
+) async {
+    var backoff: Duration = .milliseconds(100)
+    while !Task.isCancelled {
+        do {
+            try await session {
+                onStateChange(true)
+                backoff = .milliseconds(100)
+            }
+        } catch {
+            if Task.isCancelled { break }
+            onLoss(error)
+        }
+        onStateChange(false)
+        try? await Task.sleep(for: backoff)
+        backoff = min(backoff * 2, .seconds(5))
+    }
+    onStateChange(false)
+}
+
 /// The database cannot be used as it is: it needs `keyway migrate`, was written
 /// by a newer Keyway, or holds data Keyway did not write. The description says which.
 public struct SchemaError: Error, CustomStringConvertible, Sendable {

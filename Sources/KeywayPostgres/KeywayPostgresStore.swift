@@ -667,44 +667,32 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         onNotification: @escaping @Sendable () async throws -> Void,
         onStateChange: @escaping @Sendable (Bool) -> Void
     ) async {
-        var backoff: Duration = .milliseconds(100)
-        while !Task.isCancelled {
+        await listenUntilCancelled(onStateChange: onStateChange) { error in
+            logger.warning("revocation listener lost its connection; polling until it is back", metadata: ["error": "\(Self.reason(error))"])
+        } _: { connected in
+            // A dedicated connection: LISTEN must not share a pooled one.
+            let connection = try await PostgresConnection.connect(
+                configuration: singleConnection(applicationName: "keyway-listener"),
+                id: 0,
+                logger: logger
+            )
             do {
-                // A dedicated connection: LISTEN must not share a pooled one.
-                let connection = try await PostgresConnection.connect(
-                    configuration: singleConnection(applicationName: "keyway-listener"),
-                    id: 0,
-                    logger: logger
-                )
-                do {
-                    try await connection.listen(on: Self.revocationChannel) { notifications in
-                        onStateChange(true)
-                        backoff = .milliseconds(100)
-                        // Catch up on anything revoked while the listener was down.
-                        try await onNotification()
-                        // A notification whose follow fails ends the listening, as a lost connection
-                        // does: polling takes over, and reconnecting catches up.
-                        for try await _ in notifications { try await onNotification() }
-                    }
-                    try await connection.close()
-                } catch {
-                    try? await connection.close()
-                    throw error
+                try await connection.listen(on: Self.revocationChannel) { notifications in
+                    connected()
+                    // Catch up on anything revoked while the listener was down.
+                    try await onNotification()
+                    // A notification whose follow fails ends the listening, as a lost connection
+                    // does: polling takes over, and reconnecting catches up.
+                    for try await _ in notifications { try await onNotification() }
                 }
-                // The notification sequence ended: the connection is gone.
-                throw CancellationError()
+                try await connection.close()
             } catch {
-                if Task.isCancelled { break }
-                logger.warning(
-                    "revocation listener lost its connection; polling until it is back",
-                    metadata: ["error": "\(Self.reason(error))"]
-                )
+                try? await connection.close()
+                throw error
             }
-            onStateChange(false)
-            try? await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, .seconds(5))
+            // The notification sequence ended: the connection is gone.
+            throw CancellationError()
         }
-        onStateChange(false)
     }
 
     /// The settings of a connection outside the pool, with the pool's address, credentials and TLS.

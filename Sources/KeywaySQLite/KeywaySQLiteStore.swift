@@ -724,27 +724,17 @@ extension KeywaySQLiteStore: RevocationNotifying {
         onNotification: @escaping @Sendable () async throws -> Void,
         onStateChange: @escaping @Sendable (Bool) -> Void
     ) async {
-        var backoff: Duration = .milliseconds(100)
-        while !Task.isCancelled {
-            do {
-                var watcher = try pointReader.makeChangeWatcher()
-                onStateChange(true)
-                backoff = .milliseconds(100)
-                while !Task.isCancelled {
-                    // The first call reports a change, so what happened before is caught up on.
-                    if try watcher.hasChanged() {
-                        // When it fails, this watcher is dropped: the next one starts by catching up.
-                        try await onNotification()
-                    }
-                    try await Task.sleep(for: Self.changeCheckInterval)
+        await listenUntilCancelled(onStateChange: onStateChange, onLoss: { _ in }) { connected in
+            var watcher = try pointReader.makeChangeWatcher()
+            connected()
+            while true {
+                // The first call reports a change, so what happened before is caught up on.
+                if try watcher.hasChanged() {
+                    // When it fails, this watcher is dropped: the next one starts by catching up.
+                    try await onNotification()
                 }
-            } catch {
-                if Task.isCancelled { break }
-                onStateChange(false)
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
+                try await Task.sleep(for: Self.changeCheckInterval)
             }
         }
-        onStateChange(false)
     }
 }
