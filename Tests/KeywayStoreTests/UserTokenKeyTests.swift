@@ -63,18 +63,15 @@ import Testing
         _ = try await tokens.mint(for: user, in: environment)
         let record = try #require(try await store.signingKeys(for: environment).first)
         let now = Date()
-        let claims = UserTokenClaims(
-            iss: IssuerClaim(value: "http://keyway.test"),
-            sub: SubjectClaim(value: user.id.rawValue),
-            aud: AudienceClaim(value: "some-other-api"),
-            env: "development",
-            acct: environment.accountID.rawValue,
-            iat: IssuedAtClaim(value: now),
-            nbf: NotBeforeClaim(value: now),
-            exp: ExpirationClaim(value: now.addingTimeInterval(600)),
-            jti: IDClaim(value: "x")
+        let token = try await forge(
+            tokens,
+            with: record,
+            for: user,
+            in: environment,
+            audience: "some-other-api",
+            issuedAt: now,
+            expiresAt: now.addingTimeInterval(600)
         )
-        let token = try await tokens.signer(for: record).sign(claims, kid: JWKIdentifier(string: record.id))
         let error = await #expect(throws: KeywayError.self) { try await tokens.verify(token) }
         #expect(error?.code == .invalidTokenAudience)
     }
@@ -85,13 +82,14 @@ import Testing
         with record: SigningKeyRecord,
         for user: User,
         in environment: EnvironmentID,
+        audience: String = UserTokens.audience,
         issuedAt: Date,
         expiresAt: Date
     ) async throws -> String {
         let claims = UserTokenClaims(
             iss: IssuerClaim(value: "http://keyway.test"),
             sub: SubjectClaim(value: user.id.rawValue),
-            aud: AudienceClaim(value: UserTokens.audience),
+            aud: AudienceClaim(value: audience),
             env: environment.environment.rawValue,
             acct: environment.accountID.rawValue,
             iat: IssuedAtClaim(value: issuedAt),
