@@ -145,7 +145,7 @@ public protocol RevocationNotifying: Sendable {
 ///   - onLoss: Told why a session was lost, unless by cancellation.
 public func listenUntilCancelled(
     onStateChange: @escaping @Sendable (Bool) -> Void,
-    onLoss: (any Error) -> Void,
+    onLoss: (any Error) -> Void = { _ in },
     _ session: (_ connected: () -> Void) async throws -> Void
 ) async {
     var backoff: Duration = .milliseconds(100)

@@ -724,7 +724,7 @@ extension KeywaySQLiteStore: RevocationNotifying {
         onNotification: @escaping @Sendable () async throws -> Void,
         onStateChange: @escaping @Sendable (Bool) -> Void
     ) async {
-        await listenUntilCancelled(onStateChange: onStateChange, onLoss: { _ in }) { connected in
+        await listenUntilCancelled(onStateChange: onStateChange) { connected in
             var watcher = try pointReader.makeChangeWatcher()
             connected()
             while true {
