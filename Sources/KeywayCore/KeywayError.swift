@@ -68,11 +68,13 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     /// A username may not be the identifier of another user of its environment:
-    /// every reference in a path must name one user.
+    /// every reference in a path must name one user. Like a taken username, it
+    /// conflicts with what the environment holds, so it shares that code.
     public static func usernameIsAUserID(_ username: String) -> KeywayError {
-        KeywayError.invalidInput(
-            field: "username",
-            "username '\(username)' is the id of another user in this environment; a username may not equal a user id, so that every id or username names one user."
+        KeywayError(
+            .usernameTaken,
+            "username '\(username)' is the id of another user in this environment; a username may not equal a user id, so that every id or username names one user.",
+            details: ["field": "username"]
         )
     }
 

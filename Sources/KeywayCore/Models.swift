@@ -223,8 +223,12 @@ extension BatchCreation {
 }
 
 /// Rules for user input shared by every entry point.
+///
+/// The rules are per Unicode scalar (``isAllowedInText(_:)``, ``isAllowedInUsername(_:)``,
+/// ``isTrimmed(_:)``) plus a length bound on what was sent, so that the OpenAPI document can
+/// state them exactly as patterns; `OpenAPIPatternTests` checks that it does.
 public enum UserInput {
-    /// Upper bound on a username or full name, in Unicode scalars.
+    /// Upper bound on a username or full name as sent, surrounding whitespace included, in Unicode scalars.
     public static let maximumLength = 255
 
     /// Trims, normalises to NFC and checks a username.
@@ -235,16 +239,16 @@ public enum UserInput {
     /// overrides, blank letters such as U+2800 and U+3164, spaces other than U+0020)
     /// are refused.
     public static func username(_ raw: String) throws(KeywayError) -> String {
-        let value = try text(normalized(raw), field: "username")
+        let value = try text(raw, field: "username")
         guard !value.isEmpty else { throw .invalidInput(field: "username", "username must not be empty.") }
-        if let scalar = firstInvisible(in: value) {
+        if let scalar = value.unicodeScalars.first(where: { !isAllowedInUsername($0) }) {
             let code = String(format: "U+%04X", scalar.value)
             throw .invalidInput(
                 field: "username",
                 "username must not contain invisible, formatting or blank-looking characters (it contains \(code)): two usernames that look the same must be the same."
             )
         }
-        return value
+        return normalized(value)
     }
 
     /// A username or identifier as received in a lookup, in the form usernames are stored (NFC).
@@ -256,20 +260,32 @@ public enum UserInput {
     /// Letters that render as blanks although no Unicode property says so.
     private static let blankLetters: Set<UInt32> = [0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0]
 
-    // Emoji joiners and variation selectors (U+200D, U+FE0E, U+FE0F) are refused too, even
-    // inside an emoji: `admin1` and `admin1` + U+200D look the same, and so do two emoji
-    // with and without a joiner that no font knows as one sequence.
-    private static func firstInvisible(in value: String) -> Unicode.Scalar? {
-        for scalar in value.unicodeScalars {
-            if scalar == " " { continue }
-            let properties = scalar.properties
-            if properties.generalCategory == .format || properties.generalCategory == .spaceSeparator
-                || properties.isDefaultIgnorableCodePoint || blankLetters.contains(scalar.value)
-            {
-                return scalar
-            }
+    /// Whether `scalar` may appear in a username once it is trimmed.
+    ///
+    /// Emoji joiners and variation selectors (U+200D, U+FE0E, U+FE0F) are refused too, even
+    /// inside an emoji: `admin1` and `admin1` + U+200D look the same, and so do two emoji
+    /// with and without a joiner that no font knows as one sequence.
+    public static func isAllowedInUsername(_ scalar: Unicode.Scalar) -> Bool {
+        guard isAllowedInText(scalar) else { return false }
+        if scalar == " " { return true }
+        let properties = scalar.properties
+        return properties.generalCategory != .format && properties.generalCategory != .spaceSeparator
+            && !properties.isDefaultIgnorableCodePoint && !blankLetters.contains(scalar.value)
+    }
+
+    /// Whether `scalar` may appear in a full name (or a username) once it is trimmed: anything
+    /// but control characters, line and paragraph separators and unassigned code points, whose
+    /// meaning (and normal form) a later Unicode version may change.
+    public static func isAllowedInText(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .control, .lineSeparator, .paragraphSeparator, .surrogate, .unassigned: false
+        default: true
         }
-        return nil
+    }
+
+    /// Whether `scalar` is trimmed from both ends of a username or full name.
+    public static func isTrimmed(_ scalar: Unicode.Scalar) -> Bool {
+        CharacterSet.whitespacesAndNewlines.contains(scalar)
     }
 
     /// Trims and checks a full name; an empty name means no name.
@@ -279,17 +295,12 @@ public enum UserInput {
     }
 
     private static func text(_ raw: String, field: String) throws(KeywayError) -> String {
-        let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard value.unicodeScalars.count <= maximumLength else {
+        // Bounded as sent, before trimming and normalising, so the bound is one a client can check.
+        guard raw.unicodeScalars.count <= maximumLength else {
             throw .invalidInput(field: field, "\(field) must be at most \(maximumLength) characters.")
         }
-        let forbidden = value.unicodeScalars.contains { scalar in
-            switch scalar.properties.generalCategory {
-            case .control, .lineSeparator, .paragraphSeparator, .surrogate, .unassigned: true
-            default: false
-            }
-        }
-        guard !forbidden else {
+        let value = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard value.unicodeScalars.allSatisfy(isAllowedInText) else {
             throw .invalidInput(field: field, "\(field) must not contain control characters or line breaks.")
         }
         return value

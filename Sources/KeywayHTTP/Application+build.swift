@@ -70,12 +70,14 @@ func buildRouter(
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
     let router = Router(context: KeywayRequestContext.self)
+    let routeMethods = RouteMethods()
     // Middleware must be added before routes: Hummingbird binds it at registration.
     router.addMiddleware {
         RequestIDMiddleware()
         MetricsMiddleware<KeywayRequestContext>()
         RequestLogMiddleware()
-        ErrorMappingMiddleware()
+        ErrorMappingMiddleware(routes: routeMethods)
+        NULRefusalMiddleware<KeywayRequestContext>()
         APIVersionMiddleware()
     }
     let system = SystemController(store: store, metrics: metrics, egressIPs: configuration.egressIPs)
@@ -87,6 +89,7 @@ func buildRouter(
         router.group(RouterPath(prefix))
             .add(middleware: SecretKeyAuthenticator(keys: keys))
             .group(context: AuthenticatedRequestContext.self)
+            .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
     // The dashboard accepts only its session cookie; the API above only keys.
@@ -98,5 +101,6 @@ func buildRouter(
         egressIPs: configuration.egressIPs,
         now: now
     ).register(on: router)
+    routeMethods.record(router.routes)
     return router
 }

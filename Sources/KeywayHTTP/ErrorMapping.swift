@@ -4,6 +4,7 @@ import Hummingbird
 import KeywayCore
 import Logging
 import Metrics
+import Synchronization
 
 // The one place where failures become HTTP responses. Domain errors carry a
 // code and no HTTP; this file gives each code its status.
@@ -15,7 +16,9 @@ extension KeywayError.Code {
     static let invalidCursor = Self(rawValue: "invalid_cursor")
     static let batchTooLarge = Self(rawValue: "batch_too_large")
     static let noValidUsers = Self(rawValue: "no_valid_users")
+    static let invalidUsers = Self(rawValue: "invalid_users")
     static let routeNotFound = Self(rawValue: "route_not_found")
+    static let methodNotAllowed = Self(rawValue: "method_not_allowed")
     static let badRequest = Self(rawValue: "bad_request")
     static let serviceUnavailable = Self(rawValue: "service_unavailable")
     static let internalError = Self(rawValue: "internal_error")
@@ -30,11 +33,12 @@ extension KeywayError {
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
             .unauthorized
         case .userNotFound, .accountNotFound, .routeNotFound: .notFound
+        case .methodNotAllowed: .methodNotAllowed
         case .usernameTaken, .activeKeyChanged: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .serviceUnavailable: .serviceUnavailable
         case .apiKeyInQuery, .invalidInput, .invalidJSON, .unsupportedAPIVersion, .invalidCursor, .batchTooLarge, .noValidUsers,
-            .badRequest:
+            .invalidUsers, .badRequest:
             .badRequest
         default: .internalServerError
         }
@@ -58,9 +62,24 @@ extension KeywayError {
 struct ErrorMappingMiddleware: RouterMiddleware {
     typealias Context = KeywayRequestContext
 
+    /// The methods each path answers, to tell a wrong method from a wrong path.
+    let routes: RouteMethods
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch let error as any HTTPResponseError where error.status == .notFound {
+            let allowed = routes.methods(forPath: request.uri.path)
+            guard !allowed.isEmpty else {
+                let notFound = KeywayError(.routeNotFound, "No endpoint matches \(request.method) \(request.uri.path). See /openapi.json.")
+                return Self.response(for: notFound, requestID: context.requestID)
+            }
+            // RFC 9110 §15.5.6: a 405 names the methods the resource does answer.
+            let list = allowed.map(\.rawValue).joined(separator: ", ")
+            let wrongMethod = KeywayError(.methodNotAllowed, "\(request.uri.path) does not answer \(request.method); it answers \(list).")
+            var response = Self.response(for: wrongMethod, requestID: context.requestID)
+            response.headers[.allow] = list
+            return response
         } catch {
             let keywayError = Self.keywayError(for: error, request: request, context: context)
             return Self.response(for: keywayError, requestID: context.requestID)
@@ -119,5 +138,30 @@ struct ErrorBody: JSONWritable {
                 object.string(value)
             }
         }
+    }
+}
+
+/// The methods each registered route answers, filled once the router is built.
+final class RouteMethods: Sendable {
+    private let table = Mutex<[(path: RouterPath, methods: [HTTPRequest.Method])]>([])
+
+    /// Records every route of `router`; call it after the last route is added.
+    func record(_ routes: [Router<KeywayRequestContext>.RouteDescription]) {
+        var byPath: [String: (path: RouterPath, methods: [HTTPRequest.Method])] = [:]
+        for route in routes {
+            byPath[route.path.description, default: (route.path, [])].methods.append(route.method)
+        }
+        table.withLock { $0 = Array(byPath.values) }
+    }
+
+    /// The methods of the routes whose path matches `path`, sorted; none when no route matches.
+    func methods(forPath path: String) -> [HTTPRequest.Method] {
+        let segments = path.split(separator: "/")
+        let methods = table.withLock { table in
+            table.filter { route in
+                route.path.components.count == segments.count && zip(route.path.components, segments).allSatisfy { $0 ~= $1 }
+            }.flatMap(\.methods)
+        }
+        return Set(methods).sorted { $0.rawValue < $1.rawValue }
     }
 }

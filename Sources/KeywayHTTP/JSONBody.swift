@@ -9,15 +9,71 @@ enum JSONBody {
     static let maximumSize = 4 * 1024 * 1024
 
     static func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+        try decode(T.self, from: try await collect(request))
+    }
+
+    /// The whole body, refused when it is empty or over ``maximumSize``.
+    static func collect(_ request: Request) async throws -> ByteBuffer {
         let buffer = try await request.body.collect(upTo: maximumSize)
         guard buffer.readableBytes > 0 else {
             throw KeywayError(.invalidJSON, "The request body is empty; send a JSON object.")
         }
+        return buffer
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
             throw KeywayError(.invalidJSON, explain(error))
         }
+    }
+
+    /// Whether `buffer` holds an array of more than `limit` elements at most `depth`
+    /// containers deep (the top-level value is 1 deep), found without parsing: the scan
+    /// stops at the element past the limit, so a body of two million entries costs
+    /// what its first thousand do, where decoding it whole takes seconds.
+    static func holdsArray(longerThan limit: Int, withinDepth depth: Int, in buffer: ByteBuffer) -> Bool {
+        // One entry per open container: an array's element count so far, or nil for an object.
+        var open: [Int?] = []
+        var inString = false
+        var escaped = false
+        for byte in buffer.readableBytesView {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"):
+                continue
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                _ = open.popLast()
+                continue
+            case UInt8(ascii: ","):
+                if let count = open.last ?? nil {
+                    open[open.count - 1] = count + 1
+                    if count + 1 > limit, open.count <= depth { return true }
+                }
+                continue
+            default:
+                break
+            }
+            // The first byte of a value or key: an empty array holding it now has one element.
+            if open.last == 0 { open[open.count - 1] = 1 }
+            switch byte {
+            case UInt8(ascii: "["): open.append(0)
+            case UInt8(ascii: "{"): open.append(nil)
+            case UInt8(ascii: "\""): inString = true
+            default: break
+            }
+        }
+        return false
     }
 
     static func explain(_ error: DecodingError) -> String {

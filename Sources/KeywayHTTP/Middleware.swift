@@ -8,6 +8,7 @@ import Logging
 extension HTTPField.Name {
     static let xRequestID = Self("x-request-id")!
     static let xAPIVersion = Self("x-api-version")!
+    static let pragma = Self("pragma")!
 }
 
 /// Gives every request an id: a sane incoming `x-request-id` is kept, so a
@@ -84,7 +85,8 @@ struct APIVersionMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let pathVersion = try Self.versionInPath(request.uri.path)
-        if let header = request.headers[.xAPIVersion]?.trimmingWhitespace(), !header.isEmpty {
+        // Present means named: an empty or padded value is refused like any unknown version.
+        if let header = request.headers[.xAPIVersion] {
             guard let headerVersion = APIVersion(rawValue: header) else { throw Self.unsupported(header) }
             if let pathVersion, pathVersion != headerVersion {
                 throw KeywayError(
@@ -122,5 +124,51 @@ struct APIVersionMiddleware: RouterMiddleware {
             "API version '\(printable)' is not supported. Use one of: \(APIVersion.supported.map(\.rawValue).joined(separator: ", ")).",
             details: ["supportedVersions": APIVersion.supported.map(\.rawValue).joined(separator: ",")]
         )
+    }
+}
+
+/// Refuses a path or query string that holds U+0000 (`%00`).
+///
+/// No identifier, username or setting holds one, PostgreSQL's text cannot store
+/// one (a query with it fails with `22021`), and C libraries stop reading at one:
+/// refusing it once here spares every handler from meeting it.
+struct NULRefusalMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard !Self.holdsNUL(request.uri.description) else {
+            throw KeywayError.invalidInput(field: "uri", "The path or query string holds U+0000 (%00), which nothing here accepts.")
+        }
+        return try await next(request, context)
+    }
+
+    /// Whether `uri` holds `%00` or a raw NUL byte.
+    static func holdsNUL(_ uri: String) -> Bool {
+        var utf8 = uri.utf8.makeIterator()
+        var zeros = -1  // -1: not after a `%`; otherwise how many `0`s followed it
+        while let byte = utf8.next() {
+            if byte == 0 { return true }
+            switch (byte, zeros) {
+            case (UInt8(ascii: "%"), _): zeros = 0
+            case (UInt8(ascii: "0"), 0): zeros = 1
+            case (UInt8(ascii: "0"), 1): return true
+            default: zeros = -1
+            }
+        }
+        return false
+    }
+}
+
+/// Marks responses that carry user data or a token as never to be stored by a
+/// browser or a shared cache (RFC 9111 §5.2.2.5; RFC 6749 §5.1 asks it of
+/// token responses, with `Pragma: no-cache` for HTTP/1.0 caches).
+struct NoStoreMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        Self.mark(&response)
+        return response
+    }
+
+    static func mark(_ response: inout Response) {
+        response.headers[.cacheControl] = "no-store"
+        response.headers[.pragma] = "no-cache"
     }
 }

@@ -57,6 +57,7 @@ struct UserTokenController {
                 Self.allow(origin, on: &response)
             }
         }
+        NoStoreMiddleware<KeywayRequestContext>.mark(&response)
         return response
     }
 

@@ -54,57 +54,78 @@ struct UsersController {
         return CreatedUserResponse(userId: user.id.rawValue)
     }
 
-    /// `POST /users/batch`: creates every valid user, reports the others.
+    /// `POST /users/batch`: checks every entry, then creates every user whose username is free.
+    ///
+    /// An entry that is not a valid user is the caller's mistake, so it sinks the batch (400,
+    /// nothing created); a username that is taken depends on the environment, which the caller
+    /// cannot check first, so it is reported while the others are created.
     @Sendable func createBatch(_ request: Request, context: Context) async throws -> Response {
-        let body = try await JSONBody.decode(BatchRequest.self, from: request)
-        guard body.users.count <= Self.batchLimit else {
-            throw KeywayError(
-                .batchTooLarge,
-                "A batch may create at most \(Self.batchLimit) users; this one has \(body.users.count). Split it."
-            )
+        let buffer = try await JSONBody.collect(request)
+        // The users array is the body (older SDKs) or one object deep.
+        guard !JSONBody.holdsArray(longerThan: Self.batchLimit, withinDepth: 2, in: buffer) else {
+            throw KeywayError(.batchTooLarge, "A batch may create at most \(Self.batchLimit) users; this one has more. Split it.")
+        }
+        let body = try JSONBody.decode(BatchRequest.self, from: buffer)
+        guard !body.users.isEmpty else {
+            return try reject(.badRequest, "The batch is empty.", code: .noValidUsers, invalid: [], request, context)
         }
         var valid: [(index: Int, user: NewUser)] = []
-        var invalid: [InvalidUser] = []
-        var seen: Set<String> = []
+        var malformed: [InvalidUser] = []
         for (index, entry) in body.users.enumerated() {
             do {
-                let user = try entry.validated()
-                if seen.insert(user.username).inserted {
-                    valid.append((index, user))
-                } else {
-                    invalid.append(
-                        InvalidUser(
-                            index: index,
-                            username: user.username,
-                            code: "duplicate_in_batch",
-                            message: "The username appears earlier in this batch."
-                        )
-                    )
-                }
+                valid.append((index, try entry.validated()))
             } catch let error as KeywayError {
-                invalid.append(InvalidUser(index: index, username: entry.username, code: error.code.rawValue, message: error.message))
+                malformed.append(InvalidUser(index: index, username: entry.username, code: error.code.rawValue, message: error.message))
             }
         }
-        let creation = try await store.createUsers(valid.map(\.user), in: context.environmentID, at: Date())
+        guard malformed.isEmpty else {
+            let message = "\(malformed.count) of the \(body.users.count) users are not valid, so none was created; see invalidUsers."
+            return try reject(.badRequest, message, code: .invalidUsers, invalid: malformed, request, context)
+        }
+        var invalid: [InvalidUser] = []
+        var seen: Set<String> = []
+        var unique: [(index: Int, user: NewUser)] = []
         for (index, user) in valid {
+            if seen.insert(user.username).inserted {
+                unique.append((index, user))
+            } else {
+                invalid.append(
+                    InvalidUser(
+                        index: index,
+                        username: user.username,
+                        code: "duplicate_in_batch",
+                        message: "The username appears earlier in this batch."
+                    )
+                )
+            }
+        }
+        let creation = try await store.createUsers(unique.map(\.user), in: context.environmentID, at: Date())
+        for (index, user) in unique {
             guard let error = creation.refused[user.username] else { continue }
             invalid.append(InvalidUser(index: index, username: user.username, code: error.code.rawValue, message: error.message))
         }
         invalid.sort { $0.index < $1.index }
         guard !creation.created.isEmpty else {
-            let message = body.users.isEmpty ? "The batch is empty." : "None of the users in the batch could be created; see invalidUsers."
-            let rejection = BatchRejection(
-                message: message,
-                code: KeywayError.Code.noValidUsers.rawValue,
-                requestId: context.requestID,
-                invalidUsers: invalid
-            )
-            var response = try context.responseEncoder.encode(rejection, from: request, context: context)
-            response.status = .badRequest
-            return response
+            let message = "None of the users in the batch could be created: every username is taken; see invalidUsers."
+            return try reject(.conflict, message, code: .noValidUsers, invalid: invalid, request, context)
         }
         context.logger.info("users created in batch", metadata: ["users.created": "\(creation.created.count)", "users.invalid": "\(invalid.count)"])
         return try context.responseEncoder.encode(BatchResponse(message: "success", invalidUsers: invalid), from: request, context: context)
+    }
+
+    /// A batch refused whole: the error shape plus what was wrong with each user.
+    private func reject(
+        _ status: HTTPResponse.Status,
+        _ message: String,
+        code: KeywayError.Code,
+        invalid: [InvalidUser],
+        _ request: Request,
+        _ context: Context
+    ) throws -> Response {
+        let rejection = BatchRejection(message: message, code: code.rawValue, requestId: context.requestID, invalidUsers: invalid)
+        var response = try context.responseEncoder.encode(rejection, from: request, context: context)
+        response.status = status
+        return response
     }
 
     /// `GET /users`: a page of users in a stable order.
@@ -112,7 +133,9 @@ struct UsersController {
         let query = request.uri.queryParameters
         var limit = Self.defaultPageSize
         if let raw = query["limit"] {
-            guard let value = Int(raw), (1...Self.maximumPageSize).contains(value) else {
+            guard raw.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), let value = Int(raw),
+                (1...Self.maximumPageSize).contains(value)
+            else {
                 throw KeywayError.invalidInput(field: "limit", "limit must be a whole number from 1 to \(Self.maximumPageSize).")
             }
             limit = value
@@ -284,7 +307,7 @@ struct InvalidUser: ResponseEncodable, Equatable {
     let message: String
 }
 
-/// The 400 body when no user of a batch was valid: the error shape plus what was wrong with each.
+/// The body of a batch refused whole (400 or 409): the error shape plus what was wrong with each user.
 struct BatchRejection: Encodable {
     let message: String
     let code: String

@@ -495,16 +495,17 @@ struct Origins: AsyncParsableCommand {
 
         func validate() throws {
             for origin in origins {
-                guard let components = URLComponents(string: origin), ["http", "https"].contains(components.scheme ?? ""),
-                    components.host?.isEmpty == false, components.path.isEmpty, components.query == nil, components.fragment == nil,
-                    origin == origin.lowercased()
-                else {
-                    throw ValidationError("'\(origin)' is not an origin: use scheme://host[:port] in lowercase, e.g. https://app.example.com.")
+                do {
+                    _ = try BrowserOrigin.normalized(origin)
+                } catch {
+                    throw ValidationError(error.message)
                 }
             }
         }
 
         func run() async throws {
+            // Stored as browsers send them, so the CORS check is a plain comparison.
+            let origins = try origins.map { origin in try BrowserOrigin.normalized(origin) }
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 try await store.setAllowedOrigins(origins, for: target.environmentID)
                 print(

@@ -411,6 +411,10 @@ final class TestBrowser: @unchecked Sendable {
 
             let search = try await browser.get("/dashboard/users?environment=development&q=user1")
             #expect(search.html.contains("10 users of 31 in development start with"))
+            // The search box is a GET form: a browser sends its spaces as `+`.
+            #expect(try await browser.client.createUser("zed two", key: key).isEmpty == false)
+            let spaced = try await browser.get("/dashboard/users?environment=development&q=zed+t")
+            #expect(spaced.html.contains("1 user of 32 in development start with"), "\(spaced.html)")
 
             let production = try await browser.get("/dashboard/users?environment=production")
             #expect(production.html.contains("0 users in production."))

@@ -5,6 +5,8 @@ import HummingbirdTesting
 import KeywayCore
 import Testing
 
+@testable import KeywayHTTP
+
 @Suite struct UsersAPITests {
     @Test func whoamiNamesTheKeysAccountAndEnvironment() async throws {
         let server = try await TestServer.make()
@@ -76,8 +78,9 @@ import Testing
             let key = server.key(server.acme, .development)
             let victim = try await client.createUser("victim", key: key)
             let created = try await client.call(.post, "/users", key: key, json: #"{"username": "\#(victim)"}"#)
-            #expect(created.status == .badRequest)
-            #expect(created.code == "invalid_input")
+            // A conflict with what the environment holds, like a taken username: 409, not a malformed request.
+            #expect(created.status == .conflict)
+            #expect(created.code == "username_taken")
             #expect(created["field"] as? String == "username")
             #expect(created.message?.contains("is the id of another user") == true)
 
@@ -85,12 +88,12 @@ import Testing
             #expect(batch.status == .ok)
             let invalid = try #require(batch["invalidUsers"] as? [[String: Any]])
             #expect(invalid.count == 1)
-            #expect(invalid.first?["code"] as? String == "invalid_input")
+            #expect(invalid.first?["code"] as? String == "username_taken")
             #expect(invalid.first?["index"] as? Int == 0)
 
             let renamed = try await client.call(.put, "/users/ok", key: key, json: #"{"username": "\#(victim)"}"#)
-            #expect(renamed.status == .badRequest)
-            #expect(renamed.code == "invalid_input")
+            #expect(renamed.status == .conflict)
+            #expect(renamed.code == "username_taken")
             #expect(try await client.call(.get, "/users/\(victim)", key: key)["username"] as? String == "victim")
         }
     }
@@ -134,7 +137,36 @@ import Testing
         }
     }
 
-    @Test func batchCreatesTheValidUsersAndReportsTheOthers() async throws {
+    @Test func aBatchWithAnInvalidEntryCreatesNothingAndNamesEveryInvalidEntry() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            let response = try await client.call(
+                .post,
+                "/users/batch",
+                key: key,
+                json: """
+                    {"users": [
+                        {"username": "u1", "fullName": "One"},
+                        {"username": ""},
+                        {"fullName": "no username"},
+                        {"username": 42},
+                        "not an object",
+                        {"username": "u2"}
+                    ]}
+                    """
+            )
+            #expect(response.status == .badRequest)
+            #expect(response.code == "invalid_users")
+            let invalid = try #require(response["invalidUsers"] as? [[String: Any]])
+            #expect(invalid.map { $0["index"] as? Int } == [1, 2, 3, 4])
+            #expect(invalid.allSatisfy { $0["code"] as? String == "invalid_input" })
+            let list = try await client.call(.get, "/users", key: key)
+            #expect((list["data"] as? [Any])?.isEmpty == true, "a batch with a malformed entry creates nothing")
+        }
+    }
+
+    @Test func batchCreatesEveryFreeUsernameAndReportsTheTakenOnes() async throws {
         let server = try await TestServer.make()
         try await server.test { client in
             let key = server.key(server.acme, .development)
@@ -143,31 +175,21 @@ import Testing
                 .post,
                 "/users/batch",
                 key: key,
-                json: """
-                    {"users": [
-                        {"username": "u1", "fullName": "One"},
-                        {"username": "existing"},
-                        {"username": ""},
-                        {"fullName": "no username"},
-                        {"username": 42},
-                        "not an object",
-                        {"username": "u1"},
-                        {"username": "u2"}
-                    ]}
-                    """
+                json: #"{"users": [{"username": "u1", "fullName": "One"}, {"username": "existing"}, {"username": "u2"}, {"username": "u1"}]}"#
             )
             #expect(response.status == .ok)
             #expect(response["message"] as? String == "success")
             let invalid = try #require(response["invalidUsers"] as? [[String: Any]])
-            #expect(invalid.map { $0["index"] as? Int } == [1, 2, 3, 4, 5, 6])
-            #expect(
-                invalid.map { $0["code"] as? String } == [
-                    "username_taken", "invalid_input", "invalid_input", "invalid_input", "invalid_input", "duplicate_in_batch",
-                ]
-            )
+            #expect(invalid.map { $0["index"] as? Int } == [1, 3])
+            #expect(invalid.map { $0["code"] as? String } == ["username_taken", "duplicate_in_batch"])
             let list = try await client.call(.get, "/users", key: key)
             let usernames = (list["data"] as? [[String: Any]])?.compactMap { $0["username"] as? String }
             #expect(Set(usernames ?? []) == ["existing", "u1", "u2"])
+
+            let allTaken = try await client.call(.post, "/users/batch", key: key, json: #"[{"username": "u1"}, {"username": "existing"}]"#)
+            #expect(allTaken.status == .conflict, "a batch refused only by what the environment holds is a conflict")
+            #expect(allTaken.code == "no_valid_users")
+            #expect((allTaken["invalidUsers"] as? [Any])?.count == 2)
         }
     }
 
@@ -188,7 +210,7 @@ import Testing
             let key = server.key(server.acme, .development)
             let response = try await client.call(.post, "/users/batch", key: key, json: #"{"users": [{"username": ""}, {"nope": 1}]}"#)
             #expect(response.status == .badRequest)
-            #expect(response.code == "no_valid_users")
+            #expect(response.code == "invalid_users")
             #expect((response["invalidUsers"] as? [Any])?.count == 2)
             #expect(response["requestId"] as? String != nil)
             let empty = try await client.call(.post, "/users/batch", key: key, json: #"{"users": []}"#)
@@ -208,6 +230,24 @@ import Testing
             let list = try await client.call(.get, "/users", key: key)
             #expect((list["data"] as? [Any])?.isEmpty == true)
         }
+    }
+
+    @Test func theBatchLimitHoldsWhileReadingNotAfterDecoding() {
+        func holds(_ json: String, limit: Int = 3) -> Bool {
+            JSONBody.holdsArray(longerThan: limit, withinDepth: 2, in: ByteBuffer(string: json))
+        }
+        #expect(!holds("[1,2,3]"))
+        #expect(holds("[1,2,3,4]"))
+        #expect(holds(#"{"users": [{"username": "a,b"}, {}, {"x": [1, 2, 3, 4, 5]}, "]", "\\"]}"#))
+        #expect(
+            !holds(#"{"users": [{"username": "a,b,c,d,e"}, {"x": [1, 2, 3, 4, 5]}, "\",\",\","]}"#),
+            "commas in strings and deeper arrays do not count"
+        )
+        #expect(!holds(#"{"users": [[], [], []], "other": {}}"#))
+        #expect(holds(" [ [] , [] , [] , [] ] "))
+        // Two million entries: refused from its first elements, whatever follows (here, not even JSON).
+        let huge = ByteBuffer(string: "[" + String(repeating: "{},", count: 2_000_000) + "garbage")
+        #expect(JSONBody.holdsArray(longerThan: 1000, withinDepth: 2, in: huge))
     }
 
     @Test func listingPagesThroughEveryUserWithACursor() async throws {

@@ -75,3 +75,16 @@ def test_origins_are_set_and_listed_from_the_cli(keyway):
     assert "production: (none)" in listing
     bad = keyway.cli("origins", "set", "--account", account, "--environment", "development", "https://app.acme.test/path", check=False)
     assert bad.returncode != 0 and "not an origin" in bad.stderr
+    credentials = keyway.cli("origins", "set", "--account", account, "--environment", "development", "https://me:pw@app.acme.test", check=False)
+    assert credentials.returncode != 0 and "user name or password" in credentials.stderr
+
+
+def test_origins_are_stored_as_browsers_send_them(keyway):
+    """An origin typed with a default port or in capitals must still match the browser's Origin header."""
+    account, _, _ = keyway.account_with_keys()
+    keyway.cli("origins", "set", "--account", account, "--environment", "development", "HTTPS://App.Acme.test:443/", "http://localhost:80", "http://localhost:3000")
+    listing = keyway.cli("origins", "list", "--account", account).stdout
+    assert "development: https://app.acme.test http://localhost http://localhost:3000" in listing
+    keyway.start()
+    status, headers, _ = keyway.request("OPTIONS", "/me", headers={"Origin": "https://app.acme.test"})
+    assert status == 204 and headers.get("Access-Control-Allow-Origin") == "https://app.acme.test"

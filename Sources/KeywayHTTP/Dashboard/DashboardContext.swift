@@ -67,6 +67,11 @@ struct DashboardErrorPage: Error {
     let message: String
 
     static let notFound = DashboardErrorPage(status: .notFound, title: "Not found", message: "There is nothing at this address.")
+    static let holdsNUL = DashboardErrorPage(
+        status: .badRequest,
+        title: "Not accepted",
+        message: "That form holds a NUL character (U+0000), which no field accepts. Remove it and try again."
+    )
     static let forbidden = DashboardErrorPage(
         status: .forbidden,
         title: "Form expired",

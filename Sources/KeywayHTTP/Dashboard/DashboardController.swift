@@ -305,11 +305,12 @@ struct DashboardController: Sendable {
     // MARK: Users
 
     @Sendable func usersPage(_ request: Request, context: SignedInRequestContext) async throws -> Response {
-        let query = request.uri.queryParameters
-        let environment = query["environment"].flatMap { Environment(rawValue: String($0)) } ?? .development
+        // The search is a GET form: its query is form-encoded, where `+` is a space.
+        let query = HTMLForm(urlEncoded: request.uri.query ?? "")
+        let environment = query["environment"].flatMap { Environment(rawValue: $0) } ?? .development
         let environmentID = EnvironmentID(accountID: context.account.id, environment: environment)
-        let search = UserInput.normalized(String(query["q"] ?? "").trimmingCharacters(in: .whitespaces))
-        let after = query["after"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        let search = UserInput.normalized((query["q"] ?? "").trimmingCharacters(in: .whitespaces))
+        let after = query["after"].flatMap { $0.isEmpty ? nil : $0 }
         let found = try await store.users(in: environmentID, usernamePrefix: search, afterUsername: after, limit: Self.pageSize + 1)
         let total = try await store.countUsers(in: environmentID, usernamePrefix: "")
         let matching = search.isEmpty ? total : try await store.countUsers(in: environmentID, usernamePrefix: search)

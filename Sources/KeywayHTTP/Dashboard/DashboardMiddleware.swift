@@ -97,6 +97,9 @@ struct CSRFMiddleware: RouterMiddleware {
             }
         }
         let body = try await request.body.collect(upTo: Self.maximumFormSize)
+        guard !NULRefusalMiddleware<Context>.holdsNUL(String(buffer: body)) else {
+            throw DashboardErrorPage.holdsNUL
+        }
         let form = HTMLForm(urlEncoded: String(buffer: body))
         guard let submitted = form["csrf"], !context.csrfToken.isEmpty, BrowserToken.constantTimeEquals(submitted, context.csrfToken) else {
             context.logger.notice("dashboard form refused: CSRF token missing or wrong")

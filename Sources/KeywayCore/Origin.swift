@@ -1,0 +1,34 @@
+public import Foundation
+
+/// A browser origin (`scheme://host[:port]`), in the exact form browsers send in `Origin`.
+public enum BrowserOrigin {
+    /// Normalises an origin to the serialisation browsers send (RFC 6454 §6.1):
+    /// lowercase scheme and host, no default port, no trailing slash.
+    ///
+    /// What is stored is compared byte for byte with the `Origin` header, so
+    /// `https://App.example.com:443/` must become `https://app.example.com` or it
+    /// would never match.
+    /// - Throws: ``KeywayError`` `invalid_input` when `raw` is not an http or https
+    ///   origin, or carries what no origin has: credentials, a path, a query, a fragment.
+    public static func normalized(_ raw: String) throws(KeywayError) -> String {
+        let refusal = KeywayError.invalidInput(
+            field: "origin",
+            "'\(raw)' is not an origin: use scheme://host[:port], e.g. https://app.example.com."
+        )
+        guard raw.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), let components = URLComponents(string: raw),
+            let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = components.host?.lowercased(), !host.isEmpty,
+            components.path.isEmpty || components.path == "/", components.query == nil, components.fragment == nil
+        else { throw refusal }
+        guard components.user == nil, components.password == nil else {
+            throw .invalidInput(
+                field: "origin",
+                "'\(raw)' carries a user name or password; an origin is scheme://host[:port] and browsers never send credentials in one."
+            )
+        }
+        let defaultPort = scheme == "https" ? 443 : 80
+        let port = components.port.flatMap { $0 == defaultPort ? nil : $0 }
+        let bracketed = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        return "\(scheme)://\(bracketed)" + (port.map { ":\($0)" } ?? "")
+    }
+}
