@@ -94,14 +94,29 @@ public enum BrowserToken {
 public enum MemberInput {
     /// Shortest password accepted.
     public static let minimumPasswordLength = 10
-    /// Longest password accepted; bcrypt reads only the first 72 bytes.
+    /// Longest password accepted; bcrypt reads only the first 72 bytes. Longer ones are
+    /// refused everywhere rather than pre-hashed: see docs/architecture.md.
     public static let maximumPasswordBytes = 72
+    /// Longest email address accepted (RFC 5321's path limit), counted in bytes so that
+    /// what an attacker invents is bounded before it reaches a throttle.
+    public static let maximumEmailBytes = 254
+
+    /// Why no member can have `password`, or `nil` when one may: bcrypt stops
+    /// reading at a NUL byte and after 72 bytes, so such a password would be
+    /// checked as a shorter one (`ab\0cdefghijkl` as `ab`).
+    public static func unusablePassword(_ password: String) -> String? {
+        if password.utf8.contains(0) { return "A password cannot contain a NUL character." }
+        if password.utf8.count > maximumPasswordBytes {
+            return "Use at most \(maximumPasswordBytes) bytes (about \(maximumPasswordBytes) letters)."
+        }
+        return nil
+    }
 
     /// Lowercases and trims an email address and checks its shape.
     public static func email(_ raw: String) throws(KeywayError) -> String {
         let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
-        guard email.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."),
+        guard email.utf8.count <= maximumEmailBytes, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."),
             !parts[1].hasSuffix("."), !email.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 })
         else {
             throw .invalidInput(field: "email", "Enter an email address like name@example.com.")
@@ -114,9 +129,7 @@ public enum MemberInput {
         guard password.count >= minimumPasswordLength else {
             throw .invalidInput(field: "password", "Use at least \(minimumPasswordLength) characters.")
         }
-        guard password.utf8.count <= maximumPasswordBytes else {
-            throw .invalidInput(field: "password", "Use at most \(maximumPasswordBytes) bytes (about \(maximumPasswordBytes) letters).")
-        }
+        if let problem = unusablePassword(password) { throw .invalidInput(field: "password", problem) }
         return password
     }
 

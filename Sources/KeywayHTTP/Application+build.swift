@@ -99,6 +99,11 @@ func buildRouter(
         hasher: passwordHasher,
         secureCookies: configuration.effectivePublicURL.lowercased().hasPrefix("https://"),
         egressIPs: configuration.egressIPs,
+        trustedProxies: configuration.trustedProxies,
+        throttleEntries: configuration.throttleEntries,
+        // A store every instance shares (PostgreSQL) counts sign-in attempts for the whole
+        // deployment; on SQLite, one instance per file, this process's memory is the whole count.
+        attemptLedger: store as? any AttemptLedger,
         now: now
     ).register(on: router)
     routeMethods.record(router.routes)

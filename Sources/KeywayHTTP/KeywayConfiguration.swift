@@ -39,8 +39,18 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// take; what is not done by then is abandoned and logged.
     public var shutdownTimeoutSeconds = 10
 
+    /// `KEYWAY_TRUSTED_PROXIES`: comma-separated addresses and CIDR ranges of the
+    /// reverse proxies in front of Keyway. Only from those peers is the client's
+    /// address read from the forwarding header (`KEYWAY_CLIENT_ADDRESS_HEADER`:
+    /// `X-Forwarded-For`, the default, or `Forwarded`); from any other peer, never.
+    public var trustedProxies: TrustedProxies = .direct
+    /// `KEYWAY_THROTTLE_ENTRIES`: how many emails, client addresses and sessions each
+    /// sign-in throttle remembers; past it the least recently used is forgotten.
+    public var throttleEntries = 100_000
+
     /// `KEYWAY_PUBLIC_URL`: the URL people and clients reach Keyway at, e.g.
-    /// `https://keyway.example.com`. Dashboard cookies are `Secure` when it is https.
+    /// `https://keyway.example.com`. Dashboard cookies are `Secure`, `__Host-`
+    /// prefixed and scoped to `/` when it is https.
     /// Defaults to `http://<host>:<port>`.
     public var publicURL: String?
 
@@ -126,6 +136,19 @@ public struct KeywayConfiguration: Sendable, Equatable {
                 throw ConfigurationError(variable: "KEYWAY_MASTER_KEY", message: "must be 32 bytes in base64 (for example: openssl rand -base64 32)")
             }
             self.masterKey = key
+        }
+        if let entries = try integer("KEYWAY_THROTTLE_ENTRIES", in: 100...10_000_000) { self.throttleEntries = entries }
+        var header = TrustedProxies.Header.xForwardedFor
+        if let name = value("KEYWAY_CLIENT_ADDRESS_HEADER") {
+            guard let parsed = TrustedProxies.Header(rawValue: name.lowercased()) else {
+                throw ConfigurationError(variable: "KEYWAY_CLIENT_ADDRESS_HEADER", message: "must be X-Forwarded-For or Forwarded, not '\(name)'")
+            }
+            header = parsed
+        }
+        switch TrustedProxies.parse(value("KEYWAY_TRUSTED_PROXIES") ?? "", header: header) {
+        case .success(let proxies): self.trustedProxies = proxies
+        case .failure(let invalid):
+            throw ConfigurationError(variable: "KEYWAY_TRUSTED_PROXIES", message: "'\(invalid.entry)' is not an IPv4 or IPv6 address or CIDR range")
         }
         if let url = value("KEYWAY_PUBLIC_URL") {
             guard let parsed = URLComponents(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),

@@ -122,6 +122,20 @@ enum KeywayPostgresSchema {
                 """
             ]
         ),
+        (
+            // Sign-in attempts every instance counts together; see AttemptLedger.
+            "v5: shared sign-in throttle",
+            [
+                """
+                CREATE TABLE attempt_throttle (
+                    key BYTEA PRIMARY KEY CHECK (length(key) = 32),
+                    attempts BIGINT[] NOT NULL,
+                    touched_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX attempt_throttle_by_touch ON attempt_throttle(touched_at)",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -25,7 +25,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     private let connectTimeout: TimeAmount
     /// How connections use TLS (the URL's `sslmode`).
     public let sslMode: PostgresConnectionSettings.SSLMode
-    private let logger: Logger
+    let logger: Logger
     /// Lookups of keys no cache knows, many per query.
     private let keyLookups: BatchedLookup<KeyDigest, SecretKeyRecord>
     private let makeUserID: @Sendable (Date) -> UserID
@@ -748,7 +748,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
 
     /// Runs `body` in a transaction, rethrowing the error that made it fail rather than PostgresNIO's wrapper,
     /// so domain errors (and unique violations) reach callers as themselves.
-    private func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         do {
             return try await client.withConnection { connection in
                 // PostgresNIO lets a query run on when its task is cancelled; closing the

@@ -85,8 +85,14 @@ struct TestServer {
         initialKeys[EnvironmentID(accountID: account.id, environment: environment)]!
     }
 
-    /// Runs `body` against the in-process router.
-    func test<Value: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
+    /// Runs `body` against the in-process router, or with `.live` against a server on
+    /// loopback (a free port), where every request has a TCP peer: 127.0.0.1.
+    func test<Value: Sendable>(
+        _ setup: TestingSetup = .router,
+        _ body: @Sendable (any TestClientProtocol) async throws -> Value
+    ) async throws -> Value {
+        var configuration = self.configuration
+        configuration.port = 0
         let app = buildApplication(
             configuration: configuration,
             store: store,
@@ -97,7 +103,7 @@ struct TestServer {
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")
         )
-        return try await app.test(.router, body)
+        return try await app.test(setup, body)
     }
 }
 

@@ -14,14 +14,18 @@ struct DashboardController: Sendable {
     let hasher: any PasswordHasher
     let egressIPs: [String]
     let pages = DashboardPages.bundled
-    /// Failed sign-ins (and password re-checks) per email address.
-    let accountThrottle = AttemptThrottle(policy: .perAccount)
+    /// Failed sign-ins per email address.
+    let accountThrottle: AttemptLimiter
     /// Failed sign-ins and sign-ups per client address.
-    let clientThrottle = AttemptThrottle(policy: .perClient)
+    let clientThrottle: AttemptLimiter
+    /// Wrong passwords re-entered per signed-in session: apart from the email's, so
+    /// that someone who fails sign-ins with the owner's email cannot lock the owner
+    /// out of regenerating a leaked production key.
+    let sessionThrottle: AttemptLimiter
+    /// Which peers may name the client in a forwarding header.
+    let trustedProxies: TrustedProxies
     /// A bcrypt hash to check unknown emails against, so their answer takes as long as a real one.
     private let decoyHash = DecoyHash()
-    /// The throttles' clock.
-    let now: @Sendable () -> Date
 
     static let pageSize = 25
 
@@ -31,9 +35,15 @@ struct DashboardController: Sendable {
         hasher: any PasswordHasher,
         secureCookies: Bool,
         egressIPs: [String],
+        trustedProxies: TrustedProxies,
+        throttleEntries: Int,
+        attemptLedger: (any AttemptLedger)?,
         now: @escaping @Sendable () -> Date
     ) {
-        self.now = now
+        self.accountThrottle = AttemptLimiter(policy: .perAccount, capacity: throttleEntries, ledger: attemptLedger, now: now)
+        self.clientThrottle = AttemptLimiter(policy: .perClient, capacity: throttleEntries, ledger: attemptLedger, now: now)
+        self.sessionThrottle = AttemptLimiter(policy: .perSession, capacity: throttleEntries, ledger: attemptLedger, now: now)
+        self.trustedProxies = trustedProxies
         self.store = store
         self.keys = keys
         self.sessions = DashboardSessions(store: store, secureCookies: secureCookies)
@@ -93,14 +103,6 @@ struct DashboardController: Sendable {
         func page(status: HTTPResponse.Status) -> Response {
             pages.render("signup", title: "Create your account", csrf: context.csrfToken, signedIn: nil, data: data, status: status)
         }
-        // Every sign-up costs a bcrypt, so they are throttled per client before any work.
-        let clientKey = "signup:" + context.remoteAddress
-        do {
-            try clientThrottle.check(clientKey, at: now())
-        } catch {
-            data["formError"] = "Too many sign-ups from your network. Try again in \(error.retryAfterSeconds) seconds."
-            return page(status: .tooManyRequests)
-        }
         var company = ""
         var email = ""
         var password = ""
@@ -110,7 +112,13 @@ struct DashboardController: Sendable {
         guard data["companyError"] == nil, data["emailError"] == nil, data["passwordError"] == nil else {
             return page(status: .badRequest)
         }
-        clientThrottle.recordFailure(clientKey, at: now())
+        // Every sign-up costs a bcrypt, so each counts against the client before that work.
+        do {
+            _ = try await clientThrottle.reserve("signup:" + clientKey(request, context.remoteAddress))
+        } catch let refusal as AttemptThrottle.Refusal {
+            data["formError"] = "Too many sign-ups from your network. Try again in \(refusal.retryAfterSeconds) seconds."
+            return page(status: .tooManyRequests)
+        }
         let hash = try await hasher.hash(password)
         let member: Member
         do {
@@ -148,36 +156,74 @@ struct DashboardController: Sendable {
                 status: status
             )
         }
-        let email = (try? MemberInput.email(typedEmail)) ?? typedEmail.lowercased()
+        // Refused before any throttling: an invented address becomes a throttle key, and keys stay short.
+        guard typedEmail.utf8.count <= MemberInput.maximumEmailBytes else {
+            return page("Enter an email address of at most \(MemberInput.maximumEmailBytes) bytes.", status: .badRequest)
+        }
         let password = context.form["password"] ?? ""
-        let accountKey = "signin:" + email
-        let clientKey = "signin:" + context.remoteAddress
-        // Checked before the password hash, so a flood of attempts costs no bcrypt.
+        // No member has such a password (bcrypt would check a shorter one), so it is refused unhashed.
+        if let problem = MemberInput.unusablePassword(password) { return page(problem, status: .badRequest) }
+        let email = (try? MemberInput.email(typedEmail)) ?? typedEmail.lowercased()
+        let accountKey = "signin-email:" + email
+        // Reserved before the password hash, atomically: concurrent attempts cannot all pass
+        // the check before one is counted, and a flood of attempts costs no bcrypt.
+        let reservations: [(AttemptLimiter, AttemptThrottle.Reservation)]
         do {
-            try accountThrottle.check(accountKey, at: now())
-            try clientThrottle.check(clientKey, at: now())
-        } catch {
-            context.logger.notice("sign-in throttled", metadata: ["locked": "\(error.lockedOut)"])
-            let wait = error.retryAfterSeconds
+            reservations = try await reserve([
+                (accountThrottle, accountKey), (clientThrottle, "signin-client:" + clientKey(request, context.remoteAddress)),
+            ])
+        } catch let refusal as AttemptThrottle.Refusal {
+            context.logger.notice("sign-in throttled", metadata: ["locked": "\(refusal.lockedOut)"])
+            let wait = refusal.retryAfterSeconds
             return page(
-                "Too many failed sign-ins. Try again in \(wait) second\(wait == 1 ? "" : "s")\(error.lockedOut ? "; the account is locked for a while" : "").",
+                "Too many failed sign-ins. Try again in \(wait) second\(wait == 1 ? "" : "s")\(refusal.lockedOut ? "; the account is locked for a while" : "").",
                 status: .tooManyRequests
             )
         }
-        let credentials = try await store.memberCredentials(email: email)
-        let hash: String
-        if let stored = credentials?.passwordHash { hash = stored } else { hash = try await decoy() }
-        let valid = try await hasher.verify(password, hash: hash)
+        let credentials: (member: Member, passwordHash: String)?
+        let valid: Bool
+        do {
+            credentials = try await store.memberCredentials(email: email)
+            let hash: String
+            if let stored = credentials?.passwordHash { hash = stored } else { hash = try await decoy() }
+            valid = try await hasher.verify(password, hash: hash)
+        } catch {
+            await release(reservations)
+            throw error
+        }
+        // A failure stays counted: its reservation was the count.
         guard let member = credentials?.member, valid, !password.isEmpty else {
-            accountThrottle.recordFailure(accountKey, at: now())
-            clientThrottle.recordFailure(clientKey, at: now())
             return page("The email or password is wrong.", status: .unauthorized)
         }
-        accountThrottle.reset(accountKey)
+        try await accountThrottle.reset(accountKey)
+        // A success is no failure of the network it came from.
+        await release(reservations.filter { $0.1.key != accountKey })
         context.logger.info("member signed in", metadata: ["member.id": "\(member.id)"])
         var response = Response(status: .seeOther, headers: [.location: "/dashboard/settings/api-keys"])
         response.setCookie(try await sessions.start(for: member))
         return response
+    }
+
+    /// The client's throttling key: its address, read from the forwarding header only when the peer is a trusted proxy.
+    private func clientKey(_ request: Request, _ peer: String) -> String {
+        trustedProxies.clientKey(peer: peer, headers: request.headers)
+    }
+
+    /// Reserves an attempt with each limiter, or none: when one refuses, those made are released.
+    private func reserve(_ attempts: [(AttemptLimiter, String)]) async throws -> [(AttemptLimiter, AttemptThrottle.Reservation)] {
+        var made: [(AttemptLimiter, AttemptThrottle.Reservation)] = []
+        do {
+            for (limiter, key) in attempts { made.append((limiter, try await limiter.reserve(key))) }
+        } catch {
+            await release(made)
+            throw error
+        }
+        return made
+    }
+
+    /// Uncounts attempts that were not made. Best effort: one left counted only errs towards refusing.
+    private func release(_ reservations: [(AttemptLimiter, AttemptThrottle.Reservation)]) async {
+        for (limiter, reservation) in reservations { try? await limiter.release(reservation) }
     }
 
     @Sendable func signOut(_ request: Request, context: SignedInRequestContext) async throws -> Response {
@@ -233,21 +279,30 @@ struct DashboardController: Sendable {
         return try await renderKeys(context: context, revealed: key)
     }
 
-    /// Checks the signed-in member's password again, throttled like a sign-in.
+    /// Checks the signed-in member's password again, throttled per session (not per email:
+    /// anyone can fail sign-ins with the owner's email, and must not block the owner here).
     /// - Returns: What to tell the member, or `nil` when the password is right.
     private func recheckPassword(_ password: String, context: SignedInRequestContext) async throws -> String? {
-        let accountKey = "signin:" + context.member.email
+        if password.isEmpty { return "Enter your password to continue." }
+        // No member has such a password; refused unhashed and uncounted.
+        guard MemberInput.unusablePassword(password) == nil else { return "That password is wrong." }
+        let sessionKey = "reauth-session:" + context.signedIn.session.digest.bytes.map { String(format: "%02x", $0) }.joined()
+        let reservation: AttemptThrottle.Reservation
         do {
-            try accountThrottle.check(accountKey, at: now())
+            reservation = try await sessionThrottle.reserve(sessionKey)
+        } catch let refusal as AttemptThrottle.Refusal {
+            return "Too many wrong passwords. Try again in \(refusal.retryAfterSeconds) seconds."
+        }
+        let valid: Bool
+        do {
+            guard let hash = try await store.passwordHash(of: context.member.id) else { return "That password is wrong." }
+            valid = try await hasher.verify(password, hash: hash)
         } catch {
-            return "Too many wrong passwords. Try again in \(error.retryAfterSeconds) seconds."
+            await release([(sessionThrottle, reservation)])
+            throw error
         }
-        guard !password.isEmpty, let hash = try await store.passwordHash(of: context.member.id), try await hasher.verify(password, hash: hash)
-        else {
-            accountThrottle.recordFailure(accountKey, at: now())
-            return password.isEmpty ? "Enter your password to generate the production key." : "That password is wrong."
-        }
-        accountThrottle.reset(accountKey)
+        guard valid else { return "That password is wrong." }
+        try await sessionThrottle.reset(sessionKey)
         return nil
     }
 

@@ -60,12 +60,12 @@ struct DashboardSessionMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        if let token = request.cookies[DashboardSessions.sessionCookie]?.value, let signedIn = try await sessions.signedIn(token: token) {
+        if let token = request.cookies[sessions.sessionCookie]?.value, let signedIn = try await sessions.signedIn(token: token) {
             context.signedIn = signedIn
             context.csrfToken = signedIn.session.csrfToken
             return try await next(request, context)
         }
-        if let token = request.cookies[DashboardSessions.csrfCookie]?.value, token.utf8.count == 43 {
+        if let token = request.cookies[sessions.csrfCookie]?.value, token.utf8.count == 43 {
             context.csrfToken = token
             return try await next(request, context)
         }
@@ -88,7 +88,13 @@ struct CSRFMiddleware: RouterMiddleware {
         guard request.method != .get, request.method != .head else {
             return try await next(request, context)
         }
-        if let origin = request.headers[.origin], origin != "null" {
+        if let origin = request.headers[.origin] {
+            // `null` is what sandboxed frames, data: URLs and some cross-site redirects send:
+            // never one of our pages, so it is refused like another site.
+            guard origin != "null" else {
+                context.logger.notice("dashboard form refused: Origin null")
+                throw DashboardErrorPage.forbidden
+            }
             let originHost = URLComponents(string: origin)?.host.map { host in
                 URLComponents(string: origin)?.port.map { "\(host):\($0)" } ?? host
             }

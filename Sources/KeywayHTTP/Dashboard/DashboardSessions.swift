@@ -4,14 +4,20 @@ import KeywayCore
 
 /// Creates, reads and ends dashboard sessions and their cookies.
 struct DashboardSessions: Sendable {
-    static let sessionCookie = "keyway_session"
-    static let csrfCookie = "keyway_csrf"
     /// How long a sign-in lasts.
     static let lifetime: Duration = .seconds(12 * 3600)
 
     let store: any KeywayStore
     /// Whether cookies get the `Secure` attribute: when Keyway is served over https.
     let secureCookies: Bool
+
+    /// Over https the cookies are `__Host-` cookies: browsers then refuse them unless they are
+    /// `Secure`, for `Path=/` and without `Domain`, so neither a sibling subdomain nor a page
+    /// served over http can plant or overwrite one. Browsers refuse the prefix over http.
+    var sessionCookie: String { secureCookies ? "__Host-keyway_session" : "keyway_session" }
+    var csrfCookie: String { secureCookies ? "__Host-keyway_csrf" : "keyway_csrf" }
+    /// `__Host-` requires `/`; over http the cookies stay with the dashboard.
+    private var cookiePath: String { secureCookies ? "/" : "/dashboard" }
 
     /// Starts a session for `member`; returns the cookie that carries it.
     func start(for member: Member, at date: Date = Date()) async throws -> Cookie {
@@ -25,10 +31,10 @@ struct DashboardSessions: Sendable {
         )
         try await store.createSession(session)
         return Cookie(
-            name: Self.sessionCookie,
+            name: sessionCookie,
             value: token,
             maxAge: Int(Self.lifetime.components.seconds),
-            path: "/dashboard",
+            path: cookiePath,
             secure: secureCookies,
             httpOnly: true,
             sameSite: .lax
@@ -48,11 +54,11 @@ struct DashboardSessions: Sendable {
     /// Ends a session; returns the cookie that clears it in the browser.
     func end(_ session: DashboardSession) async throws -> Cookie {
         try await store.deleteSession(digest: session.digest)
-        return Cookie(name: Self.sessionCookie, value: "", maxAge: 0, path: "/dashboard", secure: secureCookies, httpOnly: true, sameSite: .lax)
+        return Cookie(name: sessionCookie, value: "", maxAge: 0, path: cookiePath, secure: secureCookies, httpOnly: true, sameSite: .lax)
     }
 
     /// The double-submit cookie that protects the sign-in and sign-up forms.
     func anonymousCSRFCookie(_ token: String) -> Cookie {
-        Cookie(name: Self.csrfCookie, value: token, path: "/dashboard", secure: secureCookies, httpOnly: true, sameSite: .strict)
+        Cookie(name: csrfCookie, value: token, path: cookiePath, secure: secureCookies, httpOnly: true, sameSite: .strict)
     }
 }
