@@ -74,7 +74,7 @@ import Testing
                     for username in batch where !fresh.contains(username) {
                         if !users.contains(where: { $0.environment == environment && $0.username == username }) { fresh.append(username) }
                     }
-                    #expect(response.status == (fresh.isEmpty ? .badRequest : .ok), "\(label): \(response.text)")
+                    #expect(response.status == (fresh.isEmpty ? .conflict : .ok), "\(label): \(response.text)")
                     if !fresh.isEmpty {
                         let listed = try await client.call(.get, "/users?limit=1000", key: key)["data"] as? [[String: Any]] ?? []
                         for username in fresh {
