@@ -66,7 +66,7 @@ def serve(kind, accounts, work):
     Keyway(work).cli("migrate", **store.env)
     seed_origins(store, accounts)
     server = Keyway(work)
-    server.start(**{**store.env, "KEYWAY_LOG_LEVEL": "warning"})
+    server.start(**{**store.env, "KEYWAY_LOG_LEVEL": "info"})
     return store, server
 
 
