@@ -71,7 +71,7 @@ import Testing
         #expect(try await lookup.value(for: 1) == 1)
     }
 
-    @Test func aDatabaseThatStopsAnsweringFailsLookupsWith503InsteadOfHoldingThem() async throws {
+    @Test(.timeLimit(.minutes(1))) func aDatabaseThatStopsAnsweringFailsLookupsWith503InsteadOfHoldingThem() async throws {
         // The first query never answers and ignores cancellation, as a frozen server's does.
         let silent = Mutex(true)
         let lookup = BatchedLookup<Int, Int>(maximumBatch: 10, timeout: .milliseconds(200)) { keys in

@@ -1,6 +1,7 @@
 import Foundation
 import KeywayCore
 import PostgresNIO
+import Synchronization
 import Testing
 
 @testable import KeywayPostgres
@@ -60,29 +61,24 @@ import Testing
         }
         for await _ in holding.stream { break }
 
+        let otherDone = Mutex(false)
         let otherGeneration = Task {
-            try await store.insertKeyRevokingPrevious(.generate(for: .production), for: other, createdBy: "t", at: Date())
+            _ = try await store.insertKeyRevokingPrevious(.generate(for: .production), for: other, createdBy: "t", at: Date())
+            otherDone.withLock { $0 = true }
         }
         let busyGeneration = Task {
             try await store.insertKeyRevokingPrevious(.generate(for: .production), for: busy, createdBy: "t", at: Date())
         }
-        let finished = try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                _ = try await otherGeneration.value
-                return true
-            }
-            group.addTask {
-                try await Task.sleep(for: .seconds(5))
-                return false
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? false
-        }
+        // Polled rather than awaited, so a generation stuck behind the held lock fails the test instead of hanging it.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !otherDone.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let finished = otherDone.withLock { $0 }
         #expect(finished, "another environment's generation waited for the held lock")
         try await Task.sleep(for: .milliseconds(200))
         #expect(try await store.secretKeys(for: acme.id).count == 1, "the held environment's generation waits")
         release.continuation.yield()
         try await stuck.value
+        try await otherGeneration.value
         _ = try await busyGeneration.value
         #expect(try await store.secretKeys(for: acme.id).count == 2)
     }
