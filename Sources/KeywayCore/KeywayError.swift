@@ -24,6 +24,9 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let invalidInput = Code(rawValue: "invalid_input")
         public static let accountNotFound = Code(rawValue: "account_not_found")
         public static let activeKeyChanged = Code(rawValue: "active_key_changed")
+        public static let tooManyKeyGenerations = Code(rawValue: "too_many_key_generations")
+        // Operations.
+        public static let serviceUnavailable = Code(rawValue: "service_unavailable")
     }
 
     /// What went wrong, for programs.
@@ -83,6 +86,16 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         .activeKeyChanged,
         "The environment's key changed since it was shown, so nothing was generated."
     )
+
+    /// The environment generated as many keys as its limit allows in the window.
+    /// - Parameter retryAfter: Whole seconds until the oldest generation in the window leaves it.
+    public static func tooManyKeyGenerations(limit: KeyGenerationLimit, retryAfter: Int) -> KeywayError {
+        KeywayError(
+            .tooManyKeyGenerations,
+            "This environment generated \(limit.count) keys in the last \(limit.windowSeconds) seconds, its limit. Try again in \(retryAfter) seconds.",
+            details: ["retryAfter": String(retryAfter)]
+        )
+    }
 
     /// No account has this identifier.
     public static func accountNotFound(_ id: AccountID) -> KeywayError {

@@ -19,13 +19,18 @@ public protocol KeywayStore: Sendable {
     /// Stores a new key for its environment and, in the same transaction,
     /// revokes the environment's active key. At most one key per environment
     /// is ever active, even when generations race.
-    /// - Parameter replacement: Which active key may be replaced; checked in the same transaction.
+    /// - Parameters:
+    ///   - replacement: Which active key may be replaced; checked in the same transaction.
+    ///   - limit: How many keys the environment may generate per window, counted in the
+    ///     same transaction as the insert; `nil` for no limit.
     /// - Throws: ``KeywayError`` `account_not_found` when the account does not exist,
-    ///   `active_key_changed` when the active key is not the one `replacement` names.
+    ///   `active_key_changed` when the active key is not the one `replacement` names,
+    ///   `too_many_key_generations` when `limit` is reached.
     func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration
@@ -111,14 +116,25 @@ public protocol KeywayStore: Sendable {
 }
 
 extension KeywayStore {
-    /// Stores a new key replacing whichever key is active.
+    /// Stores a new key replacing whichever key is active, without a limit.
     public func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
-        try await insertKeyRevokingPrevious(key, for: environmentID, replacing: .whicheverIsActive, createdBy: createdBy, at: date)
+        try await insertKeyRevokingPrevious(key, for: environmentID, replacing: .whicheverIsActive, limit: nil, createdBy: createdBy, at: date)
+    }
+
+    /// Stores a new key replacing `replacement`, without a limit.
+    public func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration {
+        try await insertKeyRevokingPrevious(key, for: environmentID, replacing: replacement, limit: nil, createdBy: createdBy, at: date)
     }
 }
 

@@ -101,6 +101,37 @@ public enum KeyReplacement: Sendable, Hashable {
     case only(SecretKeyID?)
 }
 
+/// How many keys an environment may generate within a sliding window.
+///
+/// Checked by the store in the generating transaction (under the environment's
+/// generation lock), so it holds across instances and the CLI, and concurrent
+/// generations cannot all pass it.
+public struct KeyGenerationLimit: Sendable, Hashable {
+    /// Most generations in any window.
+    public var count: Int
+    /// The window's length.
+    public var windowSeconds: Int
+
+    /// - Parameters:
+    ///   - count: Most generations in any window, at least 1.
+    ///   - windowSeconds: The window's length, 60 unless a test says otherwise.
+    public init(count: Int, windowSeconds: Int = 60) {
+        precondition(count > 0 && windowSeconds > 0)
+        self.count = count
+        self.windowSeconds = windowSeconds
+    }
+
+    /// Whole seconds until a generation may happen at `date`, given the creation
+    /// dates of the environment's newest generations (newest first, at most ``count``);
+    /// `nil` when one may happen now.
+    public func retryAfter(newestGenerations: [Date], at date: Date) -> Int? {
+        guard newestGenerations.count >= count else { return nil }
+        let leaves = newestGenerations[count - 1].addingTimeInterval(TimeInterval(windowSeconds))
+        guard leaves > date else { return nil }
+        return max(1, Int(leaves.timeIntervalSince(date).rounded(.up)))
+    }
+}
+
 /// The outcome of generating a key: the new record and the keys it replaced.
 public struct KeyGeneration: Sendable {
     public var key: SecretKeyRecord

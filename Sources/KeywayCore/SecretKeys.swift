@@ -67,18 +67,24 @@ public final class SecretKeys: Sendable {
     private let store: any KeywayStore
     private let state: Mutex<State>
     private let logger: Logger
+    /// How many keys each environment may generate per window; `nil` for no limit.
+    public let generationLimit: KeyGenerationLimit?
 
     /// - Parameters:
     ///   - store: Where keys are kept.
     ///   - inactiveCacheLimit: How many revoked or unknown keys to remember,
     ///     which bounds this cache's memory whatever keys callers invent.
+    ///   - generationLimit: How many keys each environment may generate per window
+    ///     (`KEYWAY_KEY_GENERATIONS_PER_MINUTE`); `nil` for no limit.
     ///   - logger: For key lifecycle events; never given a key. Silent by default.
     public init(
         store: any KeywayStore,
         inactiveCacheLimit: Int = 10_000,
+        generationLimit: KeyGenerationLimit? = nil,
         logger: Logger = Logger(label: "keyway.keys", factory: { _ in SwiftLogNoOpLogHandler() })
     ) {
         self.store = store
+        self.generationLimit = generationLimit
         self.state = Mutex(State(inactiveRing: Array(repeating: nil, count: max(1, inactiveCacheLimit))))
         self.logger = logger
     }
@@ -89,7 +95,8 @@ public final class SecretKeys: Sendable {
     ///   a key passes `.only(thatKey)`, so two submissions cannot both generate.
     /// - Returns: The key, whose plaintext must be shown once and then dropped, and its record.
     /// - Throws: ``KeywayError`` `account_not_found`, `active_key_changed` when
-    ///   `replacement` no longer names the active key, or a storage failure.
+    ///   `replacement` no longer names the active key, `too_many_key_generations`
+    ///   when ``generationLimit`` is reached, or a storage failure.
     public func generate(
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement = .whicheverIsActive,
@@ -103,6 +110,7 @@ public final class SecretKeys: Sendable {
             key,
             for: environmentID,
             replacing: replacement,
+            limit: generationLimit,
             createdBy: createdBy,
             at: date.keywayPrecision
         )

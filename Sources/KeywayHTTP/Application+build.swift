@@ -1,8 +1,11 @@
 public import Foundation
 public import Hummingbird
+import HummingbirdCore
 public import KeywayCore
 public import Logging
+import NIOCore
 public import Prometheus
+import ServiceLifecycle
 
 /// Builds the Keyway HTTP application: the composition root of the server.
 ///
@@ -35,19 +38,46 @@ public func buildApplication(
         passwordHasher: passwordHasher,
         now: now
     )
+    var services: [any Service] = [
+        MaintenanceService(
+            keys: keys,
+            store: store,
+            revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
+            usageFlushInterval: .seconds(configuration.usageFlushSeconds),
+            shutdownTimeout: .seconds(configuration.shutdownTimeoutSeconds),
+            logger: logger
+        )
+    ]
+    if let address = configuration.metricsAddress {
+        // Its own listener, which a firewall or the proxy keeps private; the main one no longer serves it.
+        let metricsRouter = Router(context: KeywayRequestContext.self)
+        let routeMethods = RouteMethods()
+        metricsRouter.addMiddleware {
+            RequestIDMiddleware()
+            ErrorMappingMiddleware(routes: routeMethods)
+        }
+        metricsRouter.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
+        routeMethods.record(metricsRouter.routes)
+        services.append(
+            Application(
+                router: metricsRouter,
+                server: httpServer(configuration),
+                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "keyway"),
+                logger: Logger(label: "keyway.metrics")
+            )
+        )
+    }
     var app = Application(
         router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "keyway"),
-        services: [
-            MaintenanceService(
-                keys: keys,
-                store: store,
-                revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
-                usageFlushInterval: .seconds(configuration.usageFlushSeconds),
-                shutdownTimeout: .seconds(configuration.shutdownTimeoutSeconds),
-                logger: logger
-            )
-        ],
+        server: httpServer(configuration),
+        configuration: .init(
+            address: .hostname(configuration.host, port: configuration.port),
+            serverName: "keyway",
+            // Past the cap, connections wait in the listen queue instead of using up the
+            // open-file limit that the database's files need too.
+            availableConnectionsDelegate: MaximumAvailableConnections(configuration.maximumConnections, logger: logger)
+        ),
+        services: services,
         logger: logger
     )
     app.beforeServerStarts {
@@ -57,6 +87,20 @@ public func buildApplication(
         try await keys.followRevocations()
     }
     return app
+}
+
+/// HTTP/1.1 with the idle timeout and the head and body deadlines.
+func httpServer(_ configuration: KeywayConfiguration) -> HTTPServerBuilder {
+    let idleTimeout = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))
+    let headTimeout = TimeAmount.seconds(Int64(configuration.requestHeadTimeoutSeconds))
+    let bodyTimeout = TimeAmount.seconds(Int64(configuration.requestBodyTimeoutSeconds))
+    return HTTPServerBuilder { responder in
+        DeadlineHTTP1Channel(
+            base: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
+            headTimeout: headTimeout,
+            bodyTimeout: bodyTimeout
+        )
+    }
 }
 
 /// The router alone.
@@ -82,6 +126,9 @@ func buildRouter(
     }
     let system = SystemController(store: store, metrics: metrics, egressIPs: configuration.egressIPs)
     router.addRoutes(system.operationalEndpoints)
+    if configuration.metricsAddress == nil {
+        router.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
+    }
     let users = UsersController(store: store, userTokens: userTokens)
     UserTokenController(store: store, userTokens: userTokens).register(on: router)
     for prefix in [""] + APIVersion.pathVersions {

@@ -4,6 +4,7 @@ import Hummingbird
 import KeywayCore
 import Logging
 import Metrics
+import NIOHTTP1
 import Synchronization
 
 // The one place where failures become HTTP responses. Domain errors carry a
@@ -20,15 +21,17 @@ extension KeywayError.Code {
     static let routeNotFound = Self(rawValue: "route_not_found")
     static let methodNotAllowed = Self(rawValue: "method_not_allowed")
     static let badRequest = Self(rawValue: "bad_request")
-    static let serviceUnavailable = Self(rawValue: "service_unavailable")
     static let internalError = Self(rawValue: "internal_error")
+    static let metricsTokenRequired = Self(rawValue: "metrics_token_required")
+    static let requestTimeout = Self(rawValue: "request_timeout")
 }
 
 extension KeywayError {
     /// The HTTP status for each code. Unknown codes are server bugs: 500.
     var status: HTTPResponse.Status {
         switch code {
-        case .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted: .unauthorized
+        case .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .metricsTokenRequired: .unauthorized
+        case .requestTimeout: .requestTimeout
         case .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
             .unauthorized
@@ -36,6 +39,7 @@ extension KeywayError {
         case .methodNotAllowed: .methodNotAllowed
         case .usernameTaken, .activeKeyChanged: .conflict
         case .bodyTooLarge: .contentTooLarge
+        case .tooManyKeyGenerations: .tooManyRequests
         case .serviceUnavailable: .serviceUnavailable
         case .apiKeyInQuery, .invalidInput, .invalidJSON, .unsupportedAPIVersion, .invalidCursor, .batchTooLarge, .noValidUsers,
             .invalidUsers, .badRequest:
@@ -48,6 +52,7 @@ extension KeywayError {
     var wwwAuthenticate: String? {
         switch code {
         case .missingAPIKey, .missingUserToken: #"Bearer realm="keyway""#
+        case .metricsTokenRequired: #"Bearer realm="keyway-metrics""#
         case .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .malformedUserToken, .secretKeyNotAccepted,
             .unsupportedTokenAlgorithm, .invalidTokenSignature, .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid,
             .tokenUserDeleted:
@@ -93,6 +98,12 @@ struct ErrorMappingMiddleware: RouterMiddleware {
                 context.logger.error("unmapped error code", metadata: ["error.code": "\(error.code)"])
             }
             return error
+        case is HTTPParserError:
+            // The client's fault (a body that ended early, a Transfer-Encoding we do not speak), not ours.
+            context.logger.notice("malformed request", metadata: ["error": "\(error)"])
+            return KeywayError(.badRequest, "The request is not valid HTTP/1.1: its body ended early or its framing is not supported.")
+        case is RequestBodyTimeout:
+            return KeywayError(.requestTimeout, "The request body did not arrive in time.")
         case let error as any HTTPResponseError:
             switch error.status {
             case .notFound:
@@ -116,6 +127,9 @@ struct ErrorMappingMiddleware: RouterMiddleware {
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
         if let challenge = error.wwwAuthenticate {
             headers[.wwwAuthenticate] = challenge
+        }
+        if error.status == .tooManyRequests, let seconds = error.details["retryAfter"] {
+            headers[.retryAfter] = seconds
         }
         // Refused requests are as frequent as served ones under attack: no JSONEncoder here.
         let body = ErrorBody(error: error, requestID: requestID).jsonBuffer

@@ -1,4 +1,5 @@
 import Foundation
+public import KeywayCore
 public import Logging
 
 #if canImport(Glibc)
@@ -47,6 +48,33 @@ public struct KeywayConfiguration: Sendable, Equatable {
     /// `KEYWAY_THROTTLE_ENTRIES`: how many emails, client addresses and sessions each
     /// sign-in throttle remembers; past it the least recently used is forgotten.
     public var throttleEntries = 100_000
+    /// `KEYWAY_KEY_GENERATIONS_PER_MINUTE`: how many keys one environment may generate
+    /// in any minute, from the dashboard or the CLI, on every instance together.
+    public var keyGenerationsPerMinute = 20
+
+    /// `KEYWAY_METRICS_TOKEN`: when set, `/metrics` answers only requests with
+    /// `Authorization: Bearer <token>`. Never logged.
+    public var metricsToken: String?
+    /// `KEYWAY_METRICS_ADDRESS`: `host:port` of a listener of its own for `/metrics`
+    /// (e.g. `127.0.0.1:9090`); when set, the main listener does not serve it.
+    public var metricsAddress: ListenAddress?
+
+    /// `KEYWAY_IDLE_TIMEOUT_SECONDS`: how long a connection may wait for its next
+    /// request (or the first) before it is closed.
+    public var idleTimeoutSeconds = 60
+    /// `KEYWAY_REQUEST_HEAD_TIMEOUT_SECONDS`: how long a request's head (request line
+    /// and headers) may take to arrive once its first byte has.
+    public var requestHeadTimeoutSeconds = 10
+    /// `KEYWAY_REQUEST_BODY_TIMEOUT_SECONDS`: how long a request's body may take to
+    /// arrive once its head has.
+    public var requestBodyTimeoutSeconds = 30
+    /// `KEYWAY_MAX_CONNECTIONS`: most connections open at once; more wait in the
+    /// listen queue. Keep it below the open-file limit (`ulimit -n`, often 1024),
+    /// which the database's files share.
+    public var maximumConnections = 768
+    /// `KEYWAY_KEY_LOOKUP_TIMEOUT_MS`: how long a request waits for PostgreSQL to look
+    /// up a key no cache knows before it is answered 503 `service_unavailable`.
+    public var keyLookupTimeoutMilliseconds = 5000
 
     /// `KEYWAY_PUBLIC_URL`: the URL people and clients reach Keyway at, e.g.
     /// `https://keyway.example.com`. Dashboard cookies are `Secure`, `__Host-`
@@ -72,6 +100,11 @@ public struct KeywayConfiguration: Sendable, Equatable {
     public var userTokenMinutes = 30
 
     public init() {}
+
+    /// ``keyGenerationsPerMinute`` as the limit the key service enforces.
+    public var keyGenerationLimit: KeyGenerationLimit {
+        KeyGenerationLimit(count: keyGenerationsPerMinute, windowSeconds: 60)
+    }
 
     /// ``publicURL``, or the listening address when it is not set.
     public var effectivePublicURL: String {
@@ -150,6 +183,31 @@ public struct KeywayConfiguration: Sendable, Equatable {
         case .failure(let invalid):
             throw ConfigurationError(variable: "KEYWAY_TRUSTED_PROXIES", message: "'\(invalid.entry)' is not an IPv4 or IPv6 address or CIDR range")
         }
+        if let count = try integer("KEYWAY_KEY_GENERATIONS_PER_MINUTE", in: 1...10_000) { self.keyGenerationsPerMinute = count }
+        if let token = value("KEYWAY_METRICS_TOKEN") {
+            // The message never repeats the value: it is a secret.
+            guard token.utf8.count >= 16, token.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) else {
+                throw ConfigurationError(
+                    variable: "KEYWAY_METRICS_TOKEN",
+                    message: "must be at least 16 printable ASCII characters without spaces (for example: openssl rand -hex 32)"
+                )
+            }
+            self.metricsToken = token
+        }
+        if let address = value("KEYWAY_METRICS_ADDRESS") {
+            guard let parsed = ListenAddress(address) else {
+                throw ConfigurationError(
+                    variable: "KEYWAY_METRICS_ADDRESS",
+                    message: "must be host:port, such as 127.0.0.1:9090 or [::1]:9090, not '\(address)'"
+                )
+            }
+            self.metricsAddress = parsed
+        }
+        if let seconds = try integer("KEYWAY_IDLE_TIMEOUT_SECONDS", in: 1...3600) { self.idleTimeoutSeconds = seconds }
+        if let seconds = try integer("KEYWAY_REQUEST_HEAD_TIMEOUT_SECONDS", in: 1...600) { self.requestHeadTimeoutSeconds = seconds }
+        if let seconds = try integer("KEYWAY_REQUEST_BODY_TIMEOUT_SECONDS", in: 1...3600) { self.requestBodyTimeoutSeconds = seconds }
+        if let count = try integer("KEYWAY_MAX_CONNECTIONS", in: 1...1_000_000) { self.maximumConnections = count }
+        if let timeout = try integer("KEYWAY_KEY_LOOKUP_TIMEOUT_MS", in: 100...120_000) { self.keyLookupTimeoutMilliseconds = timeout }
         if let url = value("KEYWAY_PUBLIC_URL") {
             guard let parsed = URLComponents(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),
                 parsed.host?.isEmpty == false
@@ -189,6 +247,39 @@ public struct KeywayConfiguration: Sendable, Equatable {
         guard let prefix = Int(parts[1]) else { return false }
         return (0...(isV4 ? 32 : 128)).contains(prefix)
     }
+}
+
+/// A `host:port` to listen on; an IPv6 host is written in brackets.
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    /// - Parameters:
+    ///   - host: An address or name, IPv6 without brackets.
+    ///   - port: 0 to 65535; 0 picks a free port.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` or `[v6]:port`; `nil` when it is neither.
+    public init?(_ text: String) {
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else { return nil }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, !host.contains(where: \.isWhitespace), let number = Int(port), (0...65535).contains(number) else { return nil }
+        self.init(host: String(host), port: number)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// A setting that cannot be used, with the variable to fix.

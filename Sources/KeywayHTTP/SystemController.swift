@@ -20,7 +20,6 @@ struct SystemController {
         let routes = RouteCollection(context: Context.self)
         routes.get("healthz", use: health)
         routes.get("readyz", use: ready)
-        routes.get("metrics", use: renderMetrics)
         routes.get("openapi.json", use: openAPI)
         return routes
     }
@@ -57,15 +56,29 @@ struct SystemController {
         return StatusResponse(status: "ready")
     }
 
-    /// `GET /metrics` in the Prometheus text format.
-    @Sendable func renderMetrics(_ request: Request, context: Context) -> Response {
-        var bytes: [UInt8] = []
-        metrics.emit(into: &bytes)
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: bytes))
-        )
+    /// `GET /metrics` in the Prometheus text format; with a `token`, only for `Authorization: Bearer <token>`.
+    static func metricsEndpoint(metrics: PrometheusCollectorRegistry, token: String?) -> RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.get("metrics") { request, _ in
+            if let token {
+                let presented = request.headers[values: .authorization].count == 1 ? request.headers[.authorization] ?? "" : ""
+                let parts = presented.split(separator: " ", maxSplits: 1)
+                // Compared without an early exit, so timing tells nothing about the token.
+                guard parts.count == 2, parts[0].lowercased() == "bearer",
+                    BrowserToken.constantTimeEquals(String(parts[1]).trimmingWhitespace(), token)
+                else {
+                    throw KeywayError(.metricsTokenRequired, "/metrics needs 'Authorization: Bearer <KEYWAY_METRICS_TOKEN>'.")
+                }
+            }
+            var bytes: [UInt8] = []
+            metrics.emit(into: &bytes)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: bytes))
+            )
+        }
+        return routes
     }
 
     /// `GET /openapi.json`: the contract this server is tested against.

@@ -1,3 +1,4 @@
+import KeywayCore
 import Synchronization
 
 /// Answers concurrent lookups with one query at a time, each asking for every
@@ -9,6 +10,10 @@ import Synchronization
 /// the next one, which fetches everything waiting at once, so the number of
 /// queries follows the database's round-trip time rather than the request rate,
 /// and no answer is staler than the query that gave it.
+///
+/// A query that has not answered within `timeout` fails its waiters with 503
+/// `service_unavailable` and the next batch starts: a database that stops
+/// answering must not hold requests, nor every later lookup, for ever.
 final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     typealias Fetch = @Sendable ([Key]) async throws -> [Key: Value]
     private typealias Waiter = CheckedContinuation<Value?, any Error>
@@ -21,13 +26,17 @@ final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private let state = Mutex(State())
     private let fetch: Fetch
     private let maximumBatch: Int
+    private let timeout: Duration
 
     /// - Parameters:
     ///   - maximumBatch: Most keys one query asks for.
+    ///   - timeout: How long a query may take before its waiters are answered 503.
+    ///     A lookup waits at most twice this: for the query running when it came, then for its own.
     ///   - fetch: Returns the values of those keys that exist.
-    init(maximumBatch: Int, fetch: @escaping Fetch) {
+    init(maximumBatch: Int, timeout: Duration, fetch: @escaping Fetch) {
         precondition(maximumBatch > 0)
         self.maximumBatch = maximumBatch
+        self.timeout = timeout
         self.fetch = fetch
     }
 
@@ -50,17 +59,39 @@ final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sendable {
 
     private func fetchUntilNothingWaits() async {
         while let batch = nextBatch() {
-            let result: Result<[Key: Value], any Error>
-            do {
-                result = .success(try await fetch(Array(batch.keys)))
-            } catch {
-                result = .failure(error)
-            }
+            let result = await fetchWithinTimeout(Array(batch.keys))
             for (key, waiters) in batch {
                 let answer = result.map { $0[key] }
                 for waiter in waiters {
                     waiter.resume(with: answer)
                 }
+            }
+        }
+    }
+
+    /// The query's answer, or a 503 at the timeout without waiting for the query to let go:
+    /// PostgresNIO does not end a query whose task is cancelled, and a silent server never
+    /// answers. The abandoned query ends when its connection does.
+    private func fetchWithinTimeout(_ keys: [Key]) async -> Result<[Key: Value], any Error> {
+        let fetch = self.fetch
+        let timeout = self.timeout
+        return await withCheckedContinuation { continuation in
+            let answer = AnswerOnce(continuation)
+            let deadline = Task {
+                try await Task.sleep(for: timeout)
+                answer.resume(
+                    with: .failure(KeywayError(.serviceUnavailable, "The database did not answer in time; try again shortly."))
+                )
+            }
+            Task {
+                let result: Result<[Key: Value], any Error>
+                do {
+                    result = .success(try await fetch(keys))
+                } catch {
+                    result = .failure(error)
+                }
+                deadline.cancel()
+                answer.resume(with: result)
             }
         }
     }
@@ -82,5 +113,18 @@ final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sendable {
             }
             return batch
         }
+    }
+}
+
+/// A continuation that the first of several racers resumes; the others are ignored.
+private final class AnswerOnce<Value: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Value, Never>?>
+
+    init(_ continuation: CheckedContinuation<Value, Never>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(with value: Value) {
+        continuation.withLock { $0.take() }?.resume(returning: value)
     }
 }

@@ -136,6 +136,34 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX attempt_throttle_by_touch ON attempt_throttle(touched_at)",
             ]
         ),
+        (
+            // A preflight asks whether any environment allows an origin: one indexed row, not a
+            // scan of every environment's list. The generation limit counts an environment's newest keys.
+            "v6: origins indexed, key generations by environment",
+            [
+                """
+                CREATE TABLE environment_origins (
+                    account_id TEXT NOT NULL,
+                    environment TEXT NOT NULL,
+                    position INTEGER NOT NULL,
+                    origin TEXT COLLATE "C" NOT NULL,
+                    PRIMARY KEY (account_id, environment, position),
+                    UNIQUE (account_id, environment, origin),
+                    FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
+                )
+                """,
+                "CREATE INDEX environment_origins_by_origin ON environment_origins(origin)",
+                """
+                INSERT INTO environment_origins (account_id, environment, position, origin)
+                SELECT e.account_id, e.name, o.position - 1, o.origin
+                FROM environments e, unnest(string_to_array(e.allowed_origins, E'\\n')) WITH ORDINALITY AS o(origin, position)
+                WHERE e.allowed_origins <> '' AND o.origin <> ''
+                ON CONFLICT DO NOTHING
+                """,
+                "ALTER TABLE environments DROP COLUMN allowed_origins",
+                "CREATE INDEX secret_keys_by_environment ON secret_keys(account_id, environment, created_at)",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -9,14 +9,27 @@ public import ServiceLifecycle
 ///
 /// Constraints live in the database (one active key and one active signing key
 /// per environment, unique usernames), so racing instances cannot break them.
-/// Key generations are serialised by an advisory lock, which keeps the
-/// revocation sequence in commit order, and announce themselves with
+/// Key generations are serialised per environment by an advisory lock; the
+/// revocation sequence is drawn under one more, taken last and held only to the
+/// commit, which keeps it in commit order. Generations announce themselves with
 /// `NOTIFY keyway_revocations` so other instances learn at once.
 ///
 /// Run it as a service (``run()``) for as long as it is used.
 public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Service {
     static let revocationChannel = "keyway_revocations"
-    static let generationLock: Int64 = 0x6B65_7977_6179_0002
+    /// Held from drawing a revocation number to the commit. The value of the former
+    /// global generation lock, so a generation by an older instance waits for it too.
+    static let revocationSequenceLock: Int64 = 0x6B65_7977_6179_0002
+    /// The first key of the two-key advisory locks, one per environment, that serialise
+    /// generations (two-key locks never collide with the one-key locks above).
+    static let generationLockSpace: Int32 = 0x6B77_0003
+
+    /// Takes the environment's generation lock until the transaction ends. Environments
+    /// whose names hash alike share a lock, which only makes them wait for each other.
+    static func generationLock(for environmentID: EnvironmentID) -> PostgresQuery {
+        let name = "\(environmentID.accountID.rawValue)/\(environmentID.environment.rawValue)"
+        return "SELECT pg_advisory_xact_lock(\(generationLockSpace), hashtext(\(name)))"
+    }
 
     let client: PostgresClient
     private let configuration: PostgresClient.Configuration
@@ -34,9 +47,24 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     ///   - settings: Where and how to connect, from ``PostgresConnectionSettings``.
     ///   - poolSize: Most connections this instance opens.
     ///   - connectTimeout: How long to wait for a new connection.
+    ///   - lookupTimeout: How long a lookup of a key no cache knows may wait for the database
+    ///     before it fails with `service_unavailable`.
     /// - Throws: when the TLS context cannot be built.
-    public convenience init(settings: PostgresConnectionSettings, poolSize: Int = 10, connectTimeout: Duration = .seconds(5), logger: Logger) throws {
-        try self.init(settings: settings, poolSize: poolSize, connectTimeout: connectTimeout, logger: logger, makeUserID: UserID.generate(at:))
+    public convenience init(
+        settings: PostgresConnectionSettings,
+        poolSize: Int = 10,
+        connectTimeout: Duration = .seconds(5),
+        lookupTimeout: Duration = .seconds(5),
+        logger: Logger
+    ) throws {
+        try self.init(
+            settings: settings,
+            poolSize: poolSize,
+            connectTimeout: connectTimeout,
+            lookupTimeout: lookupTimeout,
+            logger: logger,
+            makeUserID: UserID.generate(at:)
+        )
     }
 
     /// - Parameter makeUserID: Draws new users' identifiers; tests pass one that collides on purpose.
@@ -44,6 +72,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         settings: PostgresConnectionSettings,
         poolSize: Int,
         connectTimeout: Duration,
+        lookupTimeout: Duration = .seconds(5),
         logger: Logger,
         makeUserID: @escaping @Sendable (Date) -> UserID
     ) throws {
@@ -66,7 +95,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client
         self.logger = logger
-        self.keyLookups = BatchedLookup(maximumBatch: 500) { digests in
+        self.keyLookups = BatchedLookup(maximumBatch: 500, timeout: lookupTimeout) { digests in
             try await Self.secretKeys(digests: digests, client: client, logger: logger)
         }
     }
@@ -149,6 +178,7 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
@@ -156,19 +186,34 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         return try await transaction { connection in
-            // One generation at a time across all instances: revocation sequence numbers then
-            // commit in order, so a follower reading "after n" can never skip one. Each statement
-            // must see the generation committed before the lock was granted, which READ COMMITTED
-            // gives whatever the database's default isolation is (under REPEATABLE READ the
-            // snapshot would predate the lock, and two generations would draw the same number).
+            // One generation at a time per environment, across all instances, so the checks below
+            // and the update cannot interleave with another generation of the environment; other
+            // environments' generations do not wait. Each statement must see what was committed
+            // before a lock was granted, which READ COMMITTED gives whatever the database's default
+            // isolation is (under REPEATABLE READ the snapshot would predate the lock).
             try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.generationLock))", logger: logger)
+            try await connection.query(Self.generationLock(for: environmentID), logger: logger)
             let exists = try await connection.query("SELECT 1 FROM accounts WHERE id = \(account)", logger: logger).decode(Int32.self)
             var found = false
             for try await _ in exists { found = true }
             guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            if let limit {
+                // Under the environment's lock: racing generations cannot all pass.
+                let rows = try await connection.query(
+                    """
+                    SELECT created_at FROM secret_keys WHERE account_id = \(account) AND environment = \(environment)
+                    ORDER BY created_at DESC LIMIT \(limit.count)
+                    """,
+                    logger: logger
+                ).decode(Int64.self)
+                var newest: [Date] = []
+                for try await created in rows { newest.append(Date(keywayMilliseconds: created)) }
+                if let retryAfter = limit.retryAfter(newestGenerations: newest, at: record.createdAt) {
+                    throw KeywayError.tooManyKeyGenerations(limit: limit, retryAfter: retryAfter)
+                }
+            }
             if case .only(let expected) = replacement {
-                // Under the generation lock, so no other generation can come between this and the update.
+                // Under the environment's generation lock, so no other generation can come between this and the update.
                 let active = try await connection.query(
                     "SELECT id FROM secret_keys WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL",
                     logger: logger
@@ -178,6 +223,10 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
                 guard activeIDs == (expected.map { [$0] } ?? []) else { throw KeywayError.activeKeyChanged }
             }
 
+            // Revocation numbers must commit in the order they are drawn, so a follower reading
+            // "after n" can never skip one: they are drawn under one lock for all environments,
+            // taken last and held only for the update, the insert and the commit.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.revocationSequenceLock))", logger: logger)
             var revoked: [KeyRevocation] = []
             let previous = try await connection.query(
                 """
@@ -623,31 +672,47 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
     }
 
     public func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] {
-        let text = try await first(
-            "SELECT allowed_origins FROM environments WHERE account_id = \(environmentID.accountID.rawValue) AND name = \(environmentID.environment.rawValue)",
-            as: String.self
-        )
-        return (text ?? "").split(separator: "\n").map(String.init)
-    }
-
-    public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
-        let updated = try await first(
+        try await all(
             """
-            UPDATE environments SET allowed_origins = \(origins.joined(separator: "\n"))
-            WHERE account_id = \(environmentID.accountID.rawValue) AND name = \(environmentID.environment.rawValue)
-            RETURNING name
+            SELECT origin FROM environment_origins
+            WHERE account_id = \(environmentID.accountID.rawValue) AND environment = \(environmentID.environment.rawValue)
+            ORDER BY position
             """,
             as: String.self
         )
-        guard updated != nil else { throw KeywayError.accountNotFound(environmentID.accountID) }
+    }
+
+    public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+        let account = environmentID.accountID.rawValue
+        let environment = environmentID.environment.rawValue
+        try await transaction { connection in
+            let exists = try await connection.query(
+                "SELECT 1 FROM environments WHERE account_id = \(account) AND name = \(environment) FOR UPDATE",
+                logger: logger
+            ).decode(Int32.self)
+            var found = false
+            for try await _ in exists { found = true }
+            guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            try await connection.query(
+                "DELETE FROM environment_origins WHERE account_id = \(account) AND environment = \(environment)",
+                logger: logger
+            )
+            for (position, origin) in origins.enumerated() {
+                try await connection.query(
+                    """
+                    INSERT INTO environment_origins (account_id, environment, position, origin)
+                    VALUES (\(account), \(environment), \(position), \(origin)) ON CONFLICT DO NOTHING
+                    """,
+                    logger: logger
+                )
+            }
+        }
     }
 
     public func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool {
-        guard !origin.isEmpty, !origin.contains("\n") else { return false }
-        return try await first(
-            "SELECT 1 FROM environments WHERE \(origin) = ANY(string_to_array(allowed_origins, E'\\n')) LIMIT 1",
-            as: Int32.self
-        ) != nil
+        guard !origin.isEmpty else { return false }
+        // One probe of `environment_origins_by_origin`, however many environments there are.
+        return try await first(OriginAllowed(origin: origin)) != nil
     }
 
     // MARK: Operations
@@ -878,5 +943,24 @@ private struct KeysByDigest: PostgresPreparedStatement {
 
     func decodeRow(_ row: PostgresRow) throws -> SecretKeyRecord {
         try KeywayPostgresStore.record(row.decode(KeywayPostgresStore.KeyRow.self))
+    }
+}
+
+/// Whether any environment allows an origin: a CORS preflight, which carries no token.
+private struct OriginAllowed: PostgresPreparedStatement {
+    static let name = "keyway_origin_allowed"
+    static let sql = "SELECT 1 FROM environment_origins WHERE origin = $1 LIMIT 1"
+    typealias Row = Int32
+
+    let origin: String
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(origin)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int32 {
+        try row.decode(Int32.self)
     }
 }

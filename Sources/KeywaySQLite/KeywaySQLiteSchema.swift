@@ -123,6 +123,36 @@ enum KeywaySQLiteSchema {
                 try db.execute(sql: "UPDATE OR IGNORE users SET username = ? WHERE id = ?", arguments: [normalized, row["id"] as String])
             }
         }
+        migrator.registerMigration("v5: origins indexed, key generations by environment") { db in
+            // A preflight asks whether any environment allows an origin: one indexed row,
+            // not a scan of every environment's list.
+            try db.execute(
+                sql: """
+                    CREATE TABLE environment_origins (
+                        account_id TEXT NOT NULL,
+                        environment TEXT NOT NULL,
+                        position INTEGER NOT NULL,
+                        origin TEXT NOT NULL,
+                        PRIMARY KEY (account_id, environment, position),
+                        UNIQUE (account_id, environment, origin),
+                        FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
+                    ) STRICT, WITHOUT ROWID;
+                    CREATE INDEX environment_origins_by_origin ON environment_origins(origin);
+                    -- The generation limit counts an environment's newest keys.
+                    CREATE INDEX secret_keys_by_environment ON secret_keys(account_id, environment, created_at);
+                    """
+            )
+            for row in try Row.fetchAll(db, sql: "SELECT account_id, name, allowed_origins FROM environments WHERE allowed_origins != ''") {
+                let list: String = row["allowed_origins"]
+                for (position, origin) in list.split(separator: "\n").enumerated() {
+                    try db.execute(
+                        sql: "INSERT OR IGNORE INTO environment_origins (account_id, environment, position, origin) VALUES (?, ?, ?, ?)",
+                        arguments: [row["account_id"] as String, row["name"] as String, position, String(origin)]
+                    )
+                }
+            }
+            try db.execute(sql: "ALTER TABLE environments DROP COLUMN allowed_origins")
+        }
         return migrator
     }()
 

@@ -123,6 +123,7 @@ public final class KeywaySQLiteStore: KeywayStore {
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
     ) async throws -> KeyGeneration {
@@ -131,6 +132,17 @@ public final class KeywaySQLiteStore: KeywayStore {
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE id = ?", arguments: [environmentID.accountID.rawValue]) != nil
             else {
                 throw KeywayError.accountNotFound(environmentID.accountID)
+            }
+            if let limit {
+                // In the write transaction: one writer at a time, so racing generations cannot all pass.
+                let newest = try Int64.fetchAll(
+                    db,
+                    sql: "SELECT created_at FROM secret_keys WHERE account_id = ? AND environment = ? ORDER BY created_at DESC LIMIT ?",
+                    arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, limit.count]
+                ).map(Date.init(keywayMilliseconds:))
+                if let retryAfter = limit.retryAfter(newestGenerations: newest, at: record.createdAt) {
+                    throw KeywayError.tooManyKeyGenerations(limit: limit, retryAfter: retryAfter)
+                }
             }
             let previous = try Row.fetchAll(
                 db,
@@ -572,33 +584,34 @@ public final class KeywaySQLiteStore: KeywayStore {
 
     public func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] {
         try await database.read { db in
-            let text = try String.fetchOne(
+            try String.fetchAll(
                 db,
-                sql: "SELECT allowed_origins FROM environments WHERE account_id = ? AND name = ?",
+                sql: "SELECT origin FROM environment_origins WHERE account_id = ? AND environment = ? ORDER BY position",
                 arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
             )
-            return (text ?? "").split(separator: "\n").map(String.init)
         }
     }
 
     public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+        let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
         try await database.write { db in
-            try db.execute(
-                sql: "UPDATE environments SET allowed_origins = ? WHERE account_id = ? AND name = ?",
-                arguments: [origins.joined(separator: "\n"), environmentID.accountID.rawValue, environmentID.environment.rawValue]
-            )
-            guard db.changesCount == 1 else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM environments WHERE account_id = ? AND name = ?", arguments: scope) != nil
+            else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            try db.execute(sql: "DELETE FROM environment_origins WHERE account_id = ? AND environment = ?", arguments: scope)
+            for (position, origin) in origins.enumerated() {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO environment_origins (account_id, environment, position, origin) VALUES (?, ?, ?, ?)",
+                    arguments: scope + [position, origin]
+                )
+            }
         }
     }
 
     public func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool {
-        guard !origin.isEmpty, !origin.contains("\n") else { return false }
+        guard !origin.isEmpty else { return false }
+        // One probe of `environment_origins_by_origin`, however many environments there are.
         return try await database.read { db in
-            try Bool.fetchOne(
-                db,
-                sql: "SELECT 1 FROM environments WHERE instr(char(10) || allowed_origins || char(10), char(10) || ? || char(10)) > 0 LIMIT 1",
-                arguments: [origin]
-            ) != nil
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM environment_origins WHERE origin = ? LIMIT 1", arguments: [origin]) != nil
         }
     }
 

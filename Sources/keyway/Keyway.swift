@@ -132,6 +132,7 @@ struct DatabaseOptions: ParsableArguments {
                 settings: try PostgresConnectionSettings(url: url, caFile: configuration.databaseCAFile),
                 poolSize: poolSize ?? configuration.databasePoolSize,
                 connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
+                lookupTimeout: .milliseconds(configuration.keyLookupTimeoutMilliseconds),
                 logger: logger
             )
             try await store.checkConnection()
@@ -207,7 +208,12 @@ struct Serve: AsyncParsableCommand {
             store = try database.openSQLite(configuration)
             logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
         }
-        let keys = SecretKeys(store: store, inactiveCacheLimit: configuration.keyCacheLimit, logger: logger)
+        let keys = SecretKeys(
+            store: store,
+            inactiveCacheLimit: configuration.keyCacheLimit,
+            generationLimit: configuration.keyGenerationLimit,
+            logger: logger
+        )
         let userTokens = try await database.userTokens(configuration, store: store, logger: logger)
         let app = buildApplication(
             configuration: configuration,
@@ -358,7 +364,9 @@ struct Keys: AsyncParsableCommand {
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
                 var logger = Logger(label: "keyway.cli")
                 logger.logLevel = .warning
-                let keys = SecretKeys(store: store, logger: logger)
+                // The same limit as the dashboard's, counted in the database, so a script looping
+                // regenerations is refused too.
+                let keys = SecretKeys(store: store, generationLimit: configuration.keyGenerationLimit, logger: logger)
                 let environmentID = target.environmentID
                 let generated = try await keys.generate(for: environmentID, createdBy: "cli").key
                 guard let file else {

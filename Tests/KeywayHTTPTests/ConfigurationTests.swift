@@ -1,4 +1,5 @@
 import Foundation
+import KeywayCore
 import Logging
 import Testing
 
@@ -66,6 +67,42 @@ import Testing
         } catch {
             #expect(error.variable == variable)
             #expect("\(error)".hasPrefix(variable))
+        }
+    }
+
+    @Test func connectionMetricsAndLimitSettingsAreRead() throws {
+        let configuration = try KeywayConfiguration(environment: [
+            "KEYWAY_KEY_GENERATIONS_PER_MINUTE": "5", "KEYWAY_METRICS_TOKEN": "0123456789abcdef0123",
+            "KEYWAY_METRICS_ADDRESS": "[::1]:9090", "KEYWAY_IDLE_TIMEOUT_SECONDS": "30", "KEYWAY_REQUEST_HEAD_TIMEOUT_SECONDS": "4",
+            "KEYWAY_REQUEST_BODY_TIMEOUT_SECONDS": "8", "KEYWAY_MAX_CONNECTIONS": "100", "KEYWAY_KEY_LOOKUP_TIMEOUT_MS": "700",
+        ])
+        #expect(configuration.keyGenerationLimit == KeyGenerationLimit(count: 5, windowSeconds: 60))
+        #expect(configuration.metricsToken == "0123456789abcdef0123")
+        #expect(configuration.metricsAddress == ListenAddress(host: "::1", port: 9090))
+        #expect(ListenAddress("127.0.0.1:9090") == ListenAddress(host: "127.0.0.1", port: 9090))
+        #expect(configuration.idleTimeoutSeconds == 30)
+        #expect(configuration.requestHeadTimeoutSeconds == 4)
+        #expect(configuration.requestBodyTimeoutSeconds == 8)
+        #expect(configuration.maximumConnections == 100)
+        #expect(configuration.keyLookupTimeoutMilliseconds == 700)
+        let defaults = KeywayConfiguration()
+        #expect(defaults.metricsToken == nil && defaults.metricsAddress == nil)
+        #expect(defaults.keyGenerationsPerMinute == 20)
+    }
+
+    @Test(arguments: [
+        ("KEYWAY_KEY_GENERATIONS_PER_MINUTE", "0"), ("KEYWAY_METRICS_TOKEN", "short"), ("KEYWAY_METRICS_TOKEN", "has a space in it, sixteen+"),
+        ("KEYWAY_METRICS_ADDRESS", "9090"), ("KEYWAY_METRICS_ADDRESS", "::1:9090"), ("KEYWAY_METRICS_ADDRESS", "localhost:99999"),
+        ("KEYWAY_IDLE_TIMEOUT_SECONDS", "0"), ("KEYWAY_REQUEST_HEAD_TIMEOUT_SECONDS", "601"), ("KEYWAY_REQUEST_BODY_TIMEOUT_SECONDS", "x"),
+        ("KEYWAY_MAX_CONNECTIONS", "0"), ("KEYWAY_KEY_LOOKUP_TIMEOUT_MS", "10"),
+    ])
+    func badOperationalValuesNameTheirVariableAndNeverEchoAToken(variable: String, value: String) {
+        do {
+            _ = try KeywayConfiguration(environment: [variable: value])
+            Issue.record("\(variable)=\(value) was accepted")
+        } catch {
+            #expect(error.variable == variable)
+            if variable == "KEYWAY_METRICS_TOKEN" { #expect(!"\(error)".contains(value)) }
         }
     }
 

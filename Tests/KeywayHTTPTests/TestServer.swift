@@ -51,7 +51,7 @@ struct TestServer {
             lifetime: 1800,
             now: { clock.now }
         )
-        let keys = SecretKeys(store: store, logger: logs.logger(label: "keyway.keys"))
+        let keys = SecretKeys(store: store, generationLimit: configuration.keyGenerationLimit, logger: logs.logger(label: "keyway.keys"))
         let acme = try await store.createAccount(name: "Acme", at: Date())
         let globex = try await store.createAccount(name: "Globex", at: Date())
         var initialKeys: [EnvironmentID: String] = [:]

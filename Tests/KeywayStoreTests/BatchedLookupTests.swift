@@ -1,3 +1,4 @@
+import KeywayCore
 import Synchronization
 import Testing
 
@@ -22,7 +23,7 @@ import Testing
 
     @Test func concurrentLookupsShareQueriesAndGetTheirOwnAnswers() async throws {
         let recorder = Recorder(delay: .milliseconds(50))
-        let lookup = BatchedLookup<Int, Int>(maximumBatch: 64) { try await recorder.fetch($0) }
+        let lookup = BatchedLookup<Int, Int>(maximumBatch: 64, timeout: .seconds(5)) { try await recorder.fetch($0) }
         let answers = try await withThrowingTaskGroup(of: (Int, Int?).self) { group in
             for key in 0..<300 {
                 group.addTask { (key, try await lookup.value(for: key)) }
@@ -42,7 +43,7 @@ import Testing
 
     @Test func theSameKeyTwiceIsAskedForOnce() async throws {
         let recorder = Recorder(delay: .milliseconds(20))
-        let lookup = BatchedLookup<Int, Int>(maximumBatch: 10) { try await recorder.fetch($0) }
+        let lookup = BatchedLookup<Int, Int>(maximumBatch: 10, timeout: .seconds(5)) { try await recorder.fetch($0) }
         // The first lookup starts a query; the next two wait for the following one together.
         async let first = lookup.value(for: 2)
         try await Task.sleep(for: .milliseconds(5))
@@ -57,7 +58,7 @@ import Testing
 
     @Test func aFailedQueryFailsItsWaitersAndTheNextLookupTriesAgain() async throws {
         let failNext = Mutex(true)
-        let lookup = BatchedLookup<Int, Int>(maximumBatch: 10) { keys in
+        let lookup = BatchedLookup<Int, Int>(maximumBatch: 10, timeout: .seconds(5)) { keys in
             if failNext.withLock({ fail in
                 defer { fail = false }
                 return fail
@@ -68,5 +69,23 @@ import Testing
         }
         await #expect(throws: Unavailable.self) { try await lookup.value(for: 1) }
         #expect(try await lookup.value(for: 1) == 1)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aDatabaseThatStopsAnsweringFailsLookupsWith503InsteadOfHoldingThem() async throws {
+        // The first query never answers and ignores cancellation, as a frozen server's does.
+        let silent = Mutex(true)
+        let lookup = BatchedLookup<Int, Int>(maximumBatch: 10, timeout: .milliseconds(200)) { keys in
+            if silent.withLock({ $0 }) {
+                await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }
+            }
+            return Dictionary(uniqueKeysWithValues: keys.map { ($0, $0) })
+        }
+        let started = ContinuousClock.now
+        let error = await #expect(throws: KeywayError.self) { try await lookup.value(for: 1) }
+        #expect(error?.code == .serviceUnavailable)
+        #expect(ContinuousClock.now - started < .seconds(3))
+        // The stuck query does not hold the lookups after it once the database answers again.
+        silent.withLock { $0 = false }
+        #expect(try await lookup.value(for: 2) == 2)
     }
 }

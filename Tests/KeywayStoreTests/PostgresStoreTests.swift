@@ -1,7 +1,10 @@
 import Foundation
 import KeywayCore
-import KeywayPostgres
+import PostgresNIO
+import Synchronization
 import Testing
+
+@testable import KeywayPostgres
 
 /// What only the PostgreSQL adapter has to get right.
 @Suite struct PostgresStoreTests {
@@ -31,6 +34,53 @@ import Testing
         let revocations = try await store.revocations(after: 0, limit: 500)
         #expect(revocations.count == 20)
         #expect(Set(revocations.map(\.sequence)).count == revocations.count)
+    }
+
+    /// One tenant looping regenerations must not slow another's: while a generation holds one
+    /// environment's lock, another environment's generation goes through.
+    @Test func aGenerationWaitsOnlyForItsOwnEnvironment() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let stores = try await TestPostgres.freshStores(2)
+        let (store, holder) = (stores[0], stores[1])
+        let acme = try await store.createAccount(name: "Acme", at: Date())
+        let globex = try await store.createAccount(name: "Globex", at: Date())
+        let busy = EnvironmentID(accountID: acme.id, environment: .production)
+        let other = EnvironmentID(accountID: globex.id, environment: .production)
+        for environment in [busy, other] {
+            _ = try await store.insertKeyRevokingPrevious(.generate(for: .production), for: environment, createdBy: "seed", at: Date())
+        }
+        // Another instance's generation in `busy`, stuck between taking the lock and committing.
+        let release = AsyncStream<Void>.makeStream()
+        let holding = AsyncStream<Void>.makeStream()
+        let stuck = Task {
+            try await holder.client.withTransaction(logger: TestPostgres.logger) { connection in
+                try await connection.query(KeywayPostgresStore.generationLock(for: busy), logger: TestPostgres.logger)
+                holding.continuation.yield()
+                for await _ in release.stream { break }
+            }
+        }
+        for await _ in holding.stream { break }
+
+        let otherDone = Mutex(false)
+        let otherGeneration = Task {
+            _ = try await store.insertKeyRevokingPrevious(.generate(for: .production), for: other, createdBy: "t", at: Date())
+            otherDone.withLock { $0 = true }
+        }
+        let busyGeneration = Task {
+            try await store.insertKeyRevokingPrevious(.generate(for: .production), for: busy, createdBy: "t", at: Date())
+        }
+        // Polled rather than awaited, so a generation stuck behind the held lock fails the test instead of hanging it.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !otherDone.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let finished = otherDone.withLock { $0 }
+        #expect(finished, "another environment's generation waited for the held lock")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await store.secretKeys(for: acme.id).count == 1, "the held environment's generation waits")
+        release.continuation.yield()
+        try await stuck.value
+        try await otherGeneration.value
+        _ = try await busyGeneration.value
+        #expect(try await store.secretKeys(for: acme.id).count == 2)
     }
 
     @Test func usernamesWrittenBeforeNFCAreNormalisedByTheMigration() async throws {

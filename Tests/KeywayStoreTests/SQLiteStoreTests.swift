@@ -179,6 +179,34 @@ import Testing
         #expect(Array(shadowed.username.unicodeScalars) == Array("zoe\u{308}".unicodeScalars), "its twin keeps its spelling; its id reaches it")
     }
 
+    @Test func originsWrittenBeforeTheIndexAreKeptByTheMigration() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        // The schema as the previous release left it: a newline-separated list per environment.
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    DROP TABLE environment_origins;
+                    DROP INDEX secret_keys_by_environment;
+                    ALTER TABLE environments ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '';
+                    DELETE FROM grdb_migrations WHERE identifier = 'v5: origins indexed, key generations by environment';
+                    """
+            )
+            try db.execute(
+                sql: "UPDATE environments SET allowed_origins = ? WHERE account_id = ? AND name = 'development'",
+                arguments: ["https://app.acme.test\nhttp://localhost:3000", account.id.rawValue]
+            )
+        }
+
+        _ = try KeywaySQLiteStore.migrate(path: path)
+        #expect(try await store.allowedOrigins(for: development) == ["https://app.acme.test", "http://localhost:3000"])
+        #expect(try await store.isOriginAllowedAnywhere("http://localhost:3000"))
+        #expect(try await store.allowedOrigins(for: EnvironmentID(accountID: account.id, environment: .production)) == [])
+    }
+
     /// Waits for `condition`, failing after a deadline far above any expected delay.
     func waitUntil(deadline: Duration = .seconds(10), _ condition: () -> Bool) async throws {
         let clock = ContinuousClock()

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import threading
@@ -48,8 +49,14 @@ class Keyway:
             raise AssertionError(f"keyway {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
 
-    def start(self, **env):
+    def start(self, open_files: int | None = None, **env):
+        """Starts `keyway serve`; `open_files` lowers its open-file limit (`ulimit -n`)."""
         assert self.process is None
+
+        def limit_open_files():
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
         self.process = subprocess.Popen(
             [str(self.binary), "serve", "--port", "0"],
             cwd=self.workdir,
@@ -57,6 +64,7 @@ class Keyway:
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=limit_open_files,
         )
         found = threading.Event()
 
@@ -64,7 +72,8 @@ class Keyway:
             for line in stream:
                 self.logs.append(line)
                 match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if match and not found.is_set():
+                # The separate /metrics listener (KEYWAY_METRICS_ADDRESS) says so too, under its own label.
+                if match and "keyway.metrics" not in line and not found.is_set():
                     self.port = int(match.group(1))
                     found.set()
 

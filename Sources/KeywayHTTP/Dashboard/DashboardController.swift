@@ -274,6 +274,11 @@ struct DashboardController: Sendable {
             key = try await keys.generate(for: environmentID, replacing: .only(active?.id), createdBy: context.member.email).key
         } catch let error as KeywayError where error.code == .activeKeyChanged {
             throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
+        } catch let error as KeywayError where error.code == .tooManyKeyGenerations {
+            context.logger.notice("key generation refused: limit reached", metadata: ["environment": "\(environment.rawValue)"])
+            var response = try await renderKeys(context: context, notice: error.message, status: .tooManyRequests)
+            response.headers[.retryAfter] = error.details["retryAfter"]
+            return response
         }
         context.logger.info("key generated from the dashboard", metadata: ["environment": "\(environment.rawValue)", "key.hint": "\(key.hint)"])
         return try await renderKeys(context: context, revealed: key)
