@@ -74,7 +74,21 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
 
     # Successes.
     user_id = call("POST", "/users", dev, {"username": "ada@example.com", "fullName": "Ada"}, 200)["userId"]
-    call("POST", "/users/batch", dev, {"users": [{"username": "b1"}, {"username": "ada@example.com"}, {"username": ""}]}, 200)
+    call("POST", "/users/batch", dev, {"users": [{"username": "b1"}, {"username": "ada@example.com"}, {"username": "b1"}]}, 200)
+    call("POST", "/users/batch", dev, {"users": [{"username": "b1"}, {"username": "ada@example.com"}]}, 409)
+    # /users/batch is also the path of the user named "batch".
+    call("POST", "/users", dev, {"username": "batch"}, 200)
+    call("GET", "/users/batch", dev, expect=200)
+    call("PUT", "/users/batch", dev, {"fullName": "Batch"}, 200)
+    call("PUT", "/users/batch", dev, {"username": "b1"}, 409)
+    call("PUT", "/users/batch", dev, {"fullName": "x\u0000"}, 400)
+    call("PUT", "/users/batch", dev, raw=b'{"fullName": "' + b"y" * (5 * 1024 * 1024) + b'"}', expect=413)
+    for method in ("GET", "PUT", "DELETE"):
+        call(method, "/users/batch", "kw_dev_nope", {"fullName": "x"} if method == "PUT" else None, 401)
+        call(method, "/users/batch", dev, {"fullName": "x"} if method == "PUT" else None, 400, headers={"x-api-version": "1999-01"})
+    call("DELETE", "/users/batch", dev, expect=200)
+    for method in ("GET", "PUT", "DELETE"):
+        call(method, "/users/batch", dev, {"fullName": "x"} if method == "PUT" else None, 404)
     call("POST", "/2023-12/users/batch", dev, [{"username": "b2", "fullName": None}], 200)
     page = call("GET", "/users?limit=2", dev, expect=200)
     call("GET", f"/users?limit=2&cursor={page['nextCursor']}", dev, expect=200)
@@ -99,8 +113,8 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("POST", "/users", dev, {"username": "ada@example.com"}, 409)
     call("POST", "/users", dev, raw=b"{not json", expect=400)
     call("POST", "/users", dev, raw=b'{"username": "x", "fullName": "' + b"y" * (5 * 1024 * 1024) + b'"}', expect=413)
-    rejected = call("POST", "/users/batch", dev, {"users": [{"username": ""}]}, 400)
-    assert rejected["code"] == "no_valid_users"
+    rejected = call("POST", "/users/batch", dev, {"users": [{"username": ""}, {"username": "fine"}]}, 400)
+    assert rejected["code"] == "invalid_users" and [entry["index"] for entry in rejected["invalidUsers"]] == [0]
     call("POST", "/users/batch", dev, [{"username": f"u{i}"} for i in range(1001)], 400)
     call("GET", "/users?limit=0", dev, expect=400)
     call("GET", f"/users/{user_id}", prod, expect=404)
@@ -138,6 +152,12 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("POST", "/users/batch", dev, raw=huge, expect=413)
     call("PUT", "/users/b1", dev, raw=huge, expect=413)
 
+
+    # /metrics behind a token: the only way to see its 401.
+    keyway.stop()
+    keyway.start(KEYWAY_METRICS_TOKEN="metrics-token-0123456789")
+    call("GET", "/metrics", expect=401)
+    call("GET", "/metrics", headers={"Authorization": "Bearer metrics-token-0123456789"}, expect=200)
 
     documented = {
         (template, method)

@@ -1,8 +1,13 @@
 """Several `keyway serve` processes on one PostgreSQL: revocation reaches every instance within a bound."""
 
+import http.cookiejar
 import os
+import re
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -157,3 +162,29 @@ def test_readyz_follows_the_database(tmp_path, database_url, instances):
         status = server.request("GET", "/readyz")[0]
         time.sleep(0.1)
     assert status == 200
+
+
+def test_a_nul_byte_is_a_400_on_postgresql_not_a_500(tmp_path, database_url, instances):
+    """PostgreSQL's text cannot hold U+0000 (22021): every boundary refuses it before a query does."""
+    cli(database_url, tmp_path, "migrate")
+    account = cli(database_url, tmp_path, "accounts", "create", "--name", "Nul").stdout.strip()
+    [server] = instances(1)
+    for path in (
+        "/.well-known/jwks.json?account=a%00b&environment=development",
+        f"/.well-known/jwks.json?account={account}%00&environment=development",
+        "/dashboard/users?environment=development&q=a%00",
+    ):
+        status, _, body = server.request("GET", path)
+        assert status == 400, (path, status, body)
+    # The sign-in form: its CSRF cookie and token first, then an email holding a NUL.
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(server.base + "/dashboard/signin").read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"csrf": csrf, "email": "owner@acme.test\x00", "password": "correct horse battery"}).encode()
+    try:
+        status = opener.open(urllib.request.Request(server.base + "/dashboard/signin", data=form)).status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    assert status == 400
+    assert not any(" error " in line for line in server.logs), server.logs
