@@ -174,4 +174,23 @@ import Testing
         #expect(try await store.user("0000000100000000000000a4", in: development) != nil)
     }
 
+    @Test func originsWrittenBeforeTheIndexAreKeptByTheMigration() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let store = try #require(try await TestPostgres.freshStores(1).first)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        // The schema as the previous release left it, with a list holding a duplicate and a blank line.
+        try await store.execute("DROP TABLE environment_origins")
+        try await store.execute("DROP INDEX secret_keys_by_environment")
+        try await store.execute("ALTER TABLE environments ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT ''")
+        try await store.execute(
+            "UPDATE environments SET allowed_origins = E'https://app.acme.test\\n\\nhttp://localhost:3000\\nhttps://app.acme.test' WHERE account_id = '\(account.id.rawValue)' AND name = 'development'"
+        )
+        try await store.execute("DELETE FROM keyway_migrations WHERE id = 'v6: origins indexed, key generations by environment'")
+
+        #expect(try await store.migrate() == ["v6: origins indexed, key generations by environment"])
+        #expect(try await store.allowedOrigins(for: development) == ["https://app.acme.test", "http://localhost:3000"])
+        #expect(try await store.isOriginAllowedAnywhere("http://localhost:3000"))
+        #expect(try await store.allowedOrigins(for: EnvironmentID(accountID: account.id, environment: .production)) == [])
+    }
 }
