@@ -18,6 +18,12 @@ enum JSONBody {
         guard buffer.readableBytes > 0 else {
             throw KeywayError(.invalidJSON, "The request body is empty; send a JSON object.")
         }
+        // JSON over HTTP is UTF-8 (RFC 8259 §8.1), where a NUL byte is never valid. JSONDecoder
+        // also reads UTF-16 and UTF-32, whose zero bytes give them away: refused, because there
+        // a character such as U+2022 holds a `"` byte, and `holdsArray` would miscount.
+        guard !buffer.readableBytesView.contains(0) else {
+            throw KeywayError(.invalidJSON, "The request body must be JSON in UTF-8, without NUL bytes.")
+        }
         return buffer
     }
 

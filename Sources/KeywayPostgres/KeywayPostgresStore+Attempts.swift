@@ -14,6 +14,9 @@ extension KeywayPostgresStore: AttemptLedger {
         let digest = Data(key.bytes)
         let now = date.keywayMilliseconds
         return try await transaction { connection in
+            // Under REPEATABLE READ (a database's default may be) the upsert of a row another
+            // reservation just updated fails with 40001; READ COMMITTED waits for it and reads its result.
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
             // The no-op update locks the key's row, new or not, until commit: reservations
             // of one key from every instance decide one after another, each on the last one's result.
             let rows = try await connection.query(

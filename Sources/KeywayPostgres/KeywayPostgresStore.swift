@@ -686,6 +686,9 @@ public final class KeywayPostgresStore: KeywayStore, RevocationNotifying, Servic
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         try await transaction { connection in
+            // The list a concurrent setting committed is replaced, not a serialization failure
+            // (40001) as under a REPEATABLE READ default: READ COMMITTED, as for key generations.
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
             let exists = try await connection.query(
                 "SELECT 1 FROM environments WHERE account_id = \(account) AND name = \(environment) FOR UPDATE",
                 logger: logger

@@ -155,6 +155,41 @@ final class SlowCountingHasher: PasswordHasher {
         }
     }
 
+    /// A client already refused must not reach the per-email throttle: were each of its refused
+    /// attempts to add an invented email there first, it could push a locked email out of the
+    /// bounded table for free (no password hash) and unlock it for its other addresses.
+    @Test func aRefusedClientCannotFlushALockedEmailOutOfTheThrottle() async throws {
+        var configuration = TestServer.defaultConfiguration
+        configuration.trustedProxies = try KeywayConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1"]).trustedProxies
+        configuration.throttleEntries = 100
+        let server = try await TestServer.make(configuration: configuration)
+        try await server.test(.live) { client in
+            let owner = TestBrowser(client)
+            _ = try await owner.signUp(email: "victim@acme.test", password: "the real password")
+            let form = try await SignInForm(TestBrowser(client))
+            func attempt(_ email: String, _ password: String, from address: String) async throws -> TestBrowser.Page {
+                try await form.submit(email: email, password: password, headers: [xForwardedFor: address])
+            }
+            var last = ""
+            for index in 0..<12 {
+                last = try await attempt("victim@acme.test", "guess \(index)", from: "198.51.100.\(index + 1)").html
+                server.clock.advance(by: 20)
+            }
+            #expect(last.contains("the account is locked for a while"))
+
+            // One client uses up its free failures, then floods invented emails, each refused.
+            for index in 0..<AttemptThrottle.Policy.perClient.freeFailures {
+                #expect(try await attempt("free\(index)@flood.test", "wrong password", from: "203.0.113.7").status == .unauthorized)
+            }
+            for index in 0..<300 {
+                #expect(try await attempt("flood\(index)@flood.test", "wrong password", from: "203.0.113.7").status == .tooManyRequests)
+            }
+
+            let owners = try await attempt("victim@acme.test", "the real password", from: "192.0.2.44")
+            #expect(owners.status == .tooManyRequests, "the locked email was forgotten: \(owners.status)")
+        }
+    }
+
     @Test func forwardingHeadersFromAnUntrustedPeerAreIgnored() async throws {
         let server = try await TestServer.make()
         let free = AttemptThrottle.Policy.perClient.freeFailures

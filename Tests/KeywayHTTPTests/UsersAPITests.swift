@@ -232,6 +232,27 @@ import Testing
         }
     }
 
+    /// JSONDecoder also reads UTF-16 and UTF-32, where a character such as U+2022 holds a `"`
+    /// byte: the byte scanner then reads every later comma as inside a string, and a batch
+    /// of 1 500 users encoded as UTF-16 passed the limit and was created.
+    @Test func aBatchOverTheLimitInUTF16CreatesNothing() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            let users = ["{\"username\":\"u\u{2022}0\"}"] + (1...1500).map { #"{"username":"bulk\#($0)"}"# }
+            let body = try #require(("{\"users\":[" + users.joined(separator: ",") + "]}").data(using: .utf16LittleEndian))
+            let status = try await client.execute(
+                uri: "/users/batch",
+                method: .post,
+                headers: [.authorization: "Bearer \(key)", .contentType: "application/json"],
+                body: ByteBuffer(bytes: body)
+            ) { $0.status }
+            #expect(status == .badRequest)
+            let list = try await client.call(.get, "/users?limit=5", key: key)
+            #expect((list["data"] as? [Any])?.isEmpty == true, "\(list.text)")
+        }
+    }
+
     @Test func theBatchLimitHoldsWhileReadingNotAfterDecoding() {
         func holds(_ json: String, limit: Int = 3) -> Bool {
             JSONBody.holdsArray(longerThan: limit, withinDepth: 2, in: ByteBuffer(string: json))

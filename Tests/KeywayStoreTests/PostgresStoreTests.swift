@@ -83,6 +83,66 @@ import Testing
         #expect(try await store.secretKeys(for: acme.id).count == 2)
     }
 
+    /// Stores on a new database whose default isolation is REPEATABLE READ.
+    func repeatableReadStores(_ count: Int) async throws -> [KeywayPostgresStore] {
+        let url = try #require(TestPostgres.serverURL)
+        _ = try await TestPostgres.freshStores(1)  // the template exists from here on
+        let name = "keyway_rr_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let admin = try KeywayPostgresStore(url: url, poolSize: 1, logger: TestPostgres.logger)
+        try await TestPostgres.running(admin) {
+            try await admin.execute("CREATE DATABASE \(name) TEMPLATE \(TestPostgres.templateName)")
+            try await admin.execute("ALTER DATABASE \(name) SET default_transaction_isolation = 'repeatable read'")
+        }
+        return try (0..<count).map { _ in
+            let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: TestPostgres.logger)
+            Task.detached { await store.run() }
+            return store
+        }
+    }
+
+    /// Concurrent sign-ins for one email, from several instances, are refused or allowed, never
+    /// failed by a serialization error (a 500), whatever the database's default isolation.
+    @Test func sharedAttemptsHoldUnderRepeatableReadDefault() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let limiters = try await repeatableReadStores(3).map { AttemptLimiter(policy: .perClient, ledger: $0) }
+        let outcomes = try await withThrowingTaskGroup(of: String.self) { group in
+            for attempt in 0..<60 {
+                group.addTask {
+                    do {
+                        _ = try await limiters[attempt % 3].reserve("signin-client:192.0.2.1")
+                        return "granted"
+                    } catch is AttemptThrottle.Refusal {
+                        return "refused"
+                    } catch {
+                        return "failed: \(String(reflecting: error))"
+                    }
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        let failures = outcomes.filter { $0.hasPrefix("failed") }
+        #expect(failures.isEmpty, "\(failures.count) failed, e.g. \(failures.first ?? "")")
+        #expect(outcomes.filter { $0 == "granted" }.count == AttemptThrottle.Policy.perClient.freeFailures)
+    }
+
+    /// Two instances setting one environment's origins at once both succeed (one wins) under REPEATABLE READ.
+    @Test func concurrentOriginSettingsHoldUnderRepeatableReadDefault() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let stores = try await repeatableReadStores(2)
+        let account = try await stores[0].createAccount(name: "Acme", at: Date())
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        try await stores[0].setAllowedOrigins(["https://a.test"], for: environment)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for round in 0..<20 {
+                group.addTask {
+                    try await stores[round % 2].setAllowedOrigins(["https://a.test", "https://b\(round).test"], for: environment)
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await stores[0].allowedOrigins(for: environment).count == 2)
+    }
+
     @Test func usernamesWrittenBeforeNFCAreNormalisedByTheMigration() async throws {
         guard TestPostgres.serverURL != nil else { return }
         let store = try #require(try await TestPostgres.freshStores(1).first)
@@ -112,5 +172,25 @@ import Testing
             "the oldest spelling takes the name"
         )
         #expect(try await store.user("0000000100000000000000a4", in: development) != nil)
+    }
+
+    @Test func originsWrittenBeforeTheIndexAreKeptByTheMigration() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let store = try #require(try await TestPostgres.freshStores(1).first)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        // The schema as the previous release left it, with a list holding a duplicate and a blank line.
+        try await store.execute("DROP TABLE environment_origins")
+        try await store.execute("DROP INDEX secret_keys_by_environment")
+        try await store.execute("ALTER TABLE environments ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT ''")
+        try await store.execute(
+            "UPDATE environments SET allowed_origins = E'https://app.acme.test\\n\\nhttp://localhost:3000\\nhttps://app.acme.test' WHERE account_id = '\(account.id.rawValue)' AND name = 'development'"
+        )
+        try await store.execute("DELETE FROM keyway_migrations WHERE id = 'v6: origins indexed, key generations by environment'")
+
+        #expect(try await store.migrate() == ["v6: origins indexed, key generations by environment"])
+        #expect(try await store.allowedOrigins(for: development) == ["https://app.acme.test", "http://localhost:3000"])
+        #expect(try await store.isOriginAllowedAnywhere("http://localhost:3000"))
+        #expect(try await store.allowedOrigins(for: EnvironmentID(accountID: account.id, environment: .production)) == [])
     }
 }

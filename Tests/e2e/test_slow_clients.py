@@ -165,3 +165,32 @@ def assert_logged_at_notice(keyway):
     assert lines, "".join(keyway.logs)
     assert all(" notice " in line for line in lines), lines
     assert not any(" error " in line for line in keyway.logs), [line for line in keyway.logs if " error " in line]
+
+
+def dashboard_post(keyway, framing: bytes, body: bytes, finish: bool) -> bytes:
+    """A sign-in form whose body breaks its framing; `finish` ends the client's side (EOF), else it waits."""
+    connection = raw_connection(keyway)
+    connection.sendall(
+        b"POST /dashboard/signin HTTP/1.1\r\nHost: keyway\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        + framing + b"\r\n" + body
+    )
+    if finish:
+        connection.shutdown(socket.SHUT_WR)
+    response, _ = read_until_closed(connection, timeout=BODY_TIMEOUT + 10)
+    connection.close()
+    return response
+
+
+def test_a_dashboard_form_that_ends_early_is_a_400_logged_at_notice(keyway):
+    keyway.start()
+    response = dashboard_post(keyway, b"Content-Length: 100\r\n", b"email=a%40b.test&pass", finish=True)
+    assert response.startswith(b"HTTP/1.1 400"), response
+    assert_logged_at_notice(keyway)
+
+
+def test_a_dashboard_form_whose_body_is_overdue_is_a_408_not_a_server_error(keyway):
+    keyway.start(KEYWAY_REQUEST_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT))
+    response = dashboard_post(keyway, b"Content-Length: 100\r\n", b"email=a", finish=False)
+    assert response.startswith(b"HTTP/1.1 408"), response
+    time.sleep(0.2)
+    assert not any(" error " in line for line in keyway.logs), [line for line in keyway.logs if " error " in line]

@@ -166,11 +166,13 @@ struct DashboardController: Sendable {
         let email = (try? MemberInput.email(typedEmail)) ?? typedEmail.lowercased()
         let accountKey = "signin-email:" + email
         // Reserved before the password hash, atomically: concurrent attempts cannot all pass
-        // the check before one is counted, and a flood of attempts costs no bcrypt.
+        // the check before one is counted, and a flood of attempts costs no bcrypt. The client
+        // first: a client already refused must not add the emails it invents to the bounded
+        // email table, where they would push out (and so unlock) an email that is locked.
         let reservations: [(AttemptLimiter, AttemptThrottle.Reservation)]
         do {
             reservations = try await reserve([
-                (accountThrottle, accountKey), (clientThrottle, "signin-client:" + clientKey(request, context.remoteAddress)),
+                (clientThrottle, "signin-client:" + clientKey(request, context.remoteAddress)), (accountThrottle, accountKey),
             ])
         } catch let refusal as AttemptThrottle.Refusal {
             context.logger.notice("sign-in throttled", metadata: ["locked": "\(refusal.lockedOut)"])

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import KeywayCore
 import Logging
+import NIOHTTP1
 
 /// Turns dashboard errors into redirects and HTML error pages, and adds the
 /// headers every dashboard page carries.
@@ -29,6 +30,10 @@ struct DashboardResponseMiddleware: RouterMiddleware {
                 DashboardErrorPage(status: .contentTooLarge, title: "Too large", message: "That form was too large."),
                 context: context
             )
+        } catch let error where error is HTTPParserError || error is RequestBodyTimeout {
+            // A form whose body broke its framing or came too late is the client's doing:
+            // ErrorMappingMiddleware answers it (400 or 408) and logs it at notice, as for the API.
+            throw error
         } catch {
             context.logger.error("dashboard request failed", metadata: ["error": "\(String(reflecting: error))"])
             response = pages.errorPage(
