@@ -1,3 +1,4 @@
+import Crypto
 public import Foundation
 
 /// The identifier of a dashboard member, `mem_` followed by 20 base62 characters.
@@ -79,14 +80,10 @@ public enum BrowserToken {
         return Base64URL.encode(Data(bytes))
     }
 
-    /// Compares two secrets in time that depends only on their lengths.
+    /// Compares two secrets in time that tells nothing of either: their SHA-256 digests are
+    /// compared (in constant time), so not even a length difference shows.
     public static func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
-        let left = Array(lhs.utf8)
-        let right = Array(rhs.utf8)
-        guard left.count == right.count else { return false }
-        var difference: UInt8 = 0
-        for index in left.indices { difference |= left[index] ^ right[index] }
-        return difference == 0
+        SHA256.hash(data: Array(lhs.utf8)) == SHA256.hash(data: Array(rhs.utf8))
     }
 }
 

@@ -1,5 +1,11 @@
 public import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A browser origin (`scheme://host[:port]`), in the exact form browsers send in `Origin`.
 public enum BrowserOrigin {
     /// Normalises an origin to the serialisation browsers send (RFC 6454 §6.1):
@@ -28,7 +34,19 @@ public enum BrowserOrigin {
         }
         let defaultPort = scheme == "https" ? 443 : 80
         let port = components.port.flatMap { $0 == defaultPort ? nil : $0 }
-        let bracketed = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        let bracketed = host.contains(":") ? "[\(try canonicalIPv6(host, refusal: refusal))]" : host
         return "\(scheme)://\(bracketed)" + (port.map { ":\($0)" } ?? "")
+    }
+
+    /// An IPv6 address as browsers write it in an origin: lowercase, the longest run of zero
+    /// groups compressed (`[0:0:0:0:0:0:0:1]` is `[::1]`).
+    private static func canonicalIPv6(_ host: String, refusal: KeywayError) throws(KeywayError) -> String {
+        let address = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        var bytes = in6_addr()
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        guard inet_pton(AF_INET6, address, &bytes) == 1, inet_ntop(AF_INET6, &bytes, &text, socklen_t(text.count)) != nil else {
+            throw refusal
+        }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
