@@ -11,16 +11,8 @@ import Testing
     /// Revocation numbers are drawn under a lock; they stay distinct and in commit order
     /// even when the database's default isolation is REPEATABLE READ.
     @Test func concurrentGenerationsDrawDistinctNumbersUnderAnyDefaultIsolation() async throws {
-        guard let url = TestPostgres.serverURL else { return }
-        _ = try await TestPostgres.freshStores(1)  // the template exists from here on
-        let name = "keyway_rr_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
-        let admin = try KeywayPostgresStore(url: url, poolSize: 1, logger: TestPostgres.logger)
-        try await TestPostgres.running(admin) {
-            try await admin.execute("CREATE DATABASE \(name) TEMPLATE \(TestPostgres.templateName)")
-            try await admin.execute("ALTER DATABASE \(name) SET default_transaction_isolation = 'repeatable read'")
-        }
-        let store = try KeywayPostgresStore(url: url.replacingDatabase(with: name), poolSize: 4, logger: TestPostgres.logger)
-        Task.detached { await store.run() }
+        guard TestPostgres.serverURL != nil else { return }
+        let store = try await repeatableReadStores(1)[0]
         let account = try await store.createAccount(name: "Acme", at: Date())
         let environments = Environment.allCases.map { EnvironmentID(accountID: account.id, environment: $0) }
         let keys = SecretKeys(store: store)
