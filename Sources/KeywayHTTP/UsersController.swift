@@ -193,8 +193,10 @@ struct UsersController {
         let raw = context.parameters.get("user") ?? "batch"
         // Most references (every user id) hold nothing to decode, and Foundation's decoding is not free.
         let decoded = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding : raw
-        // No id or username holds a control character (`UserInput`), so one can only be a mistake.
-        guard let decoded, !decoded.isEmpty, !decoded.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+        // Text no username can hold (a control character) is left to the lookup, which finds no
+        // user: the document promises a 404 for any reference but one holding U+0000, which
+        // `NULRefusalMiddleware` refuses.
+        guard let decoded, !decoded.isEmpty else {
             throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
         }
         // Usernames are stored in NFC; a decomposed spelling of one names the same user.
@@ -236,6 +238,10 @@ struct UpdateUserRequest: Decodable {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
+        // Absent leaves the username as it is; null is no username, which no user may have.
+        if container.contains(.username), try container.decodeNil(forKey: .username) {
+            throw KeywayError.invalidInput(field: "username", "username must be a string; leave it out to keep the current one.")
+        }
         self.username = try container.decodeIfPresent(String.self, forKey: .username)
         if container.contains(.fullName) {
             self.fullName = .some(try container.decodeNil(forKey: .fullName) ? nil : container.decode(String.self, forKey: .fullName))

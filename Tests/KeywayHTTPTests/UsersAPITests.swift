@@ -301,8 +301,8 @@ import Testing
         }
     }
 
-    @Test(arguments: ["%00", "bob%00x", "bob%0A", "%7F", "%ZZ", "%"])
-    func aUserReferenceThatCannotBeAUserIsRefused(reference: String) async throws {
+    @Test(arguments: ["%00", "bob%00x", "%ZZ", "%", "%FF"])
+    func aUserReferenceThatIsNotTextIsRefused(reference: String) async throws {
         let server = try await TestServer.make()
         try await server.test { client in
             let key = server.key(server.acme, .development)
@@ -310,6 +310,31 @@ import Testing
             let response = try await client.call(.get, "/users/\(reference)", key: key)
             #expect(response.status == .badRequest)
             #expect(response.code == "invalid_input")
+        }
+    }
+
+    /// Text no username can hold (a control character) is still text: it names no user, a 404,
+    /// as the OpenAPI document says of any reference but U+0000.
+    @Test(arguments: ["bob%0A", "%7F", "b%08ob", "%09"])
+    func aUserReferenceNoUsernameCanHoldNamesNoUser(reference: String) async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            _ = try await client.createUser("bob", key: key)
+            let response = try await client.call(.get, "/users/\(reference)", key: key)
+            #expect(response.status == .notFound)
+            #expect(response.code == "user_not_found")
+        }
+    }
+
+    @Test func anExplicitNullUsernameIsRefusedOnUpdate() async throws {
+        let server = try await TestServer.make()
+        try await server.test { client in
+            let key = server.key(server.acme, .development)
+            _ = try await client.createUser("bob", key: key)
+            let response = try await client.call(.put, "/users/bob", key: key, json: #"{"username": null, "fullName": null}"#)
+            #expect(response.status == .badRequest)
+            #expect(response["field"] as? String == "username")
         }
     }
 
