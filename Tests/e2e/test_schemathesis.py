@@ -43,6 +43,7 @@ def test_schemathesis_finds_no_failure_with_every_check_and_phase(keyway, tmp_pa
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=int(seconds) + 300)
     output = result.stdout + result.stderr
     summary = [line for line in output.splitlines() if re.match(r"^=+ .* in [\d.]+s =+$", line)]
-    print(summary[-1] if summary else output[-2000:])
+    cases = [line.strip() for line in output.splitlines() if re.search(r"\d+ generated", line)]
+    print(f"seed {seed}: {cases[-1] if cases else ''} {summary[-1] if summary else output[-2000:]}")
     assert result.returncode == 0, f"Schemathesis found failures (seed {seed}):\n{output[-20000:]}"
     assert summary and "failure" not in summary[-1] and "error" not in summary[-1], output[-5000:]
