@@ -12,21 +12,68 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public init(rawValue: String) { self.rawValue = rawValue }
         public var description: String { rawValue }
 
-        // Authentication.
+        // Every code any surface returns is declared here, and listed in ``all``: a test checks
+        // that each has a status other than 500 (but `internal_error`), a row in the README's
+        // error table and, unless it is the dashboard's or the CLI's, a place in the OpenAPI document.
+
+        // Secret keys.
         public static let missingAPIKey = Code(rawValue: "missing_api_key")
         public static let malformedAPIKey = Code(rawValue: "malformed_api_key")
         public static let invalidAPIKey = Code(rawValue: "invalid_api_key")
         public static let revokedAPIKey = Code(rawValue: "revoked_api_key")
         public static let userTokenNotAccepted = Code(rawValue: "user_token_not_accepted")
         public static let apiKeyInQuery = Code(rawValue: "api_key_in_query")
+        // User tokens.
+        public static let missingUserToken = Code(rawValue: "missing_user_token")
+        public static let malformedUserToken = Code(rawValue: "malformed_user_token")
+        public static let secretKeyNotAccepted = Code(rawValue: "secret_key_not_accepted")
+        public static let unsupportedTokenAlgorithm = Code(rawValue: "unsupported_token_algorithm")
+        public static let invalidTokenSignature = Code(rawValue: "invalid_token_signature")
+        public static let invalidTokenAudience = Code(rawValue: "invalid_token_audience")
+        public static let invalidTokenIssuer = Code(rawValue: "invalid_token_issuer")
+        public static let tokenExpired = Code(rawValue: "token_expired")
+        public static let tokenNotYetValid = Code(rawValue: "token_not_yet_valid")
+        public static let tokenUserDeleted = Code(rawValue: "token_user_deleted")
+        // Users.
         public static let userNotFound = Code(rawValue: "user_not_found")
         public static let usernameTaken = Code(rawValue: "username_taken")
         public static let invalidInput = Code(rawValue: "invalid_input")
+        public static let invalidUsers = Code(rawValue: "invalid_users")
+        public static let noValidUsers = Code(rawValue: "no_valid_users")
+        public static let batchTooLarge = Code(rawValue: "batch_too_large")
+        public static let invalidCursor = Code(rawValue: "invalid_cursor")
+        // Requests.
+        public static let invalidJSON = Code(rawValue: "invalid_json")
+        public static let bodyTooLarge = Code(rawValue: "body_too_large")
+        public static let unsupportedAPIVersion = Code(rawValue: "unsupported_api_version")
+        public static let routeNotFound = Code(rawValue: "route_not_found")
+        public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
+        public static let badRequest = Code(rawValue: "bad_request")
+        public static let requestTimeout = Code(rawValue: "request_timeout")
+        public static let metricsTokenRequired = Code(rawValue: "metrics_token_required")
+        // Dashboard and CLI.
         public static let accountNotFound = Code(rawValue: "account_not_found")
+        public static let emailTaken = Code(rawValue: "email_taken")
         public static let activeKeyChanged = Code(rawValue: "active_key_changed")
         public static let tooManyKeyGenerations = Code(rawValue: "too_many_key_generations")
         // Operations.
         public static let serviceUnavailable = Code(rawValue: "service_unavailable")
+        public static let internalError = Code(rawValue: "internal_error")
+
+        /// Every code above.
+        public static let all: [Code] = [
+            .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .apiKeyInQuery,
+            .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
+            .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted,
+            .userNotFound, .usernameTaken, .invalidInput, .invalidUsers, .noValidUsers, .batchTooLarge, .invalidCursor,
+            .invalidJSON, .bodyTooLarge, .unsupportedAPIVersion, .routeNotFound, .methodNotAllowed, .badRequest,
+            .requestTimeout, .metricsTokenRequired,
+            .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations,
+            .serviceUnavailable, .internalError,
+        ]
+
+        /// The codes only the dashboard or the CLI shows, which the API's document does not list.
+        public static let outsideTheAPI: Set<Code> = [.accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations]
     }
 
     /// What went wrong, for programs.

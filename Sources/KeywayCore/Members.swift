@@ -142,10 +142,6 @@ public enum MemberInput {
     }
 }
 
-extension KeywayError.Code {
-    public static let emailTaken = Self(rawValue: "email_taken")
-}
-
 extension KeywayError {
     /// Someone already signs in with this email.
     public static func emailTaken() -> KeywayError {

@@ -242,16 +242,3 @@ struct UserTokenClaims: JWTPayload {
 
     func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
-
-extension KeywayError.Code {
-    public static let missingUserToken = Self(rawValue: "missing_user_token")
-    public static let malformedUserToken = Self(rawValue: "malformed_user_token")
-    public static let secretKeyNotAccepted = Self(rawValue: "secret_key_not_accepted")
-    public static let unsupportedTokenAlgorithm = Self(rawValue: "unsupported_token_algorithm")
-    public static let invalidTokenSignature = Self(rawValue: "invalid_token_signature")
-    public static let invalidTokenAudience = Self(rawValue: "invalid_token_audience")
-    public static let invalidTokenIssuer = Self(rawValue: "invalid_token_issuer")
-    public static let tokenExpired = Self(rawValue: "token_expired")
-    public static let tokenNotYetValid = Self(rawValue: "token_not_yet_valid")
-    public static let tokenUserDeleted = Self(rawValue: "token_user_deleted")
-}

@@ -10,22 +10,6 @@ import Synchronization
 // The one place where failures become HTTP responses. Domain errors carry a
 // code and no HTTP; this file gives each code its status.
 
-extension KeywayError.Code {
-    static let invalidJSON = Self(rawValue: "invalid_json")
-    static let bodyTooLarge = Self(rawValue: "body_too_large")
-    static let unsupportedAPIVersion = Self(rawValue: "unsupported_api_version")
-    static let invalidCursor = Self(rawValue: "invalid_cursor")
-    static let batchTooLarge = Self(rawValue: "batch_too_large")
-    static let noValidUsers = Self(rawValue: "no_valid_users")
-    static let invalidUsers = Self(rawValue: "invalid_users")
-    static let routeNotFound = Self(rawValue: "route_not_found")
-    static let methodNotAllowed = Self(rawValue: "method_not_allowed")
-    static let badRequest = Self(rawValue: "bad_request")
-    static let internalError = Self(rawValue: "internal_error")
-    static let metricsTokenRequired = Self(rawValue: "metrics_token_required")
-    static let requestTimeout = Self(rawValue: "request_timeout")
-}
-
 extension KeywayError {
     /// The HTTP status for each code. Unknown codes are server bugs: 500.
     var status: HTTPResponse.Status {
@@ -37,7 +21,7 @@ extension KeywayError {
             .unauthorized
         case .userNotFound, .accountNotFound, .routeNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
-        case .usernameTaken, .activeKeyChanged: .conflict
+        case .usernameTaken, .emailTaken, .activeKeyChanged: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .tooManyKeyGenerations: .tooManyRequests
         case .serviceUnavailable: .serviceUnavailable
