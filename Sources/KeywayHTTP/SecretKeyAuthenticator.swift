@@ -57,29 +57,48 @@ struct SecretKeyAuthenticator: RouterMiddleware {
 
     /// The credential of a single `Authorization: Bearer …` header.
     static func bearerToken(_ values: [String]) throws -> Substring {
-        guard values.count <= 1 else {
-            throw KeywayError(.malformedAPIKey, "Send exactly one Authorization header.")
-        }
-        let value = Substring(values.first ?? "").utf8.trimmingSpaces()
-        guard !value.isEmpty else {
+        switch BearerCredential.parse(values) {
+        case .success(let credential): return credential
+        case .failure(.several): throw KeywayError(.malformedAPIKey, "Send exactly one Authorization header.")
+        case .failure(.absent):
             throw KeywayError(.missingAPIKey, "This endpoint needs your API key: send 'Authorization: Bearer <API key>'.")
+        case .failure(.notBearer):
+            throw KeywayError(.missingAPIKey, "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <API key>'.")
+        case .failure(.empty):
+            throw KeywayError(.missingAPIKey, "The Authorization header says Bearer but carries no key: 'Authorization: Bearer <API key>'.")
+        case .failure(.notOneWord): throw KeywayError(.malformedAPIKey, "The API key must be a single word with no spaces.")
         }
+    }
+}
+
+/// `Authorization: Bearer <credential>` (RFC 6750 §2.1), read the same way by every endpoint that
+/// takes one: secret keys, user tokens and the metrics token. The scheme is matched without regard
+/// to case; spaces and tabs around the scheme and the credential are ignored.
+enum BearerCredential {
+    enum Problem: Error {
+        /// No `Authorization` header, or an empty one.
+        case absent
+        /// More than one `Authorization` header.
+        case several
+        /// Another scheme, such as `Basic`, or a bare credential.
+        case notBearer
+        /// `Bearer` with nothing after it.
+        case empty
+        /// A credential with a space or tab inside.
+        case notOneWord
+    }
+
+    static func parse(_ values: [String]) -> Result<Substring, Problem> {
+        guard values.count <= 1 else { return .failure(.several) }
+        let value = Substring(values.first ?? "").utf8.trimmingSpaces()
+        guard !value.isEmpty else { return .failure(.absent) }
         let schemeEnd = value.firstIndex { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") } ?? value.endIndex
         let scheme = value[..<schemeEnd]
-        guard scheme.count == 6, scheme.elementsEqual("bearer".utf8, by: { ($0 | 0x20) == $1 }) else {
-            throw KeywayError(
-                .missingAPIKey,
-                "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <API key>'."
-            )
-        }
+        guard scheme.count == 6, scheme.elementsEqual("bearer".utf8, by: { ($0 | 0x20) == $1 }) else { return .failure(.notBearer) }
         let credential = value[schemeEnd...].trimmingSpaces()
-        guard !credential.isEmpty else {
-            throw KeywayError(.missingAPIKey, "The Authorization header says Bearer but carries no key: 'Authorization: Bearer <API key>'.")
-        }
-        guard !credential.contains(where: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) else {
-            throw KeywayError(.malformedAPIKey, "The API key must be a single word with no spaces.")
-        }
-        return Substring(credential)
+        guard !credential.isEmpty else { return .failure(.empty) }
+        guard !credential.contains(where: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) else { return .failure(.notOneWord) }
+        return .success(Substring(credential))
     }
 }
 

@@ -61,11 +61,9 @@ struct SystemController {
         let routes = RouteCollection(context: Context.self)
         routes.get("metrics") { request, _ in
             if let token {
-                let presented = request.headers[values: .authorization].count == 1 ? request.headers[.authorization] ?? "" : ""
-                let parts = presented.split(separator: " ", maxSplits: 1)
-                // Compared without an early exit, so timing tells nothing about the token.
-                guard parts.count == 2, parts[0].lowercased() == "bearer",
-                    BrowserToken.constantTimeEquals(String(parts[1]).trimmingWhitespace(), token)
+                // Compared by digest, so timing tells nothing about the token.
+                guard case .success(let presented) = BearerCredential.parse(request.headers[values: .authorization]),
+                    BrowserToken.constantTimeEquals(String(presented), token)
                 else {
                     throw KeywayError(.metricsTokenRequired, "/metrics needs 'Authorization: Bearer <KEYWAY_METRICS_TOKEN>'.")
                 }

@@ -81,18 +81,20 @@ struct UserTokenController {
 
     /// The bearer user token; a secret key here is refused by name, so it is never mistaken for one.
     static func userToken(_ values: [String]) throws -> String {
-        let value = (values.count == 1 ? values[0] : "").trimmingCharacters(in: .whitespaces)
-        let parts = value.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+        let token: Substring
+        switch BearerCredential.parse(values) {
+        case .success(let credential): token = credential
+        case .failure(.absent), .failure(.notBearer), .failure(.empty):
             throw KeywayError(.missingUserToken, "This endpoint needs a user token: 'Authorization: Bearer <user token>'.")
+        case .failure(.several): throw KeywayError(.malformedUserToken, "Send exactly one Authorization header.")
+        case .failure(.notOneWord): throw KeywayError(.malformedUserToken, "The user token must be a single word with no spaces.")
         }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
         if token.hasPrefix("kw_") {
             throw KeywayError(
                 .secretKeyNotAccepted,
                 "Secret keys are for your backend. Mint a user token with GET /users/{id}/token and give that to the frontend."
             )
         }
-        return token
+        return String(token)
     }
 }
