@@ -190,15 +190,22 @@ struct UsersController {
     /// The path's user reference, percent-decoded.
     private func reference(_ request: Request, _ context: Context) throws -> String {
         // On the literal `users/batch` routes the reference is the path's last segment.
-        let raw = context.parameters.get("user") ?? "batch"
+        guard let reference = Self.userReference(inPath: context.parameters.get("user") ?? "batch") else {
+            throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
+        }
+        return reference
+    }
+
+    /// A user id or username as a path segment carries it, in the form usernames are stored;
+    /// `nil` when the segment is not valid percent-encoded UTF-8 text. The API and the dashboard
+    /// both read their paths with it.
+    static func userReference(inPath raw: String) -> String? {
         // Most references (every user id) hold nothing to decode, and Foundation's decoding is not free.
         let decoded = raw.utf8.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding : raw
         // Text no username can hold (a control character) is left to the lookup, which finds no
         // user: the document promises a 404 for any reference but one holding U+0000, which
         // `NULRefusalMiddleware` refuses.
-        guard let decoded, !decoded.isEmpty else {
-            throw KeywayError.invalidInput(field: "user", "The user in the path is not a valid percent-encoded id or username.")
-        }
+        guard let decoded, !decoded.isEmpty else { return nil }
         // Usernames are stored in NFC; a decomposed spelling of one names the same user.
         return UserInput.normalized(decoded)
     }

@@ -426,6 +426,11 @@ final class TestBrowser: @unchecked Sendable {
             #expect(detail.status == .ok)
             #expect(detail.html.contains(user.id.rawValue))
             #expect(try await browser.get("/dashboard/users/\(user.id.rawValue)?environment=production").status == .notFound)
+            // The dashboard reads a path's user as the API does: by username too, in NFC, and
+            // refusing what is not percent-encoded text.
+            #expect(try await browser.get("/dashboard/users/zed?environment=development").html.contains(user.id.rawValue))
+            #expect(try await browser.get("/dashboard/users/%ZZ?environment=development").status == .badRequest)
+            #expect(try await browser.client.call(.get, "/users/%ZZ", key: key).status == .badRequest)
         }
     }
 

@@ -417,7 +417,9 @@ struct DashboardController: Sendable {
 
     @Sendable func userPage(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         let environment = request.uri.queryParameters["environment"].flatMap { Environment(rawValue: String($0)) } ?? .development
-        let reference = UserInput.normalized((context.parameters.get("user") ?? "").removingPercentEncoding ?? "")
+        guard let reference = UsersController.userReference(inPath: context.parameters.get("user") ?? "") else {
+            throw DashboardErrorPage(status: .badRequest, title: "Not a user", message: "That address does not name a user.")
+        }
         guard let user = try await store.user(reference, in: EnvironmentID(accountID: context.account.id, environment: environment)) else {
             throw DashboardErrorPage(status: .notFound, title: "No such user", message: "There is no user '\(reference)' in \(environment.rawValue).")
         }
