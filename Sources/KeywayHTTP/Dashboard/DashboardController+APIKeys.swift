@@ -1,0 +1,130 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywayCore
+import Logging
+import Synchronization
+
+// Settings → API Keys: generating, revealing once, and the password re-check.
+extension DashboardController {
+    @Sendable func keysPage(_ request: Request, context: SignedInRequestContext) async throws -> Response {
+        let confirming = request.uri.queryParameters["confirm"].flatMap { Environment(rawValue: String($0)) }
+        let notice: String? =
+            request.uri.queryParameters["notice"] == "stale" ? "The key changed since that page was loaded, so nothing was generated." : nil
+        return try await renderKeys(context: context, confirming: confirming, notice: notice)
+    }
+
+    @Sendable func generateKey(_ request: Request, context: SignedInRequestContext) async throws -> Response {
+        guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
+            throw DashboardErrorPage.notFound
+        }
+        let environmentID = EnvironmentID(accountID: context.account.id, environment: environment)
+        let active = try await activeKeys(context.account.id)[environment]
+        // The form names the key it was shown with; a resubmitted form (a reload) regenerates nothing.
+        guard context.form["current"] == (active?.id.rawValue ?? "none") else {
+            throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
+        }
+        let needsConfirmation = active != nil || environment == .production
+        guard !needsConfirmation || context.form["confirm"] == "yes" else {
+            throw DashboardRedirect(location: "/dashboard/settings/api-keys?confirm=\(environment.rawValue)#\(environment.rawValue)-card")
+        }
+        if environment == .production {
+            if let problem = try await recheckPassword(context.form["password"] ?? "", context: context) {
+                return try await renderKeys(context: context, confirming: environment, passwordError: problem, status: .badRequest)
+            }
+        }
+        let key: GeneratedSecretKey
+        do {
+            // Checked again in the store's transaction: two submissions of one page
+            // (a double-click, two tabs) must not both generate, or one shows a dead key.
+            key = try await keys.generate(for: environmentID, replacing: .only(active?.id), createdBy: context.member.email).key
+        } catch let error as KeywayError where error.code == .activeKeyChanged {
+            throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
+        } catch let error as KeywayError where error.code == .tooManyKeyGenerations {
+            context.logger.notice("key generation refused: limit reached", metadata: ["environment": "\(environment.rawValue)"])
+            var response = try await renderKeys(context: context, notice: error.message, status: .tooManyRequests)
+            response.headers[.retryAfter] = error.details["retryAfter"]
+            return response
+        }
+        context.logger.info("key generated from the dashboard", metadata: ["environment": "\(environment.rawValue)", "key.hint": "\(key.hint)"])
+        return try await renderKeys(context: context, revealed: key)
+    }
+
+    /// Checks the signed-in member's password again, throttled per session (not per email:
+    /// anyone can fail sign-ins with the owner's email, and must not block the owner here).
+    /// - Returns: What to tell the member, or `nil` when the password is right.
+    func recheckPassword(_ password: String, context: SignedInRequestContext) async throws -> String? {
+        if password.isEmpty { return "Enter your password to continue." }
+        // No member has such a password; refused unhashed and uncounted.
+        guard MemberInput.unusablePassword(password) == nil else { return "That password is wrong." }
+        let sessionKey = "reauth-session:" + context.signedIn.session.digest.bytes.map { String(format: "%02x", $0) }.joined()
+        let reservation: AttemptThrottle.Reservation
+        do {
+            reservation = try await sessionThrottle.reserve(sessionKey)
+        } catch let refusal as AttemptThrottle.Refusal {
+            return "Too many wrong passwords. Try again in \(refusal.retryAfterSeconds) seconds."
+        }
+        let valid: Bool
+        do {
+            guard let hash = try await store.passwordHash(of: context.member.id) else { return "That password is wrong." }
+            valid = try await hasher.verify(password, hash: hash)
+        } catch {
+            await release([(sessionThrottle, reservation)])
+            throw error
+        }
+        guard valid else { return "That password is wrong." }
+        try await sessionThrottle.reset(sessionKey)
+        return nil
+    }
+
+    func activeKeys(_ account: AccountID) async throws -> [Environment: SecretKeyRecord] {
+        var active: [Environment: SecretKeyRecord] = [:]
+        for record in try await store.secretKeys(for: account) where record.isActive {
+            active[record.environmentID.environment] = record
+        }
+        return active
+    }
+
+    func renderKeys(
+        context: SignedInRequestContext,
+        confirming: Environment? = nil,
+        revealed: GeneratedSecretKey? = nil,
+        passwordError: String? = nil,
+        notice: String? = nil,
+        status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
+        let active = try await activeKeys(context.account.id)
+        let environments: [[String: Any]] = Environment.allCases.map { environment in
+            var card: [String: Any] = [
+                "environment": environment.rawValue,
+                "label": environment.label,
+                "lowercaseLabel": environment.rawValue,
+                "isProduction": environment == .production,
+                "current": active[environment]?.id.rawValue ?? "none",
+                "csrf": context.csrfToken,
+            ]
+            if let record = active[environment] {
+                card["exists"] = true
+                card["hint"] = record.hint
+                card["createdAt"] = DashboardPages.display(record.createdAt)
+                card["createdBy"] = record.createdBy
+                card["lastUsed"] = record.lastUsedAt.map(DashboardPages.display) ?? "never"
+            }
+            if confirming == environment { card["confirming"] = true }
+            if let passwordError, confirming == environment { card["passwordError"] = passwordError }
+            // The only place a key's plaintext is ever rendered: this one response.
+            if let revealed, revealed.environment == environment { card["revealed"] = revealed.revealPlaintext() }
+            return card
+        }
+        return pages.render(
+            "api-keys",
+            title: "API Keys",
+            section: .keys,
+            csrf: context.csrfToken,
+            signedIn: context.signedIn,
+            notice: notice,
+            data: ["environments": environments],
+            status: status
+        )
+    }
+}
