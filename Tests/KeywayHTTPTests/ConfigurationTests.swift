@@ -19,6 +19,25 @@ import Testing
         #expect(configuration.databaseCAFile == nil)
         #expect(configuration.shutdownTimeoutSeconds == 10)
         #expect(configuration.effectivePublicURL == "http://127.0.0.1:8080")
+        // Every other default, pinned: a changed default is a changed promise of the README's table.
+        #expect(configuration.egressIPs.isEmpty)
+        #expect(configuration.logLevel == .info)
+        #expect(configuration.usageFlushSeconds == 10)
+        #expect(configuration.keyCacheLimit == 10_000)
+        #expect(configuration.publicURL == nil)
+        #expect(configuration.databasePoolSize == 10)
+        #expect(configuration.databaseConnectTimeoutMilliseconds == 5000)
+        #expect(configuration.masterKey == nil)
+        #expect(configuration.trustedProxies == .direct)
+        #expect(configuration.throttleEntries == 100_000)
+        #expect(configuration.keyGenerationsPerMinute == 20)
+        #expect(configuration.metricsToken == nil)
+        #expect(configuration.metricsAddress == nil)
+        #expect(configuration.idleTimeoutSeconds == 60)
+        #expect(configuration.requestHeadTimeoutSeconds == 10)
+        #expect(configuration.requestBodyTimeoutSeconds == 30)
+        #expect(configuration.maximumConnections == 768)
+        #expect(configuration.keyLookupTimeoutMilliseconds == 5000)
     }
 
     @Test func everyVariableIsRead() throws {
@@ -160,6 +179,19 @@ import Testing
         guard case .failed(let error) = await MaintenanceService.outcome(within: .seconds(600), { throw Refused() }), error is Refused else {
             Issue.record("expected the work's error")
             return
+        }
+    }
+
+    /// The sign-in throttles as the README states them: 5 free failures per email then
+    /// doubling waits, locked after 10 for 15 minutes; 20 and 40 per client address.
+    @Test func theThrottlePoliciesAreTheDocumentedOnes() {
+        for (policy, free, lockout) in [
+            (AttemptThrottle.Policy.perAccount, 5, 10), (.perClient, 20, 40), (.perSession, 5, 10),
+        ] {
+            #expect(policy.freeFailures == free)
+            #expect(policy.lockoutAfter == lockout)
+            #expect(policy.window == .seconds(900))
+            #expect(policy.lockout == .seconds(900))
         }
     }
 }

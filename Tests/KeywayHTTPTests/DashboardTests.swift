@@ -483,6 +483,24 @@ final class TestBrowser: @unchecked Sendable {
             #expect(missing.html.contains("<title>Not found · Keyway</title>"))
         }
     }
+
+    /// The session cookie as docs/architecture.md describes it: script cannot read it, other
+    /// sites' requests do not carry it, and it lasts 12 hours.
+    @Test func theSessionCookieIsHttpOnlyLaxAndLastsTwelveHours() async throws {
+        try await withDashboard { _, browser in
+            try await browser.get("/dashboard/signup")
+            let response = try await browser.post(
+                "/dashboard/signup",
+                ["email": "owner@acme.test", "password": "correct horse battery", "company": "Acme"]
+            )
+            let session = try #require(response.headers[values: .setCookie].first { $0.hasPrefix("keyway_session=") })
+            let attributes = Set(session.split(separator: ";").dropFirst().map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+            #expect(attributes.contains("httponly"), "\(session)")
+            #expect(attributes.contains("samesite=lax"), "\(session)")
+            #expect(attributes.contains("max-age=43200"), "\(session)")
+            #expect(!attributes.contains("secure"), "over http the cookie cannot be Secure")
+        }
+    }
 }
 
 func revealedKey(in html: String, environment: String) -> String? {

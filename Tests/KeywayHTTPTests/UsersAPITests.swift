@@ -398,6 +398,12 @@ import Testing
             let failed = try await client.call(.get, "/users", headers: [requestID: "req-42"])
             #expect(failed.headers[requestID] == "req-42")
             #expect(failed["requestId"] as? String == "req-42")
+            // 128 characters are kept, 129 are not.
+            let longest = String(repeating: "a", count: 128)
+            #expect(try await client.call(.get, "/healthz", headers: [requestID: longest]).headers[requestID] == longest)
+            let tooLong = longest + "a"
+            let cut = try await client.call(.get, "/healthz", headers: [requestID: tooLong]).headers[requestID]
+            #expect(cut != nil && cut != tooLong && cut != longest)
         }
     }
 
