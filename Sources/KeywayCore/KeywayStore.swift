@@ -5,17 +5,27 @@ public import Foundation
 ///
 /// Every user operation is scoped to one ``EnvironmentID``: an adapter must
 /// never let one environment's call see another's rows.
-public protocol KeywayStore: Sendable {
-    // MARK: Accounts
+///
+/// It is the sum of one protocol per aggregate, so a service names the part it
+/// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``).
+public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore {
+    /// Throws when the store cannot serve requests.
+    func checkHealth() async throws
+    /// Throws, saying what to do, when the schema is not the one this Keyway needs.
+    func requireCurrentSchema() async throws
+}
 
+/// Accounts and their two environments.
+public protocol AccountStore: Sendable {
     /// Creates an account with its development and production environments.
     func createAccount(name: String, at date: Date) async throws -> Account
     func account(_ id: AccountID) async throws -> Account?
     /// All accounts, oldest first.
     func accounts() async throws -> [Account]
+}
 
-    // MARK: Secret keys
-
+/// Secret keys, their revocations and their last use.
+public protocol SecretKeyStore: Sendable {
     /// Stores a new key for its environment and, in the same transaction,
     /// revokes the environment's active key. At most one key per environment
     /// is ever active, even when generations race.
@@ -43,9 +53,10 @@ public protocol KeywayStore: Sendable {
     func latestRevocationSequence() async throws -> Int64
     /// Records when keys were last used; later dates win.
     func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws
+}
 
-    // MARK: Users
-
+/// An environment's end-users.
+public protocol UserStore: Sendable {
     /// Creates a user. Its new identifier is never an existing username of the environment.
     /// - Throws: ``KeywayError`` `username_taken`, or `invalid_input` when the username
     ///   is the identifier of a user of the environment.
@@ -70,9 +81,10 @@ public protocol KeywayStore: Sendable {
     func users(in environmentID: EnvironmentID, usernamePrefix prefix: String, afterUsername username: String?, limit: Int) async throws -> [User]
     /// How many users of the environment have a username starting with `prefix` ("" for all).
     func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int
+}
 
-    // MARK: Dashboard members and sessions
-
+/// Dashboard members, their accounts and their sessions.
+public protocol MemberStore: Sendable {
     /// Creates an account, its two environments and its owner in one transaction.
     /// - Throws: ``KeywayError`` `email_taken`.
     func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member)
@@ -89,9 +101,10 @@ public protocol KeywayStore: Sendable {
     func deleteSession(digest: KeyDigest) async throws
     /// Ends sessions that expired before `date`.
     func deleteExpiredSessions(before date: Date) async throws
+}
 
-    // MARK: User-token signing keys and CORS
-
+/// The keys that sign user tokens.
+public protocol SigningKeyStore: Sendable {
     /// An environment's signing keys, newest first.
     func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord]
     func signingKey(id: String) async throws -> SigningKeyRecord?
@@ -101,21 +114,18 @@ public protocol KeywayStore: Sendable {
     /// is retired in the same transaction; without it, when the environment already
     /// has an active key (another instance made one first), that key is returned instead.
     func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord
+}
+
+/// The browser origins allowed to call user-token endpoints.
+public protocol OriginStore: Sendable {
     /// Browser origins allowed to call user-token endpoints for the environment.
     func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String]
     func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws
     /// Whether any environment allows `origin` (a CORS preflight carries no token).
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool
-
-    // MARK: Operations
-
-    /// Throws when the store cannot serve requests.
-    func checkHealth() async throws
-    /// Throws, saying what to do, when the schema is not the one this Keyway needs.
-    func requireCurrentSchema() async throws
 }
 
-extension KeywayStore {
+extension SecretKeyStore {
     /// Stores a new key replacing whichever key is active, without a limit.
     public func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,

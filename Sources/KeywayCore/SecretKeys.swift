@@ -64,7 +64,7 @@ public final class SecretKeys: Sendable {
         }
     }
 
-    private let store: any KeywayStore
+    private let store: any SecretKeyStore
     private let state: Mutex<State>
     private let logger: Logger
     /// How many keys each environment may generate per window; `nil` for no limit.
@@ -78,7 +78,7 @@ public final class SecretKeys: Sendable {
     ///     (`KEYWAY_KEY_GENERATIONS_PER_MINUTE`); `nil` for no limit.
     ///   - logger: For key lifecycle events; never given a key. Silent by default.
     public init(
-        store: any KeywayStore,
+        store: any SecretKeyStore,
         inactiveCacheLimit: Int = 10_000,
         generationLimit: KeyGenerationLimit? = nil,
         logger: Logger = Logger(label: "keyway.keys", factory: { _ in SwiftLogNoOpLogHandler() })

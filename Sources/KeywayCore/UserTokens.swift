@@ -20,7 +20,7 @@ public final class UserTokens: Sendable {
     /// Allowed difference between instances' clocks when checking `nbf` and `exp`.
     public static let leeway: TimeInterval = 5
 
-    private let store: any KeywayStore
+    private let store: any SigningKeyStore
     private let masterKey: MasterKey
     private let issuer: String
     private let lifetime: TimeInterval
@@ -36,7 +36,7 @@ public final class UserTokens: Sendable {
     ///   - lifetime: Token lifetime in seconds, at most ``maximumLifetime``.
     ///   - now: The clock; injectable so expiry can be tested without waiting.
     public init(
-        store: any KeywayStore,
+        store: any SigningKeyStore,
         masterKey: MasterKey,
         issuer: String,
         lifetime: TimeInterval = 1800,
