@@ -193,16 +193,16 @@ import Testing
                 (.post, "/users", #"{"username": 7}"#, "invalid_json"),
                 (.post, "/users", #"{"username": null}"#, "invalid_json"),
                 (.post, "/users", #"{"username": "ok", "fullName": ["x"]}"#, "invalid_json"),
-                (.post, "/users", #"{"username": ""}"#, "invalid_input"),
-                (.post, "/users", #"{"username": "a\u0000b"}"#, "invalid_input"),
-                (.post, "/users", #"{"username": "two\nlines"}"#, "invalid_input"),
-                (.post, "/users", #"{"username": "\#(String(repeating: "x", count: 256))"}"#, "invalid_input"),
+                (.post, "/users", #"{"username": ""}"#, "invalid_input:username"),
+                (.post, "/users", #"{"username": "a\u0000b"}"#, "invalid_input:username"),
+                (.post, "/users", #"{"username": "two\nlines"}"#, "invalid_input:username"),
+                (.post, "/users", #"{"username": "\#(String(repeating: "x", count: 256))"}"#, "invalid_input:username"),
                 (.post, "/users/batch", #"{"users": "everyone"}"#, "invalid_json"),
                 (.post, "/users/batch", #"{"people": []}"#, "invalid_json"),
-                (.put, "/users/\(id)", "{}", "invalid_input"),
-                (.put, "/users/\(id)", #"{"username": ""}"#, "invalid_input"),
+                (.put, "/users/\(id)", "{}", "invalid_input:username"),
+                (.put, "/users/\(id)", #"{"username": ""}"#, "invalid_input:username"),
                 (.put, "/users/\(id)", #"{"username": 5}"#, "invalid_json"),
-                (.put, "/users/\(id)", #"{"fullName": "\#(String(repeating: "y", count: 300))"}"#, "invalid_input"),
+                (.put, "/users/\(id)", #"{"fullName": "\#(String(repeating: "y", count: 300))"}"#, "invalid_input:fullName"),
                 (.put, "/users/\(id)", "not json", "invalid_json"),
             ]
             for (method, uri, body, code) in cases {
@@ -212,12 +212,22 @@ import Testing
                     headers: [.authorization: "Bearer \(key)", .contentType: "application/json"],
                     body: ByteBuffer(string: body)
                 ) { JSONResponse(status: $0.status, headers: $0.headers, text: String(buffer: $0.body)) }
+                // `invalid_input:field` also names the field the error must point at.
+                let (expectedCode, field) =
+                    code.contains(":") ? (String(code.split(separator: ":")[0]), String(code.split(separator: ":")[1])) : (code, nil)
                 #expect(response.status == .badRequest, "\(method) \(uri) \(body.prefix(40)): \(response.text)")
-                #expect(response.code == code, "\(method) \(uri) \(body.prefix(40)): \(response.text)")
+                #expect(response.code == expectedCode, "\(method) \(uri) \(body.prefix(40)): \(response.text)")
+                if let field { #expect(response["field"] as? String == field, "\(method) \(uri) \(body.prefix(40)): \(response.text)") }
                 #expect(response.message?.isEmpty == false)
             }
-            let huge = #"{"username": "big", "fullName": ""# + String(repeating: "z", count: 5 * 1024 * 1024) + #""}"#
-            let tooLarge = try await client.call(.post, "/users", key: key, json: huge)
+            // The limit is 4 MiB exactly: a body of that size is read (and refused for its content), one byte more is not.
+            func body(ofSize size: Int) -> String {
+                let frame = #"{"username": "big", "fullName": ""# + #""}"#
+                return #"{"username": "big", "fullName": ""# + String(repeating: "z", count: size - frame.utf8.count) + #""}"#
+            }
+            let atLimit = try await client.call(.post, "/users", key: key, json: body(ofSize: 4 * 1024 * 1024))
+            #expect(atLimit.code == "invalid_input", "4 MiB is read: \(atLimit.text.prefix(200))")
+            let tooLarge = try await client.call(.post, "/users", key: key, json: body(ofSize: 4 * 1024 * 1024 + 1))
             #expect(tooLarge.status == .contentTooLarge)
             #expect(tooLarge.code == "body_too_large")
 
