@@ -76,6 +76,24 @@ import Testing
         #expect(error?.code == .invalidTokenAudience)
     }
 
+    /// A token validly signed by the development key but claiming production (or another
+    /// account) must not pass: the signature is right, only the claim check can refuse it.
+    @Test(arguments: StoreKind.allCases)
+    func aTokenSignedByOneEnvironmentsKeyCannotClaimAnother(kind: StoreKind) async throws {
+        let (store, tokens, user, environment) = try await fixture(kind)
+        _ = try await tokens.mint(for: user, in: environment)
+        let record = try #require(try await store.signingKeys(for: environment).first)
+        let now = Date()
+        let other = try await store.createAccount(name: "Other", at: now)
+        for claimed in [environment.sibling, EnvironmentID(accountID: other.id, environment: environment.environment)] {
+            let token = try await forge(tokens, with: record, for: user, in: claimed, issuedAt: now, expiresAt: now.addingTimeInterval(600))
+            let error = await #expect(throws: KeywayError.self) { try await tokens.verify(token) }
+            #expect(error?.code == .invalidTokenSignature, "claiming \(claimed)")
+        }
+        let honest = try await forge(tokens, with: record, for: user, in: environment, issuedAt: now, expiresAt: now.addingTimeInterval(600))
+        #expect(try await tokens.verify(honest).environmentID == environment)
+    }
+
     /// A token as only the holder of a signing key's private key could make it.
     func forge(
         _ tokens: UserTokens,
