@@ -439,7 +439,15 @@ import Testing
     @Test func metricsCountRequestsAndAuthenticationFailuresByCode() async throws {
         let server = try await TestServer.make()
         try await server.test { client in
-            _ = try await client.call(.get, "/whoami", key: "kw_dev_tooShort")
+            // The registry is shared by every suite running at once, so counts can only be compared as at least.
+            func count(_ code: String) async throws -> Double {
+                let text = try await client.call(.get, "/metrics").text
+                let line = text.split(separator: "\n").first { $0.hasPrefix(#"keyway_auth_failures_total{code="\#(code)"}"#) }
+                return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+            }
+            let before = try await count("malformed_api_key")
+            for _ in 0..<3 { _ = try await client.call(.get, "/whoami", key: "kw_dev_tooShort") }
+            #expect(try await count("malformed_api_key") >= before + 3)
             _ = try await client.call(.get, "/whoami")
             _ = try await client.call(.get, "/whoami", key: server.key(server.acme, .development))
             let metrics = try await client.call(.get, "/metrics")
