@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import KeywayCore
+
+struct Accounts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create and list accounts.",
+        subcommands: [Create.self, List.self]
+    )
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an account with its development and production environments.",
+            discussion: "Prints the new account's id."
+        )
+
+        @Option(help: "The company's name.")
+        var name: String
+
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !trimmed.isEmpty, trimmed.unicodeScalars.count <= UserInput.maximumLength,
+                !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw ValidationError("--name must be 1 to \(UserInput.maximumLength) characters with no control characters.")
+            }
+        }
+
+        func run() async throws {
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                let account = try await store.createAccount(name: name.trimmingCharacters(in: .whitespacesAndNewlines), at: Date())
+                print(account.id)
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List accounts, oldest first.")
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                let accounts = try await store.accounts()
+                if accounts.isEmpty {
+                    print("No accounts yet. Create one with: keyway accounts create --name \"Acme\"")
+                    return
+                }
+                print(table(["ACCOUNT", "NAME", "CREATED"], accounts.map { [$0.id.rawValue, $0.name, $0.createdAt.formatted(.iso8601)] }))
+            }
+        }
+    }
+}
