@@ -2,8 +2,6 @@ public import ArgumentParser
 import Foundation
 public import KeywayCore
 import KeywayHTTP
-import KeywayPostgres
-import KeywaySQLite
 import Logging
 
 /// Options every command that opens the database shares.
@@ -53,81 +51,6 @@ struct DatabaseOptions: ParsableArguments {
             issuer: configuration.effectivePublicURL,
             lifetime: TimeInterval(configuration.userTokenMinutes * 60)
         )
-    }
-
-    /// Runs `body` with the store the environment and this command's options configure.
-    func withStore<Result: Sendable>(_ body: (any KeywayStore) async throws -> Result) async throws -> Result {
-        try await withStore(try configuration(), body)
-    }
-
-    /// Runs `body` with the configured store: PostgreSQL when `KEYWAY_DATABASE_URL`
-    /// is set (its connection pool running meanwhile), otherwise the SQLite file,
-    /// migrated as `serve` does. A ``KeywayError`` from `body` is printed as its message.
-    func withStore<Result: Sendable>(
-        _ configuration: KeywayConfiguration,
-        _ body: (any KeywayStore) async throws -> Result
-    ) async throws -> Result {
-        do {
-            guard let url = configuration.databaseURL else {
-                return try await body(try openSQLite(configuration))
-            }
-            return try await withPostgres(url: url, configuration, body)
-        } catch let error as KeywayError {
-            throw CommandError(error.message)
-        }
-    }
-
-    private func withPostgres<Result: Sendable>(
-        url: String,
-        _ configuration: KeywayConfiguration,
-        _ body: (any KeywayStore) async throws -> Result
-    ) async throws -> Result {
-        let store = try await openPostgres(url: url, configuration, logger: Logger(label: "keyway.postgres"))
-        return try await withThrowingTaskGroup(of: Result?.self) { group in
-            group.addTask {
-                await store.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            do {
-                try await store.requireCurrentSchema()
-            } catch let problem as SchemaError {
-                throw CommandError(problem.description)
-            }
-            return try await body(store)
-        }
-    }
-
-    /// The one place a PostgreSQL store is opened: the URL's `sslmode`, its `sslrootcert`
-    /// and `KEYWAY_DATABASE_CA_FILE` are checked here, then one connection is tried, so a
-    /// bad setting, address or certificate stops the command at once with a plain message.
-    func openPostgres(
-        url: String,
-        _ configuration: KeywayConfiguration,
-        poolSize: Int? = nil,
-        logger: Logger
-    ) async throws -> KeywayPostgresStore {
-        do {
-            let store = try KeywayPostgresStore(
-                settings: try PostgresConnectionSettings(url: url, caFile: configuration.databaseCAFile),
-                poolSize: poolSize ?? configuration.databasePoolSize,
-                connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
-                lookupTimeout: .milliseconds(configuration.keyLookupTimeoutMilliseconds),
-                logger: logger
-            )
-            try await store.checkConnection()
-            return store
-        } catch let problem as ConfigurationProblem {
-            throw CommandError(problem.description)
-        }
-    }
-
-    func openSQLite(_ configuration: KeywayConfiguration) throws -> KeywaySQLiteStore {
-        do {
-            return try KeywaySQLiteStore(path: configuration.databasePath, migrate: true)
-        } catch let error as SchemaError {
-            throw CommandError(error.description)
-        }
     }
 }
 

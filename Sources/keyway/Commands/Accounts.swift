@@ -20,17 +20,16 @@ struct Accounts: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func validate() throws {
-            let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !trimmed.isEmpty, trimmed.unicodeScalars.count <= UserInput.maximumLength,
-                !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-            else {
+            do {
+                _ = try MemberInput.companyName(name)
+            } catch {
                 throw ValidationError("--name must be 1 to \(UserInput.maximumLength) characters with no control characters.")
             }
         }
 
         func run() async throws {
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
-                let account = try await store.createAccount(name: name.trimmingCharacters(in: .whitespacesAndNewlines), at: Date())
+                let account = try await store.createAccount(name: try MemberInput.companyName(name), at: Date())
                 print(account.id)
             }
         }

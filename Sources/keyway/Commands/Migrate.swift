@@ -1,7 +1,6 @@
 import ArgumentParser
 import KeywayHTTP
 import KeywayPostgres
-import KeywaySQLite
 import Logging
 
 struct Migrate: AsyncParsableCommand {
@@ -17,23 +16,12 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try database.configuration()
-        let applied: [String]
-        let name: String
-        if let url = configuration.databaseURL {
-            name = "PostgreSQL"
-            let store = try await database.openPostgres(url: url, configuration, poolSize: 2, logger: Logger(label: "keyway.postgres"))
-            applied = try await withThrowingTaskGroup(of: [String]?.self) { group in
-                group.addTask {
-                    await store.run()
-                    return nil
-                }
-                defer { group.cancelAll() }
-                return try await store.migrate()
-            }
-        } else {
-            name = configuration.databasePath
-            applied = try KeywaySQLiteStore.migrate(path: configuration.databasePath)
+        let opened = try await openStore(configuration, poolSize: 2, logger: Logger(label: "keyway.postgres"))
+        var applied = opened.appliedMigrations
+        if let postgres = opened.postgres {
+            applied += try await opened.run { try await postgres.migrate() }
         }
+        let name = opened.postgres == nil ? configuration.databasePath : "PostgreSQL"
         for migration in applied { print("Applied migration: \(migration)") }
         print("Database \(name) is up to date.")
     }

@@ -3,7 +3,6 @@ import Hummingbird
 import KeywayCore
 import KeywayHTTP
 import KeywayPostgres
-import KeywaySQLite
 import Logging
 import Metrics
 import Prometheus
@@ -52,19 +51,15 @@ struct Serve: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "keyway")
 
-        let store: any KeywayStore
-        var services: [any Service] = []
-        if let url = configuration.databaseURL {
-            // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
-            let postgres = try await database.openPostgres(url: url, configuration, logger: logger)
-            services.append(postgres)
-            store = postgres
+        // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
+        let opened = try await openStore(configuration, logger: logger)
+        let store = opened.store
+        if let postgres = opened.postgres {
             logger.info(
                 "using PostgreSQL",
                 metadata: ["database.pool_size": "\(configuration.databasePoolSize)", "database.sslmode": "\(postgres.sslMode.rawValue)"]
             )
         } else {
-            store = try database.openSQLite(configuration)
             logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
         }
         let keys = SecretKeys(
@@ -84,7 +79,7 @@ struct Serve: AsyncParsableCommand {
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.
         var groupConfiguration = ServiceGroupConfiguration(
-            services: services + [app],
+            services: opened.services + [app],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )
