@@ -91,3 +91,10 @@ extension DatabaseOptions {
         }
     }
 }
+
+extension KeywayStore {
+    /// Throws ``KeywayError/accountNotFound(_:)`` unless the account exists.
+    func requireAccount(_ id: AccountID) async throws {
+        guard try await account(id) != nil else { throw KeywayError.accountNotFound(id) }
+    }
+}

@@ -71,9 +71,7 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
-                guard try await store.account(target.accountID) != nil else {
-                    throw KeywayError.accountNotFound(target.accountID)
-                }
+                try await store.requireAccount(target.accountID)
                 let records = try await store.secretKeys(for: target.accountID)
                 if records.isEmpty {
                     print("No keys yet. Generate one with: keyway keys generate --account \(target.account) --environment development")

@@ -54,6 +54,7 @@ struct Origins: AsyncParsableCommand {
 
         func run() async throws {
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                try await store.requireAccount(target.accountID)
                 for environment in KeywayCore.Environment.allCases {
                     let origins = try await store.allowedOrigins(for: EnvironmentID(accountID: target.accountID, environment: environment))
                     print("\(environment.rawValue): \(origins.isEmpty ? "(none)" : origins.joined(separator: " "))")

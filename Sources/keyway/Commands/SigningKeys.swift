@@ -26,9 +26,7 @@ struct SigningKeys: AsyncParsableCommand {
         func run() async throws {
             let configuration = try database.configuration()
             try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
-                guard try await store.account(target.accountID) != nil else {
-                    throw KeywayError.accountNotFound(target.accountID)
-                }
+                try await store.requireAccount(target.accountID)
                 let tokens = try await database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
                 let key = try await tokens.rotate(target.environmentID)
                 print("New \(target.environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
@@ -45,6 +43,7 @@ struct SigningKeys: AsyncParsableCommand {
 
         func run() async throws {
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                try await store.requireAccount(target.accountID)
                 let records = try await store.signingKeys(for: target.environmentID)
                 if records.isEmpty {
                     print("No signing key yet; the first user token creates one.")
