@@ -1,6 +1,7 @@
 """The real process: restarts, graceful shutdown, revocation by the CLI, and secrets kept out of logs."""
 
 import os
+import re
 import stat
 import time
 
@@ -103,11 +104,6 @@ def test_cli_errors_are_clear(keyway):
     missing = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "development", check=False)
     assert missing.returncode != 0 and "No account 'acct_nope'" in missing.stderr
     assert "account_not_found" not in missing.stderr, "the CLI prints the message, not the API's code"
-    for command in (["keys", "list", "--account", "acct_nope"],
-                    ["signing-keys", "rotate", "--account", "acct_nope", "--environment", "development"],
-                    ["origins", "set", "--account", "acct_nope", "--environment", "development", "https://app.example.com"]):
-        refused = keyway.cli(*command, check=False)
-        assert refused.returncode != 0 and "No account 'acct_nope'" in refused.stderr, command
     bad_environment = keyway.cli("keys", "generate", "--account", "acct_nope", "--environment", "staging", check=False)
     assert bad_environment.returncode != 0 and "staging" in bad_environment.stderr
     bad_port = keyway.cli("serve", "--port", "70000", check=False)
@@ -116,6 +112,40 @@ def test_cli_errors_are_clear(keyway):
     assert bad_setting.returncode != 0 and "KEYWAY_LOG_LEVEL" in bad_setting.stderr
     empty_name = keyway.cli("accounts", "create", "--name", "  ", check=False)
     assert empty_name.returncode != 0 and "--name" in empty_name.stderr
+
+
+# Every command that takes --account, with the rest of what it needs. The test
+# below finds these commands in the help, so a new one cannot go unchecked.
+COMMANDS_TAKING_AN_ACCOUNT = {
+    ("keys", "generate"): ["--environment", "development"],
+    ("keys", "list"): [],
+    ("signing-keys", "rotate"): ["--environment", "development"],
+    ("signing-keys", "list"): ["--environment", "development"],
+    ("origins", "set"): ["--environment", "development", "https://app.example.com"],
+    ("origins", "list"): [],
+}
+
+
+def leaf_commands(keyway, path=()):
+    """Each command with no subcommands, found by walking the help, with its help text."""
+    help_text = keyway.cli(*path, "--help").stdout
+    listed = help_text.split("SUBCOMMANDS:", 1)[1].split("\n\n", 1)[0] if "SUBCOMMANDS:" in help_text else ""
+    names = re.findall(r"^  ([a-z][a-z-]*)\b", listed, flags=re.MULTILINE)
+    if not names:
+        yield path, help_text
+    for name in names:
+        yield from leaf_commands(keyway, (*path, name))
+
+
+def test_every_command_taking_an_account_refuses_an_unknown_one(keyway):
+    taking_an_account = {path for path, help_text in leaf_commands(keyway) if "--account" in help_text}
+    assert taking_an_account == set(COMMANDS_TAKING_AN_ACCOUNT)
+    keyway.cli("accounts", "create", "--name", "Present Ltd")
+    for command, rest in COMMANDS_TAKING_AN_ACCOUNT.items():
+        refused = keyway.cli(*command, "--account", "acct_nope", *rest, check=False)
+        assert refused.returncode != 0, command
+        assert "No account 'acct_nope'" in refused.stderr and "account_not_found" not in refused.stderr, command
+        assert refused.stdout == "", command
 
 
 def test_every_command_has_help(keyway):
