@@ -17,7 +17,7 @@ extension KeywayPostgresStore {
     static func record(_ row: KeyRow) throws -> SecretKeyRecord {
         SecretKeyRecord(
             id: SecretKeyID(rawValue: row.0),
-            environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
+            environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: try environment(row.2)),
             digest: try digest(row.3),
             hint: row.4,
             createdAt: Date(keywayMilliseconds: row.5),
@@ -31,12 +31,18 @@ extension KeywayPostgresStore {
     static func signingKey(_ row: SigningRow) throws -> SigningKeyRecord {
         SigningKeyRecord(
             id: row.0,
-            environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: Environment(rawValue: row.2) ?? .development),
+            environmentID: EnvironmentID(accountID: AccountID(rawValue: row.1), environment: try environment(row.2)),
             publicKey: row.3,
             sealedPrivateKey: row.4,
             createdAt: Date(keywayMilliseconds: row.5),
             retiredAt: row.6.map(Date.init(keywayMilliseconds:))
         )
+    }
+
+    /// An unknown environment is a corrupt row, as a bad digest is: never `development` by default.
+    static func environment(_ name: String) throws -> Environment {
+        guard let environment = Environment(rawValue: name) else { throw SchemaError("a stored environment is not one Keyway knows") }
+        return environment
     }
 
     static func digest(_ data: Data) throws -> KeyDigest {

@@ -26,7 +26,7 @@ extension SigningKeyRecord {
             id: row["id"],
             environmentID: EnvironmentID(
                 accountID: AccountID(rawValue: row["account_id"]),
-                environment: Environment(rawValue: row["environment"]) ?? .development
+                environment: try Environment(stored: row["environment"])
             ),
             publicKey: row["public_key"],
             sealedPrivateKey: row["sealed_private_key"],
@@ -65,7 +65,7 @@ extension SecretKeyRecord {
             id: SecretKeyID(rawValue: row["id"]),
             environmentID: EnvironmentID(
                 accountID: AccountID(rawValue: row["account_id"]),
-                environment: Environment(rawValue: row["environment"]) ?? .development
+                environment: try Environment(stored: row["environment"])
             ),
             digest: try row.digest("digest"),
             hint: row["hint"],
@@ -88,7 +88,7 @@ extension SecretKeyRecord {
             id: SecretKeyID(rawValue: columns.text(0)),
             environmentID: EnvironmentID(
                 accountID: AccountID(rawValue: columns.text(1)),
-                environment: Environment(rawValue: columns.text(2)) ?? .development
+                environment: try Environment(stored: columns.text(2))
             ),
             digest: digest,
             hint: columns.text(4),
@@ -98,5 +98,15 @@ extension SecretKeyRecord {
             revocationReason: columns.optionalText(8).flatMap(RevocationReason.init(rawValue:)),
             lastUsedAt: columns.optionalInt64(9).map(Date.init(keywayMilliseconds:))
         )
+    }
+}
+
+extension Environment {
+    /// An unknown environment is a corrupt row, as a bad digest is: never `development` by default.
+    init(stored name: String) throws {
+        guard let environment = Environment(rawValue: name) else {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "a stored environment is not one Keyway knows")
+        }
+        self = environment
     }
 }
