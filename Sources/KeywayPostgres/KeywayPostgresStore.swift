@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 public import KeywayCore
 public import Logging
 import NIOSSL
@@ -68,7 +68,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     }
 
     /// - Parameter makeUserID: Draws new users' identifiers; tests pass one that collides on purpose.
-    init(
+    package init(
         settings: PostgresConnectionSettings,
         poolSize: Int,
         connectTimeout: Duration,
@@ -139,7 +139,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     // MARK: Operations
 
     /// Runs one administrative statement (for tests and tooling), unescaped.
-    public func execute(_ sql: String) async throws {
+    package func execute(_ sql: String) async throws {
         try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
     }
 

@@ -1,7 +1,7 @@
-import Foundation
+package import Foundation
 import GRDB
 public import KeywayCore
-import Synchronization
+package import Synchronization
 
 /// ``KeywayStore`` on an embedded SQLite file: the default for one instance.
 ///
@@ -14,7 +14,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     /// `createUser` calls that arrive together share a transaction (and a sync to disk).
     let userCreations: GroupCommit<UserCreation, UserInsertion>
     /// Point reads that found the database busy and went through the pool instead.
-    let pointReadFallbacks = Atomic<Int>(0)
+    package let pointReadFallbacks = Atomic<Int>(0)
 
     /// Opens (creating if needed) the database at `path`.
     ///
@@ -28,7 +28,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     /// - Parameter makeUserID: Draws new users' identifiers; tests pass one that collides on purpose.
-    init(path: String, migrate: Bool, makeUserID: @escaping @Sendable (Date) -> UserID) throws {
+    package init(path: String, migrate: Bool, makeUserID: @escaping @Sendable (Date) -> UserID) throws {
         self.makeUserID = makeUserID
         let database = try Self.open(path)
         self.database = database
@@ -65,7 +65,7 @@ public final class KeywaySQLiteStore: KeywayStore {
     }
 
     /// The writer's `PRAGMA synchronous` (2 is FULL), for tests.
-    func writerSynchronousMode() throws -> Int {
+    package func writerSynchronousMode() throws -> Int {
         try database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
