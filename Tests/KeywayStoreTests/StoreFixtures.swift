@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import KeywayCore
 import Logging
 import Synchronization
@@ -130,6 +131,27 @@ extension StoreKind {
         let store = try await makeStore()
         let account = try await store.createAccount(name: "Acme", at: Date())
         return (store, account)
+    }
+
+    /// Runs `statements` on `store`'s database past its foreign keys and checks, as a
+    /// damaged or hand-edited database would hold them.
+    func writeUnchecked(_ statements: [String], to store: any KeywayStore) async throws {
+        switch self {
+        case .sqlite:
+            let store = try #require(store as? KeywaySQLiteStore)
+            try await store.database.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA foreign_keys = OFF")
+                defer { try? db.execute(sql: "PRAGMA foreign_keys = ON") }
+                for statement in statements { try db.execute(sql: statement) }
+            }
+        case .postgres:
+            let store = try #require(store as? KeywayPostgresStore)
+            // A fresh database per test: its foreign keys to environments can go.
+            for table in ["secret_keys", "signing_keys"] {
+                try await store.execute("ALTER TABLE \(table) DROP CONSTRAINT \(table)_account_id_environment_fkey")
+            }
+            for statement in statements { try await store.execute(statement) }
+        }
     }
 }
 

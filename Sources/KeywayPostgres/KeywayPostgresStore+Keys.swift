@@ -1,0 +1,160 @@
+public import Foundation
+public import KeywayCore
+import Logging
+import PostgresNIO
+
+/// Secret keys: generations, lookups by digest, the revocation log and last use.
+extension KeywayPostgresStore {
+    public func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
+        limit: KeyGenerationLimit?,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration {
+        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: createdBy, at: date)
+        let account = environmentID.accountID.rawValue
+        let environment = environmentID.environment.rawValue
+        return try await transaction { connection in
+            // One generation at a time per environment, across all instances, so the checks below
+            // and the update cannot interleave with another generation of the environment; other
+            // environments' generations do not wait. Each statement must see what was committed
+            // before a lock was granted, which READ COMMITTED gives whatever the database's default
+            // isolation is (under REPEATABLE READ the snapshot would predate the lock).
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
+            try await connection.query(Self.generationLock(for: environmentID), logger: logger)
+            let exists = try await connection.query("SELECT 1 FROM accounts WHERE id = \(account)", logger: logger).decode(Int32.self)
+            var found = false
+            for try await _ in exists { found = true }
+            guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            if let limit {
+                // Under the environment's lock: racing generations cannot all pass.
+                let rows = try await connection.query(
+                    """
+                    SELECT created_at FROM secret_keys WHERE account_id = \(account) AND environment = \(environment)
+                    ORDER BY created_at DESC LIMIT \(limit.count)
+                    """,
+                    logger: logger
+                ).decode(Int64.self)
+                var newest: [Date] = []
+                for try await created in rows { newest.append(Date(keywayMilliseconds: created)) }
+                if let retryAfter = limit.retryAfter(newestGenerations: newest, at: record.createdAt) {
+                    throw KeywayError.tooManyKeyGenerations(limit: limit, retryAfter: retryAfter)
+                }
+            }
+            if case .only(let expected) = replacement {
+                // Under the environment's generation lock, so no other generation can come between this and the update.
+                let active = try await connection.query(
+                    "SELECT id FROM secret_keys WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL",
+                    logger: logger
+                ).decode(String.self)
+                var activeIDs: [SecretKeyID] = []
+                for try await id in active { activeIDs.append(SecretKeyID(rawValue: id)) }
+                guard activeIDs == (expected.map { [$0] } ?? []) else { throw KeywayError.activeKeyChanged }
+            }
+
+            // Revocation numbers must commit in the order they are drawn, so a follower reading
+            // "after n" can never skip one: they are drawn under one lock for all environments,
+            // taken last and held only for the update, the insert and the commit.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.revocationSequenceLock))", logger: logger)
+            var revoked: [KeyRevocation] = []
+            let previous = try await connection.query(
+                """
+                UPDATE secret_keys SET revoked_at = \(record.createdAt.keywayMilliseconds), revocation_reason = 'regenerated',
+                    revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys)
+                WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL
+                RETURNING digest, revocation_sequence
+                """,
+                logger: logger
+            ).decode((Data, Int64).self)
+            for try await (digest, sequence) in previous {
+                revoked.append(KeyRevocation(sequence: sequence, digest: try Self.digest(digest), revokedAt: record.createdAt, reason: .regenerated))
+            }
+            try await connection.query(
+                """
+                INSERT INTO secret_keys (id, account_id, environment, digest, hint, created_at, created_by)
+                VALUES (\(record.id.rawValue), \(account), \(environment), \(Data(key.digest.bytes)), \(record.hint),
+                        \(record.createdAt.keywayMilliseconds), \(createdBy))
+                """,
+                logger: logger
+            )
+            if let last = revoked.last {
+                try await connection.query("SELECT pg_notify(\(Self.revocationChannel), \(String(last.sequence)))", logger: logger)
+            }
+            return KeyGeneration(key: record, revoked: revoked)
+        }
+    }
+
+    public func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
+        // Reached only by keys the caller's cache does not know; concurrent ones share a query.
+        try await keyLookups.value(for: digest)
+    }
+
+    static func secretKeys(digests: [KeyDigest], client: PostgresClient, logger: Logger) async throws -> [KeyDigest: SecretKeyRecord] {
+        var records: [KeyDigest: SecretKeyRecord] = [:]
+        for try await record in try await client.execute(KeysByDigest(digests: digests), logger: logger) {
+            records[record.digest] = record
+        }
+        return records
+    }
+
+    public func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] {
+        try await all(
+            "SELECT \(unescaped: Self.keyColumns) FROM secret_keys WHERE account_id = \(accountID.rawValue) ORDER BY created_at DESC, id DESC",
+            as: KeyRow.self
+        ).map(Self.record)
+    }
+
+    public func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
+        try await all(
+            """
+            SELECT revocation_sequence, digest, revoked_at, revocation_reason FROM secret_keys
+            WHERE revocation_sequence > \(sequence) ORDER BY revocation_sequence LIMIT \(limit)
+            """,
+            as: (Int64, Data, Int64, String).self
+        ).map { row in
+            KeyRevocation(
+                sequence: row.0,
+                digest: try Self.digest(row.1),
+                revokedAt: Date(keywayMilliseconds: row.2),
+                reason: RevocationReason(rawValue: row.3) ?? .regenerated
+            )
+        }
+    }
+
+    public func latestRevocationSequence() async throws -> Int64 {
+        try await first("SELECT COALESCE(MAX(revocation_sequence), 0)::BIGINT FROM secret_keys", as: Int64.self) ?? 0
+    }
+
+    public func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws {
+        guard !lastUsed.isEmpty else { return }
+        try await transaction { connection in
+            for (id, date) in lastUsed {
+                try await connection.query(
+                    "UPDATE secret_keys SET last_used_at = GREATEST(COALESCE(last_used_at, 0), \(date.keywayMilliseconds)) WHERE id = \(id.rawValue)",
+                    logger: logger
+                )
+            }
+        }
+    }
+}
+
+/// Every key among `digests`: the batched lookup of keys no cache knows.
+private struct KeysByDigest: PostgresPreparedStatement {
+    static let name = "keyway_keys_by_digest"
+    static let sql = "SELECT \(KeywayPostgresStore.keyColumns) FROM secret_keys WHERE digest = ANY($1)"
+    typealias Row = SecretKeyRecord
+
+    let digests: [KeyDigest]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(digests.map { ByteBuffer(bytes: $0.bytes) })
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> SecretKeyRecord {
+        try KeywayPostgresStore.record(row.decode(KeywayPostgresStore.KeyRow.self))
+    }
+}
