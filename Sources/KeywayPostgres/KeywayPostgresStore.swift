@@ -223,12 +223,12 @@ public final class KeywayPostgresStore: KeywayStore, Service {
         return nil
     }
 
-    func first<Row: PostgresDecodable>(_ query: PostgresQuery, as type: Row.Type) async throws -> Row? {
+    func first<Row: PostgresDecodable & Sendable>(_ query: PostgresQuery, as type: Row.Type) async throws -> Row? {
         for try await row in try await client.query(query, logger: logger).decode(Row.self) { return row }
         return nil
     }
 
-    func first<each Column: PostgresDecodable>(
+    func first<each Column: PostgresDecodable & Sendable>(
         _ query: PostgresQuery,
         as type: (repeat each Column).Type
     ) async throws -> (repeat each Column)? {
@@ -236,7 +236,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
         return nil
     }
 
-    func all<each Column: PostgresDecodable>(
+    func all<each Column: PostgresDecodable & Sendable>(
         _ query: PostgresQuery,
         as type: (repeat each Column).Type
     ) async throws -> [(repeat each Column)] {
