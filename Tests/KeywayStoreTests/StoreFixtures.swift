@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import KeywayCore
 import Logging
+import PostgresNIO
 import Synchronization
 import Testing
 
@@ -135,6 +136,40 @@ extension StoreKind {
 
     /// Runs `statements` on `store`'s database past its foreign keys and checks, as a
     /// damaged or hand-edited database would hold them.
+    /// Everything the store keeps, every row of every table as text, to search for what must not be there.
+    func everythingStored(in store: any KeywayStore) async throws -> String {
+        switch self {
+        case .sqlite:
+            let store = try #require(store as? KeywaySQLiteStore)
+            return try await store.database.read { db in
+                let tables = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
+                var text = ""
+                for table in tables {
+                    for row in try Row.fetchAll(db, sql: "SELECT * FROM \"\(table)\"") {
+                        for value in row.databaseValues {
+                            switch value.storage {
+                            case .string(let string): text += string + "\n"
+                            case .blob(let data): text += String(decoding: data, as: UTF8.self) + "\n"
+                            default: text += "\(value)\n"
+                            }
+                        }
+                    }
+                }
+                return text
+            }
+        case .postgres:
+            let store = try #require(store as? KeywayPostgresStore)
+            let tables = try await store.all("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", as: String.self)
+            var text = ""
+            for table in tables {
+                // Every column as text; bytea shows as hex (`\\x…`), which the caller searches too.
+                let query = PostgresQuery(unsafeSQL: "SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM \"\(table)\" t")
+                text += try await store.first(query, as: String.self) ?? ""
+            }
+            return text
+        }
+    }
+
     func writeUnchecked(_ statements: [String], to store: any KeywayStore) async throws {
         switch self {
         case .sqlite:
