@@ -123,6 +123,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "KeywayCommandTests",
+            dependencies: [
+                "keyway",
+                "KeywayCore",
+                "KeywayHTTP",
+                "KeywayPostgres",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "KeywayHTTPTests",
             dependencies: [
                 "KeywayCore",

@@ -7,8 +7,9 @@ public import Foundation
 /// never let one environment's call see another's rows.
 ///
 /// It is the sum of one protocol per aggregate, so a service names the part it
-/// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``).
-public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore {
+/// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
+/// each tells the server about revocations other processes make (``RevocationNotifying``).
+public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RevocationNotifying {
     /// Throws when the store cannot serve requests.
     func checkHealth() async throws
     /// Throws, saying what to do, when the schema is not the one this Keyway needs.
@@ -148,8 +149,9 @@ extension SecretKeyStore {
     }
 }
 
-/// A store that can tell other instances about revocations as they happen
-/// (PostgreSQL's LISTEN/NOTIFY), so they need not wait for the next poll.
+/// A store that tells this process about revocations other processes make as they
+/// happen (PostgreSQL's LISTEN/NOTIFY, SQLite's `data_version` watch), so it need not
+/// wait for the next poll.
 public protocol RevocationNotifying: Sendable {
     /// Listens until cancelled, reconnecting with backoff.
     /// - Parameters:

@@ -22,7 +22,8 @@ public final class UserTokens: Sendable {
 
     private let store: any SigningKeyStore
     private let masterKey: MasterKey
-    private let issuer: String
+    /// Settable once the listener is bound, when only then the URL's port is known.
+    private let issuerURL: Mutex<String>
     private let lifetime: TimeInterval
     private let now: @Sendable () -> Date
     /// Key collections by `kid`: public keys never change, so this needs no invalidation.
@@ -45,9 +46,18 @@ public final class UserTokens: Sendable {
         precondition(lifetime > 0 && lifetime <= Self.maximumLifetime, "a user token lives at most an hour")
         self.store = store
         self.masterKey = masterKey
-        self.issuer = issuer
+        self.issuerURL = Mutex(issuer)
         self.lifetime = lifetime
         self.now = now
+    }
+
+    /// The `iss` claim every token carries and every verification requires.
+    public var issuer: String { issuerURL.withLock { $0 } }
+
+    /// Replaces the `iss` claim: for a server told to listen on port 0, whose URL is known
+    /// only once it is bound. Call it before the first request.
+    public func useIssuer(_ issuer: String) {
+        issuerURL.withLock { $0 = issuer }
     }
 
     /// Mints a token for `user` of `environmentID`, creating the environment's signing key on first use.

@@ -15,16 +15,20 @@ import ServiceLifecycle
 ///   - keys: The key service; pass the same instance that any in-process key
 ///     generation uses, so revocations take effect here before they return.
 ///   - metrics: The registry `/metrics` renders; bootstrap swift-metrics with it.
-///   - userTokens: Mints and verifies user tokens for frontends.
+///   - userTokens: Mints and verifies user tokens for frontends. Listening on port 0 without
+///     a public URL, its issuer becomes the URL with the port actually bound.
+///   - attemptLedger: Where sign-in attempts are counted for every instance together (the
+///     PostgreSQL store); `nil` counts them in this process, the whole count on SQLite.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
 public func buildApplication(
-    configuration: KeywayConfiguration,
+    configuration: ServerConfiguration,
     store: any KeywayStore,
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
+    attemptLedger: (any AttemptLedger)? = nil,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
@@ -35,6 +39,7 @@ public func buildApplication(
         keys: keys,
         metrics: metrics,
         userTokens: userTokens,
+        attemptLedger: attemptLedger,
         passwordHasher: passwordHasher,
         now: now
     )
@@ -78,6 +83,14 @@ public func buildApplication(
             availableConnectionsDelegate: MaximumAvailableConnections(configuration.maximumConnections, logger: logger)
         ),
         services: services,
+        onServerRunning: { channel in
+            // Port 0 is known only now; tokens must name the URL clients actually reach.
+            if configuration.publicURL == nil, configuration.port == 0, let port = channel.localAddress?.port {
+                var bound = configuration
+                bound.port = port
+                userTokens.useIssuer(bound.effectivePublicURL)
+            }
+        },
         logger: logger
     )
     app.beforeServerStarts {
@@ -90,7 +103,7 @@ public func buildApplication(
 }
 
 /// HTTP/1.1 with the idle timeout and the head and body deadlines.
-func httpServer(_ configuration: KeywayConfiguration) -> HTTPServerBuilder {
+func httpServer(_ configuration: ServerConfiguration) -> HTTPServerBuilder {
     let idleTimeout = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))
     let headTimeout = TimeAmount.seconds(Int64(configuration.requestHeadTimeoutSeconds))
     let bodyTimeout = TimeAmount.seconds(Int64(configuration.requestBodyTimeoutSeconds))
@@ -105,11 +118,12 @@ func httpServer(_ configuration: KeywayConfiguration) -> HTTPServerBuilder {
 
 /// The router alone.
 func buildRouter(
-    configuration: KeywayConfiguration,
+    configuration: ServerConfiguration,
     store: any KeywayStore,
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
+    attemptLedger: (any AttemptLedger)?,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
@@ -148,9 +162,7 @@ func buildRouter(
         egressIPs: configuration.egressIPs,
         trustedProxies: configuration.trustedProxies,
         throttleEntries: configuration.throttleEntries,
-        // A store every instance shares (PostgreSQL) counts sign-in attempts for the whole
-        // deployment; on SQLite, one instance per file, this process's memory is the whole count.
-        attemptLedger: store as? any AttemptLedger,
+        attemptLedger: attemptLedger,
         now: now
     ).register(on: router)
     routeMethods.record(router.routes)

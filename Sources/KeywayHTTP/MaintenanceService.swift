@@ -19,17 +19,15 @@ struct MaintenanceService: Service {
     func run() async throws {
         let listening = ListenerState()
         await withTaskGroup(of: Void.self) { group in
-            if let notifying = store as? any RevocationNotifying {
-                group.addTask {
-                    await cancelWhenGracefulShutdown {
-                        await notifying.listenForRevocations {
-                            do { try await keys.followRevocations() } catch {
-                                logger.warning("could not follow revocations", metadata: ["error": "\(String(reflecting: error))"])
-                                throw error
-                            }
-                        } onStateChange: { isListening in
-                            listening.set(isListening)
+            group.addTask {
+                await cancelWhenGracefulShutdown {
+                    await store.listenForRevocations {
+                        do { try await keys.followRevocations() } catch {
+                            logger.warning("could not follow revocations", metadata: ["error": "\(String(reflecting: error))"])
+                            throw error
                         }
+                    } onStateChange: { isListening in
+                        listening.set(isListening)
                     }
                 }
             }

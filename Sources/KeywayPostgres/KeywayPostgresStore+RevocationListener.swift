@@ -1,9 +1,10 @@
 import Foundation
-public import KeywayCore
+import KeywayCore
 import Logging
 import PostgresNIO
 
-extension KeywayPostgresStore: RevocationNotifying {
+/// ``RevocationNotifying``, which every ``KeywayStore`` is.
+extension KeywayPostgresStore {
     public func listenForRevocations(
         onNotification: @escaping @Sendable () async throws -> Void,
         onStateChange: @escaping @Sendable (Bool) -> Void

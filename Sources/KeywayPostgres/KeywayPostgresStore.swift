@@ -105,7 +105,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     ///   - caFile: The CA of the server's certificate (`KEYWAY_DATABASE_CA_FILE`).
     ///   - poolSize: Most connections this instance opens.
     ///   - connectTimeout: How long to wait for a new connection.
-    /// - Throws: ``ConfigurationProblem`` when the URL or the CA file cannot be used.
+    /// - Throws: ``ConfigurationError`` when the URL or the CA file cannot be used.
     public convenience init(
         url: String,
         caFile: String? = nil,
@@ -124,6 +124,16 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     /// Runs the connection pool until cancelled.
     public func run() async {
         await client.run()
+    }
+
+    /// Runs `body` while the connection pool runs, and stops the pool once it returns:
+    /// how a command, a tool or a test uses the store outside a service group.
+    public func run<Result: Sendable>(while body: () async throws -> Result) async throws -> Result {
+        try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
+            group.addTask { await self.run() }
+            defer { group.cancelAll() }
+            return try await body()
+        }
     }
 
     /// Applies pending migrations. Safe to run from several processes at once.
@@ -165,7 +175,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     /// Opens and closes one connection as the pool would, so that a wrong address, TLS
     /// setting or certificate is reported at once and plainly, rather than after the
     /// pool has retried for a minute.
-    /// - Throws: ``ConfigurationProblem`` saying where it tried to connect and why it could not
+    /// - Throws: ``ConfigurationError`` saying where it tried to connect and why it could not
     ///   (never the password).
     public func checkConnection() async throws {
         do {
@@ -173,7 +183,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
             try await connection.close()
         } catch {
             let place = "\(configuration.host ?? "localhost"):\(configuration.port ?? 5432)"
-            throw ConfigurationProblem(
+            throw ConfigurationError(
                 "Cannot connect to PostgreSQL at \(place) (sslmode=\(sslMode.rawValue)): \(Self.reason(error, host: configuration.host))"
             )
         }

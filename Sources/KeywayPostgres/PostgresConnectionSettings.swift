@@ -42,12 +42,12 @@ public struct PostgresConnectionSettings: Sendable {
     /// - Parameters:
     ///   - url: `postgres://user:password@host:port/database?sslmode=…&sslrootcert=…`.
     ///   - caFile: `KEYWAY_DATABASE_CA_FILE`, which wins over `sslrootcert`.
-    /// - Throws: ``ConfigurationProblem`` naming the bad value and what is accepted.
-    public init(url: String, caFile: String? = nil) throws(ConfigurationProblem) {
+    /// - Throws: ``ConfigurationError`` naming the bad value and what is accepted.
+    public init(url: String, caFile: String? = nil) throws(ConfigurationError) {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
             let host = components.host, !host.isEmpty
         else {
-            throw ConfigurationProblem("KEYWAY_DATABASE_URL must look like postgres://user:password@host:5432/database")
+            throw ConfigurationError(variable: "KEYWAY_DATABASE_URL", message: "must look like postgres://user:password@host:5432/database")
         }
         self.host = host
         self.port = components.port ?? 5432
@@ -59,8 +59,9 @@ public struct PostgresConnectionSettings: Sendable {
         let mode = query.last { $0.name == "sslmode" }?.value
         if let mode {
             guard let parsed = SSLMode(rawValue: mode) else {
-                throw ConfigurationProblem(
-                    "KEYWAY_DATABASE_URL has sslmode '\(mode.filter { !$0.isNewline })', which is not one of "
+                throw ConfigurationError(
+                    variable: "KEYWAY_DATABASE_URL",
+                    message: "has sslmode '\(mode.filter { !$0.isNewline })', which is not one of "
                         + SSLMode.allCases.map(\.rawValue).joined(separator: ", ") + "."
                 )
             }
@@ -70,26 +71,27 @@ public struct PostgresConnectionSettings: Sendable {
             self.sslMode = .prefer
         }
 
-        let rootCertificateFile: (path: String, source: String)?
+        let rootCertificateFile: (path: String, variable: String, source: String)?
         if let caFile {
-            rootCertificateFile = (caFile, "KEYWAY_DATABASE_CA_FILE")
+            rootCertificateFile = (caFile, "KEYWAY_DATABASE_CA_FILE", "")
         } else if let path = query.last(where: { $0.name == "sslrootcert" })?.value, !path.isEmpty, path != "system" {
-            rootCertificateFile = (path, "sslrootcert in KEYWAY_DATABASE_URL")
+            rootCertificateFile = (path, "KEYWAY_DATABASE_URL", "has sslrootcert that ")
         } else {
             rootCertificateFile = nil
         }
-        if let (path, source) = rootCertificateFile {
-            self.rootCertificates = try Self.certificates(path: path, source: source)
+        if let (path, variable, source) = rootCertificateFile {
+            self.rootCertificates = try Self.certificates(path: path, variable: variable, source: source)
         }
     }
 
-    private static func certificates(path: String, source: String) throws(ConfigurationProblem) -> [NIOSSLCertificate] {
+    /// - Parameter source: What precedes "names" in a message: empty for the CA-file variable itself.
+    private static func certificates(path: String, variable: String, source: String) throws(ConfigurationError) -> [NIOSSLCertificate] {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationProblem("\(source) names '\(path)', which cannot be read (it is missing or not readable).")
+            throw ConfigurationError(variable: variable, message: "\(source)names '\(path)', which cannot be read (it is missing or not readable).")
         }
         let certificates = try? NIOSSLCertificate.fromPEMBytes(Array(data))
         guard let certificates, !certificates.isEmpty else {
-            throw ConfigurationProblem("\(source) names '\(path)', which holds no PEM certificate.")
+            throw ConfigurationError(variable: variable, message: "\(source)names '\(path)', which holds no PEM certificate.")
         }
         return certificates
     }

@@ -1,9 +1,10 @@
 import Foundation
-public import KeywayCore
+import KeywayCore
 
 // MARK: Revocations by other processes
 
-extension KeywaySQLiteStore: RevocationNotifying {
+/// ``RevocationNotifying``, which every ``KeywayStore`` is.
+extension KeywaySQLiteStore {
     /// How often the store asks SQLite whether another connection committed.
     /// Bounds how long a key revoked by another process (the CLI) stays accepted.
     public static let changeCheckInterval: Duration = .milliseconds(10)

@@ -6,29 +6,27 @@ import KeywaySQLite
 import Logging
 import ServiceLifecycle
 
-/// A store opened from the configuration, with what must run while it is used.
+/// A store opened from the settings, with what must run while it is used.
 struct OpenedStore: Sendable {
     /// PostgreSQL's or SQLite's.
     let store: any KeywayStore
-    /// What must run while the store is used: PostgreSQL's connection pool. None for SQLite.
-    let services: [any Service]
     /// The migrations applied on opening: SQLite's pending ones. PostgreSQL applies none.
     let appliedMigrations: [String]
-    /// The PostgreSQL store, whose schema only `keyway migrate` changes; `nil` on SQLite.
+    /// The PostgreSQL store, whose pool must run while it is used and whose schema only
+    /// `keyway migrate` changes; `nil` on SQLite.
     let postgres: KeywayPostgresStore?
 
-    /// Runs `body` while the services run, and cancels them once it returns.
+    /// What must run beside the server: PostgreSQL's connection pool. None for SQLite.
+    var services: [any Service] { postgres.map { [$0] } ?? [] }
+
+    /// Where sign-in attempts are counted for every instance together: PostgreSQL, which
+    /// they share. On SQLite, one instance per file, that instance's memory is the whole count.
+    var attemptLedger: (any AttemptLedger)? { postgres }
+
+    /// Runs `body` while the store's services run, and stops them once it returns.
     func run<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
-        try await withThrowingTaskGroup(of: Result?.self) { group in
-            for service in services {
-                group.addTask {
-                    try await service.run()
-                    return nil
-                }
-            }
-            defer { group.cancelAll() }
-            return try await body()
-        }
+        guard let postgres else { return try await body() }
+        return try await postgres.run(while: body)
     }
 }
 
@@ -36,28 +34,27 @@ struct OpenedStore: Sendable {
 /// writes: PostgreSQL when `KEYWAY_DATABASE_URL` is set, otherwise the SQLite file with its
 /// pending migrations applied.
 ///
-/// PostgreSQL's `sslmode`, `sslrootcert` and `KEYWAY_DATABASE_CA_FILE` are checked here, then one
-/// connection is tried, so a bad setting, address or certificate stops the command at once with
-/// a plain message. Its schema is left as it is: `serve` and the commands refuse an out-of-date
-/// one, `migrate` upgrades it.
+/// For PostgreSQL one connection is tried first, so a bad address, TLS setting or certificate
+/// stops the command at once with a plain message. Its schema is left as it is: `serve` and
+/// the commands refuse an out-of-date one, `migrate` upgrades it.
 /// - Parameter poolSize: PostgreSQL's connection count; the configured one when `nil`.
-func openStore(_ configuration: KeywayConfiguration, poolSize: Int? = nil, logger: Logger) async throws -> OpenedStore {
+func openStore(_ settings: Settings, poolSize: Int? = nil, logger: Logger) async throws -> OpenedStore {
     do {
-        guard let url = configuration.databaseURL else {
-            let applied = try KeywaySQLiteStore.migrate(path: configuration.databasePath)
-            let store = try KeywaySQLiteStore(path: configuration.databasePath, migrate: false)
-            return OpenedStore(store: store, services: [], appliedMigrations: applied, postgres: nil)
+        guard let postgres = settings.postgres else {
+            let applied = try KeywaySQLiteStore.migrate(path: settings.databasePath)
+            let store = try KeywaySQLiteStore(path: settings.databasePath, migrate: false)
+            return OpenedStore(store: store, appliedMigrations: applied, postgres: nil)
         }
         let store = try KeywayPostgresStore(
-            settings: try PostgresConnectionSettings(url: url, caFile: configuration.databaseCAFile),
-            poolSize: poolSize ?? configuration.databasePoolSize,
-            connectTimeout: .milliseconds(configuration.databaseConnectTimeoutMilliseconds),
-            lookupTimeout: .milliseconds(configuration.keyLookupTimeoutMilliseconds),
+            settings: postgres,
+            poolSize: poolSize ?? settings.databasePoolSize,
+            connectTimeout: .milliseconds(settings.databaseConnectTimeoutMilliseconds),
+            lookupTimeout: .milliseconds(settings.keyLookupTimeoutMilliseconds),
             logger: logger
         )
         try await store.checkConnection()
-        return OpenedStore(store: store, services: [store], appliedMigrations: [], postgres: store)
-    } catch let problem as ConfigurationProblem {
+        return OpenedStore(store: store, appliedMigrations: [], postgres: store)
+    } catch let problem as ConfigurationError {
         throw CommandError(problem.description)
     } catch let problem as SchemaError {
         throw CommandError(problem.description)
@@ -67,16 +64,16 @@ func openStore(_ configuration: KeywayConfiguration, poolSize: Int? = nil, logge
 extension DatabaseOptions {
     /// Runs `body` with the store the environment and this command's options configure.
     func withStore<Result: Sendable>(_ body: (any KeywayStore) async throws -> Result) async throws -> Result {
-        try await withStore(try configuration(), body)
+        try await withStore(try settings(), body)
     }
 
     /// Runs `body` with the configured store, refusing an out-of-date schema. A
     /// ``KeywayError`` from `body` is printed as its message.
     func withStore<Result: Sendable>(
-        _ configuration: KeywayConfiguration,
+        _ settings: Settings,
         _ body: (any KeywayStore) async throws -> Result
     ) async throws -> Result {
-        let opened = try await openStore(configuration, logger: Logger(label: "keyway.postgres"))
+        let opened = try await openStore(settings, logger: Logger(label: "keyway.postgres"))
         do {
             return try await opened.run {
                 do {

@@ -9,47 +9,37 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("SQLite database file. [env: KEYWAY_DATABASE] [default: keyway-data/keyway.sqlite]", valueName: "path"))
     var database: String?
 
-    /// The configuration from the environment, with this command's options applied.
-    func configuration() throws -> KeywayConfiguration {
-        var configuration: KeywayConfiguration
+    /// The settings from the environment, with this command's options applied.
+    func settings() throws -> Settings {
+        var settings: Settings
         do {
-            configuration = try KeywayConfiguration(environment: ProcessInfo.processInfo.environment)
+            settings = try Settings(environment: ProcessInfo.processInfo.environment)
         } catch {
             throw CommandError("\(error)")
         }
-        if let database { configuration.databasePath = database }
-        return configuration
+        if let database { settings.databasePath = database }
+        return settings
     }
 
-    /// The user-token service: the master key from `KEYWAY_MASTER_KEY`, or the
-    /// `master.key` file beside the database, created on first use.
-    func userTokens(_ configuration: KeywayConfiguration, store: any KeywayStore, logger: Logger) async throws -> UserTokens {
+    /// The user-token service, sealing signing keys under the deployment's master key.
+    func userTokens(_ settings: Settings, store: any KeywayStore, logger: Logger) async throws -> UserTokens {
         let masterKey: MasterKey
-        if let configured = configuration.masterKey {
-            masterKey = try MasterKey(base64: configured)
-        } else if configuration.databaseURL != nil {
-            // Instances on one PostgreSQL must share the key that seals signing keys.
-            throw CommandError(
-                "KEYWAY_MASTER_KEY is required with KEYWAY_DATABASE_URL, the same on every instance (generate one with: openssl rand -base64 32)."
+        do {
+            masterKey = try await MasterKey.forDeployment(
+                configured: settings.masterKey,
+                sharedDatabase: settings.postgres != nil,
+                databasePath: settings.databasePath,
+                store: store,
+                logger: logger
             )
-        } else {
-            let folder = URL(fileURLWithPath: configuration.databasePath).deletingLastPathComponent()
-            // A new key is made only while nothing is sealed: a lost file must not pass for a first start.
-            do {
-                masterKey = try MasterKey.loadOrCreate(
-                    file: folder.appendingPathComponent("master.key").path,
-                    mayCreate: !(try await store.hasSigningKeys()),
-                    logger: logger
-                )
-            } catch let problem as ConfigurationProblem {
-                throw CommandError(problem.description)
-            }
+        } catch let problem as ConfigurationError {
+            throw CommandError(problem.description)
         }
         return UserTokens(
             store: store,
             masterKey: masterKey,
-            issuer: configuration.effectivePublicURL,
-            lifetime: TimeInterval(configuration.userTokenMinutes * 60)
+            issuer: settings.server.effectivePublicURL,
+            lifetime: TimeInterval(settings.userTokenMinutes * 60)
         )
     }
 }

@@ -1,4 +1,5 @@
 import HTTPTypes
+import KeywayCore
 import Testing
 
 @testable import KeywayHTTP
@@ -8,7 +9,7 @@ import Testing
     func proxies(_ list: String, header: String? = nil) throws -> TrustedProxies {
         var environment = ["KEYWAY_TRUSTED_PROXIES": list]
         if let header { environment["KEYWAY_CLIENT_ADDRESS_HEADER"] = header }
-        return try KeywayConfiguration(environment: environment).trustedProxies
+        return try ServerConfiguration(environment: environment).trustedProxies
     }
 
     func fields(_ pairs: [(String, String)]) -> HTTPFields {
@@ -62,18 +63,18 @@ import Testing
     }
 
     @Test func settingsAreCheckedWhenRead() throws {
-        #expect(try KeywayConfiguration(environment: [:]).trustedProxies == .direct)
-        #expect(try KeywayConfiguration(environment: [:]).throttleEntries == 100_000)
-        #expect(try KeywayConfiguration(environment: ["KEYWAY_THROTTLE_ENTRIES": "5000"]).throttleEntries == 5000)
+        #expect(try ServerConfiguration(environment: [:]).trustedProxies == .direct)
+        #expect(try ServerConfiguration(environment: [:]).throttleEntries == 100_000)
+        #expect(try ServerConfiguration(environment: ["KEYWAY_THROTTLE_ENTRIES": "5000"]).throttleEntries == 5000)
         #expect(try proxies(" 10.0.0.0/8 , ::1,").header == .xForwardedFor)
         #expect(try proxies("10.0.0.1", header: "forwarded").header == .forwarded)
         for (variable, value) in [
             ("KEYWAY_TRUSTED_PROXIES", "10.0.0.0/33"), ("KEYWAY_TRUSTED_PROXIES", "proxy.internal"),
             ("KEYWAY_CLIENT_ADDRESS_HEADER", "X-Real-IP"), ("KEYWAY_THROTTLE_ENTRIES", "10"),
         ] {
-            #expect(throws: ConfigurationError.self, "\(variable)=\(value)") { try KeywayConfiguration(environment: [variable: value]) }
+            #expect(throws: ConfigurationError.self, "\(variable)=\(value)") { try ServerConfiguration(environment: [variable: value]) }
             do {
-                _ = try KeywayConfiguration(environment: [variable: value])
+                _ = try ServerConfiguration(environment: [variable: value])
             } catch {
                 #expect(error.variable == variable)
             }

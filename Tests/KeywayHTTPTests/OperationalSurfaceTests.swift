@@ -48,9 +48,7 @@ import Testing
     }
 
     @Test func generatingPastTheLimitIsA429OnTheDashboardAndGeneratesNothing() async throws {
-        var configuration = TestServer.defaultConfiguration
-        configuration.keyGenerationsPerMinute = 2
-        let server = try await TestServer.make(configuration: configuration)
+        let server = try await TestServer.make(keyGenerationLimit: KeyGenerationLimit(count: 2, windowSeconds: 60))
         try await server.test { client in
             let browser = TestBrowser(client)
             _ = try await browser.signUp()

@@ -133,7 +133,7 @@ final class SlowCountingHasher: PasswordHasher {
 
     @Test func behindATrustedProxyEachForwardedClientIsThrottledOnItsOwn() async throws {
         var configuration = TestServer.defaultConfiguration
-        configuration.trustedProxies = try KeywayConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"]).trustedProxies
+        configuration.trustedProxies = try ServerConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"]).trustedProxies
         let server = try await TestServer.make(configuration: configuration)
         let free = AttemptThrottle.Policy.perClient.freeFailures
         try await server.test(.live) { client in
@@ -160,7 +160,7 @@ final class SlowCountingHasher: PasswordHasher {
     /// bounded table for free (no password hash) and unlock it for its other addresses.
     @Test func aRefusedClientCannotFlushALockedEmailOutOfTheThrottle() async throws {
         var configuration = TestServer.defaultConfiguration
-        configuration.trustedProxies = try KeywayConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1"]).trustedProxies
+        configuration.trustedProxies = try ServerConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1"]).trustedProxies
         configuration.throttleEntries = 100
         let server = try await TestServer.make(configuration: configuration)
         try await server.test(.live) { client in

@@ -25,7 +25,7 @@ let testMetricsRegistry: PrometheusCollectorRegistry = {
 struct TestServer {
     let store: any KeywayStore
     let keys: SecretKeys
-    let configuration: KeywayConfiguration
+    let configuration: ServerConfiguration
     let logs: CapturedLogs
     let passwordHasher: any PasswordHasher
     let userTokens: UserTokens
@@ -36,7 +36,8 @@ struct TestServer {
     let initialKeys: [EnvironmentID: String]
 
     static func make(
-        configuration: KeywayConfiguration = TestServer.defaultConfiguration,
+        configuration: ServerConfiguration = TestServer.defaultConfiguration,
+        keyGenerationLimit: KeyGenerationLimit = TestServer.defaultKeyGenerationLimit,
         passwordHasher: any PasswordHasher = CountingHasher()
     ) async throws -> TestServer {
         let path = FileManager.default.temporaryDirectory
@@ -51,7 +52,7 @@ struct TestServer {
             lifetime: 1800,
             now: { clock.now }
         )
-        let keys = SecretKeys(store: store, generationLimit: configuration.keyGenerationLimit, logger: logs.logger(label: "keyway.keys"))
+        let keys = SecretKeys(store: store, generationLimit: keyGenerationLimit, logger: logs.logger(label: "keyway.keys"))
         let acme = try await store.createAccount(name: "Acme", at: Date())
         let globex = try await store.createAccount(name: "Globex", at: Date())
         var initialKeys: [EnvironmentID: String] = [:]
@@ -75,11 +76,16 @@ struct TestServer {
         )
     }
 
-    static var defaultConfiguration: KeywayConfiguration {
-        var configuration = KeywayConfiguration()
+    static var defaultConfiguration: ServerConfiguration {
+        var configuration = ServerConfiguration()
         configuration.egressIPs = ["203.0.113.10", "2001:db8::1"]
+        // The issuer of the tests' user tokens; without it a live server would name its port.
+        configuration.publicURL = "http://keyway.test"
         return configuration
     }
+
+    /// The executable's default: 20 generations per environment a minute.
+    static let defaultKeyGenerationLimit = KeyGenerationLimit(count: 20, windowSeconds: 60)
 
     func key(_ account: Account, _ environment: Environment) -> String {
         initialKeys[EnvironmentID(accountID: account.id, environment: environment)]!

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import KeywayCore
+import KeywayHTTP
 import Testing
 
 /// User tokens for frontends: minting, `/me`, expiry, tampering, rotation, JWKS and CORS.
@@ -33,6 +34,23 @@ import Testing
         let response = try await client.call(.get, "/users/\(user)/token", key: key)
         try #require(response.status == .ok, "\(response.text)")
         return (try #require(response["token"] as? String), try #require(response["expiresAt"] as? String))
+    }
+
+    /// `keyway serve --port 0` without a public URL: tokens name the port actually bound, which
+    /// is where clients reach it, not `:0`, and such tokens open `/me` there.
+    @Test func onPortZeroTheIssuerIsTheURLWithTheBoundPort() async throws {
+        var configuration = TestServer.defaultConfiguration
+        configuration.publicURL = nil
+        let server = try await TestServer.make(configuration: configuration)
+        try await server.test(.live) { client in
+            let port = try #require(client.port)
+            #expect(port != 0)
+            let key = server.key(server.acme, .development)
+            _ = try await client.createUser("ada", key: key)
+            let (token, _) = try await mint(client, key: key, user: "ada")
+            #expect(try Self.part(token, 1)["iss"] as? String == "http://127.0.0.1:\(port)")
+            #expect(try await client.call(.get, "/me", headers: [.authorization: "Bearer \(token)"]).status == .ok)
+        }
     }
 
     @Test func aMintedTokenCarriesItsClaimsAndOpensMe() async throws {

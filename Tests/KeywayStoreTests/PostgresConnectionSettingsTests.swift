@@ -58,7 +58,7 @@ import Testing
 
     @Test(arguments: ["verify_full", "allow", "REQUIRE", "", "true"])
     func anUnknownSSLModeIsRefusedByNameWithTheAcceptedOnes(value: String) {
-        let error = #expect(throws: ConfigurationProblem.self) {
+        let error = #expect(throws: ConfigurationError.self) {
             try PostgresConnectionSettings(url: "\(Self.base)?sslmode=\(value)")
         }
         let message = error?.description ?? ""
@@ -68,13 +68,13 @@ import Testing
     }
 
     @Test func aMissingOrUnreadableCAIsAClearError() throws {
-        let missing = #expect(throws: ConfigurationProblem.self) {
+        let missing = #expect(throws: ConfigurationError.self) {
             try PostgresConnectionSettings(url: "\(Self.base)?sslmode=verify-ca", caFile: "/nonexistent/ca.pem")
         }
         #expect(missing?.description.contains("KEYWAY_DATABASE_CA_FILE names '/nonexistent/ca.pem'") == true)
         #expect(missing?.description.contains("cannot be read") == true)
 
-        let fromURL = #expect(throws: ConfigurationProblem.self) {
+        let fromURL = #expect(throws: ConfigurationError.self) {
             try PostgresConnectionSettings(url: "\(Self.base)?sslmode=verify-ca&sslrootcert=/nonexistent/root.crt")
         }
         #expect(fromURL?.description.contains("sslrootcert") == true)
@@ -83,15 +83,15 @@ import Testing
         let notPEM = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-not-a-ca-\(UUID().uuidString).pem").path
         try Data("not a certificate".utf8).write(to: URL(fileURLWithPath: notPEM))
         defer { try? FileManager.default.removeItem(atPath: notPEM) }
-        let garbage = #expect(throws: ConfigurationProblem.self) {
+        let garbage = #expect(throws: ConfigurationError.self) {
             try PostgresConnectionSettings(url: "\(Self.base)?sslmode=verify-ca", caFile: notPEM)
         }
         #expect(garbage?.description.contains("holds no PEM certificate") == true)
     }
 
     @Test func aURLThatIsNotPostgresIsRefused() {
-        #expect(throws: ConfigurationProblem.self) { try PostgresConnectionSettings(url: "mysql://db/keyway") }
-        #expect(throws: ConfigurationProblem.self) { try PostgresConnectionSettings(url: "postgres:///keyway") }
+        #expect(throws: ConfigurationError.self) { try PostgresConnectionSettings(url: "mysql://db/keyway") }
+        #expect(throws: ConfigurationError.self) { try PostgresConnectionSettings(url: "postgres:///keyway") }
     }
 
     /// A self-signed CA certificate in a temporary file. Only its public part is kept: parsing needs no key.

@@ -103,11 +103,7 @@ enum TestPostgres {
 
     /// Runs `body` while `store`'s pool runs, then stops the pool.
     static func running(_ store: KeywayPostgresStore, _ body: () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await store.run() }
-            defer { group.cancelAll() }
-            try await body()
-        }
+        try await store.run(while: body)
     }
 }
 
@@ -287,4 +283,7 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }
     func checkHealth() async throws { try await base.checkHealth() }
     func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
+    func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
+        await base.listenForRevocations(onNotification: onNotification, onStateChange: onStateChange)
+    }
 }

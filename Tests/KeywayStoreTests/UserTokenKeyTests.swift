@@ -183,7 +183,7 @@ import Testing
         let second = try MasterKey.loadOrCreate(file: path, mayCreate: false, logger: Logger(label: "test"))
         let sealed = try first.seal(Data("secret".utf8), context: "c")
         #expect(try second.unseal(sealed, context: "c") == Data("secret".utf8))
-        #expect(throws: ConfigurationProblem.self) { try MasterKey(base64: "dG9vIHNob3J0") }
+        #expect(throws: ConfigurationError.self) { try MasterKey(base64: "dG9vIHNob3J0") }
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["master.key"], "no temporary file is left")
     }
 
@@ -191,7 +191,7 @@ import Testing
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("keyway-master-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let path = folder.appendingPathComponent("master.key").path
-        let error = #expect(throws: ConfigurationProblem.self) {
+        let error = #expect(throws: ConfigurationError.self) {
             try MasterKey.loadOrCreate(file: path, mayCreate: false, logger: Logger(label: "test"))
         }
         #expect(error?.description.contains("restore master.key") == true)

@@ -28,19 +28,19 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let configuration = try database.configuration()
+            let settings = try database.settings()
             if let output, FileManager.default.fileExists(atPath: output) {
                 throw CommandError("\(output) already exists; choose a new file so no key is overwritten.")
             }
             // The file is made before the key: a file that cannot be written must fail the
             // command while the previous key still works, not after it was revoked.
             let file = try output.map { try SecretFile(creating: $0, capacity: 64) }
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            try await database.withStore(settings) { (store: any KeywayStore) async throws -> Void in
                 var logger = Logger(label: "keyway.cli")
                 logger.logLevel = .warning
                 // The same limit as the dashboard's, counted in the database, so a script looping
                 // regenerations is refused too.
-                let keys = SecretKeys(store: store, generationLimit: configuration.keyGenerationLimit, logger: logger)
+                let keys = SecretKeys(store: store, generationLimit: settings.keyGenerationLimit, logger: logger)
                 let environmentID = target.environmentID
                 let generated = try await keys.generate(for: environmentID, createdBy: "cli").key
                 guard let file else {

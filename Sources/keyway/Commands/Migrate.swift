@@ -15,13 +15,13 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
 
     func run() async throws {
-        let configuration = try database.configuration()
-        let opened = try await openStore(configuration, poolSize: 2, logger: Logger(label: "keyway.postgres"))
+        let settings = try database.settings()
+        let opened = try await openStore(settings, poolSize: 2, logger: Logger(label: "keyway.postgres"))
         var applied = opened.appliedMigrations
         if let postgres = opened.postgres {
             applied += try await opened.run { try await postgres.migrate() }
         }
-        let name = opened.postgres == nil ? configuration.databasePath : "PostgreSQL"
+        let name = opened.postgres == nil ? settings.databasePath : "PostgreSQL"
         for migration in applied { print("Applied migration: \(migration)") }
         print("Database \(name) is up to date.")
     }

@@ -38,10 +38,10 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var configuration = try database.configuration()
-        if let host { configuration.host = host }
-        if let port { configuration.port = port }
-        let logLevel = configuration.logLevel
+        var settings = try database.settings()
+        if let host { settings.server.host = host }
+        if let port { settings.server.port = port }
+        let logLevel = settings.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = logLevel
@@ -52,29 +52,30 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "keyway")
 
         // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
-        let opened = try await openStore(configuration, logger: logger)
+        let opened = try await openStore(settings, logger: logger)
         let store = opened.store
         if let postgres = opened.postgres {
             logger.info(
                 "using PostgreSQL",
-                metadata: ["database.pool_size": "\(configuration.databasePoolSize)", "database.sslmode": "\(postgres.sslMode.rawValue)"]
+                metadata: ["database.pool_size": "\(settings.databasePoolSize)", "database.sslmode": "\(postgres.sslMode.rawValue)"]
             )
         } else {
-            logger.info("using SQLite", metadata: ["database.path": "\(configuration.databasePath)"])
+            logger.info("using SQLite", metadata: ["database.path": "\(settings.databasePath)"])
         }
         let keys = SecretKeys(
             store: store,
-            inactiveCacheLimit: configuration.keyCacheLimit,
-            generationLimit: configuration.keyGenerationLimit,
+            inactiveCacheLimit: settings.keyCacheLimit,
+            generationLimit: settings.keyGenerationLimit,
             logger: logger
         )
-        let userTokens = try await database.userTokens(configuration, store: store, logger: logger)
+        let userTokens = try await database.userTokens(settings, store: store, logger: logger)
         let app = buildApplication(
-            configuration: configuration,
+            configuration: settings.server,
             store: store,
             keys: keys,
             metrics: registry,
             userTokens: userTokens,
+            attemptLedger: opened.attemptLedger,
             logger: logger
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.
@@ -86,7 +87,7 @@ struct Serve: AsyncParsableCommand {
         // A stop is bounded whatever the database does: after the timeout what is still running
         // is cancelled (the flush of last-used times logs what it abandons), and anything that
         // ignores cancellation a second later aborts the process rather than hang it.
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownTimeoutSeconds)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(settings.server.shutdownTimeoutSeconds)
         groupConfiguration.maximumCancellationDuration = .seconds(1)
         let group = ServiceGroup(configuration: groupConfiguration)
         do {

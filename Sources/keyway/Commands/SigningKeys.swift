@@ -24,10 +24,10 @@ struct SigningKeys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let configuration = try database.configuration()
-            try await database.withStore(configuration) { (store: any KeywayStore) async throws -> Void in
+            let settings = try database.settings()
+            try await database.withStore(settings) { (store: any KeywayStore) async throws -> Void in
                 try await store.requireAccount(target.accountID)
-                let tokens = try await database.userTokens(configuration, store: store, logger: Logger(label: "keyway.cli"))
+                let tokens = try await database.userTokens(settings, store: store, logger: Logger(label: "keyway.cli"))
                 let key = try await tokens.rotate(target.environmentID)
                 print("New \(target.environment.rawValue) signing key \(key.id); the previous one stays published until its tokens expire.")
             }
