@@ -121,7 +121,8 @@ public protocol SigningKeyStore: Sendable {
 public protocol OriginStore: Sendable {
     /// Browser origins allowed to call user-token endpoints for the environment.
     func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String]
-    func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws
+    /// Replaces the environment's origins; only valid, normalised ones can be passed.
+    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws
     /// Whether any environment allows `origin` (a CORS preflight carries no token).
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool
 }

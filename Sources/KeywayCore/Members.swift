@@ -136,7 +136,10 @@ public enum MemberInput {
         guard !name.isEmpty, name.unicodeScalars.count <= UserInput.maximumLength,
             !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
         else {
-            throw .invalidInput(field: "company", "Enter your company's name (1 to \(UserInput.maximumLength) characters).")
+            throw .invalidInput(
+                field: "company",
+                "Enter your company's name: 1 to \(UserInput.maximumLength) characters, none of them a control character."
+            )
         }
         return name
     }

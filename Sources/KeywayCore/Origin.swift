@@ -7,7 +7,21 @@ import Darwin
 #endif
 
 /// A browser origin (`scheme://host[:port]`), in the exact form browsers send in `Origin`.
-public enum BrowserOrigin {
+///
+/// The only way to make one is from text that passes ``normalized(_:)``, so a store that
+/// takes origins as this type cannot be handed an invalid one.
+public struct BrowserOrigin: Sendable, Hashable, CustomStringConvertible {
+    /// The origin as browsers serialise it: what is stored and compared with `Origin`.
+    public let serialized: String
+
+    /// Checks and normalises `raw`; see ``normalized(_:)``.
+    /// - Throws: ``KeywayError`` `invalid_input` when `raw` is not an http or https origin.
+    public init(_ raw: String) throws(KeywayError) {
+        serialized = try Self.normalized(raw)
+    }
+
+    public var description: String { serialized }
+
     /// Normalises an origin to the serialisation browsers send (RFC 6454 §6.1):
     /// lowercase scheme and host, no default port, no trailing slash.
     ///
@@ -16,7 +30,7 @@ public enum BrowserOrigin {
     /// would never match.
     /// - Throws: ``KeywayError`` `invalid_input` when `raw` is not an http or https
     ///   origin, or carries what no origin has: credentials, a path, a query, a fragment.
-    public static func normalized(_ raw: String) throws(KeywayError) -> String {
+    static func normalized(_ raw: String) throws(KeywayError) -> String {
         let refusal = KeywayError.invalidInput(
             field: "origin",
             "'\(raw)' is not an origin: use scheme://host[:port], e.g. https://app.example.com."

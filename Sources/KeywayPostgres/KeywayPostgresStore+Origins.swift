@@ -16,7 +16,7 @@ extension KeywayPostgresStore {
         )
     }
 
-    public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+    public func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         try await transaction { connection in
@@ -38,7 +38,7 @@ extension KeywayPostgresStore {
                 try await connection.query(
                     """
                     INSERT INTO environment_origins (account_id, environment, position, origin)
-                    VALUES (\(account), \(environment), \(position), \(origin)) ON CONFLICT DO NOTHING
+                    VALUES (\(account), \(environment), \(position), \(origin.serialized)) ON CONFLICT DO NOTHING
                     """,
                     logger: logger
                 )

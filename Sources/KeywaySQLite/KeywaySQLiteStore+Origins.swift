@@ -14,7 +14,7 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+    public func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
         let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
         try await database.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM environments WHERE account_id = ? AND name = ?", arguments: scope) != nil
@@ -23,7 +23,7 @@ extension KeywaySQLiteStore {
             for (position, origin) in origins.enumerated() {
                 try db.execute(
                     sql: "INSERT OR IGNORE INTO environment_origins (account_id, environment, position, origin) VALUES (?, ?, ?, ?)",
-                    arguments: scope + [position, origin]
+                    arguments: scope + [position, origin.serialized]
                 )
             }
         }

@@ -113,6 +113,11 @@ struct TestServer {
     }
 }
 
+/// Checked origins from literals.
+func origins(_ list: String...) throws -> [BrowserOrigin] {
+    try list.map(BrowserOrigin.init)
+}
+
 /// A decoded JSON response.
 struct JSONResponse: Sendable {
     let status: HTTPResponse.Status

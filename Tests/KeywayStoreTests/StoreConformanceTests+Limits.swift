@@ -93,9 +93,9 @@ extension StoreConformanceTests {
         let other = try await store.createAccount(name: "Globex", at: Date())
         let development = EnvironmentID(accountID: account.id, environment: .development)
         let production = EnvironmentID(accountID: account.id, environment: .production)
-        try await store.setAllowedOrigins(["https://b.acme.test", "https://a.acme.test", "https://b.acme.test"], for: development)
-        try await store.setAllowedOrigins(["https://shared.test"], for: production)
-        try await store.setAllowedOrigins(["https://shared.test"], for: EnvironmentID(accountID: other.id, environment: .development))
+        try await store.setAllowedOrigins(try origins("https://b.acme.test", "https://a.acme.test", "https://b.acme.test"), for: development)
+        try await store.setAllowedOrigins(try origins("https://shared.test"), for: production)
+        try await store.setAllowedOrigins(try origins("https://shared.test"), for: EnvironmentID(accountID: other.id, environment: .development))
 
         #expect(try await store.allowedOrigins(for: development) == ["https://b.acme.test", "https://a.acme.test"])
         #expect(try await store.allowedOrigins(for: EnvironmentID(accountID: other.id, environment: .production)) == [])
@@ -107,7 +107,7 @@ extension StoreConformanceTests {
         }
 
         // Replacing a list forgets what it no longer names, and one environment's list leaves another's alone.
-        try await store.setAllowedOrigins(["https://c.acme.test"], for: development)
+        try await store.setAllowedOrigins(try origins("https://c.acme.test"), for: development)
         #expect(try await store.allowedOrigins(for: development) == ["https://c.acme.test"])
         #expect(try await !store.isOriginAllowedAnywhere("https://a.acme.test"))
         #expect(try await store.isOriginAllowedAnywhere("https://c.acme.test"))
@@ -116,7 +116,7 @@ extension StoreConformanceTests {
 
         let missing = EnvironmentID(accountID: AccountID(rawValue: "acct_missing"), environment: .development)
         await #expect(throws: KeywayError.accountNotFound(missing.accountID)) {
-            try await store.setAllowedOrigins(["https://x.test"], for: missing)
+            try await store.setAllowedOrigins(try origins("https://x.test"), for: missing)
         }
     }
 }

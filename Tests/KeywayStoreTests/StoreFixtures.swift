@@ -116,6 +116,11 @@ extension String {
     }
 }
 
+/// Checked origins from literals.
+func origins(_ list: String...) throws -> [BrowserOrigin] {
+    try list.map(BrowserOrigin.init)
+}
+
 func temporaryDatabasePath() -> String {
     FileManager.default.temporaryDirectory
         .appendingPathComponent("keyway-tests-\(UUID().uuidString)", isDirectory: true)
@@ -277,7 +282,7 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         try await base.insertSigningKey(key, retiringActive: retiringActive)
     }
     func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] { try await base.allowedOrigins(for: environmentID) }
-    func setAllowedOrigins(_ origins: [String], for environmentID: EnvironmentID) async throws {
+    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
         try await base.setAllowedOrigins(origins, for: environmentID)
     }
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }

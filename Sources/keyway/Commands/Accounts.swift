@@ -23,7 +23,7 @@ struct Accounts: AsyncParsableCommand {
             do {
                 _ = try MemberInput.companyName(name)
             } catch {
-                throw ValidationError("--name must be 1 to \(UserInput.maximumLength) characters with no control characters.")
+                throw ValidationError("--name: \(error.message)")
             }
         }
 

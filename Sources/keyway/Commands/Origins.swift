@@ -24,7 +24,7 @@ struct Origins: AsyncParsableCommand {
         func validate() throws {
             for origin in origins {
                 do {
-                    _ = try BrowserOrigin.normalized(origin)
+                    _ = try BrowserOrigin(origin)
                 } catch {
                     throw ValidationError(error.message)
                 }
@@ -33,13 +33,13 @@ struct Origins: AsyncParsableCommand {
 
         func run() async throws {
             // Stored as browsers send them, so the CORS check is a plain comparison.
-            let origins = try origins.map { origin in try BrowserOrigin.normalized(origin) }
+            let origins = try origins.map { origin in try BrowserOrigin(origin) }
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 try await store.setAllowedOrigins(origins, for: target.environmentID)
                 print(
                     origins.isEmpty
                         ? "No origin may call user-token endpoints of \(target.environment.rawValue)."
-                        : "Allowed origins for \(target.environment.rawValue): \(origins.joined(separator: ", "))"
+                        : "Allowed origins for \(target.environment.rawValue): \(origins.map(\.serialized).joined(separator: ", "))"
                 )
             }
         }
