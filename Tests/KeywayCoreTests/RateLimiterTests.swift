@@ -1,0 +1,92 @@
+import KeywayCore
+import Synchronization
+import Testing
+
+/// GCRA per key: bursts of one second's worth, then the rate; what the fields report.
+@Suite struct RateLimiterTests {
+    /// Nanoseconds moved by hand.
+    final class ManualClock: Sendable {
+        private let nanoseconds = Mutex<UInt64>(1_000_000_000_000)
+        var now: UInt64 { nanoseconds.withLock { $0 } }
+        func advance(milliseconds: UInt64) { nanoseconds.withLock { $0 += milliseconds * 1_000_000 } }
+    }
+
+    let clock = ManualClock()
+    var limiter: RateLimiter { RateLimiter(now: { [clock] in clock.now }) }
+    let key = SecretKeyID(rawValue: "key_a")
+    let ten = RateLimitPolicy(requestsPerSecond: 10)
+
+    @Test func aBurstOfOneSecondsWorthPassesAndTheNextIsRefused() {
+        let limiter = self.limiter
+        for expected in (0..<10).reversed() {
+            let decision = limiter.take(key, policy: ten)
+            #expect(decision.allowed)
+            #expect(decision.remaining == expected)
+            #expect(decision.retryAfterSeconds == nil)
+        }
+        let refused = limiter.take(key, policy: ten)
+        #expect(!refused.allowed)
+        #expect(refused.remaining == 0)
+        #expect(refused.retryAfterSeconds == 1)
+        #expect(refused.resetSeconds == 1)
+    }
+
+    @Test func theRateRefillsOneRequestPerInterval() {
+        let limiter = self.limiter
+        for _ in 0..<10 { _ = limiter.take(key, policy: ten) }
+        #expect(!limiter.take(key, policy: ten).allowed)
+        clock.advance(milliseconds: 100)
+        #expect(limiter.take(key, policy: ten).allowed, "one interval later, one request")
+        #expect(!limiter.take(key, policy: ten).allowed, "and only one")
+        clock.advance(milliseconds: 1000)
+        #expect(limiter.take(key, policy: ten).remaining == 9, "a second later the whole quota is back")
+    }
+
+    /// Over ten seconds of steady overload, what passes is the rate plus one burst, never
+    /// the twice-the-limit a fixed window lets through at its boundary.
+    @Test func sustainedOverloadGetsTheRateThrough() {
+        let limiter = self.limiter
+        var allowed = 0
+        for _ in 0..<10_000 {  // 1000 requests a second for ten seconds
+            if limiter.take(key, policy: ten).allowed { allowed += 1 }
+            clock.advance(milliseconds: 1)
+        }
+        #expect(allowed >= 100 && allowed <= 110, "\(allowed)")
+    }
+
+    @Test func keysAreLimitedApart() {
+        let limiter = self.limiter
+        for _ in 0..<10 { _ = limiter.take(key, policy: ten) }
+        #expect(!limiter.take(key, policy: ten).allowed)
+        #expect(limiter.take(SecretKeyID(rawValue: "key_b"), policy: ten).allowed)
+    }
+
+    /// What other instances allowed is charged here: together they stay within the rate.
+    @Test func countsFromOtherInstancesAreCharged() {
+        let limiter = self.limiter
+        let other = RateLimiter(now: { [clock] in clock.now })
+        for _ in 0..<6 { #expect(other.take(key, policy: ten).allowed) }
+        limiter.absorb(other.takeCounts(), policies: { _ in ten })
+        #expect(other.takeCounts().isEmpty, "counts are handed over once")
+        var allowedHere = 0
+        while limiter.take(key, policy: ten).allowed { allowedHere += 1 }
+        #expect(allowedHere == 4, "ten a second between the two")
+        limiter.absorb([SecretKeyID(rawValue: "key_unlimited"): 50], policies: { _ in nil })
+        #expect(limiter.count == 1, "a key without a policy is not charged")
+    }
+
+    @Test func pruneForgetsKeysWhoseQuotaIsWhole() {
+        let limiter = self.limiter
+        _ = limiter.take(key, policy: ten)
+        limiter.prune()
+        #expect(limiter.count == 1)
+        clock.advance(milliseconds: 101)
+        limiter.prune()
+        #expect(limiter.count == 0)
+    }
+
+    @Test func theDefaultsAreTheDocumentedOnes() {
+        #expect(RateLimitPolicy.default(for: .production).requestsPerSecond == 100)
+        #expect(RateLimitPolicy.default(for: .development).requestsPerSecond == 25)
+    }
+}
