@@ -130,7 +130,7 @@ func buildRouter(
         router.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
     }
     let users = UsersController(store: store, userTokens: userTokens)
-    UserTokenController(store: store, userTokens: userTokens).register(on: router)
+    router.addRoutes(UserTokenController(store: store, userTokens: userTokens).endpoints)
     for prefix in [""] + APIVersion.pathVersions {
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
         router.group(RouterPath(prefix))
@@ -140,7 +140,7 @@ func buildRouter(
             .addRoutes(users.endpoints)
     }
     // The dashboard accepts only its session cookie; the API above only keys.
-    DashboardController(
+    let dashboard = DashboardController(
         store: store,
         keys: keys,
         hasher: passwordHasher,
@@ -152,7 +152,8 @@ func buildRouter(
         // deployment; on SQLite, one instance per file, this process's memory is the whole count.
         attemptLedger: store as? any AttemptLedger,
         now: now
-    ).register(on: router)
+    )
+    router.addRoutes(dashboard.endpoints)
     routeMethods.record(router.routes)
     return router
 }

@@ -38,10 +38,11 @@ struct DashboardController: Sendable {
         self.egressIPs = egressIPs
     }
 
-    /// Adds the dashboard under `/dashboard`.
-    func register(on router: Router<KeywayRequestContext>) {
-        router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/dashboard"]) }
-        let dashboard = router.group("dashboard", context: DashboardRequestContext.self)
+    /// The dashboard under `/dashboard`, and `/`, which leads to it.
+    var endpoints: RouteCollection<KeywayRequestContext> {
+        let routes = RouteCollection(context: KeywayRequestContext.self)
+        routes.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/dashboard"]) }
+        let dashboard = routes.group("dashboard", context: DashboardRequestContext.self)
             .add(middleware: DashboardResponseMiddleware(pages: pages))
             .add(middleware: DashboardSessionMiddleware(sessions: sessions))
             .add(middleware: CSRFMiddleware())
@@ -62,6 +63,7 @@ struct DashboardController: Sendable {
         signedIn.get("settings/account", use: accountPage)
         signedIn.post("settings/account/password", use: changePassword)
         dashboard.get("**") { _, _ -> Response in throw DashboardErrorPage.notFound }
+        return routes
     }
 
     // MARK: Static files
