@@ -71,6 +71,8 @@ public protocol UserStore: Sendable {
     func user(id: UserID, in environmentID: EnvironmentID) async throws -> User?
     /// Users in identifier order, starting after `cursor`.
     func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage
+    /// Changes what `changes` gives, and nothing else, of the user with identifier `id`
+    /// (the one a lookup found) in the environment.
     /// - Returns: The updated user, or `nil` when there is no such user.
     /// - Throws: ``KeywayError`` `username_taken`, or `invalid_input` when the new
     ///   username is the identifier of another user of the environment.

@@ -144,7 +144,7 @@ func buildRouter(
         router.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
     }
     let users = UsersController(store: store, userTokens: userTokens)
-    UserTokenController(store: store, userTokens: userTokens).register(on: router)
+    router.addRoutes(UserTokenController(store: store, userTokens: userTokens).endpoints)
     for prefix in [""] + APIVersion.pathVersions {
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
         router.group(RouterPath(prefix))
@@ -154,7 +154,7 @@ func buildRouter(
             .addRoutes(users.endpoints)
     }
     // The dashboard accepts only its session cookie; the API above only keys.
-    DashboardController(
+    let dashboard = DashboardController(
         store: store,
         keys: keys,
         hasher: passwordHasher,
@@ -164,7 +164,8 @@ func buildRouter(
         throttleEntries: configuration.throttleEntries,
         attemptLedger: attemptLedger,
         now: now
-    ).register(on: router)
+    )
+    router.addRoutes(dashboard.endpoints)
     routeMethods.record(router.routes)
     return router
 }

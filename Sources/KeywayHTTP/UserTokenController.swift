@@ -7,13 +7,17 @@ import Logging
 /// Endpoints for frontends, authenticated with a user token, never a secret key:
 /// `GET /me` (with CORS for the environment's allowed origins) and the JWKS.
 struct UserTokenController {
+    typealias Context = KeywayRequestContext
+
     let store: any KeywayStore
     let userTokens: UserTokens
 
-    func register(on router: Router<KeywayRequestContext>) {
-        router.get(".well-known/jwks.json", use: jwks)
-        router.get("me", use: me)
-        router.on("me", method: .options, use: preflight)
+    var endpoints: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.get(".well-known/jwks.json", use: jwks)
+        routes.get("me", use: me)
+        routes.on("me", method: .options, use: preflight)
+        return routes
     }
 
     /// `GET /.well-known/jwks.json?account=…&environment=…`: the public keys that verify the environment's live tokens.

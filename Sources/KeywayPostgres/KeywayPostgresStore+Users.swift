@@ -106,42 +106,40 @@ extension KeywayPostgresStore {
     }
 
     public func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User? {
-        try await transaction { connection in
-            let rows = try await connection.query(
+        let account = environmentID.accountID.rawValue
+        let environment = environmentID.environment.rawValue
+        // A new username may not be another user's identifier, unless the user already has it (written
+        // before that rule). Asked only when the username has an identifier's shape. Without a lock: to
+        // slip between this and the update, another transaction would have to create a user whose
+        // random identifier is this username.
+        if let username = changes.username, username != id.rawValue, UserID(validating: username) != nil {
+            let conflict = try await first(
                 """
-                SELECT id, username, full_name, created_at FROM users
-                WHERE id = \(id.rawValue) AND account_id = \(environmentID.accountID.rawValue)
-                  AND environment = \(environmentID.environment.rawValue)
-                FOR UPDATE
+                SELECT 1 FROM users AS renamed
+                WHERE renamed.id = \(id.rawValue) AND renamed.account_id = \(account) AND renamed.environment = \(environment)
+                  AND renamed.username <> \(username)
+                  AND EXISTS (
+                    SELECT 1 FROM users AS other
+                    WHERE other.account_id = renamed.account_id AND other.environment = renamed.environment AND other.id = \(username)
+                  )
                 """,
-                logger: logger
-            ).decode(UserRow.self)
-            var found: User?
-            for try await row in rows { found = User(row: row) }
-            guard var user = found else { return nil }
-            if let username = changes.username, username != user.username {
-                if UserID(validating: username) != nil, username != id.rawValue {
-                    let other = try await connection.query(
-                        """
-                        SELECT 1 FROM users WHERE account_id = \(environmentID.accountID.rawValue)
-                          AND environment = \(environmentID.environment.rawValue) AND id = \(username)
-                        """,
-                        logger: logger
-                    ).decode(Int32.self)
-                    for try await _ in other { throw KeywayError.usernameIsAUserID(username) }
-                }
-                user.username = username
-            }
-            if let fullName = changes.fullName { user.fullName = fullName }
-            do {
-                try await connection.query(
-                    "UPDATE users SET username = \(user.username), full_name = \(user.fullName) WHERE id = \(id.rawValue)",
-                    logger: logger
-                )
-            } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
-                throw KeywayError.usernameTaken(user.username)
-            }
-            return user
+                as: Int32.self
+            )
+            if conflict != nil { throw KeywayError.usernameIsAUserID(username) }
+        }
+        do {
+            // One statement, on the row the caller's lookup found: it sets only what is given.
+            return try await first(
+                """
+                UPDATE users SET username = COALESCE(\(changes.username), username),
+                  full_name = CASE WHEN \(changes.fullName != nil) THEN \(changes.fullName ?? nil) ELSE full_name END
+                WHERE id = \(id.rawValue) AND account_id = \(account) AND environment = \(environment)
+                RETURNING id, username, full_name, created_at
+                """,
+                as: UserRow.self
+            ).map(User.init(row:))
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+            throw KeywayError.usernameTaken(changes.username ?? "")
         }
     }
 

@@ -128,30 +128,47 @@ extension KeywaySQLiteStore {
 
     public func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User? {
         try await database.write { db in
-            guard
-                var user = try Row.fetchOne(
-                    db,
-                    sql: "SELECT id, username, full_name, created_at FROM users WHERE id = ? AND account_id = ? AND environment = ?",
-                    arguments: [id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue]
-                ).map(User.init(row:))
-            else { return nil }
-            if let username = changes.username, username != user.username {
-                if username != id.rawValue, try Self.isUserID(username, in: environmentID, db: db) {
-                    throw KeywayError.usernameIsAUserID(username)
-                }
-                user.username = username
+            if let username = changes.username, try Self.isAnotherUsersID(username, renaming: id, in: environmentID, db: db) {
+                throw KeywayError.usernameIsAUserID(username)
             }
-            if let fullName = changes.fullName { user.fullName = fullName }
             do {
-                try db.execute(
-                    sql: "UPDATE users SET username = ?, full_name = ? WHERE id = ?",
-                    arguments: [user.username, user.fullName, id.rawValue]
-                )
+                // One statement, on the row the caller's lookup found: it sets only what is given.
+                return try Row.fetchOne(
+                    db,
+                    sql: """
+                        UPDATE users SET username = COALESCE(?, username), full_name = CASE WHEN ? THEN ? ELSE full_name END
+                        WHERE id = ? AND account_id = ? AND environment = ?
+                        RETURNING id, username, full_name, created_at
+                        """,
+                    arguments: [
+                        changes.username, changes.fullName != nil, changes.fullName ?? nil, id.rawValue, environmentID.accountID.rawValue,
+                        environmentID.environment.rawValue,
+                    ]
+                ).map(User.init(row:))
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
-                throw KeywayError.usernameTaken(user.username)
+                throw KeywayError.usernameTaken(changes.username ?? "")
             }
-            return user
         }
+    }
+
+    /// Whether renaming user `id` to `username` would give it another user's identifier as
+    /// username. A username the user already has (written before that rule) is left as it is,
+    /// and a user not in the environment is not found by the update. Reads only when `username`
+    /// has the shape of an identifier.
+    private static func isAnotherUsersID(_ username: String, renaming id: UserID, in environmentID: EnvironmentID, db: Database) throws -> Bool {
+        guard username != id.rawValue, UserID(validating: username) != nil else { return false }
+        return try Bool.fetchOne(
+            db,
+            sql: """
+                SELECT 1 FROM users AS renamed
+                WHERE renamed.id = ? AND renamed.account_id = ? AND renamed.environment = ? AND renamed.username <> ?
+                  AND EXISTS (
+                    SELECT 1 FROM users AS other
+                    WHERE other.account_id = renamed.account_id AND other.environment = renamed.environment AND other.id = ?
+                  )
+                """,
+            arguments: [id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue, username, username]
+        ) != nil
     }
 
     public func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool {

@@ -50,31 +50,20 @@ extension DashboardController {
         return try await renderKeys(context: context, revealed: key)
     }
 
-    /// Checks the signed-in member's password again, throttled per session (not per email:
-    /// anyone can fail sign-ins with the owner's email, and must not block the owner here).
+    /// Checks the signed-in member's password again (``SignInPolicy``, throttled per session).
     /// - Returns: What to tell the member, or `nil` when the password is right.
     func recheckPassword(_ password: String, context: SignedInRequestContext) async throws -> String? {
-        if password.isEmpty { return "Enter your password to continue." }
-        // No member has such a password; refused unhashed and uncounted.
-        guard MemberInput.unusablePassword(password) == nil else { return "That password is wrong." }
-        let sessionKey = "reauth-session:" + context.signedIn.session.digest.bytes.map { String(format: "%02x", $0) }.joined()
-        let reservation: AttemptThrottle.Reservation
-        do {
-            reservation = try await sessionThrottle.reserve(sessionKey)
-        } catch let refusal as AttemptThrottle.Refusal {
-            return "Too many wrong passwords. Try again in \(refusal.retryAfterSeconds) seconds."
+        Self.problem(try await signInPolicy.confirmPassword(password, of: context.member.id, session: context.signedIn.session.digest))
+    }
+
+    /// What to tell a member whose re-entered password was not confirmed; `nil` when it was.
+    static func problem(_ check: SignInPolicy.PasswordCheck) -> String? {
+        switch check {
+        case .confirmed: nil
+        case .missing: "Enter your password to continue."
+        case .wrong: "That password is wrong."
+        case .throttled(let refusal): "Too many wrong passwords. Try again in \(refusal.retryAfterSeconds) seconds."
         }
-        let valid: Bool
-        do {
-            guard let hash = try await store.passwordHash(of: context.member.id) else { return "That password is wrong." }
-            valid = try await hasher.verify(password, hash: hash)
-        } catch {
-            await release([(sessionThrottle, reservation)])
-            throw error
-        }
-        guard valid else { return "That password is wrong." }
-        try await sessionThrottle.reset(sessionKey)
-        return nil
     }
 
     func activeKeys(_ account: AccountID) async throws -> [Environment: SecretKeyRecord] {

@@ -29,10 +29,15 @@ extension DashboardController {
         } catch {
             return renderAccount(context: context, errors: ["newError": error.message], status: .badRequest)
         }
-        if let problem = try await recheckPassword(context.form["current"] ?? "", context: context) {
+        let check = try await signInPolicy.changePassword(
+            of: context.member.id,
+            session: context.signedIn.session.digest,
+            current: context.form["current"] ?? "",
+            to: newPassword
+        )
+        if let problem = Self.problem(check) {
             return renderAccount(context: context, errors: ["currentError": problem], status: .badRequest)
         }
-        try await store.changePassword(of: context.member.id, to: try await hasher.hash(newPassword))
         context.logger.info("password changed; sessions ended", metadata: ["member.id": "\(context.member.id)"])
         throw DashboardRedirect(location: "/dashboard/signin?notice=password-changed")
     }

@@ -3,7 +3,6 @@ import HTTPTypes
 import Hummingbird
 import KeywayCore
 import Logging
-import Synchronization
 
 /// The dashboard: sign-up and sign-in, Settings → API Keys, Users, IP addresses
 /// and Account. Server-rendered; everything it needs ships in the binary.
@@ -11,21 +10,12 @@ struct DashboardController: Sendable {
     let store: any KeywayStore
     let keys: SecretKeys
     let sessions: DashboardSessions
-    let hasher: any PasswordHasher
+    /// Every password hash and sign-in throttle; the handlers map its outcomes to pages.
+    let signInPolicy: SignInPolicy
     let egressIPs: [String]
     let pages = DashboardPages.bundled
-    /// Failed sign-ins per email address.
-    let accountThrottle: AttemptLimiter
-    /// Failed sign-ins and sign-ups per client address.
-    let clientThrottle: AttemptLimiter
-    /// Wrong passwords re-entered per signed-in session: apart from the email's, so
-    /// that someone who fails sign-ins with the owner's email cannot lock the owner
-    /// out of regenerating a leaked production key.
-    let sessionThrottle: AttemptLimiter
     /// Which peers may name the client in a forwarding header.
     let trustedProxies: TrustedProxies
-    /// A bcrypt hash to check unknown emails against, so their answer takes as long as a real one.
-    let decoyHash = DecoyHash()
 
     static let pageSize = 25
 
@@ -40,21 +30,19 @@ struct DashboardController: Sendable {
         attemptLedger: (any AttemptLedger)?,
         now: @escaping @Sendable () -> Date
     ) {
-        self.accountThrottle = AttemptLimiter(policy: .perAccount, capacity: throttleEntries, ledger: attemptLedger, now: now)
-        self.clientThrottle = AttemptLimiter(policy: .perClient, capacity: throttleEntries, ledger: attemptLedger, now: now)
-        self.sessionThrottle = AttemptLimiter(policy: .perSession, capacity: throttleEntries, ledger: attemptLedger, now: now)
+        self.signInPolicy = SignInPolicy(store: store, hasher: hasher, throttleCapacity: throttleEntries, ledger: attemptLedger, now: now)
         self.trustedProxies = trustedProxies
         self.store = store
         self.keys = keys
         self.sessions = DashboardSessions(store: store, secureCookies: secureCookies)
-        self.hasher = hasher
         self.egressIPs = egressIPs
     }
 
-    /// Adds the dashboard under `/dashboard`.
-    func register(on router: Router<KeywayRequestContext>) {
-        router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/dashboard"]) }
-        let dashboard = router.group("dashboard", context: DashboardRequestContext.self)
+    /// The dashboard under `/dashboard`, and `/`, which leads to it.
+    var endpoints: RouteCollection<KeywayRequestContext> {
+        let routes = RouteCollection(context: KeywayRequestContext.self)
+        routes.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/dashboard"]) }
+        let dashboard = routes.group("dashboard", context: DashboardRequestContext.self)
             .add(middleware: DashboardResponseMiddleware(pages: pages))
             .add(middleware: DashboardSessionMiddleware(sessions: sessions))
             .add(middleware: CSRFMiddleware())
@@ -75,6 +63,7 @@ struct DashboardController: Sendable {
         signedIn.get("settings/account", use: accountPage)
         signedIn.post("settings/account/password", use: changePassword)
         dashboard.get("**") { _, _ -> Response in throw DashboardErrorPage.notFound }
+        return routes
     }
 
     // MARK: Static files
@@ -83,11 +72,6 @@ struct DashboardController: Sendable {
         guard let name = context.parameters.get("file"), let file = pages.staticFiles[name] else { throw DashboardErrorPage.notFound }
         return Response(status: .ok, headers: [.contentType: file.contentType], body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
     }
-}
-
-/// Made on first use: hashing at start-up would delay every start by a bcrypt.
-final class DecoyHash: Sendable {
-    let value = Mutex<String?>(nil)
 }
 
 extension Environment {

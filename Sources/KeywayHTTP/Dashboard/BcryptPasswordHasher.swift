@@ -1,12 +1,6 @@
 import HummingbirdBcrypt
+public import KeywayCore
 import NIOPosix
-
-/// Hashes and checks dashboard passwords. A protocol so tests can count calls
-/// and avoid bcrypt's deliberate cost.
-public protocol PasswordHasher: Sendable {
-    func hash(_ password: String) async throws -> String
-    func verify(_ password: String, hash: String) async throws -> Bool
-}
 
 /// bcrypt through HummingbirdBcrypt, run on NIO's thread pool so the ~75 ms
 /// per call at cost 10 never blocks an event loop.
