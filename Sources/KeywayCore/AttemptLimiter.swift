@@ -70,7 +70,7 @@ public final class AttemptLimiter: Sendable {
             refusal = try await ledger.reserveAttempt(
                 key: KeyDigest(hashing: key.utf8),
                 at: date,
-                forgettingBefore: date.addingTimeInterval(-policy.window.seconds)
+                forgettingBefore: date.addingTimeInterval(-policy.retention.seconds)
             ) { failures in
                 policy.refusal(failures: failures, at: date)
             }
@@ -110,6 +110,6 @@ public final class AttemptLimiter: Sendable {
         }
         guard due else { return }
         // Best effort: a failed prune leaves rows that decide nothing, and the next minute tries again.
-        try? await ledger.deleteAttempts(before: date.addingTimeInterval(-(policy.window.seconds + policy.lockout.seconds)))
+        try? await ledger.deleteAttempts(before: date.addingTimeInterval(-policy.retention.seconds))
     }
 }

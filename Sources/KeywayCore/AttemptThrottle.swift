@@ -45,15 +45,25 @@ public final class AttemptThrottle: Sendable {
         /// The one rule, used by this throttle and, under a row lock, by shared ledgers.
         /// - Returns: The refusal, or `nil` when the attempt may go ahead.
         public func refusal(failures: [Date], at now: Date) -> Refusal? {
+            guard let last = failures.max() else { return nil }
+            // A lockout runs for `lockout` from the failure that reached it: the failures that
+            // count are those inside the window before it, not before now, or the lock would
+            // lift early as the first of them aged out.
+            if failures.count(where: { last.timeIntervalSince($0) < window.seconds }) >= lockoutAfter {
+                let remaining = lockout.seconds - now.timeIntervalSince(last)
+                if remaining > 0 { return Refusal(retryAfterSeconds: Int(remaining.rounded(.up)), lockedOut: true) }
+            }
             let recent = failures.filter { now.timeIntervalSince($0) < window.seconds }
-            guard recent.count >= freeFailures, let last = recent.max() else { return nil }
-            let lockedOut = recent.count >= lockoutAfter
-            // 1 s after the first failure past the free ones, then 2, 4, 8… up to the lockout.
-            let wait = lockedOut ? lockout.seconds : min(pow(2, Double(recent.count - freeFailures)), lockout.seconds)
-            let remaining = wait - now.timeIntervalSince(last)
+            guard recent.count >= freeFailures, let latest = recent.max() else { return nil }
+            // 1 s after the first failure past the free ones, then 2, 4, 8… up to the lockout's length.
+            let wait = min(pow(2, Double(recent.count - freeFailures)), lockout.seconds)
+            let remaining = wait - now.timeIntervalSince(latest)
             guard remaining > 0 else { return nil }
-            return Refusal(retryAfterSeconds: Int(remaining.rounded(.up)), lockedOut: lockedOut)
+            return Refusal(retryAfterSeconds: Int(remaining.rounded(.up)), lockedOut: false)
         }
+
+        /// How long a failure matters: through its window, and through a lockout it may end in.
+        public var retention: Duration { window + lockout }
     }
 
     /// A refusal: how long until the key may try again.
@@ -102,7 +112,7 @@ public final class AttemptThrottle: Sendable {
         let policy = self.policy
         let result: Result<Reservation, Refusal> = records.withLock { records in
             records.update(key, inserting: Record.init) { record in
-                record.failures.removeAll { now.timeIntervalSince($0) >= policy.window.seconds }
+                record.failures.removeAll { now.timeIntervalSince($0) >= policy.retention.seconds }
                 if let blocked = record.blocked {
                     let remaining = blocked.until.timeIntervalSince(now)
                     if remaining > 0 {
