@@ -35,13 +35,17 @@ struct TestServer {
     /// The current key of each (account, environment), kept in memory only for the test's life.
     let initialKeys: [EnvironmentID: String]
 
+    /// - Parameter changeWatch: Whether the store tells the server about other processes'
+    ///   commits at once; without it the server learns of revocations only by polling.
     static func make(
         configuration: KeywayConfiguration = TestServer.defaultConfiguration,
-        passwordHasher: any PasswordHasher = CountingHasher()
+        passwordHasher: any PasswordHasher = CountingHasher(),
+        changeWatch: Bool = true
     ) async throws -> TestServer {
         let path = FileManager.default.temporaryDirectory
             .appendingPathComponent("keyway-http-tests-\(UUID().uuidString)").appendingPathComponent("keyway.sqlite").path
-        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let sqlite = try KeywaySQLiteStore(path: path, migrate: true)
+        let store: any KeywayStore = changeWatch ? sqlite : StoreWithoutChangeWatch(sqlite)
         let logs = CapturedLogs()
         let clock = TestClock()
         let userTokens = UserTokens(
