@@ -37,11 +37,11 @@ import Testing
     }
 
     /// Waits for `condition`; the deadline only keeps a broken build from hanging the suite.
-    static func waitUntil(_ condition: () -> Bool) async throws {
+    static func waitUntil(sourceLocation: SourceLocation = #_sourceLocation, _ condition: () -> Bool) async throws {
         let end = ContinuousClock.now + .seconds(30)
         while !condition() {
             guard ContinuousClock.now < end else {
-                Issue.record("the condition did not hold")
+                Issue.record("the condition did not hold within 30 s", sourceLocation: sourceLocation)
                 return
             }
             try await Task.sleep(for: .milliseconds(1))
