@@ -24,6 +24,8 @@ let testMetricsRegistry: PrometheusCollectorRegistry = {
 /// A Keyway application on a fresh SQLite file, with two accounts and a key per environment.
 struct TestServer {
     let store: any KeywayStore
+    /// The SQLite file under `store`.
+    let databasePath: String
     let keys: SecretKeys
     let configuration: KeywayConfiguration
     let logs: CapturedLogs
@@ -67,6 +69,7 @@ struct TestServer {
         }
         return TestServer(
             store: store,
+            databasePath: path,
             keys: keys,
             configuration: configuration,
             logs: logs,
