@@ -15,6 +15,11 @@ struct MaintenanceService: Service {
     /// The most the last flush of last-used times may take at shutdown.
     let shutdownTimeout: Duration
     let logger: Logger
+    /// How often expired dashboard sessions are deleted; tests shorten it.
+    var sessionPurgeInterval = Self.defaultSessionPurgeInterval
+
+    /// Hourly: an expired session already opens nothing, deleting it only keeps the table small.
+    static let defaultSessionPurgeInterval: Duration = .seconds(3600)
 
     func run() async throws {
         let listening = ListenerState()
@@ -48,7 +53,7 @@ struct MaintenanceService: Service {
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: .seconds(3600)) {
+                await repeatUntilShutdown(every: sessionPurgeInterval) {
                     try await store.deleteExpiredSessions(before: Date())
                 } onFailure: { error in
                     logger.warning("could not delete expired sessions", metadata: ["error": "\(String(reflecting: error))"])

@@ -38,22 +38,18 @@ struct SystemController {
 
     /// `GET /readyz`: the database answers.
     @Sendable func ready(_ request: Request, context: Context) async throws -> StatusResponse {
-        do {
-            // A pool waiting for an unreachable database must not hold the probe for long.
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await store.checkHealth() }
-                group.addTask {
-                    try await Task.sleep(for: Self.readinessTimeout)
-                    throw KeywayError(.serviceUnavailable, "The database did not answer within \(Self.readinessTimeout).")
-                }
-                defer { group.cancelAll() }
-                try await group.next()
-            }
-        } catch {
-            context.logger.warning("readiness check failed", metadata: ["error": "\(String(reflecting: error))"])
-            throw KeywayError(.serviceUnavailable, "The database is not reachable; Keyway cannot serve requests yet.")
+        // A pool waiting for an unreachable database, or SQLite waiting out its busy timeout
+        // (10 s), must not hold the probe: answer at the deadline without waiting for the
+        // check to let go, as a task group would.
+        let reason: String
+        switch await MaintenanceService.outcome(within: Self.readinessTimeout, { try await store.checkHealth() }) {
+        case .written: return StatusResponse(status: "ready")
+        case .failed(let error): reason = String(reflecting: error)
+        case .timedOut: reason = "the database did not answer within \(Self.readinessTimeout)"
+        case .cancelled: throw CancellationError()
         }
-        return StatusResponse(status: "ready")
+        context.logger.warning("readiness check failed", metadata: ["error": "\(reason)"])
+        throw KeywayError(.serviceUnavailable, "The database is not reachable; Keyway cannot serve requests yet.")
     }
 
     /// `GET /metrics` in the Prometheus text format; with a `token`, only for `Authorization: Bearer <token>`.

@@ -40,6 +40,11 @@ final class BatchedLookup<Key: Hashable & Sendable, Value: Sendable>: Sendable {
         self.fetch = fetch
     }
 
+    /// How many lookups wait for the next query; tests use it to order lookups.
+    var waitingLookups: Int {
+        state.withLock { $0.waiting.values.reduce(0) { $0 + $1.count } }
+    }
+
     /// The value for `key`, or `nil` when it has none.
     /// - Throws: The error of the query that included `key`.
     func value(for key: Key) async throws -> Value? {

@@ -230,9 +230,11 @@ final class TestBrowser: @unchecked Sendable {
         }
     }
 
+    /// The waits run on the server's clock, which the test moves by hand: however slowly
+    /// this machine sends the attempts, no time passes for the throttle between them.
     @Test func repeatedFailedSignInsAreRefusedBeforeAnyPasswordCheck() async throws {
         let hasher = CountingHasher()
-        try await withDashboard(hasher: hasher) { _, browser in
+        try await withDashboard(hasher: hasher) { server, browser in
             _ = try await browser.signUp(email: "victim@acme.test", password: "the real password")
             try await browser.post("/dashboard/signout", [:])
             try await browser.get("/dashboard/signin")
@@ -253,6 +255,16 @@ final class TestBrowser: @unchecked Sendable {
             // Other emails are not affected.
             let other = try await browser.post("/dashboard/signin", ["email": "someone@else.test", "password": "whatever pass"])
             #expect(other.status == .unauthorized)
+
+            // Waits of 1, then 2 seconds: just before each ends the attempt is refused, just after it is checked.
+            for wait in [1.0, 2.0] {
+                server.clock.advance(by: wait - 0.1)
+                #expect(try await browser.post("/dashboard/signin", ["email": "victim@acme.test", "password": "early"]).status == .tooManyRequests)
+                server.clock.advance(by: 0.11)
+                let checked = hasher.verifications
+                #expect(try await browser.post("/dashboard/signin", ["email": "victim@acme.test", "password": "on time"]).status == .unauthorized)
+                #expect(hasher.verifications == checked + 1)
+            }
         }
     }
 

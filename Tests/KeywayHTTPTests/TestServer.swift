@@ -24,6 +24,8 @@ let testMetricsRegistry: PrometheusCollectorRegistry = {
 /// A Keyway application on a fresh SQLite file, with two accounts and a key per environment.
 struct TestServer {
     let store: any KeywayStore
+    /// The SQLite file under `store`.
+    let databasePath: String
     let keys: SecretKeys
     let configuration: ServerConfiguration
     let logs: CapturedLogs
@@ -35,14 +37,18 @@ struct TestServer {
     /// The current key of each (account, environment), kept in memory only for the test's life.
     let initialKeys: [EnvironmentID: String]
 
+    /// - Parameter changeWatch: Whether the store tells the server about other processes'
+    ///   commits at once; without it the server learns of revocations only by polling.
     static func make(
         configuration: ServerConfiguration = TestServer.defaultConfiguration,
         keyGenerationLimit: KeyGenerationLimit = TestServer.defaultKeyGenerationLimit,
-        passwordHasher: any PasswordHasher = CountingHasher()
+        passwordHasher: any PasswordHasher = CountingHasher(),
+        changeWatch: Bool = true
     ) async throws -> TestServer {
         let path = FileManager.default.temporaryDirectory
             .appendingPathComponent("keyway-http-tests-\(UUID().uuidString)").appendingPathComponent("keyway.sqlite").path
-        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let sqlite = try KeywaySQLiteStore(path: path, migrate: true)
+        let store: any KeywayStore = changeWatch ? sqlite : StoreWithoutChangeWatch(sqlite)
         let logs = CapturedLogs()
         let clock = TestClock()
         let userTokens = UserTokens(
@@ -64,6 +70,7 @@ struct TestServer {
         }
         return TestServer(
             store: store,
+            databasePath: path,
             keys: keys,
             configuration: configuration,
             logs: logs,

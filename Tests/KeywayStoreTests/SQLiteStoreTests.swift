@@ -245,20 +245,27 @@ import Testing
         }
     }
 
-    @Test func theDatabaseUsesWALAndForeignKeys() throws {
+    /// Foreign keys are a setting of each connection, not of the file: the store's own
+    /// writer must refuse an orphan, so a user is never created for an account that is gone.
+    @Test func theDatabaseUsesWALAndForeignKeys() async throws {
         let path = temporaryDatabasePath()
-        _ = try KeywaySQLiteStore(path: path, migrate: true)
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
         let database = try DatabaseQueue(path: path)
-        let mode = try database.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
+        let mode = try await database.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")
-        #expect(throws: DatabaseError.self) {
-            try database.write { db in
-                try db.execute(sql: "PRAGMA foreign_keys = ON")
-                try db.execute(
-                    sql: "INSERT INTO users (id, account_id, environment, username, created_at) VALUES ('u', 'acct_none', 'development', 'x', 0)"
-                )
-            }
+
+        // The store inserts users without looking for their environment first: only the
+        // foreign key keeps one from pointing at an account that does not exist.
+        let nowhere = EnvironmentID(accountID: AccountID(rawValue: "acct_none"), environment: .development)
+        let refused = await #expect(throws: DatabaseError.self) {
+            _ = try await store.createUser(try NewUser(username: "orphan", fullName: nil), in: nowhere, at: Date())
         }
+        #expect(refused?.resultCode == .SQLITE_CONSTRAINT)
+        await #expect(throws: DatabaseError.self) {
+            _ = try await store.createUsers([try NewUser(username: "orphans", fullName: nil)], in: nowhere, at: Date())
+        }
+        let orphans = try await database.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM users") }
+        #expect(orphans == 0)
     }
 
     @Test func migratingTwiceAppliesNothingTheSecondTime() throws {

@@ -2,14 +2,17 @@
 
 import json
 import os
+import random
 import re
 import resource
 import signal
+import string
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import pytest
@@ -123,6 +126,17 @@ class Keyway:
         development = self.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
         production = self.cli("keys", "generate", "--account", account, "--environment", "production").stdout.strip()
         return account, development, production
+
+
+def well_formed_key() -> str:
+    """A key with a valid checksum that no database holds: it passes the format check and must be looked up."""
+    alphabet = string.digits + string.ascii_uppercase + string.ascii_lowercase
+    body = "kw_dev_" + "".join(random.choice(alphabet) for _ in range(30))
+    value, digits = zlib.crc32(body.encode()), []
+    for _ in range(6):
+        value, digit = divmod(value, 62)
+        digits.append(alphabet[digit])
+    return body + "".join(reversed(digits))
 
 
 @pytest.fixture

@@ -1,15 +1,12 @@
 """The operational surface of the real process: /metrics kept private, key generations limited, and
 a database that stops answering turned into 503s, never hung requests."""
 
-import random
 import socket
-import string
 import time
 import urllib.error
 import urllib.request
-import zlib
 
-from conftest import Keyway
+from conftest import Keyway, well_formed_key
 from postgres_cluster import own_postgres  # noqa: F401 (fixture)
 
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -56,17 +53,6 @@ def test_the_cli_says_clearly_when_the_generation_limit_is_reached(keyway):
     assert "generated 2 keys in the last 60 seconds" in refused.stderr and "Try again in" in refused.stderr, refused.stderr
     # Another environment has its own count.
     keyway.cli("keys", "generate", "--account", account, "--environment", "production", KEYWAY_KEY_GENERATIONS_PER_MINUTE="2")
-
-
-def well_formed_key() -> str:
-    """A key with a valid checksum that no database holds: it passes the format check and must be looked up."""
-    alphabet = string.digits + string.ascii_uppercase + string.ascii_lowercase
-    body = "kw_dev_" + "".join(random.choice(alphabet) for _ in range(30))
-    value, digits = zlib.crc32(body.encode()), []
-    for _ in range(6):
-        value, digit = divmod(value, 62)
-        digits.append(alphabet[digit])
-    return body + "".join(reversed(digits))
 
 
 def test_a_database_that_stops_answering_is_a_503_not_a_hung_request(tmp_path, own_postgres):

@@ -1,0 +1,92 @@
+import Foundation
+import KeywayCore
+
+/// Forwards every call to a store but its change watch (`RevocationNotifying`) never comes
+/// up, as a PostgreSQL store whose LISTEN connection is down: a server on it learns of
+/// other processes' revocations only by polling.
+final class StoreWithoutChangeWatch: KeywayStore {
+    let base: any KeywayStore
+
+    init(_ base: any KeywayStore) { self.base = base }
+
+    func createAccount(name: String, at date: Date) async throws -> Account { try await base.createAccount(name: name, at: date) }
+    func account(_ id: AccountID) async throws -> Account? { try await base.account(id) }
+    func accounts() async throws -> [Account] { try await base.accounts() }
+    func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
+        limit: KeyGenerationLimit?,
+        createdBy: String,
+        at date: Date
+    )
+        async throws -> KeyGeneration
+    {
+        try await base.insertKeyRevokingPrevious(key, for: environmentID, replacing: replacement, limit: limit, createdBy: createdBy, at: date)
+    }
+    func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? { try await base.secretKey(digest: digest) }
+    func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }
+    func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
+        try await base.revocations(after: sequence, limit: limit)
+    }
+    func latestRevocationSequence() async throws -> Int64 { try await base.latestRevocationSequence() }
+    func recordKeyUsage(_ lastUsed: [SecretKeyID: Date]) async throws { try await base.recordKeyUsage(lastUsed) }
+    func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
+        try await base.createUser(user, in: environmentID, at: date)
+    }
+    func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
+        try await base.createUsers(users, in: environmentID, at: date)
+    }
+    func user(_ reference: String, in environmentID: EnvironmentID) async throws -> User? { try await base.user(reference, in: environmentID) }
+    func user(id: UserID, in environmentID: EnvironmentID) async throws -> User? { try await base.user(id: id, in: environmentID) }
+    func users(in environmentID: EnvironmentID, after cursor: UserID?, limit: Int) async throws -> UserPage {
+        try await base.users(in: environmentID, after: cursor, limit: limit)
+    }
+    func updateUser(_ id: UserID, in environmentID: EnvironmentID, with changes: UserChanges) async throws -> User? {
+        try await base.updateUser(id, in: environmentID, with: changes)
+    }
+    func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool { try await base.deleteUser(id, in: environmentID) }
+    func users(
+        in environmentID: EnvironmentID,
+        usernamePrefix prefix: String,
+        afterUsername username: String?,
+        limit: Int
+    )
+        async throws -> [User]
+    {
+        try await base.users(in: environmentID, usernamePrefix: prefix, afterUsername: username, limit: limit)
+    }
+    func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int {
+        try await base.countUsers(in: environmentID, usernamePrefix: prefix)
+    }
+    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+        try await base.createAccount(name: name, ownerEmail: ownerEmail, passwordHash: passwordHash, at: date)
+    }
+    func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? { try await base.memberCredentials(email: email) }
+    func member(_ id: MemberID) async throws -> Member? { try await base.member(id) }
+    func passwordHash(of id: MemberID) async throws -> String? { try await base.passwordHash(of: id) }
+    func changePassword(of id: MemberID, to passwordHash: String) async throws { try await base.changePassword(of: id, to: passwordHash) }
+    func createSession(_ session: DashboardSession) async throws { try await base.createSession(session) }
+    func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { try await base.session(digest: digest, at: date) }
+    func deleteSession(digest: KeyDigest) async throws { try await base.deleteSession(digest: digest) }
+    func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }
+    func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] { try await base.signingKeys(for: environmentID) }
+    func signingKey(id: String) async throws -> SigningKeyRecord? { try await base.signingKey(id: id) }
+    func hasSigningKeys() async throws -> Bool { try await base.hasSigningKeys() }
+    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
+        try await base.insertSigningKey(key, retiringActive: retiringActive)
+    }
+    func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] { try await base.allowedOrigins(for: environmentID) }
+    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
+        try await base.setAllowedOrigins(origins, for: environmentID)
+    }
+    func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }
+    func checkHealth() async throws { try await base.checkHealth() }
+    func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
+
+    /// Down from the start until cancelled: never a notification.
+    func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
+        onStateChange(false)
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+    }
+}
