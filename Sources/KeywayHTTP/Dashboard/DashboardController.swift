@@ -10,6 +10,8 @@ import Synchronization
 struct DashboardController: Sendable {
     let store: any KeywayStore
     let keys: SecretKeys
+    /// Each environment's request limit, shown and changed on Settings → API Keys.
+    let rateLimits: RateLimits
     let sessions: DashboardSessions
     let hasher: any PasswordHasher
     let egressIPs: [String]
@@ -38,8 +40,10 @@ struct DashboardController: Sendable {
         trustedProxies: TrustedProxies,
         throttleEntries: Int,
         attemptLedger: (any AttemptLedger)?,
+        rateLimits: RateLimits,
         now: @escaping @Sendable () -> Date
     ) {
+        self.rateLimits = rateLimits
         self.accountThrottle = AttemptLimiter(policy: .perAccount, capacity: throttleEntries, ledger: attemptLedger, now: now)
         self.clientThrottle = AttemptLimiter(policy: .perClient, capacity: throttleEntries, ledger: attemptLedger, now: now)
         self.sessionThrottle = AttemptLimiter(policy: .perSession, capacity: throttleEntries, ledger: attemptLedger, now: now)
@@ -69,6 +73,7 @@ struct DashboardController: Sendable {
         signedIn.post("signout", use: signOut)
         signedIn.get("settings/api-keys", use: keysPage)
         signedIn.post("settings/api-keys/:environment", use: generateKey)
+        signedIn.post("settings/api-keys/:environment/limit", use: setRateLimit)
         signedIn.get("users", use: usersPage)
         signedIn.get("users/:user", use: userPage)
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)
