@@ -51,8 +51,8 @@ import Testing
             #expect(refused["violated-policies"] as? [String] == ["default"])
             #expect(refused["requestId"] as? String != nil)
             #expect(
-                try await server.store.users(in: environmentID(server, server.acme, .production), after: nil, limit: 10).data.count
-                    == users.data.count,
+                try await server.store.users(in: environmentID(server, server.acme, .production), after: nil, limit: 10).users.count
+                    == users.users.count,
                 "a refused request reaches no handler"
             )
             // A second later the window has slid.
