@@ -94,7 +94,9 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             // In nanosecond-requests: the previous window's share still inside the last second.
             let carried = UInt64(window.previous) &* (Self.second - elapsed)
             let used = carried &+ UInt64(window.current) &* Self.second
-            guard used &+ Self.second <= UInt64(limit) &* Self.second else {
+            // Allowed while the estimate is under the limit: so in a steady overload each window
+            // ends with the limit, not one less, as "estimate + 1 ≤ limit" would leave it.
+            guard used < UInt64(limit) &* Self.second else {
                 state.windows[key] = window
                 let wait = Self.wait(window, elapsed: elapsed, limit: limit)
                 let seconds = max(1, Self.wholeSeconds(wait))
@@ -103,27 +105,27 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             window.current += 1
             state.windows[key] = window
             state.counts[key, default: 0] += 1
-            let remaining = (UInt64(limit) &* Self.second &- used &- Self.second) / Self.second
+            let after = used &+ Self.second
+            let remaining = after >= UInt64(limit) &* Self.second ? 0 : (UInt64(limit) &* Self.second &- after) / Self.second
             return RateLimitDecision(allowed: true, policy: policy, remaining: Int(remaining), resetSeconds: 1, retryAfterSeconds: nil)
         }
     }
 
-    /// Nanoseconds until one more request fits under `limit`.
+    /// Nanoseconds until the estimate is under `limit` again, so one more request fits.
     private static func wait(_ window: Window, elapsed: UInt64, limit: Int) -> UInt64 {
         let limit = UInt64(limit)
         let current = UInt64(window.current)
         let previous = UInt64(window.previous)
         let left = second - elapsed
-        if current + 1 <= limit, previous > 0 {
-            // Later in this window: previous × (second − e) ≤ (limit − current − 1) × second.
-            let share = (limit - current - 1) * second / previous
+        if current < limit, previous > 0 {
+            // Later in this window: previous × (second − e) < (limit − current) × second.
+            let share = (limit - current) * second / previous
             if share < second, second - share > elapsed { return second - share - elapsed }
         }
         guard current > 0 else { return left }
-        // In the next window the current count is the previous one: current × (second − e′) ≤ (limit − 1) × second.
-        let allowed = (limit - 1) * second / current
-        let offset = allowed >= second ? 0 : second - allowed
-        return left + offset
+        // In the next window the current count is the previous one: current × (second − e′) < limit × second.
+        let share = limit * second / current
+        return left + (share >= second ? 0 : second - share)
     }
 
     /// The requests this instance allowed per key since the last call, for the others.
@@ -168,7 +170,9 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
 
 /// The system's monotonic clock, in nanoseconds since the process first asked.
 public func monotonicNanoseconds() -> UInt64 {
-    let elapsed = ContinuousClock.now - monotonicOrigin
+    // The origin is made on first use: read it before the clock, or the first call is negative.
+    let origin = monotonicOrigin
+    let elapsed = ContinuousClock.now - origin
     return UInt64(elapsed.components.seconds) &* 1_000_000_000 &+ UInt64(elapsed.components.attoseconds / 1_000_000_000)
 }
 
