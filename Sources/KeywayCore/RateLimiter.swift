@@ -51,13 +51,17 @@ public struct RateLimitDecision: Sendable, Hashable {
 ///
 /// Instances of one deployment share their consumption: ``takeCounts()`` hands over
 /// what this instance allowed since it was last asked, and ``absorb(_:policies:)``
-/// counts what the others allowed as if it had been allowed here now (see
+/// counts what the others allowed as if it had been allowed here now, and expects as
+/// much again before the next exchange (see
 /// docs/architecture.md, "Rate limits", for the bound this gives).
 public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private struct Window {
         var index: UInt64
         var current: Int
         var previous: Int
+        /// What other instances allowed in their last exchange, expected again before the next:
+        /// counted as used so that the exchange's lag does not become overshoot.
+        var expected = 0
 
         /// Moves to the window `index`, dropping what is older than the previous one.
         mutating func roll(to index: UInt64) {
@@ -71,6 +75,7 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private struct State {
         var windows: [Key: Window] = [:]
         var counts: [Key: Int] = [:]
+        var expecting: Set<Key> = []
     }
 
     private static var second: UInt64 { 1_000_000_000 }
@@ -93,7 +98,7 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             window.roll(to: index)
             // In nanosecond-requests: the previous window's share still inside the last second.
             let carried = UInt64(window.previous) &* (Self.second - elapsed)
-            let used = carried &+ UInt64(window.current) &* Self.second
+            let used = carried &+ UInt64(window.current + window.expected) &* Self.second
             // Allowed while the estimate is under the limit: so in a steady overload each window
             // ends with the limit, not one less, as "estimate + 1 ≤ limit" would leave it.
             guard used < UInt64(limit) &* Self.second else {
@@ -141,12 +146,17 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     public func absorb(_ counts: [Key: Int], policies: (Key) -> RateLimitPolicy?) {
         let index = now() / Self.second
         let charges = counts.filter { $0.value > 0 && policies($0.key) != nil }
-        guard !charges.isEmpty else { return }
         state.withLock { state in
+            // Last exchange's expectation is replaced by what really arrived.
+            for key in state.expecting where charges[key] == nil {
+                state.windows[key]?.expected = 0
+            }
+            state.expecting = Set(charges.keys)
             for (key, count) in charges {
                 var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
                 window.roll(to: index)
                 window.current += count
+                window.expected = count
                 state.windows[key] = window
             }
         }

@@ -63,13 +63,16 @@ import Testing
         #expect(limiter.take(SecretKeyID(rawValue: "key_b"), policy: ten).allowed)
     }
 
-    /// What other instances allowed is charged here: together they stay within the rate.
+    /// What other instances allowed is charged here, and expected again until the next exchange
+    /// says otherwise: together they stay within the rate.
     @Test func countsFromOtherInstancesAreCharged() {
         let limiter = self.limiter
         let other = RateLimiter<SecretKeyID>(now: { [clock] in clock.now })
         for _ in 0..<6 { #expect(other.take(key, policy: ten).allowed) }
         limiter.absorb(other.takeCounts(), policies: { _ in ten })
         #expect(other.takeCounts().isEmpty, "counts are handed over once")
+        #expect(!limiter.take(key, policy: ten).allowed, "as many again are expected from the other before the next exchange")
+        limiter.absorb([:], policies: { _ in ten })
         var allowedHere = 0
         while limiter.take(key, policy: ten).allowed { allowedHere += 1 }
         #expect(allowedHere == 4, "ten a second between the two")
