@@ -51,6 +51,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let badRequest = Code(rawValue: "bad_request")
         public static let requestTimeout = Code(rawValue: "request_timeout")
         public static let metricsTokenRequired = Code(rawValue: "metrics_token_required")
+        public static let rateLimited = Code(rawValue: "rate_limited")
         // Dashboard and CLI.
         public static let accountNotFound = Code(rawValue: "account_not_found")
         public static let emailTaken = Code(rawValue: "email_taken")
@@ -67,7 +68,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted,
             .userNotFound, .usernameTaken, .invalidInput, .invalidUsers, .noValidUsers, .batchTooLarge, .invalidCursor,
             .invalidJSON, .bodyTooLarge, .unsupportedAPIVersion, .routeNotFound, .methodNotAllowed, .badRequest,
-            .requestTimeout, .metricsTokenRequired,
+            .requestTimeout, .metricsTokenRequired, .rateLimited,
             .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations,
             .serviceUnavailable, .internalError,
         ]
@@ -140,6 +141,16 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         KeywayError(
             .tooManyKeyGenerations,
             "This environment generated \(limit.count) keys in the last \(limit.windowSeconds) seconds, its limit. Try again in \(retryAfter) seconds.",
+            details: ["retryAfter": String(retryAfter)]
+        )
+    }
+
+    /// The key made more requests than its environment's limit allows.
+    /// - Parameter retryAfter: Whole seconds until one more request would be allowed.
+    public static func rateLimited(limit: Int, retryAfter: Int) -> KeywayError {
+        KeywayError(
+            .rateLimited,
+            "This key made more than \(limit) requests in a second, its environment's limit. Try again in \(retryAfter) second\(retryAfter == 1 ? "" : "s").",
             details: ["retryAfter": String(retryAfter)]
         )
     }

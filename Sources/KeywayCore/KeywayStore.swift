@@ -9,7 +9,9 @@ public import Foundation
 /// It is the sum of one protocol per aggregate, so a service names the part it
 /// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
 /// each tells the server about revocations other processes make (``RevocationNotifying``).
-public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RevocationNotifying {
+public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RateLimitStore,
+    RevocationNotifying
+{
     /// Throws when the store cannot serve requests.
     func checkHealth() async throws
     /// Throws, saying what to do, when the schema is not the one this Keyway needs.

@@ -1,7 +1,6 @@
 import Synchronization
 
-/// How many requests a key may make: `requestsPerSecond`, of which a whole second's
-/// worth may arrive at once (the burst).
+/// How many requests a key may make: at most `requestsPerSecond` in any second.
 public struct RateLimitPolicy: Sendable, Hashable, CustomStringConvertible {
     /// Requests a second, at least 1.
     public let requestsPerSecond: Int
@@ -31,116 +30,160 @@ public struct RateLimitDecision: Sendable, Hashable {
     public let allowed: Bool
     /// The policy it was measured against (`q`, with a window `w` of one second).
     public let policy: RateLimitPolicy
-    /// Requests the key may still make at once (`r`).
+    /// Requests the key may still make in the current second (`r`).
     public let remaining: Int
-    /// Seconds until the key's whole quota is back (`t`); 0 when it already is.
+    /// Whole seconds until more quota is available (`t`): 0 when the whole quota is free;
+    /// when refused, the same as ``retryAfterSeconds``, which must not name an earlier time.
     public let resetSeconds: Int
     /// When refused, whole seconds until one request would be allowed (`Retry-After`), at least 1.
     public let retryAfterSeconds: Int?
 }
 
-/// Per-key rate limiting by the generic cell rate algorithm (GCRA), in memory.
+/// Per-key rate limiting by a sliding-window counter, in memory.
 ///
-/// Each key holds one number, its theoretical arrival time (TAT): the instant by which
-/// every request it made so far would have been paid for at the policy's rate. A
-/// request is allowed when the TAT is at most a burst's worth ahead of now, and pushes
-/// it one emission interval further. Nothing is counted per window, so there is no
-/// boundary at which twice the limit gets through.
+/// Each key holds the requests it made in the current one-second window and in the
+/// previous one. A request is allowed when the previous window's count, weighted by
+/// the part of it still inside the last second, plus the current count stays within
+/// the policy: so at most the limit passes in any second (within the estimate's error,
+/// which assumes the previous window's requests were spread evenly), and never twice
+/// the limit at a window's boundary as with a fixed window. A burst of the whole
+/// limit at once is allowed; what follows is refused until the window slides.
 ///
 /// Instances of one deployment share their consumption: ``takeCounts()`` hands over
 /// what this instance allowed since it was last asked, and ``absorb(_:policies:)``
-/// charges what the others allowed, pushing those keys' TATs ahead (see
+/// counts what the others allowed as if it had been allowed here now, and expects as
+/// much again before the next exchange (see
 /// docs/architecture.md, "Rate limits", for the bound this gives).
-public final class RateLimiter: Sendable {
-    private struct State {
-        var arrivals: [SecretKeyID: UInt64] = [:]
-        var counts: [SecretKeyID: Int] = [:]
+public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
+    private struct Window {
+        var index: UInt64
+        var current: Int
+        var previous: Int
+        /// What other instances allowed in their last exchange, expected again before the next:
+        /// counted as used so that the exchange's lag does not become overshoot.
+        var expected = 0
+
+        /// Moves to the window `index`, dropping what is older than the previous one.
+        mutating func roll(to index: UInt64) {
+            guard index != self.index else { return }
+            previous = index == self.index + 1 ? current : 0
+            current = 0
+            self.index = index
+        }
     }
 
+    private struct State {
+        var windows: [Key: Window] = [:]
+        var counts: [Key: Int] = [:]
+        var expecting: Set<Key> = []
+    }
+
+    private static var second: UInt64 { 1_000_000_000 }
     private let state = Mutex(State())
     private let now: @Sendable () -> UInt64
 
     /// - Parameter now: Monotonic nanoseconds; tests pass a clock they move by hand.
-    public init(now: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNanoseconds) {
+    public init(now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
         self.now = now
     }
 
-    private static let origin = ContinuousClock.now
-
-    /// The system's monotonic clock, in nanoseconds since the process first asked.
-    public static func monotonicNanoseconds() -> UInt64 {
-        let elapsed = ContinuousClock.now - origin
-        return UInt64(elapsed.components.seconds) &* 1_000_000_000 &+ UInt64(elapsed.components.attoseconds / 1_000_000_000)
-    }
-
     /// Asks whether `key` may make one more request under `policy`, and counts it when it may.
-    public func take(_ key: SecretKeyID, policy: RateLimitPolicy) -> RateLimitDecision {
+    public func take(_ key: Key, policy: RateLimitPolicy) -> RateLimitDecision {
         let now = now()
-        let interval = Self.interval(policy)
-        let tolerance = interval &* UInt64(policy.requestsPerSecond - 1)
+        let index = now / Self.second
+        let elapsed = now % Self.second
+        let limit = policy.requestsPerSecond
         return state.withLock { state in
-            let arrival = max(state.arrivals[key] ?? now, now)
-            guard arrival - now <= tolerance else {
-                let wait = arrival - now - tolerance
-                return RateLimitDecision(
-                    allowed: false,
-                    policy: policy,
-                    remaining: 0,
-                    resetSeconds: Self.wholeSeconds(arrival - now),
-                    retryAfterSeconds: max(1, Self.wholeSeconds(wait))
-                )
+            var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
+            window.roll(to: index)
+            // In nanosecond-requests: the previous window's share still inside the last second.
+            let carried = UInt64(window.previous) &* (Self.second - elapsed)
+            let used = carried &+ UInt64(window.current + window.expected) &* Self.second
+            // Allowed while the estimate is under the limit: so in a steady overload each window
+            // ends with the limit, not one less, as "estimate + 1 ≤ limit" would leave it.
+            guard used < UInt64(limit) &* Self.second else {
+                state.windows[key] = window
+                let wait = Self.wait(window, elapsed: elapsed, limit: limit)
+                let seconds = max(1, Self.wholeSeconds(wait))
+                return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: seconds, retryAfterSeconds: seconds)
             }
-            let next = arrival + interval
-            state.arrivals[key] = next
+            window.current += 1
+            state.windows[key] = window
             state.counts[key, default: 0] += 1
-            let used = Int((next - now + interval - 1) / interval)
-            return RateLimitDecision(
-                allowed: true,
-                policy: policy,
-                remaining: max(0, policy.requestsPerSecond - used),
-                resetSeconds: Self.wholeSeconds(next - now),
-                retryAfterSeconds: nil
-            )
+            let after = used &+ Self.second
+            let remaining = after >= UInt64(limit) &* Self.second ? 0 : (UInt64(limit) &* Self.second &- after) / Self.second
+            return RateLimitDecision(allowed: true, policy: policy, remaining: Int(remaining), resetSeconds: 1, retryAfterSeconds: nil)
         }
     }
 
+    /// Nanoseconds until the estimate is under `limit` again, so one more request fits.
+    private static func wait(_ window: Window, elapsed: UInt64, limit: Int) -> UInt64 {
+        let limit = UInt64(limit)
+        let current = UInt64(window.current)
+        let previous = UInt64(window.previous)
+        let left = second - elapsed
+        if current < limit, previous > 0 {
+            // Later in this window: previous × (second − e) < (limit − current) × second.
+            let share = (limit - current) * second / previous
+            if share < second, second - share > elapsed { return second - share - elapsed }
+        }
+        guard current > 0 else { return left }
+        // In the next window the current count is the previous one: current × (second − e′) < limit × second.
+        let share = limit * second / current
+        return left + (share >= second ? 0 : second - share)
+    }
+
     /// The requests this instance allowed per key since the last call, for the others.
-    public func takeCounts() -> [SecretKeyID: Int] {
+    public func takeCounts() -> [Key: Int] {
         state.withLock { state in
             defer { state.counts = [:] }
             return state.counts
         }
     }
 
-    /// Charges requests other instances allowed, as if made here now.
+    /// Counts requests other instances allowed, as if allowed here now.
     /// - Parameter policies: Each key's policy; keys without one are not limited and are skipped.
-    public func absorb(_ counts: [SecretKeyID: Int], policies: (SecretKeyID) -> RateLimitPolicy?) {
-        let now = now()
-        let charges = counts.compactMap { key, count in policies(key).map { (key, UInt64(count) &* Self.interval($0)) } }
-        guard !charges.isEmpty else { return }
+    public func absorb(_ counts: [Key: Int], policies: (Key) -> RateLimitPolicy?) {
+        let index = now() / Self.second
+        let charges = counts.filter { $0.value > 0 && policies($0.key) != nil }
         state.withLock { state in
-            for (key, charge) in charges {
-                state.arrivals[key] = max(state.arrivals[key] ?? now, now) + charge
+            // Last exchange's expectation is replaced by what really arrived.
+            for key in state.expecting where charges[key] == nil {
+                state.windows[key]?.expected = 0
+            }
+            state.expecting = Set(charges.keys)
+            for (key, count) in charges {
+                var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
+                window.roll(to: index)
+                window.current += count
+                window.expected = count
+                state.windows[key] = window
             }
         }
     }
 
-    /// Forgets keys whose quota is whole again: they behave exactly as unknown ones.
+    /// Forgets keys that made no request in the last two windows: they behave exactly as unknown ones.
     public func prune() {
-        let now = now()
+        let index = now() / Self.second
         state.withLock { state in
-            state.arrivals = state.arrivals.filter { $0.value > now }
+            state.windows = state.windows.filter { $0.value.index + 1 >= index && ($0.value.current > 0 || $0.value.index == index) }
         }
     }
 
     /// Keys currently remembered.
-    public var count: Int { state.withLock { $0.arrivals.count } }
-
-    private static func interval(_ policy: RateLimitPolicy) -> UInt64 {
-        1_000_000_000 / UInt64(policy.requestsPerSecond)
-    }
+    public var count: Int { state.withLock { $0.windows.count } }
 
     private static func wholeSeconds(_ nanoseconds: UInt64) -> Int {
-        Int((nanoseconds + 999_999_999) / 1_000_000_000)
+        Int((nanoseconds + second - 1) / second)
     }
 }
+
+/// The system's monotonic clock, in nanoseconds since the process first asked.
+public func monotonicNanoseconds() -> UInt64 {
+    // The origin is made on first use: read it before the clock, or the first call is negative.
+    let origin = monotonicOrigin
+    let elapsed = ContinuousClock.now - origin
+    return UInt64(elapsed.components.seconds) &* 1_000_000_000 &+ UInt64(elapsed.components.attoseconds / 1_000_000_000)
+}
+
+private let monotonicOrigin = ContinuousClock.now

@@ -19,6 +19,10 @@ import ServiceLifecycle
 ///     a public URL, its issuer becomes the URL with the port actually bound.
 ///   - attemptLedger: Where sign-in attempts are counted for every instance together (the
 ///     PostgreSQL store); `nil` counts them in this process, the whole count on SQLite.
+///   - rateLimits: The environments' rate limits and the limiter; `nil` makes one on `store`.
+///     Tests pass one whose clock they move.
+///   - rateLimitExchange: Where instances share rate-limit counts (the PostgreSQL store); `nil`:
+///     this process's memory is the whole count, as on SQLite.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
@@ -29,10 +33,13 @@ public func buildApplication(
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
     attemptLedger: (any AttemptLedger)? = nil,
+    rateLimits: RateLimits? = nil,
+    rateLimitExchange: (any RateLimitExchange)? = nil,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
 ) -> some ApplicationProtocol {
+    let rateLimits = rateLimits ?? RateLimits(store: store)
     let router = buildRouter(
         configuration: configuration,
         store: store,
@@ -40,6 +47,7 @@ public func buildApplication(
         metrics: metrics,
         userTokens: userTokens,
         attemptLedger: attemptLedger,
+        rateLimits: rateLimits,
         passwordHasher: passwordHasher,
         now: now
     )
@@ -47,6 +55,8 @@ public func buildApplication(
         MaintenanceService(
             keys: keys,
             store: store,
+            rateLimits: rateLimits,
+            rateLimitExchange: rateLimitExchange,
             revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
             usageFlushInterval: .seconds(configuration.usageFlushSeconds),
             shutdownTimeout: .seconds(configuration.shutdownTimeoutSeconds),
@@ -98,6 +108,8 @@ public func buildApplication(
         try await store.checkHealth()
         // Note where the revocation sequence stands before any key is cached.
         try await keys.followRevocations()
+        // Limits are in memory before the first request: none is ever read on the request path.
+        try await rateLimits.refresh()
     }
     return app
 }
@@ -124,6 +136,7 @@ func buildRouter(
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
     attemptLedger: (any AttemptLedger)?,
+    rateLimits: RateLimits,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
@@ -149,6 +162,7 @@ func buildRouter(
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
         router.group(RouterPath(prefix))
             .add(middleware: SecretKeyAuthenticator(keys: keys))
+            .add(middleware: RateLimitMiddleware(gate: RateLimitGate(limits: rateLimits)))
             .group(context: AuthenticatedRequestContext.self)
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
@@ -163,6 +177,7 @@ func buildRouter(
         trustedProxies: configuration.trustedProxies,
         throttleEntries: configuration.throttleEntries,
         attemptLedger: attemptLedger,
+        rateLimits: rateLimits,
         now: now
     )
     router.addRoutes(dashboard.endpoints)

@@ -23,7 +23,7 @@ extension KeywayError {
         case .methodNotAllowed: .methodNotAllowed
         case .usernameTaken, .emailTaken, .activeKeyChanged: .conflict
         case .bodyTooLarge: .contentTooLarge
-        case .tooManyKeyGenerations: .tooManyRequests
+        case .tooManyKeyGenerations, .rateLimited: .tooManyRequests
         case .serviceUnavailable: .serviceUnavailable
         case .apiKeyInQuery, .invalidInput, .invalidJSON, .unsupportedAPIVersion, .invalidCursor, .batchTooLarge, .noValidUsers,
             .invalidUsers, .badRequest:
@@ -116,7 +116,13 @@ struct ErrorMappingMiddleware: RouterMiddleware {
             headers[.retryAfter] = seconds
         }
         // Refused requests are as frequent as served ones under attack: no JSONEncoder here.
-        let body = ErrorBody(error: error, requestID: requestID).jsonBuffer
+        var body = ErrorBody(error: error, requestID: requestID).jsonBuffer
+        if error.code == .rateLimited {
+            // RFC 9457 problem details, as draft-ietf-httpapi-ratelimit-headers-10 §5.1 answers
+            // a quota exceeded; the usual fields stay, so clients reading `code` see no change.
+            headers[.contentType] = "application/problem+json"
+            body = ErrorBody(error: error, requestID: requestID, problem: .quotaExceeded).jsonBuffer
+        }
         return Response(status: error.status, headers: headers, body: .init(byteBuffer: body))
     }
 }
@@ -125,15 +131,42 @@ struct ErrorMappingMiddleware: RouterMiddleware {
 struct ErrorBody: JSONWritable {
     let error: KeywayError
     let requestID: String
+    /// The problem-details members (RFC 9457) to add, if any.
+    var problem: Problem? = nil
+
+    /// A problem type's members beside the usual fields.
+    struct Problem {
+        let type: String
+        let title: String
+        let status: Int
+        let violatedPolicies: [String]
+
+        /// draft-ietf-httpapi-ratelimit-headers-10 §5.1, for Keyway's one policy.
+        static let quotaExceeded = Problem(
+            type: "https://iana.org/assignments/http-problem-types#quota-exceeded",
+            title: "Request cannot be satisfied as assigned quota has been exceeded",
+            status: 429,
+            violatedPolicies: ["default"]
+        )
+    }
 
     func write(to writer: inout JSONWriter) {
         let fixed = [("message", error.message), ("code", error.code.rawValue), ("requestId", requestID)]
-        // Details never replace the three fields every error has.
-        let details = error.details.filter { name, _ in !fixed.contains { $0.0 == name } }.map { ($0.key, $0.value) }
+        // Details never replace the three fields every error has, nor the problem's.
+        let reserved: Set<String> = problem == nil ? [] : ["type", "title", "status", "violated-policies"]
+        let details = error.details.filter { name, _ in !fixed.contains { $0.0 == name } && !reserved.contains(name) }.map { ($0.key, $0.value) }
+        var fields: [(String, (inout JSONWriter) -> Void)] = (fixed + details).map { name, value in (name, { $0.string(value) }) }
+        if let problem {
+            fields += [
+                ("type", { $0.string(problem.type) }), ("title", { $0.string(problem.title) }),
+                ("status", { $0.integer(problem.status) }),
+                ("violated-policies", { $0.array(problem.violatedPolicies) { writer, policy in writer.string(policy) } }),
+            ]
+        }
         writer.object { object in
-            for (name, value) in (fixed + details).sorted(by: { $0.0 < $1.0 }) {
+            for (name, write) in fields.sorted(by: { $0.0 < $1.0 }) {
                 object.key(name)
-                object.string(value)
+                write(&object)
             }
         }
     }

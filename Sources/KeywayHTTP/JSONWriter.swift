@@ -75,6 +75,12 @@ struct JSONWriter {
         }
     }
 
+    mutating func integer(_ value: Int) {
+        separate()
+        buffer.writeString(String(value))
+        needsComma = true
+    }
+
     /// A timestamp as ``KeywayJSON/timestamp(_:)`` formats it.
     mutating func timestamp(_ date: Date) {
         string(KeywayJSON.timestamp(date))

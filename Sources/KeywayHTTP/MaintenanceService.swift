@@ -5,11 +5,14 @@ import ServiceLifecycle
 import Synchronization
 
 /// Background work, off the request path: follows key revocations made by
-/// other processes, writes keys' last-used times and deletes expired
-/// dashboard sessions.
+/// other processes, writes keys' last-used times, deletes expired dashboard
+/// sessions, reads rate limits changed elsewhere and shares rate-limit counts.
 struct MaintenanceService: Service {
     let keys: SecretKeys
     let store: any KeywayStore
+    let rateLimits: RateLimits
+    /// Where instances share their rate-limit counts (PostgreSQL); `nil` on SQLite.
+    let rateLimitExchange: (any RateLimitExchange)?
     let revocationPollInterval: Duration
     let usageFlushInterval: Duration
     /// The most the last flush of last-used times may take at shutdown.
@@ -53,6 +56,31 @@ struct MaintenanceService: Service {
                 }
             }
             group.addTask {
+                // One read of a version row; the limits themselves only when it moved.
+                await repeatUntilShutdown(every: revocationPollInterval) {
+                    try await rateLimits.refresh()
+                } onFailure: { error in
+                    logger.warning("could not read rate limits", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+            group.addTask {
+                await repeatUntilShutdown(every: .seconds(10)) {
+                    rateLimits.prune()
+                    try await rateLimitExchange?.deleteRateLimitCounts(olderThan: Self.rateLimitCountsKept)
+                } onFailure: { error in
+                    logger.warning("could not delete old rate-limit counts", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+            if let rateLimitExchange {
+                group.addTask {
+                    await repeatUntilShutdown(every: Self.rateLimitExchangeInterval) {
+                        try await rateLimits.exchange(through: rateLimitExchange)
+                    } onFailure: { error in
+                        logger.warning("could not share rate-limit counts", metadata: ["error": "\(String(reflecting: error))"])
+                    }
+                }
+            }
+            group.addTask {
                 await repeatUntilShutdown(every: sessionPurgeInterval) {
                     try await store.deleteExpiredSessions(before: Date())
                 } onFailure: { error in
@@ -62,6 +90,12 @@ struct MaintenanceService: Service {
         }
         await flushUsageAtShutdown()
     }
+
+    /// How often instances on PostgreSQL share rate-limit counts: the lag behind which one
+    /// instance does not yet see another's requests (see docs/architecture.md, "Rate limits").
+    static let rateLimitExchangeInterval: Duration = .milliseconds(50)
+    /// How long shared counts are kept (milliseconds); exchanges read back two seconds.
+    static let rateLimitCountsKept: Int64 = 10_000
 
     /// Writes the last-used times gathered since the last flush, or gives up on them
     /// after ``shutdownTimeout``: they are best effort, and a database that is gone

@@ -164,6 +164,31 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX secret_keys_by_environment ON secret_keys(account_id, environment, created_at)",
             ]
         ),
+        (
+            // NULL is the environment's default, 0 no limit, n requests a second; the version row moves
+            // with every change, so servers notice one with a single read. Instances share the requests
+            // they allowed through `rate_limit_counts`: unlogged, since a crash only loses a few seconds
+            // of counts that nobody needs after them.
+            "v7: rate limits per environment, shared counts",
+            [
+                "ALTER TABLE environments ADD COLUMN requests_per_second INTEGER CHECK (requests_per_second >= 0)",
+                "CREATE TABLE rate_limit_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)",
+                "INSERT INTO rate_limit_version (id, version) VALUES (1, 0)",
+                """
+                CREATE UNLOGGED TABLE rate_limit_counts (
+                    instance TEXT NOT NULL,
+                    batch BIGINT NOT NULL,
+                    key_id TEXT NOT NULL,
+                    account_id TEXT NOT NULL,
+                    environment TEXT NOT NULL,
+                    count BIGINT NOT NULL,
+                    written_at BIGINT NOT NULL,
+                    PRIMARY KEY (instance, batch, key_id)
+                )
+                """,
+                "CREATE INDEX rate_limit_counts_by_time ON rate_limit_counts(written_at)",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -153,6 +153,20 @@ enum KeywaySQLiteSchema {
             }
             try db.execute(sql: "ALTER TABLE environments DROP COLUMN allowed_origins")
         }
+        migrator.registerMigration("v6: rate limits per environment") { db in
+            // NULL is the environment's default, 0 no limit, n requests a second. The version row
+            // moves with every change, so a server notices one with a single read.
+            try db.execute(
+                sql: """
+                    ALTER TABLE environments ADD COLUMN requests_per_second INTEGER CHECK (requests_per_second >= 0);
+                    CREATE TABLE rate_limit_version (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        version INTEGER NOT NULL
+                    ) STRICT;
+                    INSERT INTO rate_limit_version (id, version) VALUES (1, 0);
+                    """
+            )
+        }
         return migrator
     }()
 

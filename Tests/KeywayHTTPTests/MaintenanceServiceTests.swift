@@ -34,6 +34,8 @@ import Testing
         var service = MaintenanceService(
             keys: server.keys,
             store: store,
+            rateLimits: server.rateLimits,
+            rateLimitExchange: nil,
             revocationPollInterval: .seconds(600),
             usageFlushInterval: .seconds(600),
             shutdownTimeout: .seconds(1),

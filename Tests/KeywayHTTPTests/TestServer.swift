@@ -32,6 +32,9 @@ struct TestServer {
     let passwordHasher: any PasswordHasher
     let userTokens: UserTokens
     let clock: TestClock
+    /// The rate limits the server applies, on ``rateClock``.
+    let rateLimits: RateLimits
+    let rateClock: NanosecondClock
     let acme: Account
     let globex: Account
     /// The current key of each (account, environment), kept in memory only for the test's life.
@@ -43,7 +46,8 @@ struct TestServer {
         configuration: ServerConfiguration = TestServer.defaultConfiguration,
         keyGenerationLimit: KeyGenerationLimit = TestServer.defaultKeyGenerationLimit,
         passwordHasher: any PasswordHasher = CountingHasher(),
-        changeWatch: Bool = true
+        changeWatch: Bool = true,
+        limitRequests: Bool = false
     ) async throws -> TestServer {
         let path = FileManager.default.temporaryDirectory
             .appendingPathComponent("keyway-http-tests-\(UUID().uuidString)").appendingPathComponent("keyway.sqlite").path
@@ -68,6 +72,12 @@ struct TestServer {
                 initialKeys[id] = try await keys.generate(for: id, createdBy: "test").key.revealPlaintext()
             }
         }
+        let rateClock = NanosecondClock()
+        let rateLimits = RateLimits(store: store, now: { rateClock.now })
+        if !limitRequests {
+            // Tests send as fast as they can with one key: those about limits ask for them.
+            for id in initialKeys.keys { try await rateLimits.set(.off, for: id) }
+        }
         return TestServer(
             store: store,
             databasePath: path,
@@ -77,6 +87,8 @@ struct TestServer {
             passwordHasher: passwordHasher,
             userTokens: userTokens,
             clock: clock,
+            rateLimits: rateLimits,
+            rateClock: rateClock,
             acme: acme,
             globex: globex,
             initialKeys: initialKeys
@@ -112,12 +124,20 @@ struct TestServer {
             keys: keys,
             metrics: testMetricsRegistry,
             userTokens: userTokens,
+            rateLimits: rateLimits,
             passwordHasher: passwordHasher,
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")
         )
         return try await app.test(setup, body)
     }
+}
+
+/// Monotonic nanoseconds moved by hand, for the rate limiter.
+final class NanosecondClock: Sendable {
+    private let nanoseconds = Mutex<UInt64>(1_000_000_000_000)
+    var now: UInt64 { nanoseconds.withLock { $0 } }
+    func advance(milliseconds: UInt64) { nanoseconds.withLock { $0 += milliseconds * 1_000_000 } }
 }
 
 /// Checked origins from literals.

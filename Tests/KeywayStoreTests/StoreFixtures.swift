@@ -286,6 +286,11 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         try await base.setAllowedOrigins(origins, for: environmentID)
     }
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }
+    func rateLimits() async throws -> [EnvironmentID: RateLimitSetting] { try await base.rateLimits() }
+    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
+        try await base.setRateLimit(setting, for: environmentID)
+    }
+    func rateLimitsVersion() async throws -> Int64 { try await base.rateLimitsVersion() }
     func checkHealth() async throws { try await base.checkHealth() }
     func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
     func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {

@@ -121,10 +121,16 @@ class Keyway:
         content_type = response_headers.get("Content-Type", "")
         return status, response_headers, (json.loads(text) if "json" in content_type and text else text)
 
-    def account_with_keys(self, name="Acme") -> tuple[str, str, str]:
+    def account_with_keys(self, name="Acme", requests_per_second=None) -> tuple[str, str, str]:
+        """An account with a key per environment; `requests_per_second` ("none", a number) sets
+        both environments' rate limit, for tests that send more than the defaults allow."""
         account = self.cli("accounts", "create", "--name", name).stdout.strip()
         development = self.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
         production = self.cli("keys", "generate", "--account", account, "--environment", "production").stdout.strip()
+        if requests_per_second is not None:
+            for environment in ("development", "production"):
+                self.cli("limits", "set", "--account", account, "--environment", environment,
+                         "--requests-per-second", str(requests_per_second))
         return account, development, production
 
 

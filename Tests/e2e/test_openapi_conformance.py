@@ -37,8 +37,8 @@ class Contract:
         media = "application/json" if "application/json" in content else next(iter(content), None)
         if not content:
             assert body in ("", None), f"{method} {template} {status} should have no body: {body!r}"
-        if media == "application/json":
-            assert "application/json" in headers.get("Content-Type", ""), f"{method} {template} {status} is not JSON"
+        if media in ("application/json", "application/problem+json"):
+            assert media in headers.get("Content-Type", ""), f"{method} {template} {status} is not {media}"
             # Local $refs ("#/components/...") resolve against this root.
             schema = dict(content[media]["schema"])
             validator = jsonschema.Draft202012Validator(
@@ -48,7 +48,7 @@ class Contract:
             errors = sorted(validator.iter_errors(body), key=str)
             assert not errors, f"{method} {template} {status}: {errors[0].message} in {body}"
         for name in response.get("headers", {}):
-            if name.lower() in ("x-request-id", "x-api-version", "www-authenticate"):
+            if name.lower() in ("x-request-id", "x-api-version", "www-authenticate", "retry-after"):
                 assert any(h.lower() == name.lower() for h in headers), f"{method} {template} {status} lacks header {name}"
         self.covered.add((template, method.lower(), str(status)))
 
@@ -62,8 +62,10 @@ def contract(keyway):
 
 
 def test_every_endpoint_answers_as_documented(keyway, contract):
-    account, dev, prod = keyway.account_with_keys()
-    _, other_dev, _ = keyway.account_with_keys("Globex")
+    # This test sends more than a default limit allows; the limited account below checks the 429s.
+    account, dev, prod = keyway.account_with_keys(requests_per_second="none")
+    _, other_dev, _ = keyway.account_with_keys("Globex", requests_per_second="none")
+    _, limited, _ = keyway.account_with_keys("Limited", requests_per_second=1)
 
     def call(method, path, key=None, body=None, expect=None, raw=None, headers=None):
         status, response_headers, payload = keyway.request(method, path, key=key, body=body, raw=raw, headers=headers)
@@ -152,6 +154,15 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("POST", "/users/batch", dev, raw=huge, expect=413)
     call("PUT", "/users/b1", dev, raw=huge, expect=413)
 
+
+    # Over the limit, every key-authenticated operation answers 429 before its handler runs.
+    call("GET", "/whoami", limited, expect=200)
+    for template, item in contract.document["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS and "429" in operation["responses"]:
+                path = template.replace("{user}", "someone")
+                body = {"username": "x"} if method in ("post", "put") else None
+                call(method.upper(), path, limited, body, expect=429)
 
     # /metrics behind a token: the only way to see its 401.
     keyway.stop()

@@ -214,6 +214,8 @@ COMMANDS_TAKING_AN_ACCOUNT = {
     ("signing-keys", "list"): ["--environment", "development"],
     ("origins", "set"): ["--environment", "development", "https://app.example.com"],
     ("origins", "list"): [],
+    ("limits", "set"): ["--environment", "development", "--requests-per-second", "none"],
+    ("limits", "show"): [],
 }
 
 

@@ -50,6 +50,32 @@ extension DashboardController {
         return try await renderKeys(context: context, revealed: key)
     }
 
+    /// Sets the environment's request limit; it applies on this server before the page returns.
+    @Sendable func setRateLimit(_ request: Request, context: SignedInRequestContext) async throws -> Response {
+        guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
+            throw DashboardErrorPage.notFound
+        }
+        let setting: RateLimitSetting
+        do {
+            setting = try RateLimitSetting(parsing: context.form["requestsPerSecond"] ?? "")
+        } catch let error as KeywayError {
+            return try await renderKeys(context: context, limitError: (environment, error.message), status: .badRequest)
+        }
+        try await rateLimits.set(setting, for: EnvironmentID(accountID: context.account.id, environment: environment))
+        context.logger.info("rate limit set from the dashboard", metadata: ["environment": "\(environment.rawValue)", "limit": "\(setting)"])
+        throw DashboardRedirect(location: "/dashboard/settings/api-keys#\(environment.rawValue)-card")
+    }
+
+    /// What the page says about a limit, and what its form field shows.
+    static func describe(_ setting: RateLimitSetting, for environment: Environment) -> (text: String, field: String) {
+        switch setting {
+        case .default:
+            ("\(RateLimitPolicy.default(for: environment).requestsPerSecond) requests a second (the default)", "default")
+        case .off: ("No limit", "none")
+        case .requestsPerSecond(let value): ("\(value) requests a second", String(value))
+        }
+    }
+
     /// Checks the signed-in member's password again (``SignInPolicy``, throttled per session).
     /// - Returns: What to tell the member, or `nil` when the password is right.
     func recheckPassword(_ password: String, context: SignedInRequestContext) async throws -> String? {
@@ -79,6 +105,7 @@ extension DashboardController {
         confirming: Environment? = nil,
         revealed: GeneratedSecretKey? = nil,
         passwordError: String? = nil,
+        limitError: (environment: Environment, message: String)? = nil,
         notice: String? = nil,
         status: HTTPResponse.Status = .ok
     ) async throws -> Response {
@@ -99,6 +126,14 @@ extension DashboardController {
                 card["createdBy"] = record.createdBy
                 card["lastUsed"] = record.lastUsedAt.map(DashboardPages.display) ?? "never"
             }
+            let limit = Self.describe(
+                rateLimits.setting(for: EnvironmentID(accountID: context.account.id, environment: environment)),
+                for: environment
+            )
+            card["limit"] = limit.text
+            card["limitField"] = limit.field
+            card["defaultLimit"] = RateLimitPolicy.default(for: environment).requestsPerSecond
+            if let limitError, limitError.environment == environment { card["limitError"] = limitError.message }
             if confirming == environment { card["confirming"] = true }
             if let passwordError, confirming == environment { card["passwordError"] = passwordError }
             // The only place a key's plaintext is ever rendered: this one response.

@@ -9,6 +9,8 @@ import Logging
 struct DashboardController: Sendable {
     let store: any KeywayStore
     let keys: SecretKeys
+    /// Each environment's request limit, shown and changed on Settings → API Keys.
+    let rateLimits: RateLimits
     let sessions: DashboardSessions
     /// Every password hash and sign-in throttle; the handlers map its outcomes to pages.
     let signInPolicy: SignInPolicy
@@ -28,8 +30,10 @@ struct DashboardController: Sendable {
         trustedProxies: TrustedProxies,
         throttleEntries: Int,
         attemptLedger: (any AttemptLedger)?,
+        rateLimits: RateLimits,
         now: @escaping @Sendable () -> Date
     ) {
+        self.rateLimits = rateLimits
         self.signInPolicy = SignInPolicy(store: store, hasher: hasher, throttleCapacity: throttleEntries, ledger: attemptLedger, now: now)
         self.trustedProxies = trustedProxies
         self.store = store
@@ -57,6 +61,7 @@ struct DashboardController: Sendable {
         signedIn.post("signout", use: signOut)
         signedIn.get("settings/api-keys", use: keysPage)
         signedIn.post("settings/api-keys/:environment", use: generateKey)
+        signedIn.post("settings/api-keys/:environment/limit", use: setRateLimit)
         signedIn.get("users", use: usersPage)
         signedIn.get("users/:user", use: userPage)
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)

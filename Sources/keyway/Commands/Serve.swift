@@ -76,6 +76,7 @@ struct Serve: AsyncParsableCommand {
             metrics: registry,
             userTokens: userTokens,
             attemptLedger: opened.attemptLedger,
+            rateLimitExchange: opened.postgres,
             logger: logger
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.

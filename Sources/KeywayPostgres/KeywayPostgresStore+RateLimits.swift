@@ -1,0 +1,93 @@
+import Foundation
+public import KeywayCore
+import PostgresNIO
+
+/// Each environment's request limit, and the counts instances share to hold it together.
+extension KeywayPostgresStore: RateLimitExchange {
+    public func rateLimits() async throws -> [EnvironmentID: RateLimitSetting] {
+        let rows = try await all(
+            "SELECT account_id, name, requests_per_second FROM environments WHERE requests_per_second IS NOT NULL",
+            as: (String, String, Int).self
+        )
+        var limits: [EnvironmentID: RateLimitSetting] = [:]
+        for (account, name, value) in rows {
+            limits[EnvironmentID(accountID: AccountID(rawValue: account), environment: try Self.environment(name))] =
+                try RateLimitSetting(storedValue: value)
+        }
+        return limits
+    }
+
+    public func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
+        let account = environmentID.accountID.rawValue
+        let environment = environmentID.environment.rawValue
+        try await transaction { connection in
+            let updated = try await connection.query(
+                """
+                UPDATE environments SET requests_per_second = \(setting.storedValue)
+                WHERE account_id = \(account) AND name = \(environment) RETURNING 1
+                """,
+                logger: logger
+            ).decode(Int32.self)
+            var found = false
+            for try await _ in updated { found = true }
+            guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            try await connection.query("UPDATE rate_limit_version SET version = version + 1", logger: logger)
+        }
+    }
+
+    public func rateLimitsVersion() async throws -> Int64 {
+        try await first("SELECT version FROM rate_limit_version", as: Int64.self) ?? 0
+    }
+
+    public func exchangeRateLimitCounts(
+        _ counts: [SharedRateLimitCount],
+        instance: String,
+        since: Int64?
+    ) async throws -> (rows: [SharedRateLimitCount], readAt: Int64) {
+        try await transaction { connection in
+            var readAt: Int64 = 0
+            for try await now in try await connection.query(Self.databaseClock, logger: logger).decode(Int64.self) { readAt = now }
+            if let batch = counts.first?.batch {
+                try await connection.query(
+                    """
+                    INSERT INTO rate_limit_counts (instance, batch, key_id, account_id, environment, count, written_at)
+                    SELECT \(instance), \(batch), k, a, e, c, \(readAt)
+                    FROM unnest(\(counts.map(\.keyID.rawValue))::text[], \(counts.map(\.environmentID.accountID.rawValue))::text[],
+                        \(counts.map(\.environmentID.environment.rawValue))::text[], \(counts.map { Int64($0.count) })::bigint[]) AS t(k, a, e, c)
+                    """,
+                    logger: logger
+                )
+            }
+            let rows = try await connection.query(
+                """
+                SELECT instance, batch, key_id, account_id, environment, count FROM rate_limit_counts
+                WHERE written_at >= \(since ?? readAt - 1000) AND instance <> \(instance)
+                """,
+                logger: logger
+            ).decode((String, Int64, String, String, String, Int64).self)
+            var shared: [SharedRateLimitCount] = []
+            for try await (other, batch, key, account, environment, count) in rows {
+                shared.append(
+                    SharedRateLimitCount(
+                        instance: other,
+                        batch: batch,
+                        keyID: SecretKeyID(rawValue: key),
+                        environmentID: EnvironmentID(accountID: AccountID(rawValue: account), environment: try Self.environment(environment)),
+                        count: Int(count)
+                    )
+                )
+            }
+            return (shared, readAt)
+        }
+    }
+
+    public func deleteRateLimitCounts(olderThan milliseconds: Int64) async throws {
+        try await client.query(
+            "DELETE FROM rate_limit_counts WHERE written_at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - \(milliseconds)",
+            logger: logger
+        )
+    }
+
+    /// The database's clock in milliseconds: the one clock every instance shares.
+    private static var databaseClock: PostgresQuery { "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint" }
+}
