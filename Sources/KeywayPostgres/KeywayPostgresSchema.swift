@@ -164,6 +164,24 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX secret_keys_by_environment ON secret_keys(account_id, environment, created_at)",
             ]
         ),
+        (
+            // Credentials of the operator's own services; only their SHA-256 is kept. v7 belongs to the
+            // per-key rate limits: migrations are a set here, so either may be applied first.
+            "v8: service tokens",
+            [
+                """
+                CREATE TABLE service_tokens (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    digest BYTEA NOT NULL UNIQUE CHECK (length(digest) = 32),
+                    hint TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    revoked_at BIGINT
+                )
+                """,
+                "CREATE UNIQUE INDEX service_tokens_one_active_per_name ON service_tokens(name) WHERE revoked_at IS NULL",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so
