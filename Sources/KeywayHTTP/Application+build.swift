@@ -19,6 +19,7 @@ import ServiceLifecycle
 ///     a public URL, its issuer becomes the URL with the port actually bound.
 ///   - attemptLedger: Where sign-in attempts are counted for every instance together (the
 ///     PostgreSQL store); `nil` counts them in this process, the whole count on SQLite.
+///   - serviceTokens: The service tokens `/keys/verify` accepts; one over `store` when `nil`.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
@@ -29,10 +30,12 @@ public func buildApplication(
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
     attemptLedger: (any AttemptLedger)? = nil,
+    serviceTokens: ServiceTokens? = nil,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
 ) -> some ApplicationProtocol {
+    let serviceTokens = serviceTokens ?? ServiceTokens(store: store, logger: logger)
     let router = buildRouter(
         configuration: configuration,
         store: store,
@@ -40,12 +43,14 @@ public func buildApplication(
         metrics: metrics,
         userTokens: userTokens,
         attemptLedger: attemptLedger,
+        serviceTokens: serviceTokens,
         passwordHasher: passwordHasher,
         now: now
     )
     var services: [any Service] = [
         MaintenanceService(
             keys: keys,
+            serviceTokens: serviceTokens,
             store: store,
             revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
             usageFlushInterval: .seconds(configuration.usageFlushSeconds),
@@ -98,6 +103,7 @@ public func buildApplication(
         try await store.checkHealth()
         // Note where the revocation sequence stands before any key is cached.
         try await keys.followRevocations()
+        try await serviceTokens.refresh()
     }
     return app
 }
@@ -124,6 +130,7 @@ func buildRouter(
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
     attemptLedger: (any AttemptLedger)?,
+    serviceTokens: ServiceTokens,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
@@ -153,6 +160,14 @@ func buildRouter(
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
+    // The platform's other services and proxies: both decide through one KeyVerification.
+    let verification = KeyVerification(keys: keys)
+    router.group()
+        .add(middleware: ServiceTokenAuthenticator(serviceTokens: serviceTokens))
+        .group(context: ServiceRequestContext.self)
+        .add(middleware: NoStoreMiddleware())
+        .addRoutes(KeyVerificationController(verification: verification).endpoints)
+    router.addRoutes(ForwardAuthController(verification: verification, store: store).endpoints)
     // The dashboard accepts only its session cookie; the API above only keys.
     let dashboard = DashboardController(
         store: store,

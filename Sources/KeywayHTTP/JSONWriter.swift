@@ -75,6 +75,12 @@ struct JSONWriter {
         }
     }
 
+    mutating func bool(_ value: Bool) {
+        separate()
+        buffer.writeStaticString(value ? "true" : "false")
+        needsComma = true
+    }
+
     /// A timestamp as ``KeywayJSON/timestamp(_:)`` formats it.
     mutating func timestamp(_ date: Date) {
         string(KeywayJSON.timestamp(date))

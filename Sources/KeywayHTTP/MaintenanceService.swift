@@ -9,6 +9,8 @@ import Synchronization
 /// dashboard sessions.
 struct MaintenanceService: Service {
     let keys: SecretKeys
+    /// Refreshed wherever key revocations are followed, so a revoked service token has their bound.
+    let serviceTokens: ServiceTokens
     let store: any KeywayStore
     let revocationPollInterval: Duration
     let usageFlushInterval: Duration
@@ -22,7 +24,7 @@ struct MaintenanceService: Service {
             group.addTask {
                 await cancelWhenGracefulShutdown {
                     await store.listenForRevocations {
-                        do { try await keys.followRevocations() } catch {
+                        do { try await followRevocations() } catch {
                             logger.warning("could not follow revocations", metadata: ["error": "\(String(reflecting: error))"])
                             throw error
                         }
@@ -35,7 +37,7 @@ struct MaintenanceService: Service {
                 await repeatUntilShutdown(every: revocationPollInterval) {
                     // While notifications arrive, polling is only a slow safety net.
                     guard listening.shouldPoll() else { return }
-                    try await keys.followRevocations()
+                    try await followRevocations()
                 } onFailure: { error in
                     logger.warning("could not check for revoked keys", metadata: ["error": "\(String(reflecting: error))"])
                 }
@@ -56,6 +58,12 @@ struct MaintenanceService: Service {
             }
         }
         await flushUsageAtShutdown()
+    }
+
+    /// Key revocations and service tokens, read together on every notification and poll.
+    private func followRevocations() async throws {
+        try await keys.followRevocations()
+        try await serviceTokens.refresh()
     }
 
     /// Writes the last-used times gathered since the last flush, or gives up on them

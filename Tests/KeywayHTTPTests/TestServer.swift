@@ -25,6 +25,8 @@ let testMetricsRegistry: PrometheusCollectorRegistry = {
 struct TestServer {
     let store: any KeywayStore
     let keys: SecretKeys
+    /// The service tokens `/keys/verify` accepts; create them through it, so the server knows at once.
+    let serviceTokens: ServiceTokens
     let configuration: ServerConfiguration
     let logs: CapturedLogs
     let passwordHasher: any PasswordHasher
@@ -65,6 +67,7 @@ struct TestServer {
         return TestServer(
             store: store,
             keys: keys,
+            serviceTokens: ServiceTokens(store: store, logger: logs.logger(label: "keyway.service-tokens")),
             configuration: configuration,
             logs: logs,
             passwordHasher: passwordHasher,
@@ -105,6 +108,7 @@ struct TestServer {
             keys: keys,
             metrics: testMetricsRegistry,
             userTokens: userTokens,
+            serviceTokens: serviceTokens,
             passwordHasher: passwordHasher,
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")
