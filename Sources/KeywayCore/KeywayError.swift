@@ -23,6 +23,11 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let revokedAPIKey = Code(rawValue: "revoked_api_key")
         public static let userTokenNotAccepted = Code(rawValue: "user_token_not_accepted")
         public static let apiKeyInQuery = Code(rawValue: "api_key_in_query")
+        // Service tokens (`/keys/verify`).
+        public static let missingServiceToken = Code(rawValue: "missing_service_token")
+        public static let invalidServiceToken = Code(rawValue: "invalid_service_token")
+        public static let revokedServiceToken = Code(rawValue: "revoked_service_token")
+        public static let apiKeyNotAccepted = Code(rawValue: "api_key_not_accepted")
         // User tokens.
         public static let missingUserToken = Code(rawValue: "missing_user_token")
         public static let malformedUserToken = Code(rawValue: "malformed_user_token")
@@ -57,6 +62,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let emailTaken = Code(rawValue: "email_taken")
         public static let activeKeyChanged = Code(rawValue: "active_key_changed")
         public static let tooManyKeyGenerations = Code(rawValue: "too_many_key_generations")
+        public static let serviceTokenNameTaken = Code(rawValue: "service_token_name_taken")
         // Operations.
         public static let serviceUnavailable = Code(rawValue: "service_unavailable")
         public static let internalError = Code(rawValue: "internal_error")
@@ -64,17 +70,20 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         /// Every code above.
         public static let all: [Code] = [
             .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .apiKeyInQuery,
+            .missingServiceToken, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted,
             .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted,
             .userNotFound, .usernameTaken, .invalidInput, .invalidUsers, .noValidUsers, .batchTooLarge, .invalidCursor,
             .invalidJSON, .bodyTooLarge, .unsupportedAPIVersion, .routeNotFound, .methodNotAllowed, .badRequest,
             .requestTimeout, .metricsTokenRequired, .rateLimited,
-            .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations,
+            .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations, .serviceTokenNameTaken,
             .serviceUnavailable, .internalError,
         ]
 
         /// The codes only the dashboard or the CLI shows, which the API's document does not list.
-        public static let outsideTheAPI: Set<Code> = [.accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations]
+        public static let outsideTheAPI: Set<Code> = [
+            .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations, .serviceTokenNameTaken,
+        ]
     }
 
     /// What went wrong, for programs.
@@ -153,6 +162,11 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
             "This key made more than \(limit) requests in a second, its environment's limit. Try again in \(retryAfter) second\(retryAfter == 1 ? "" : "s").",
             details: ["retryAfter": String(retryAfter)]
         )
+    }
+
+    /// An active service token has this name already.
+    public static func serviceTokenNameTaken(_ name: String) -> KeywayError {
+        KeywayError(.serviceTokenNameTaken, "An active service token is named '\(name)'; revoke it first or choose another name.")
     }
 
     /// No account has this identifier.

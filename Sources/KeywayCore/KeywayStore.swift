@@ -10,6 +10,7 @@ public import Foundation
 /// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
 /// each tells the server about revocations other processes make (``RevocationNotifying``).
 public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RateLimitStore,
+    ServiceTokenStore,
     RevocationNotifying
 {
     /// Throws when the store cannot serve requests.
@@ -129,6 +130,20 @@ public protocol OriginStore: Sendable {
     func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws
     /// Whether any environment allows `origin` (a CORS preflight carries no token).
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool
+}
+
+/// The credentials of the operator's own services (see ``ServiceTokens``).
+public protocol ServiceTokenStore: Sendable {
+    /// Stores a new token.
+    /// - Throws: ``KeywayError`` `service_token_name_taken` when an active token has its name.
+    func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord
+    func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord?
+    /// Every token, active and revoked, newest first.
+    func serviceTokens() async throws -> [ServiceTokenRecord]
+    /// Revokes the active token whose id or name is `reference`, and tells other
+    /// processes as a key's revocation does.
+    /// - Returns: The token as revoked, or `nil` when no active token has that id or name.
+    func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord?
 }
 
 extension SecretKeyStore {

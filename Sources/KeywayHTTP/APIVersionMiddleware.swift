@@ -11,6 +11,8 @@ struct APIVersionMiddleware: RouterMiddleware {
     typealias Context = KeywayRequestContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // A proxy forwards its client's headers to /auth: their x-api-version is the upstream's business.
+        if ForwardAuthController.isForwardAuth(request.uri.path) { return try await next(request, context) }
         var context = context
         let pathVersion = try Self.versionInPath(request.uri.path)
         // Present means named: an empty or padded value is refused like any unknown version.

@@ -23,6 +23,7 @@ import ServiceLifecycle
 ///     Tests pass one whose clock they move.
 ///   - rateLimitExchange: Where instances share rate-limit counts (the PostgreSQL store); `nil`:
 ///     this process's memory is the whole count, as on SQLite.
+///   - serviceTokens: The service tokens `/keys/verify` accepts; one over `store` when `nil`.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
@@ -35,11 +36,13 @@ public func buildApplication(
     attemptLedger: (any AttemptLedger)? = nil,
     rateLimits: RateLimits? = nil,
     rateLimitExchange: (any RateLimitExchange)? = nil,
+    serviceTokens: ServiceTokens? = nil,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
 ) -> some ApplicationProtocol {
     let rateLimits = rateLimits ?? RateLimits(store: store)
+    let serviceTokens = serviceTokens ?? ServiceTokens(store: store, logger: logger)
     let router = buildRouter(
         configuration: configuration,
         store: store,
@@ -48,12 +51,14 @@ public func buildApplication(
         userTokens: userTokens,
         attemptLedger: attemptLedger,
         rateLimits: rateLimits,
+        serviceTokens: serviceTokens,
         passwordHasher: passwordHasher,
         now: now
     )
     var services: [any Service] = [
         MaintenanceService(
             keys: keys,
+            serviceTokens: serviceTokens,
             store: store,
             rateLimits: rateLimits,
             rateLimitExchange: rateLimitExchange,
@@ -110,6 +115,7 @@ public func buildApplication(
         try await keys.followRevocations()
         // Limits are in memory before the first request: none is ever read on the request path.
         try await rateLimits.refresh()
+        try await serviceTokens.refresh()
     }
     return app
 }
@@ -137,6 +143,7 @@ func buildRouter(
     userTokens: UserTokens,
     attemptLedger: (any AttemptLedger)?,
     rateLimits: RateLimits,
+    serviceTokens: ServiceTokens,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
@@ -167,6 +174,14 @@ func buildRouter(
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
+    // The platform's other services and proxies: both decide through one KeyVerification.
+    let verification = KeyVerification(keys: keys)
+    router.group()
+        .add(middleware: ServiceTokenAuthenticator(serviceTokens: serviceTokens))
+        .group(context: ServiceRequestContext.self)
+        .add(middleware: NoStoreMiddleware())
+        .addRoutes(KeyVerificationController(verification: verification).endpoints)
+    router.addRoutes(ForwardAuthController(verification: verification, store: store).endpoints)
     // The dashboard accepts only its session cookie; the API above only keys.
     let dashboard = DashboardController(
         store: store,

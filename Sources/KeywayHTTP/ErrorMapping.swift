@@ -15,13 +15,14 @@ extension KeywayError {
     var status: HTTPResponse.Status {
         switch code {
         case .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .metricsTokenRequired: .unauthorized
+        case .missingServiceToken, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted: .unauthorized
         case .requestTimeout: .requestTimeout
         case .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
             .unauthorized
         case .userNotFound, .accountNotFound, .routeNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
-        case .usernameTaken, .emailTaken, .activeKeyChanged: .conflict
+        case .usernameTaken, .emailTaken, .activeKeyChanged, .serviceTokenNameTaken: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .tooManyKeyGenerations, .rateLimited: .tooManyRequests
         case .serviceUnavailable: .serviceUnavailable
@@ -35,11 +36,11 @@ extension KeywayError {
     /// RFC 6750: no `error` attribute when no bearer credentials were sent.
     var wwwAuthenticate: String? {
         switch code {
-        case .missingAPIKey, .missingUserToken: #"Bearer realm="keyway""#
+        case .missingAPIKey, .missingUserToken, .missingServiceToken: #"Bearer realm="keyway""#
         case .metricsTokenRequired: #"Bearer realm="keyway-metrics""#
         case .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .malformedUserToken, .secretKeyNotAccepted,
             .unsupportedTokenAlgorithm, .invalidTokenSignature, .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid,
-            .tokenUserDeleted:
+            .tokenUserDeleted, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted:
             #"Bearer realm="keyway", error="invalid_token""#
         default: nil
         }

@@ -9,4 +9,10 @@ extension HTTPField.Name {
     static let xRequestID = Self("x-request-id")!
     static let xAPIVersion = Self("x-api-version")!
     static let pragma = Self("pragma")!
+    // Forward-auth: what `/auth` tells the proxy, and the user a client acts for.
+    static let keywayAccountID = Self("keyway-account-id")!
+    static let keywayEnvironment = Self("keyway-environment")!
+    static let keywayKeyHint = Self("keyway-key-hint")!
+    static let keywayUserID = Self("keyway-user-id")!
+    static let xKeywayUserID = Self("x-keyway-user-id")!
 }

@@ -81,6 +81,12 @@ struct JSONWriter {
         needsComma = true
     }
 
+    mutating func bool(_ value: Bool) {
+        separate()
+        buffer.writeStaticString(value ? "true" : "false")
+        needsComma = true
+    }
+
     /// A timestamp as ``KeywayJSON/timestamp(_:)`` formats it.
     mutating func timestamp(_ date: Date) {
         string(KeywayJSON.timestamp(date))

@@ -9,6 +9,8 @@ import Synchronization
 /// sessions, reads rate limits changed elsewhere and shares rate-limit counts.
 struct MaintenanceService: Service {
     let keys: SecretKeys
+    /// Refreshed wherever key revocations are followed, so a revoked service token has their bound.
+    let serviceTokens: ServiceTokens
     let store: any KeywayStore
     let rateLimits: RateLimits
     /// Where instances share their rate-limit counts (PostgreSQL); `nil` on SQLite.
@@ -30,7 +32,7 @@ struct MaintenanceService: Service {
             group.addTask {
                 await cancelWhenGracefulShutdown {
                     await store.listenForRevocations {
-                        do { try await keys.followRevocations() } catch {
+                        do { try await followRevocations() } catch {
                             logger.warning("could not follow revocations", metadata: ["error": "\(String(reflecting: error))"])
                             throw error
                         }
@@ -43,7 +45,7 @@ struct MaintenanceService: Service {
                 await repeatUntilShutdown(every: revocationPollInterval) {
                     // While notifications arrive, polling is only a slow safety net.
                     guard listening.shouldPoll() else { return }
-                    try await keys.followRevocations()
+                    try await followRevocations()
                 } onFailure: { error in
                     logger.warning("could not check for revoked keys", metadata: ["error": "\(String(reflecting: error))"])
                 }
@@ -96,6 +98,12 @@ struct MaintenanceService: Service {
     static let rateLimitExchangeInterval: Duration = .milliseconds(50)
     /// How long shared counts are kept (milliseconds); exchanges read back two seconds.
     static let rateLimitCountsKept: Int64 = 10_000
+
+    /// Key revocations and service tokens, read together on every notification and poll.
+    private func followRevocations() async throws {
+        try await keys.followRevocations()
+        try await serviceTokens.refresh()
+    }
 
     /// Writes the last-used times gathered since the last flush, or gives up on them
     /// after ``shutdownTimeout``: they are best effort, and a database that is gone

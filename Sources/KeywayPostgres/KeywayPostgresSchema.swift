@@ -189,6 +189,23 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX rate_limit_counts_by_time ON rate_limit_counts(written_at)",
             ]
         ),
+        (
+            // Credentials of the operator's own services; only their SHA-256 is kept.
+            "v8: service tokens",
+            [
+                """
+                CREATE TABLE service_tokens (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    digest BYTEA NOT NULL UNIQUE CHECK (length(digest) = 32),
+                    hint TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    revoked_at BIGINT
+                )
+                """,
+                "CREATE UNIQUE INDEX service_tokens_one_active_per_name ON service_tokens(name) WHERE revoked_at IS NULL",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

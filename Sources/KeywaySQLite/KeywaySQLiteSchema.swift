@@ -167,6 +167,22 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v7: service tokens") { db in
+            try db.execute(
+                sql: """
+                    -- Credentials of the operator's own services; only their SHA-256 is kept.
+                    CREATE TABLE service_tokens (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+                        hint TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        revoked_at INTEGER
+                    ) STRICT;
+                    CREATE UNIQUE INDEX service_tokens_one_active_per_name ON service_tokens(name) WHERE revoked_at IS NULL;
+                    """
+            )
+        }
         return migrator
     }()
 

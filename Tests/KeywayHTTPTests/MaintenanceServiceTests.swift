@@ -33,6 +33,7 @@ import Testing
 
         var service = MaintenanceService(
             keys: server.keys,
+            serviceTokens: server.serviceTokens,
             store: store,
             rateLimits: server.rateLimits,
             rateLimitExchange: nil,

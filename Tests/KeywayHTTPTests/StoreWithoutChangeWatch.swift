@@ -86,6 +86,12 @@ final class StoreWithoutChangeWatch: KeywayStore {
         try await base.setRateLimit(setting, for: environmentID)
     }
     func rateLimitsVersion() async throws -> Int64 { try await base.rateLimitsVersion() }
+    func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord { try await base.insertServiceToken(token) }
+    func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord? { try await base.serviceToken(digest: digest) }
+    func serviceTokens() async throws -> [ServiceTokenRecord] { try await base.serviceTokens() }
+    func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? {
+        try await base.revokeServiceToken(reference, at: date)
+    }
     func checkHealth() async throws { try await base.checkHealth() }
     func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
 

@@ -27,6 +27,8 @@ struct TestServer {
     /// The SQLite file under `store`.
     let databasePath: String
     let keys: SecretKeys
+    /// The service tokens `/keys/verify` accepts; create them through it, so the server knows at once.
+    let serviceTokens: ServiceTokens
     let configuration: ServerConfiguration
     let logs: CapturedLogs
     let passwordHasher: any PasswordHasher
@@ -82,6 +84,7 @@ struct TestServer {
             store: store,
             databasePath: path,
             keys: keys,
+            serviceTokens: ServiceTokens(store: store, logger: logs.logger(label: "keyway.service-tokens")),
             configuration: configuration,
             logs: logs,
             passwordHasher: passwordHasher,
@@ -125,6 +128,7 @@ struct TestServer {
             metrics: testMetricsRegistry,
             userTokens: userTokens,
             rateLimits: rateLimits,
+            serviceTokens: serviceTokens,
             passwordHasher: passwordHasher,
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")

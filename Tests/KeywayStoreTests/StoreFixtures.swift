@@ -201,6 +201,8 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
     init(_ base: any KeywayStore) { self.base = base }
 
     var keyLookups: Int { lock.withLock { _keyLookups } }
+    private var _serviceTokenLookups = 0
+    var serviceTokenLookups: Int { lock.withLock { _serviceTokenLookups } }
 
     /// Makes the next `count` reads of revocations fail, as a dropped connection would.
     func failRevocationReads(_ count: Int) { lock.withLock { _failingRevocationReads = count } }
@@ -291,6 +293,15 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         try await base.setRateLimit(setting, for: environmentID)
     }
     func rateLimitsVersion() async throws -> Int64 { try await base.rateLimitsVersion() }
+    func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord { try await base.insertServiceToken(token) }
+    func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord? {
+        lock.withLock { _serviceTokenLookups += 1 }
+        return try await base.serviceToken(digest: digest)
+    }
+    func serviceTokens() async throws -> [ServiceTokenRecord] { try await base.serviceTokens() }
+    func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? {
+        try await base.revokeServiceToken(reference, at: date)
+    }
     func checkHealth() async throws { try await base.checkHealth() }
     func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
     func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {

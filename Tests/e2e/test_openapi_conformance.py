@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_spec
 
-METHODS = {"get", "post", "put", "delete", "options"}
+METHODS = {"get", "head", "post", "put", "patch", "delete", "options"}
 
 
 class Contract:
@@ -154,6 +154,18 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("POST", "/users/batch", dev, raw=huge, expect=413)
     call("PUT", "/users/b1", dev, raw=huge, expect=413)
 
+    # The platform's other services (with a service token) and proxies (with the client's key).
+    token = keyway.cli("service-tokens", "create", "--name", "conformance").stdout.strip()
+    assert call("POST", "/keys/verify", token, {"key": dev}, 200)["valid"] is True
+    assert call("POST", "/keys/verify", token, {"key": "kw_dev_nope"}, 200)["code"] == "malformed_api_key"
+    call("POST", "/keys/verify", token, raw=b"{not json", expect=400)
+    call("POST", "/keys/verify", token, raw=b'{"key": "' + b"k" * (5 * 1024 * 1024) + b'"}', expect=413)
+    call("POST", "/keys/verify", dev, {"key": dev}, 401)
+    call("POST", "/keys/verify", body={"key": dev}, expect=401)
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        call(method, "/auth", dev, expect=204)
+        call(method, "/auth", "kw_dev_nope", expect=401)
+        call(method, "/auth", dev, headers={"x-keyway-user-id": "nobody"}, expect=404)
 
     # Over the limit, every key-authenticated operation answers 429 before its handler runs.
     call("GET", "/whoami", limited, expect=200)

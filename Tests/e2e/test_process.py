@@ -245,6 +245,7 @@ def test_every_command_has_help(keyway):
     for command in (
         [], ["serve"], ["migrate"], ["accounts"], ["accounts", "create"], ["accounts", "list"],
         ["keys"], ["keys", "generate"], ["keys", "list"],
+        ["service-tokens"], ["service-tokens", "create"], ["service-tokens", "list"], ["service-tokens", "revoke"],
     ):
         result = keyway.cli(*command, "--help")
         assert "USAGE: keyway" in result.stdout, command

@@ -24,14 +24,21 @@ def test_schemathesis_finds_no_failure_with_every_check_and_phase(keyway, tmp_pa
     keyway.start(KEYWAY_EGRESS_IPS="203.0.113.7, 2001:db8::/32", KEYWAY_LOG_LEVEL="info")
     # Schemathesis sends as fast as it can with one key: no limit, or it meets 429s.
     _, development, _ = keyway.account_with_keys(requests_per_second="none")
+    service_token = keyway.cli("service-tokens", "create", "--name", "schemathesis").stdout.strip()
+    # The secret key everywhere but /keys/verify, which takes a service token instead.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f'headers = {{ Authorization = "Bearer {development}" }}\n\n'
+        f'[[operations]]\ninclude-path = "/keys/verify"\nheaders = {{ Authorization = "Bearer {service_token}" }}\n'
+    )
     seed = os.environ.get("KEYWAY_SCHEMATHESIS_SEED", "20261129")
     seconds = os.environ.get("KEYWAY_SCHEMATHESIS_SECONDS", "240")
     command = [
         # The CLI's entry point, run by this Python whatever PATH holds.
         sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
+        "--config-file", str(config),
         "run", f"{keyway.base}/openapi.json",
         "--url", keyway.base,
-        "--header", f"Authorization: Bearer {development}",
         "--checks", "all",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-time", seconds,

@@ -1,0 +1,56 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywayCore
+
+/// `/auth`, for a reverse proxy's sub-request (nginx `auth_request`, Traefik
+/// ForwardAuth, Envoy's HTTP `ext_authz`): reads the client's `Authorization` as the
+/// proxy forwards it and answers 204 with identity headers, or the usual error.
+///
+/// A 2xx has no body: nginx does not reuse the connection to an auth server whose
+/// 2xx carries one (see docs/gateway.md). It reveals nothing `/whoami` does not, so
+/// it needs no credential of its own, and it never echoes the key.
+struct ForwardAuthController {
+    typealias Context = KeywayRequestContext
+
+    let verification: KeyVerification
+    let store: any UserStore
+
+    /// Every method: nginx sends the client's, Traefik GET, Envoy the client's with the
+    /// client's path after its `path_prefix` (`/auth/…`).
+    static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+
+    var endpoints: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        for path in ["auth", "auth/**"] {
+            for method in Self.methods {
+                routes.on(RouterPath(path), method: method, use: authorize)
+            }
+        }
+        return routes
+    }
+
+    /// Whether `path` is `/auth` or below it.
+    static func isForwardAuth(_ path: String) -> Bool {
+        path.utf8.starts(with: "/auth".utf8) && (path.utf8.count == 5 || path.utf8.dropFirst(5).first == UInt8(ascii: "/"))
+    }
+
+    @Sendable func authorize(_ request: Request, context: Context) async throws -> Response {
+        let key = try await verification.authenticate(try SecretKeyAuthenticator.bearerToken(request.headers[values: .authorization]))
+        var headers = HTTPFields()
+        headers.reserveCapacity(6)
+        headers[.keywayAccountID] = key.environmentID.accountID.rawValue
+        headers[.keywayEnvironment] = key.environmentID.environment.rawValue
+        headers[.keywayKeyHint] = key.hint
+        if let reference = request.headers[.xKeywayUserID] {
+            // Resolved inside the key's environment only: another environment's user is not found.
+            // Usernames are stored in NFC, so a decomposed spelling names the same user.
+            guard !reference.isEmpty, let user = try await store.user(UserInput.normalized(reference), in: key.environmentID) else {
+                throw KeywayError.userNotFound(reference, in: key.environmentID.environment, existsIn: nil)
+            }
+            headers[.keywayUserID] = user.id.rawValue
+        }
+        headers[.cacheControl] = "no-store"
+        return Response(status: .noContent, headers: headers)
+    }
+}

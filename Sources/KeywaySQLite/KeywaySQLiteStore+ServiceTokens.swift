@@ -1,0 +1,60 @@
+public import Foundation
+import GRDB
+public import KeywayCore
+
+/// The credentials of the operator's own services.
+extension KeywaySQLiteStore {
+    public func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord {
+        try await database.write { db in
+            // One writer at a time: the check and the insert cannot be split by another.
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM service_tokens WHERE name = ? AND revoked_at IS NULL", arguments: [token.name]) == nil
+            else { throw KeywayError.serviceTokenNameTaken(token.name) }
+            try db.execute(
+                sql: "INSERT INTO service_tokens (id, name, digest, hint, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [token.id.rawValue, token.name, Data(token.digest.bytes), token.hint, token.createdAt.keywayMilliseconds]
+            )
+        }
+        return token
+    }
+
+    public func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM service_tokens WHERE digest = ?", arguments: [Data(digest.bytes)])
+                .map(ServiceTokenRecord.init(row:))
+        }
+    }
+
+    public func serviceTokens() async throws -> [ServiceTokenRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM service_tokens ORDER BY created_at DESC, id").map(ServiceTokenRecord.init(row:))
+        }
+    }
+
+    public func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? {
+        // A commit is what the `data_version` watch of every server sees: no notification to send.
+        try await database.write { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    UPDATE service_tokens SET revoked_at = ?
+                    WHERE revoked_at IS NULL AND (id = ? OR name = ?)
+                    RETURNING *
+                    """,
+                arguments: [date.keywayMilliseconds, reference, reference]
+            ).map(ServiceTokenRecord.init(row:))
+        }
+    }
+}
+
+extension ServiceTokenRecord {
+    init(row: Row) throws {
+        self.init(
+            id: ServiceTokenID(rawValue: row["id"]),
+            name: row["name"],
+            digest: try row.digest("digest"),
+            hint: row["hint"],
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            revokedAt: (row["revoked_at"] as Int64?).map(Date.init(keywayMilliseconds:))
+        )
+    }
+}

@@ -1,0 +1,119 @@
+"""A real nginx in front of Keyway and a small upstream, configured as docs/gateway.md says.
+
+Checks that a valid key reaches the upstream with Keyway's identity headers, that a refused
+or revoked key never does, that the user context is resolved, and that the upstream never
+sees the client's key or identity headers the client forged.
+"""
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gateway import CONFIG, Nginx, Upstream, config, free_port, nginx_binary
+
+
+@pytest.fixture
+def gateway(keyway, tmp_path):
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed and scripts/bootstrap could not install it (Debian's nginx package)")
+    keyway.start()
+    upstream = Upstream()
+    port = free_port()
+    nginx = Nginx(tmp_path / "nginx", config(keyway.port, upstream.port, port))
+    nginx.start(port)
+    yield f"http://127.0.0.1:{port}", upstream
+    nginx.stop()
+    upstream.stop()
+
+
+def through(base, path="/v1/workflows", key=None, method="GET", headers=None):
+    request = urllib.request.Request(base + path, method=method, data=b"{}" if method == "POST" else None)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+def lower(headers: dict) -> dict:
+    # http.server reads header bytes as Latin-1; the key hint's "…" is UTF-8, as /whoami writes it.
+    return {name.lower(): value.encode("latin-1").decode("utf-8") for name, value in headers.items()}
+
+
+def test_a_valid_key_reaches_the_upstream_with_its_identity_and_without_the_key(keyway, gateway):
+    base, upstream = gateway
+    account, development, production = keyway.account_with_keys()
+    forged = {"Keyway-Account-Id": "acct_forged", "Keyway-User-Id": "forged", "Keyway-Environment": "production"}
+    for method in ("GET", "POST", "DELETE"):
+        status, _, body = through(base, key=development, method=method, headers=forged)
+        assert (status, body) == (200, "upstream ok\n"), (method, status, body)
+    status, _, _ = through(base, "/v1/other?page=2", key=production)
+    assert status == 200
+    assert len(upstream.received) == 4
+    for seen in upstream.received[:3]:
+        headers = lower(seen["headers"])
+        assert headers["keyway-account-id"] == account
+        assert headers["keyway-environment"] == "development"
+        assert headers["keyway-key-hint"] == "kw_dev_…" + development[-4:]
+        assert "keyway-user-id" not in headers, "a forged Keyway-User-Id reached the upstream"
+    assert lower(upstream.received[3]["headers"])["keyway-environment"] == "production"
+    assert upstream.received[3]["path"] == "/v1/other?page=2"
+    everything = json.dumps(upstream.received)
+    assert development[:-4] not in everything and production[:-4] not in everything, "the upstream saw a key"
+    assert all("authorization" not in lower(seen["headers"]) for seen in upstream.received)
+
+
+def test_refused_and_revoked_keys_never_reach_the_upstream(keyway, gateway):
+    base, upstream = gateway
+    account, development, _ = keyway.account_with_keys()
+    assert through(base, key=development)[0] == 200
+    reached = len(upstream.received)
+
+    status, headers, _ = through(base)
+    assert status == 401 and lower(headers)["www-authenticate"] == 'Bearer realm="keyway"'
+    status, headers, _ = through(base, key="kw_dev_" + "A" * 36)
+    assert status == 401 and 'error="invalid_token"' in lower(headers)["www-authenticate"]
+
+    keyway.cli("keys", "generate", "--account", account, "--environment", "development")
+    deadline = time.monotonic() + 2
+    while through(base, key=development)[0] != 401:
+        assert time.monotonic() < deadline, "the revoked key still passes nginx after 2 s"
+        time.sleep(0.02)
+    reached_before_refusal = len(upstream.received)
+    for method in ("GET", "POST"):
+        assert through(base, key=development, method=method)[0] == 401
+    assert len(upstream.received) == reached_before_refusal
+    # Only requests made before the revocation reached it, each with the old key's hint.
+    assert all(lower(seen["headers"])["keyway-key-hint"].endswith(development[-4:]) for seen in upstream.received[reached:])
+
+
+def test_the_user_context_header_names_a_user_of_the_keys_environment(keyway, gateway):
+    base, upstream = gateway
+    account, development, production = keyway.account_with_keys()
+    status, _, created = keyway.request("POST", "/users", development, {"username": "ada@example.com"})
+    assert status == 200
+    ada = created["userId"]
+    for reference in (ada, "ada@example.com"):
+        status, _, _ = through(base, key=development, headers={"x-keyway-user-id": reference})
+        assert status == 200
+        headers = lower(upstream.received[-1]["headers"])
+        assert headers["keyway-user-id"] == ada
+        assert "x-keyway-user-id" not in headers
+    reached = len(upstream.received)
+    # Another environment's user, and nobody, are not found; the upstream is never asked.
+    for key, reference in ((production, ada), (development, "nobody")):
+        status, _, _ = through(base, key=key, headers={"x-keyway-user-id": reference})
+        assert status == 404, reference
+    assert len(upstream.received) == reached
+
+
+def test_the_documented_configuration_is_the_tested_one():
+    for document in (CONFIG.parent.parent / "gateway.md", CONFIG.parents[2] / "README.md"):
+        assert CONFIG.read_text().strip() in document.read_text(), f"{document.name} must show docs/examples/nginx-keyway.conf verbatim"
