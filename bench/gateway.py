@@ -1,5 +1,5 @@
 """See bench/gateway. Requests through nginx's auth_request to Keyway: valid keys, refused keys,
-and the same nginx asking an ideal auth server (`return 204`), in one run."""
+a key over its rate limit, and the same nginx asking an ideal auth server (`return 204`), in one run."""
 
 import argparse
 import datetime
@@ -53,7 +53,10 @@ def main():
     keyway = Keyway(work)
     keyway.start(KEYWAY_LOG_LEVEL="info")
     upstream = Upstream(record=False)
-    account, valid, _ = keyway.account_with_keys()
+    # wrk sends thousands of requests a second with one key: no limit, except for the key that
+    # measures refusals over the limit (1 a second: nearly every request is a 429).
+    account, valid, _ = keyway.account_with_keys(requests_per_second="none")
+    _, limited, _ = keyway.account_with_keys("Limited", requests_per_second=1)
     revoked = valid
     valid = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
     time.sleep(1)
@@ -71,6 +74,7 @@ def main():
         ("valid key, auth_request → Keyway", nginx_port, valid),
         ("revoked key, auth_request → Keyway (401)", nginx_port, revoked),
         ("invented key, auth_request → Keyway (401)", nginx_port, "kw_dev_" + "A" * 36),
+        ("key over its limit, auth_request → Keyway (429)", nginx_port, limited),
         ("valid key, auth_request → return 204", ideal_port, valid),
     ]
     results = {name: [] for name, _, _ in scenarios}

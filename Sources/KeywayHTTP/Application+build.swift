@@ -164,18 +164,20 @@ func buildRouter(
         router.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
     }
     let users = UsersController(store: store, userTokens: userTokens)
+    // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
+    let rateLimitGate = RateLimitGate(limits: rateLimits)
     router.addRoutes(UserTokenController(store: store, userTokens: userTokens).endpoints)
     for prefix in [""] + APIVersion.pathVersions {
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
         router.group(RouterPath(prefix))
             .add(middleware: SecretKeyAuthenticator(keys: keys))
-            .add(middleware: RateLimitMiddleware(gate: RateLimitGate(limits: rateLimits)))
+            .add(middleware: RateLimitMiddleware(gate: rateLimitGate))
             .group(context: AuthenticatedRequestContext.self)
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
     // The platform's other services and proxies: both decide through one KeyVerification.
-    let verification = KeyVerification(keys: keys)
+    let verification = KeyVerification(keys: keys, rateLimits: rateLimitGate)
     router.group()
         .add(middleware: ServiceTokenAuthenticator(serviceTokens: serviceTokens))
         .group(context: ServiceRequestContext.self)

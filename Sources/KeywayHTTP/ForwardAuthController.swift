@@ -35,10 +35,26 @@ struct ForwardAuthController {
         path.utf8.starts(with: "/auth".utf8) && (path.utf8.count == 5 || path.utf8.dropFirst(5).first == UInt8(ascii: "/"))
     }
 
+    /// 204 with the identity headers; 429 `rate_limited` over the key's limit, before any
+    /// lookup; the RateLimit fields on every answer about a key whose environment has a limit.
     @Sendable func authorize(_ request: Request, context: Context) async throws -> Response {
-        let key = try await verification.authenticate(try SecretKeyAuthenticator.bearerToken(request.headers[values: .authorization]))
+        let verified = try await verification.authenticate(try SecretKeyAuthenticator.bearerToken(request.headers[values: .authorization]))
+        if let refused = verified.admission.refusalResponse(requestID: context.requestID) { return refused }
+        var response: Response
+        do {
+            response = Response(status: .noContent, headers: try await identity(of: verified.key, for: request))
+        } catch let error as KeywayError {
+            // Mapped here so that the RateLimit fields reach the 404 too.
+            response = ErrorMappingMiddleware.response(for: error, requestID: context.requestID)
+        }
+        verified.admission.apply(to: &response.headers)
+        return response
+    }
+
+    /// What the proxy passes upstream: the key's principal and, for `x-keyway-user-id`, the user.
+    private func identity(of key: AuthenticatedKey, for request: Request) async throws -> HTTPFields {
         var headers = HTTPFields()
-        headers.reserveCapacity(6)
+        headers.reserveCapacity(8)
         headers[.keywayAccountID] = key.environmentID.accountID.rawValue
         headers[.keywayEnvironment] = key.environmentID.environment.rawValue
         headers[.keywayKeyHint] = key.hint
@@ -51,6 +67,6 @@ struct ForwardAuthController {
             headers[.keywayUserID] = user.id.rawValue
         }
         headers[.cacheControl] = "no-store"
-        return Response(status: .noContent, headers: headers)
+        return headers
     }
 }

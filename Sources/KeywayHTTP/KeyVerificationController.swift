@@ -16,14 +16,20 @@ struct KeyVerificationController {
     }
 
     /// `POST /keys/verify` `{"key": "kw_…"}`: 200 with `valid` either way; what is wrong with
-    /// a key is the answer, not an error of the request.
+    /// a key, its being over its limit included, is the answer, not an error of the request.
+    /// The RateLimit fields are not sent: they would describe the key, not the service's
+    /// request, and a client honouring them would slow the service down.
     @Sendable func verify(_ request: Request, context: Context) async throws -> KeyVerdict {
         let body = try await JSONBody.decode(VerifyKeyRequest.self, from: request)
+        let verified: KeyVerification.Verified
         do {
-            return .valid(try await verification.authenticate(Substring(body.key)))
+            verified = try await verification.authenticate(Substring(body.key))
         } catch let error as KeywayError where KeyVerification.refusals.contains(error.code) {
-            return .invalid(error)
+            return .invalid(error, rateLimit: nil)
         }
+        let decision = verified.admission.decision
+        if let refusal = verified.admission.refusal { return .invalid(refusal, rateLimit: decision) }
+        return .valid(verified.key, rateLimit: decision)
     }
 }
 
@@ -31,34 +37,53 @@ struct VerifyKeyRequest: Decodable {
     let key: String
 }
 
-/// `{"valid": true, "accountId", "environment", "keyHint"}` or
-/// `{"valid": false, "code", "message", …details}`. Never the key.
+/// `{"valid": true, "accountId", "environment", "keyHint", "rateLimit"?}` or
+/// `{"valid": false, "code", "message", …details, "rateLimit"?}`. Never the key.
+/// `rateLimit` is there when the key's environment has a limit: `limit`, `remaining` and
+/// `reset`, the RateLimit fields' `q`, `r` and `t`.
 enum KeyVerdict: JSONWritable {
-    case valid(AuthenticatedKey)
-    case invalid(KeywayError)
+    case valid(AuthenticatedKey, rateLimit: RateLimitDecision?)
+    case invalid(KeywayError, rateLimit: RateLimitDecision?)
 
     func write(to writer: inout JSONWriter) {
+        var fields: [(String, (inout JSONWriter) -> Void)]
+        let rateLimit: RateLimitDecision?
+        switch self {
+        case .valid(let key, let decision):
+            rateLimit = decision
+            fields = [
+                ("accountId", { $0.string(key.environmentID.accountID.rawValue) }),
+                ("environment", { $0.string(key.environmentID.environment.rawValue) }),
+                ("keyHint", { $0.string(key.hint) }),
+                ("valid", { $0.bool(true) }),
+            ]
+        case .invalid(let error, let decision):
+            rateLimit = decision
+            let fixed = [("code", error.code.rawValue), ("message", error.message)]
+            let details = error.details.filter { name, _ in !["valid", "rateLimit"].contains(name) && !fixed.contains { $0.0 == name } }
+            fields = (fixed + details.map { ($0.key, $0.value) }).map { name, value in (name, { $0.string(value) }) }
+            fields.append(("valid", { $0.bool(false) }))
+        }
+        if let rateLimit {
+            fields.append(("rateLimit", { Self.write(rateLimit, to: &$0) }))
+        }
         writer.object { object in
-            switch self {
-            case .valid(let key):
-                object.key("accountId")
-                object.string(key.environmentID.accountID.rawValue)
-                object.key("environment")
-                object.string(key.environmentID.environment.rawValue)
-                object.key("keyHint")
-                object.string(key.hint)
-                object.key("valid")
-                object.bool(true)
-            case .invalid(let error):
-                let fixed = [("code", error.code.rawValue), ("message", error.message)]
-                let details = error.details.filter { name, _ in name != "valid" && !fixed.contains { $0.0 == name } }
-                for (name, value) in (fixed + details.map { ($0.key, $0.value) }).sorted(by: { $0.0 < $1.0 }) {
-                    object.key(name)
-                    object.string(value)
-                }
-                object.key("valid")
-                object.bool(false)
+            // Sorted, as the encoder's `.sortedKeys` writes them.
+            for (name, write) in fields.sorted(by: { $0.0 < $1.0 }) {
+                object.key(name)
+                write(&object)
             }
+        }
+    }
+
+    private static func write(_ decision: RateLimitDecision, to writer: inout JSONWriter) {
+        writer.object { object in
+            object.key("limit")
+            object.integer(decision.policy.requestsPerSecond)
+            object.key("remaining")
+            object.integer(decision.remaining)
+            object.key("reset")
+            object.integer(decision.resetSeconds)
         }
     }
 }

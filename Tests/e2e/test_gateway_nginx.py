@@ -6,6 +6,7 @@ sees the client's key or identity headers the client forged.
 """
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -112,6 +113,38 @@ def test_the_user_context_header_names_a_user_of_the_keys_environment(keyway, ga
         status, _, _ = through(base, key=key, headers={"x-keyway-user-id": reference})
         assert status == 404, reference
     assert len(upstream.received) == reached
+
+
+def test_a_key_over_its_limit_gets_keyways_429_through_nginx_and_never_reaches_the_upstream(keyway, gateway):
+    base, upstream = gateway
+    _, development, production = keyway.account_with_keys(requests_per_second=2)
+    # The running server reads the CLI's change within KEYWAY_REVOCATION_POLL_MS; ask with the
+    # other key, whose quota this test does not use.
+    deadline = time.monotonic() + 5
+    while keyway.request("GET", "/whoami", production)[1].get("RateLimit-Policy") != '"default";q=2;w=1':
+        assert time.monotonic() < deadline, "the server never read the limit"
+        time.sleep(0.6)
+    answers = [through(base, key=development) for _ in range(6)]
+    statuses = [status for status, _, _ in answers]
+    # 2 a second: the first two pass, and whatever else passes is what the window let through.
+    assert statuses[:2] == [200, 200] and 429 in statuses, statuses
+    assert len(upstream.received) == statuses.count(200), "a refused request reached the upstream"
+    for status, headers, _ in answers:
+        if status == 200:
+            headers = lower(headers)
+            assert headers["ratelimit-policy"] == '"default";q=2;w=1'
+            assert re.fullmatch(r'"default";r=\d+;t=\d+', headers["ratelimit"]), headers
+    status, headers, body = next(answer for answer in answers if answer[0] == 429)
+    headers = lower(headers)
+    # Keyway's headers, copied by auth_request_set: nginx alone would send none of them.
+    assert int(headers["retry-after"]) >= 1
+    assert headers["ratelimit-policy"] == '"default";q=2;w=1'
+    assert re.fullmatch(r'"default";r=0;t=[1-9]\d*', headers["ratelimit"]), headers
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["code"] == "rate_limited"
+    time.sleep(2.1)
+    status, headers, _ = through(base, key=development)
+    assert status == 200 and lower(headers)["ratelimit"] == '"default";r=1;t=1'
 
 
 def test_the_documented_configuration_is_the_tested_one():
