@@ -101,7 +101,7 @@ def main():
         rates = [r[0] for r in results[name]]
         ratios = sorted(rate / base for rate, base in zip(rates, valid_rates))
         lines.append(
-            f"{name:45} {sorted(rates)[len(rates) // 2]:9.0f} req/s  p99 {results[name][-1][1]:>8}  "
+            f"{name:48} {sorted(rates)[len(rates) // 2]:9.0f} req/s  p99 {results[name][-1][1]:>8}  "
             f"ratio to valid {ratios[len(ratios) // 2]:.2f}  non-2xx {results[name][-1][2]}  "
             f"new TIME-WAIT to Keyway {sorted(waits[name])[len(waits[name]) // 2]}"
         )

@@ -33,8 +33,10 @@ def test_service_tokens_are_shown_once_listed_by_hint_and_revoked_everywhere(key
     assert token not in listing and token[5:-4] not in listing
 
     status, _, answer = verify(keyway, token, development)
+    # The key's first request: development's default limit, 25 a second, with 24 left.
     assert status == 200 and answer == {
         "valid": True, "accountId": account, "environment": "development", "keyHint": "kw_dev_…" + development[-4:],
+        "rateLimit": {"limit": 25, "remaining": 24, "reset": 1},
     }
     assert verify(keyway, file_token, development)[0] == 200
 
