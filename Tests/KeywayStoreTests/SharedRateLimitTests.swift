@@ -1,11 +1,21 @@
 import Foundation
 import KeywayCore
 import KeywayPostgres
-import Synchronization
 import Testing
 
 /// A rate limit held by three instances together through PostgreSQL's `rate_limit_counts`.
-@Suite(.enabled(if: TestPostgres.serverURL != nil, "needs KEYWAY_TEST_POSTGRES_URL"))
+///
+/// It measures a bound that depends on exchanging every 50 ms, so it runs alone, in a `swift test`
+/// of its own (`scripts/test` does). Beside the other suites, on two cores shared with another
+/// build, 3 runs of 19 let more than 55/s through (55.1–56.2), the exchanges up to 216–772 ms
+/// apart; alone on the same loaded machine, 72–79 ms apart and 51.1–51.5/s.
+@Suite(
+    .enabled(if: TestPostgres.serverURL != nil, "needs KEYWAY_TEST_POSTGRES_URL"),
+    .enabled(
+        if: ProcessInfo.processInfo.environment["KEYWAY_TEST_RATE_LIMIT_ALONE"] == "1",
+        "timing-sensitive: KEYWAY_TEST_RATE_LIMIT_ALONE=1 swift test --filter SharedRateLimitTests"
+    )
+)
 struct SharedRateLimitTests {
     /// 3N requests a second spread over three instances for ten seconds, each instance
     /// exchanging counts every 50 ms as the server does: between N and 1.1 N a second pass.
@@ -19,34 +29,52 @@ struct SharedRateLimitTests {
         let instances = stores.map { RateLimits(store: $0) }
         for instance in instances { try await instance.refresh() }
         let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_shared"), environmentID: environmentID, hint: "kw_prod_…test")
+        let start = ContinuousClock.now + .milliseconds(100)
 
-        let allowed = try await withThrowingTaskGroup(of: Int.self) { group in
+        let sent = try await withThrowingTaskGroup(of: Outcome.self) { group in
             for (index, instance) in instances.enumerated() {
                 // The maintenance loop of each instance.
                 group.addTask {
-                    let end = ContinuousClock.now + .seconds(seconds) + .milliseconds(200)
+                    let end = start + .seconds(seconds) + .milliseconds(200)
+                    var previous = ContinuousClock.now
+                    var longestGap = Duration.zero
                     while ContinuousClock.now < end {
                         try await Task.sleep(for: .milliseconds(50))
                         try await instance.exchange(through: stores[index])
+                        longestGap = max(longestGap, ContinuousClock.now - previous)
+                        previous = ContinuousClock.now
                     }
-                    return 0
+                    return Outcome(allowed: 0, last: start, longestGap: longestGap)
                 }
                 // Its share of the traffic: N a second, evenly spaced, from a different phase.
                 group.addTask {
-                    let start = ContinuousClock.now + .milliseconds(index * 1000 / (limit * 3))
+                    let phase = start + .milliseconds(index * 1000 / (limit * 3))
                     var allowed = 0
                     for request in 0..<(limit * seconds) {
-                        try await Task.sleep(until: start + .microseconds(request * 1_000_000 / limit))
+                        try await Task.sleep(until: phase + .microseconds(request * 1_000_000 / limit))
                         if instance.take(key)?.allowed == true { allowed += 1 }
                     }
-                    return allowed
+                    return Outcome(allowed: allowed, last: ContinuousClock.now, longestGap: .zero)
                 }
             }
-            return try await group.reduce(0, +)
+            return try await group.reduce(Outcome(allowed: 0, last: start, longestGap: .zero)) { total, task in
+                Outcome(allowed: total.allowed + task.allowed, last: max(total.last, task.last), longestGap: max(total.longestGap, task.longestGap))
+            }
         }
-        let perSecond = Double(allowed) / Double(seconds)
-        print("three instances, limit \(limit)/s, sent \(limit * 3)/s for \(seconds) s: \(allowed) allowed, \(perSecond)/s")
-        #expect(perSecond >= Double(limit), "\(perSecond)/s")
-        #expect(perSecond <= Double(limit) * 1.1, "\(perSecond)/s")
+        // Over the whole run: late senders make it last longer than ten seconds, never shorter.
+        let elapsed = max(Double(seconds), (sent.last - start) / .seconds(1))
+        let perSecond = Double(sent.allowed) / elapsed
+        let report = "\(sent.allowed) allowed in \(elapsed) s, \(perSecond)/s; exchanges at most \(sent.longestGap) apart"
+        print("three instances, limit \(limit)/s, sent \(limit * 3)/s for \(seconds) s: \(report)")
+        #expect(perSecond >= Double(limit), "\(report)")
+        #expect(perSecond <= Double(limit) * 1.1, "\(report)")
+    }
+
+    /// What one task of the test saw: requests allowed, when it ended, the longest time between
+    /// two of its exchanges.
+    struct Outcome: Sendable {
+        let allowed: Int
+        let last: ContinuousClock.Instant
+        let longestGap: Duration
     }
 }
