@@ -28,7 +28,7 @@ public func buildApplication(
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
-    attemptLedger: (any AttemptLedger)? = nil,
+    attemptLedger: (any AttemptLedger)?,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger

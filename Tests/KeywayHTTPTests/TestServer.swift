@@ -112,6 +112,8 @@ struct TestServer {
             keys: keys,
             metrics: testMetricsRegistry,
             userTokens: userTokens,
+            // SQLite: one instance per file, whose memory is the whole count.
+            attemptLedger: nil,
             passwordHasher: passwordHasher,
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")
