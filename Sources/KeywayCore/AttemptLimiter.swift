@@ -101,7 +101,8 @@ public final class AttemptLimiter: Sendable {
 
     /// Keys whose attempts are all older than the window and lockout decide
     /// nothing any more; once a minute, per instance, the shared table loses them.
-    /// (Every policy keeps 15 minutes, so one limiter's cutoff suits the others' keys.)
+    /// (Every policy keeps failures for 30 minutes, its window and its lockout, so one
+    /// limiter's cutoff suits the others' keys.)
     private func pruneIfDue(_ ledger: any AttemptLedger, at date: Date) async {
         let due = lastPruned.withLock { last in
             guard last.map({ date.timeIntervalSince($0) >= 60 }) ?? true else { return false }

@@ -8,8 +8,9 @@ import Synchronization
 ///
 /// Each password check is throttled *before* it is hashed, so a flood of
 /// guesses costs a limiter's lookup each, not a bcrypt:
-/// - a sign-in counts against its client address (20 free failures, locked
-///   after 40) and its email (5 free, locked after 10), client first: a client
+/// - a sign-in counts against its client address (20 free failures, then waits
+///   doubling up to 15 minutes) and its email (5 free, locked for 15 minutes
+///   from the 10th), client first: a client
 ///   already refused must not add the emails it invents to the bounded email
 ///   table, where they would push out (and so unlock) an email that is locked;
 /// - a sign-up counts against its client address, since each costs a hash;

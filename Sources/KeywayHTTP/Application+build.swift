@@ -33,7 +33,7 @@ public func buildApplication(
     keys: SecretKeys,
     metrics: PrometheusCollectorRegistry,
     userTokens: UserTokens,
-    attemptLedger: (any AttemptLedger)? = nil,
+    attemptLedger: (any AttemptLedger)?,
     rateLimits: RateLimits? = nil,
     rateLimitExchange: (any RateLimitExchange)? = nil,
     serviceTokens: ServiceTokens? = nil,

@@ -3,6 +3,7 @@ import Hummingbird
 import KeywayCore
 import Logging
 import Prometheus
+import Synchronization
 
 /// Endpoints that need no key: health, metrics, the OpenAPI document, egress IPs.
 struct SystemController {
@@ -11,6 +12,15 @@ struct SystemController {
     let store: any KeywayStore
     let metrics: PrometheusCollectorRegistry
     let egressIPs: [String]
+    /// The database's health, asked once however many probes arrive while it is asked.
+    let readiness: SharedCheck
+
+    init(store: any KeywayStore, metrics: PrometheusCollectorRegistry, egressIPs: [String]) {
+        self.store = store
+        self.metrics = metrics
+        self.egressIPs = egressIPs
+        self.readiness = SharedCheck { try await store.checkHealth() }
+    }
 
     /// How long `/readyz` waits for the database.
     static let readinessTimeout: Duration = .seconds(2)
@@ -40,13 +50,14 @@ struct SystemController {
     @Sendable func ready(_ request: Request, context: Context) async throws -> StatusResponse {
         // A pool waiting for an unreachable database, or SQLite waiting out its busy timeout
         // (10 s), must not hold the probe: answer at the deadline without waiting for the
-        // check to let go, as a task group would.
+        // check to let go, as a task group would. The check left running is the one the
+        // next probes wait for, so unauthenticated probes cannot pile checks up.
         let reason: String
-        switch await MaintenanceService.outcome(within: Self.readinessTimeout, { try await store.checkHealth() }) {
+        switch await MaintenanceService.outcome(within: Self.readinessTimeout, { try await readiness.run() }) {
         case .written: return StatusResponse(status: "ready")
         case .failed(let error): reason = String(reflecting: error)
         case .timedOut: reason = "the database did not answer within \(Self.readinessTimeout)"
-        case .cancelled: throw CancellationError()
+        case .cancelled: reason = "the probe was cancelled"
         }
         context.logger.warning("readiness check failed", metadata: ["error": "\(reason)"])
         throw KeywayError(.serviceUnavailable, "The database is not reachable; Keyway cannot serve requests yet.")
@@ -106,4 +117,30 @@ enum OpenAPIDocument {
         }
         return Array(data)
     }()
+}
+
+/// One run of `check` at a time: callers that arrive while it runs wait for that run.
+final class SharedCheck: Sendable {
+    private let check: @Sendable () async throws -> Void
+    private let running = Mutex<Task<Void, any Error>?>(nil)
+
+    init(_ check: @escaping @Sendable () async throws -> Void) {
+        self.check = check
+    }
+
+    /// Waits for the run in progress, or starts one. Cancelling a caller leaves the run going.
+    func run() async throws {
+        let task = running.withLock { current in
+            if let current { return current }
+            // The run clears itself when done; it needs the lock, so it cannot clear before
+            // it is recorded here.
+            let task = Task { [self] in
+                defer { running.withLock { $0 = nil } }
+                try await check()
+            }
+            current = task
+            return task
+        }
+        try await task.value
+    }
 }

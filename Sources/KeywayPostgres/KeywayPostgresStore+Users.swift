@@ -109,31 +109,23 @@ extension KeywayPostgresStore {
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         // A new username may not be another user's identifier, unless the user already has it (written
-        // before that rule). Asked only when the username has an identifier's shape. Without a lock: to
-        // slip between this and the update, another transaction would have to create a user whose
-        // random identifier is this username.
-        if let username = changes.username, username != id.rawValue, UserID(validating: username) != nil {
-            let conflict = try await first(
-                """
-                SELECT 1 FROM users AS renamed
-                WHERE renamed.id = \(id.rawValue) AND renamed.account_id = \(account) AND renamed.environment = \(environment)
-                  AND renamed.username <> \(username)
-                  AND EXISTS (
-                    SELECT 1 FROM users AS other
-                    WHERE other.account_id = renamed.account_id AND other.environment = renamed.environment AND other.id = \(username)
-                  )
-                """,
-                as: Int32.self
-            )
-            if conflict != nil { throw KeywayError.usernameIsAUserID(username) }
-        }
+        // before that rule). Checked only when the username has an identifier's shape, and inside
+        // the UPDATE: a concurrent rename of this user makes PostgreSQL evaluate the condition again
+        // on the row as that rename left it, so "already has it" cannot be read from a stale row.
+        let guardsUsername = changes.username.map { $0 != id.rawValue && UserID(validating: $0) != nil } ?? false
+        let updated: User?
         do {
             // One statement, on the row the caller's lookup found: it sets only what is given.
-            return try await first(
+            updated = try await first(
                 """
                 UPDATE users SET username = COALESCE(\(changes.username), username),
                   full_name = CASE WHEN \(changes.fullName != nil) THEN \(changes.fullName ?? nil) ELSE full_name END
                 WHERE id = \(id.rawValue) AND account_id = \(account) AND environment = \(environment)
+                  AND (NOT \(guardsUsername) OR username = \(changes.username ?? "")
+                    OR NOT EXISTS (
+                      SELECT 1 FROM users AS other
+                      WHERE other.account_id = \(account) AND other.environment = \(environment) AND other.id = \(changes.username ?? "")
+                    ))
                 RETURNING id, username, full_name, created_at
                 """,
                 as: UserRow.self
@@ -141,6 +133,16 @@ extension KeywayPostgresStore {
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             throw KeywayError.usernameTaken(changes.username ?? "")
         }
+        // No row: the user is gone (404), or the username was refused as another user's identifier.
+        if updated == nil, guardsUsername, let username = changes.username,
+            try await first(
+                "SELECT 1 FROM users WHERE id = \(id.rawValue) AND account_id = \(account) AND environment = \(environment)",
+                as: Int32.self
+            ) != nil
+        {
+            throw KeywayError.usernameIsAUserID(username)
+        }
+        return updated
     }
 
     public func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool {

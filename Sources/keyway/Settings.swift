@@ -47,8 +47,9 @@ struct Settings: Sendable {
         if let path = settings.string("KEYWAY_DATABASE") { databasePath = path }
         if let url = settings.string("KEYWAY_DATABASE_URL") {
             postgres = try PostgresConnectionSettings(url: url, caFile: settings.string("KEYWAY_DATABASE_CA_FILE"))
-        } else if settings.string("KEYWAY_DATABASE_CA_FILE") != nil {
-            throw ConfigurationError(variable: "KEYWAY_DATABASE_CA_FILE", message: "is for PostgreSQL: set KEYWAY_DATABASE_URL too, or unset it")
+        } else if let file = settings.string("KEYWAY_DATABASE_CA_FILE"), !FileManager.default.isReadableFile(atPath: file) {
+            // Unused on SQLite, as it always was; but a file that cannot be read is a mistake either way.
+            throw ConfigurationError(variable: "KEYWAY_DATABASE_CA_FILE", message: "names '\(file)', which is missing or not readable")
         }
         if let size = try settings.integer("KEYWAY_DATABASE_POOL_SIZE", in: 1...1000) { databasePoolSize = size }
         if let timeout = try settings.integer("KEYWAY_DATABASE_CONNECT_TIMEOUT_MS", in: 100...120_000) {

@@ -73,11 +73,14 @@ import Testing
         }
     }
 
-    @Test func aCAFileWithoutPostgreSQLIsRefused() {
+    /// On SQLite the CA file is unused, as before settings moved; one that cannot be read is still refused.
+    @Test func aCAFileWithoutPostgreSQLIsUnusedButMustBeReadable() throws {
+        let settings = try Settings(environment: ["KEYWAY_DATABASE_CA_FILE": "/etc/hostname"])
+        #expect(settings.postgres == nil)
         #expect(
-            throws: ConfigurationError(variable: "KEYWAY_DATABASE_CA_FILE", message: "is for PostgreSQL: set KEYWAY_DATABASE_URL too, or unset it")
+            throws: ConfigurationError(variable: "KEYWAY_DATABASE_CA_FILE", message: "names '/nonexistent/ca.pem', which is missing or not readable")
         ) {
-            try Settings(environment: ["KEYWAY_DATABASE_CA_FILE": "/etc/ssl/certs/ca-certificates.crt"])
+            try Settings(environment: ["KEYWAY_DATABASE_CA_FILE": "/nonexistent/ca.pem"])
         }
     }
 

@@ -2,8 +2,10 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import KeywayCore
-import KeywayHTTP
+import Synchronization
 import Testing
+
+@testable import KeywayHTTP
 
 /// `/readyz` on SQLite: ready while the file answers, 503 when it does not.
 @Suite struct ReadinessTests {
@@ -26,6 +28,41 @@ import Testing
             holder.release()
             #expect(try await client.call(.get, "/readyz").status == .ok)
         }
+    }
+}
+
+/// Probes that arrive while the database is being asked wait for that check, so a stuck
+/// database is not asked again by every unauthenticated probe.
+@Suite struct SharedCheckTests {
+    @Test func callsWhileACheckRunsShareItAndTheNextCallStartsAnother() async throws {
+        let checks = Tally()
+        let released = Tally()
+        let shared = SharedCheck {
+            checks.add()
+            while released.count == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        let entered = Tally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    entered.add()
+                    try await shared.run()
+                }
+            }
+            while entered.count < 20 { await Task.yield() }
+            try await Task.sleep(for: .milliseconds(100))  // ordering only: let the last callers reach run()
+            released.add()
+            try await group.waitForAll()
+        }
+        #expect(checks.count == 1, "twenty callers, one check")
+        try await shared.run()
+        #expect(checks.count == 2, "a call after the run ends starts a new one")
+    }
+
+    final class Tally: Sendable {
+        private let value = Mutex(0)
+        var count: Int { value.withLock { $0 } }
+        func add() { value.withLock { $0 += 1 } }
     }
 }
 

@@ -127,6 +127,8 @@ struct TestServer {
             keys: keys,
             metrics: testMetricsRegistry,
             userTokens: userTokens,
+            // SQLite: one instance per file, whose memory is the whole count.
+            attemptLedger: nil,
             rateLimits: rateLimits,
             serviceTokens: serviceTokens,
             passwordHasher: passwordHasher,

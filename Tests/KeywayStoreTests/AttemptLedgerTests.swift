@@ -53,6 +53,27 @@ struct AttemptLedgerTests {
         _ = try await limiters[1].reserve("signin-email:victim@acme.test")
     }
 
+    /// The shared table keeps failures for the window plus the lockout, so an instance that
+    /// never saw them (just started, or its memory evicted the key) still refuses for the
+    /// lock's whole length, after the first failures have left the window.
+    @Test func aFreshInstanceSeesTheLockForItsWholeLength() async throws {
+        let clock = TestTime()
+        let stores = try await TestPostgres.freshStores(2)
+        let first = AttemptLimiter(policy: policy, ledger: stores[0], now: { clock.now })
+        for _ in 0..<policy.lockoutAfter {
+            _ = try await first.reserve("signin-email:victim@acme.test")
+            clock.advance(by: 20)
+        }
+        // The tenth failure was at 180 s; at 950 s the first three are out of the window.
+        clock.advance(by: 950 - 200)
+        let fresh = AttemptLimiter(policy: policy, ledger: stores[1], now: { clock.now })
+        await #expect(throws: AttemptThrottle.Refusal(retryAfterSeconds: 130, lockedOut: true)) {
+            try await fresh.reserve("signin-email:victim@acme.test")
+        }
+        clock.advance(by: 130)
+        _ = try await fresh.reserve("signin-email:victim@acme.test")
+    }
+
     @Test func releasesAndSuccessesAreSeenByEveryInstance() async throws {
         let clock = TestTime()
         let limiters = try await instances(clock: clock)
