@@ -136,18 +136,16 @@ struct MaintenanceService: Service {
         _ work: @escaping @Sendable () async throws -> Void,
         onFailure: @escaping @Sendable (any Error) -> Void
     ) async {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await Task.sleep(for: interval)
-                } catch {
-                    return
-                }
-                do {
-                    try await work()
-                } catch {
-                    onFailure(error)
-                }
+        while !Task.isCancelled {
+            // A graceful shutdown cancels the wait, never the work: a transaction cancelled
+            // mid-statement closes its connection, and PostgresNIO's ROLLBACK on a closed
+            // connection never answers, which would hold the shutdown past its bound.
+            let waited = await cancelWhenGracefulShutdown { (try? await Task.sleep(for: interval)) != nil }
+            guard waited, !Task.isCancelled else { return }
+            do {
+                try await work()
+            } catch {
+                onFailure(error)
             }
         }
     }
