@@ -22,7 +22,10 @@ from conftest import Keyway  # noqa: E402
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 USER_EPOCH = 1_700_000_000
-TARGETS = {"B": 0.90, "C": 0.60, "D": 0.50, "D-malformed": 0.90, "D-checksum": 0.90}
+TARGETS = {"B": 0.90, "C": 0.60, "D": 0.50, "D-malformed": 0.90, "D-checksum": 0.90,
+           "G": 0.90, "G-limit": 0.90, "H": 0.90, "H-limit": 0.90, "I": 0.90, "I-whoami": 0.90}
+# Scenarios whose every request but the first of each second is meant to be refused (429).
+OVER_LIMIT = {"I", "I-whoami"}
 SQLITE_ONLY = {"C"}
 
 
@@ -49,6 +52,12 @@ LUA = {
 local headers = {}
 function init(args) headers["Authorization"] = args[1] end
 request = function() return wrk.format("GET", wrk.path, headers) end
+""",
+    "verify": """
+local headers = { ["Content-Type"] = "application/json" }
+local body = ""
+function init(args) headers["Authorization"] = args[1]; body = string.format('{"key":"%s"}', args[2]) end
+request = function() return wrk.format("POST", wrk.path, headers, body) end
 """,
     "users": """
 local headers = {}
@@ -161,6 +170,14 @@ def bench_store(kind, options, report):
     # or the development default (25/s) would measure 429s.
     helper.cli("limits", "set", "--account", account, "--environment", "development", "--requests-per-second", "none", **store.env)
     print(f"==> {kind}: rate limit of the bench key's environment set to none (keyway limits set … none)", file=sys.stderr)
+    # POST /keys/verify is asked by a service, with a service token of its own.
+    token = helper.cli("service-tokens", "create", "--name", "bench", **store.env).stdout.strip()
+    # G and H again with the limit on: a limit wrk cannot reach (the CLI's maximum), so every
+    # request is counted and none refused.
+    limited = limited_key(helper, store, "Bench limited", 1_000_000)
+    # I: 1 a second, so all but about one request a second is a 429.
+    over = limited_key(helper, store, "Bench over", 1)
+    print(f"==> {kind}: limits set: 1 000 000/s for the limit-on scenarios, 1/s for the over-the-limit ones", file=sys.stderr)
     store.seed(account, 1, 10_001)
     scripts = {}
     for name, source in LUA.items():
@@ -183,11 +200,18 @@ def bench_store(kind, options, report):
         "D-checksum": ("/whoami", "keys", [str(checksum)]),
         "E": ("/users", "create", [bearer]),
         "F": ("/users?limit=100", "plain", [bearer]),
+        "G": ("/keys/verify", "verify", [f"Bearer {token}", key]),
+        "G-limit": ("/keys/verify", "verify", [f"Bearer {token}", limited]),
+        "H": ("/auth", "plain", [bearer]),
+        "H-limit": ("/auth", "plain", [f"Bearer {limited}"]),
+        "I": ("/auth", "plain", [f"Bearer {over}"]),
+        "I-whoami": ("/whoami", "plain", [f"Bearer {over}"]),
     }
 
     server = Keyway(work)
     server.start(**store.env)
     base = server.base
+    preflight(server, token, key, limited, over)
     if options.profile:
         try:
             profile(server, base, scenarios[options.profile], scripts, options)
@@ -218,6 +242,8 @@ def bench_store(kind, options, report):
         print(f"  {kind:8} {label:12} {summary['rps']:>9.0f} req/s  p50 {summary['p50']:6.2f} ms  p99 {summary['p99']:6.2f} ms"
               f"  ratio {summary['ratio']:.2f} (pairs: {', '.join(f'{r:.2f}' for r in summary['spread'])})"
               + (f"  ({summary['non2xx']} non-2xx)" if summary["non2xx"] and not label.startswith("D") else ""), file=sys.stderr)
+        # A limit-on scenario that meets a 429 measures refusals, not the count.
+        assert label in OVER_LIMIT or label.startswith("D") or summary["non2xx"] == 0, (label, summary["non2xx"])
 
     def baseline_summary(phase):
         runs = baselines[phase]
@@ -227,7 +253,7 @@ def bench_store(kind, options, report):
 
     pairs = f"{rounds} pair{'s' if rounds != 1 else ''}"
     print(f"==> {kind}: 10k users, {pairs} of {duration}s runs per scenario", file=sys.stderr)
-    for label in ["B", "C", "D", "D-malformed", "D-checksum", "E", "F"]:
+    for label in ["B", "C", "D", "D-malformed", "D-checksum", "E", "F", "G", "G-limit", "H", "H-limit", "I", "I-whoami"]:
         run("C@10k" if label == "C" else label, *scenarios[label])
     results = {"A": baseline_summary("10k"), **results}
     load_rss = memory(server.process.pid)
@@ -255,8 +281,12 @@ def bench_store(kind, options, report):
         "D": "D  unknown well-formed keys", "D-malformed": "D  malformed keys", "D-checksum": "D  bad checksums",
         "E": "E  POST /users", "F": "F  GET /users?limit=100", "C@1M": "C  GET /users/{id}, 1M users", "A@1M": "A  GET /healthz (1M run)",
         "D@1M": "D  unknown keys again (memory bound)",
+        "G": "G  POST /keys/verify, valid key", "G-limit": "G  the same, limit on, not reached",
+        "H": "H  GET /auth, valid key", "H-limit": "H  the same, limit on, not reached",
+        "I": "I  GET /auth over the limit (429)", "I-whoami": "I  GET /whoami over the limit (429)",
     }
-    for label in ["A", "B", "C@10k", "D", "D-malformed", "D-checksum", "E", "F", "C@1M", "A@1M", "D@1M"]:
+    for label in ["A", "B", "C@10k", "D", "D-malformed", "D-checksum", "E", "F", "G", "G-limit", "H", "H-limit", "I", "I-whoami",
+                  "C@1M", "A@1M", "D@1M"]:
         result = results[label]
         target_key = label.split("@")[0]
         target = TARGETS.get(target_key)
@@ -269,12 +299,38 @@ def bench_store(kind, options, report):
         lines.append(f"  {descriptions[label]:38} {result['rps']:>9.0f} {result['p50']:>8.2f} {result['p99']:>8.2f} "
                      f"{result['ratio']:>7.2f}  {verdict}")
     p99_ratio = results["C@1M"]["p99"] / results["C@10k"]["p99"]
+    for label in sorted(OVER_LIMIT):
+        refused = results[label]["non2xx"] / results[label]["requests"]
+        lines.append(f"  {label}: {refused:.2%} of {results[label]['requests']:,} requests refused with 429")
     lines.append(f"  C p99 at 1M / at 10k: {p99_ratio:.2f} (target <= 1.50 {'ok' if p99_ratio <= 1.5 else 'MISSED'})")
     lines.append(f"  resident memory, VmRSS (anonymous): idle {idle_rss}; under load {load_rss}; at 1M users idle {idle_rss_1m}, "
                  f"under load {load_rss_1m}; after {results['D@1M']['requests']:,} more lookups of unknown keys {after_keys_rss}")
     lines.append(f"  bulk seeding of 990k users: {seed_seconds:.1f} s")
     report.extend(lines + [""])
     print("\n".join(lines))
+
+
+def limited_key(helper, store, name, requests_per_second):
+    """A development key of a new account whose development environment allows `requests_per_second`."""
+    account = helper.cli("accounts", "create", "--name", name, **store.env).stdout.strip()
+    key = helper.cli("keys", "generate", "--account", account, "--environment", "development", **store.env).stdout.strip()
+    helper.cli("limits", "set", "--account", account, "--environment", "development", "--requests-per-second",
+               str(requests_per_second), **store.env)
+    return key
+
+
+def preflight(server, token, key, limited, over):
+    """One request of each new scenario, so a wrong setup fails here instead of being measured."""
+    status, _, verdict = server.request("POST", "/keys/verify", token, {"key": key})
+    assert status == 200 and verdict["valid"] and "rateLimit" not in verdict, (status, verdict)
+    status, _, verdict = server.request("POST", "/keys/verify", token, {"key": limited})
+    assert status == 200 and verdict["valid"] and verdict["rateLimit"]["limit"] == 1_000_000, (status, verdict)
+    status, headers, _ = server.request("GET", "/auth", key)
+    assert status == 204 and "RateLimit-Policy" not in headers, (status, headers)
+    status, headers, _ = server.request("GET", "/auth", limited)
+    assert status == 204 and headers["RateLimit-Policy"] == '"default";q=1000000;w=1', (status, headers)
+    statuses = [server.request("GET", path, over)[0] for path in ("/auth", "/whoami", "/auth", "/whoami")]
+    assert 429 in statuses and set(statuses) <= {204, 200, 429}, statuses
 
 
 def profile(server, base, scenario, scripts, options):
@@ -307,7 +363,8 @@ def main():
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="pairs of (A, scenario) runs per scenario")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--profile", choices=["A", "B", "C", "D", "D-malformed", "D-checksum", "E", "F"],
+    parser.add_argument("--profile", choices=["A", "B", "C", "D", "D-malformed", "D-checksum", "E", "F", "G", "G-limit", "H", "H-limit",
+                                              "I", "I-whoami"],
                         help="record the server under one scenario with perf and print where the time goes, instead of benchmarking")
     parser.add_argument("--profile-lines", type=int, default=40, help="how many of Keyway's own lines of the profile to print")
     options = parser.parse_args()
