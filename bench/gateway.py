@@ -1,26 +1,46 @@
 """See bench/gateway. Requests through nginx's auth_request to Keyway: valid keys, refused keys,
-a key over its rate limit, and the same nginx asking an ideal auth server (`return 204`), in one run."""
+a key over its rate limit, the same nginx asking an ideal auth server (`return 204`), and nginx
+proxying with no auth at all, in one run."""
 
 import argparse
 import datetime
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
 from conftest import Keyway  # noqa: E402
-from gateway import Nginx, Upstream, config, free_port  # noqa: E402
+from gateway import Nginx, config, free_port  # noqa: E402
+from run import Store  # noqa: E402  (bench/run.py, beside this file)
 
 LUA = """
 local headers = {}
 function init(args) headers["Authorization"] = args[1] end
 request = function() return wrk.format("GET", "/v1/workflows", headers) end
 """
+# valid via Keyway / valid via nginx's `return 204`: what asking Keyway costs next to the cheapest
+# possible auth server, both through the same nginx.
+IDEAL_TARGET = 0.5
+
+
+class StoreKeyway(Keyway):
+    """Keyway whose CLI and server all use the bench's store (SQLite file or PostgreSQL database)."""
+
+    def __init__(self, workdir, store_env):
+        super().__init__(workdir)
+        self.store_env = store_env
+
+    def env(self, **extra):
+        return super().env(**{**self.store_env, **extra})
 
 
 def wrk(port, key, seconds, connections, script):
@@ -32,83 +52,159 @@ def wrk(port, key, seconds, connections, script):
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     p99 = re.search(r"99%\s+([\d.]+\w+)", output).group(1)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return rate, p99, int(non2xx.group(1)) if non2xx else 0
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    return {"rate": rate, "p99": p99, "non2xx": int(non2xx.group(1)) if non2xx else 0, "requests": requests}
 
 
 def time_wait(port):
-    """Sockets in TIME-WAIT on connections to `port` (nginx → auth server)."""
-    listing = subprocess.run(["ss", "-tanH", "state", "time-wait", f"( dport = :{port} )"], capture_output=True, text=True).stdout
+    """Sockets in TIME-WAIT on connections between nginx and the auth server on `port`, whichever
+    side closed (nginx does, after a sub-request's answer with a body)."""
+    listing = subprocess.run(["ss", "-tanH", "state", "time-wait", f"( dport = :{port} or sport = :{port} )"],
+                             capture_output=True, text=True).stdout
     return len(listing.splitlines())
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="keyway-bench-gateway-"))
+def api_server(port):
+    """The API: a server of the same nginx answering `return 200`, so that a Python upstream is
+    not the bottleneck. (`return` in `location /` itself would skip auth_request.)"""
+    return f"server {{ listen 127.0.0.1:{port}; access_log off; location / {{ return 200 ok; }} }}\n"
+
+
+def no_auth_config(listen_port, api_port):
+    """nginx in front of the same API without asking anyone: the ceiling of the proxy itself."""
+    return f"""upstream api {{
+    server 127.0.0.1:{api_port};
+    keepalive 32;
+}}
+server {{
+    listen 127.0.0.1:{listen_port};
+    location / {{
+        proxy_set_header Authorization "";
+        proxy_set_header Host $host;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://api;
+    }}
+}}
+"""
+
+
+def bench_store(kind, args, report):
+    work = Path(tempfile.mkdtemp(prefix=f"keyway-bench-gateway-{kind}-"))
+    store = Store(kind, work)
+    keyway = StoreKeyway(work, store.env)
+    keyway.cli("migrate")
     script = work / "auth.lua"
     script.write_text(LUA)
-    keyway = Keyway(work)
-    keyway.start(KEYWAY_LOG_LEVEL="info")
-    upstream = Upstream(record=False)
     # wrk sends thousands of requests a second with one key: no limit, except for the key that
     # measures refusals over the limit (1 a second: nearly every request is a 429).
     account, valid, _ = keyway.account_with_keys(requests_per_second="none")
     _, limited, _ = keyway.account_with_keys("Limited", requests_per_second=1)
     revoked = valid
     valid = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
-    time.sleep(1)
-    nginx_port, ideal_port = free_port(), free_port()
-    # The API is a server of the same nginx answering `return 200`: a Python upstream would be
-    # the bottleneck, not Keyway. (`return` in `location /` itself would skip auth_request.)
-    api_port = free_port()
-    api = f"server {{ listen 127.0.0.1:{api_port}; access_log off; location / {{ return 200 ok; }} }}\n"
-    nginx = Nginx(work / "nginx", config(keyway.port, api_port, nginx_port) + api, workers=1)
-    ideal_config = config(keyway.port, api_port, ideal_port).replace("proxy_pass http://keyway/auth;", "return 204;")
-    ideal = Nginx(work / "nginx-ideal", ideal_config + api.replace(str(api_port), str(free_port())), workers=1)
-    nginx.start(nginx_port)
-    ideal.start(ideal_port)
+    keyway.start(KEYWAY_LOG_LEVEL="info")
+    port = {name: free_port() for name in ("keyway", "ideal", "hop", "auth204", "bare")}
+    api = {name: free_port() for name in ("keyway", "ideal", "hop", "bare")}
+    # Each nginx is its own process with one worker, as Keyway is its own process.
+    nginx = Nginx(work / "nginx", config(keyway.port, api["keyway"], port["keyway"]) + api_server(api["keyway"]))
+    # The ideal answers in nginx itself, in the auth location: no hop to an auth server.
+    ideal_config = config(keyway.port, api["ideal"], port["ideal"]).replace("proxy_pass http://keyway/auth;", "return 204;")
+    assert "return 204;" in ideal_config
+    ideal = Nginx(work / "nginx-ideal", ideal_config + api_server(api["ideal"]))
+    # The same configuration as Keyway's, asking another nginx that answers every request 204:
+    # an auth server that costs nothing but the hop.
+    hop = Nginx(work / "nginx-hop", config(port["auth204"], api["hop"], port["hop"]) + api_server(api["hop"]))
+    auth204 = Nginx(work / "nginx-204", f"server {{ listen 127.0.0.1:{port['auth204']}; location / {{ return 204; }} }}\n")
+    bare = Nginx(work / "nginx-bare", no_auth_config(port["bare"], api["bare"]) + api_server(api["bare"]))
+    VALID, IDEAL, HOP, BARE = ("valid key → Keyway (204)", "valid key → return 204 in nginx (ideal)",
+                               "valid key → an nginx answering 204", "no auth at all: nginx → API")
     scenarios = [
-        ("valid key, auth_request → Keyway", nginx_port, valid),
-        ("revoked key, auth_request → Keyway (401)", nginx_port, revoked),
-        ("invented key, auth_request → Keyway (401)", nginx_port, "kw_dev_" + "A" * 36),
-        ("key over its limit, auth_request → Keyway (429)", nginx_port, limited),
-        ("valid key, auth_request → return 204", ideal_port, valid),
+        # (name, nginx port, key, the status it measures, the auth server's port for TIME-WAIT)
+        (VALID, port["keyway"], valid, 200, keyway.port),
+        ("revoked key → Keyway (401 + JSON)", port["keyway"], revoked, 401, keyway.port),
+        ("invented key → Keyway (401 + JSON)", port["keyway"], "kw_dev_" + "A" * 36, 401, keyway.port),
+        ("key over its limit → Keyway (429 + JSON)", port["keyway"], limited, 429, keyway.port),
+        (IDEAL, port["ideal"], valid, 200, None),
+        (HOP, port["hop"], valid, 200, port["auth204"]),
+        (BARE, port["bare"], valid, 200, None),
     ]
-    results = {name: [] for name, _, _ in scenarios}
-    waits = {name: [] for name, _, _ in scenarios}
+    results = {name: [] for name, *_ in scenarios}
+    waits = {name: [] for name, *_ in scenarios}
+    servers = ((nginx, port["keyway"]), (ideal, port["ideal"]), (auth204, port["auth204"]), (hop, port["hop"]), (bare, port["bare"]))
     try:
+        for server, listening in servers:
+            server.start(listening)
+        # Each scenario answers what it is meant to measure before it is measured (the revoked
+        # key once the server has read the regeneration; the limited one from its second request).
+        deadline = time.monotonic() + 5
+        for name, listening, key, expected, _ in scenarios:
+            while (status := answer(listening, key)) != expected:
+                assert time.monotonic() < deadline, (name, status)
+                time.sleep(0.1)
         for _ in range(args.rounds):
-            for name, port, key in scenarios:
-                before = time_wait(keyway.port)
-                rate, p99, refused = wrk(port, key, args.duration, args.connections, script)
-                waits[name].append(time_wait(keyway.port) - before)
-                results[name].append((rate, p99, refused))
+            for name, listening, key, _, auth_port in scenarios:
+                before = time_wait(auth_port) if auth_port else 0
+                results[name].append(wrk(listening, key, args.duration, args.connections, script))
+                waits[name].append(time_wait(auth_port) - before if auth_port else 0)
                 time.sleep(1)
     finally:
-        nginx.stop()
-        ideal.stop()
-        upstream.stop()
+        for server, _ in servers:
+            server.stop()
         keyway.stop()
-    lines = [
-        f"bench/gateway {datetime.date.today()} — nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}, "
-        f"{args.connections} connections, {args.duration}s × {args.rounds} rounds, keyway {os.environ.get('KEYWAY_BIN', 'debug')}",
-    ]
-    valid_rates = [r[0] for r in results[scenarios[0][0]]]
-    for name, _, _ in scenarios:
-        rates = [r[0] for r in results[name]]
-        ratios = sorted(rate / base for rate, base in zip(rates, valid_rates))
+        store.drop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().removeprefix("nginx version: ")
+    lines = [f"{kind}: nginx {nginx_version} (1 worker each), {args.connections} connections, wrk -t2, {args.rounds} rounds of "
+             f"{args.duration}s runs; ratios = median of the rounds' ratios"]
+    lines.append(f"  {'through nginx, auth_request':42} {'req/s':>8} {'p99':>8} {'to valid':>9} {'non-2xx':>8} {'TIME-WAIT':>10}")
+
+    def ratio(name, base):
+        return statistics.median(a["rate"] / b["rate"] for a, b in zip(results[name], results[base]))
+
+    for name, *_ in scenarios:
+        rounds = results[name]
         lines.append(
-            f"{name:48} {sorted(rates)[len(rates) // 2]:9.0f} req/s  p99 {results[name][-1][1]:>8}  "
-            f"ratio to valid {ratios[len(ratios) // 2]:.2f}  non-2xx {results[name][-1][2]}  "
-            f"new TIME-WAIT to Keyway {sorted(waits[name])[len(waits[name]) // 2]}"
+            f"  {name:42} {statistics.median(r['rate'] for r in rounds):8.0f} {rounds[-1]['p99']:>8} "
+            f"{ratio(name, VALID):9.2f} {sum(r['non2xx'] for r in rounds) / sum(r['requests'] for r in rounds):8.0%} "
+            f"{statistics.median(waits[name]):10.0f}"
         )
+    to_ideal = ratio(VALID, IDEAL)
+    lines.append(f"  valid via Keyway / valid via return 204 in nginx (ideal): {to_ideal:.2f} "
+                 f"(target >= {IDEAL_TARGET:.2f} {'ok' if to_ideal >= IDEAL_TARGET else 'MISSED'})")
+    lines.append(f"  valid via Keyway / valid via an nginx answering 204: {ratio(VALID, HOP):.2f} (the hop itself costs "
+                 f"{1 - ratio(HOP, IDEAL):.0%} of the ideal)")
+    lines.append(f"  to no auth at all: valid via Keyway {ratio(VALID, BARE):.2f}, ideal {ratio(IDEAL, BARE):.2f}, "
+                 f"an nginx answering 204 {ratio(HOP, BARE):.2f}")
+    lines.append(f"  TIME-WAIT: sockets that entered TIME-WAIT towards the auth server during one {args.duration}s run "
+                 "(median of the rounds), each a connection nginx closed instead of reusing")
+    report.extend(lines + [""])
     print("\n".join(lines))
+
+
+def answer(port, key):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/workflows", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="sqlite")
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    report = [f"Keyway bench/gateway, {datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores, "
+              f"keyway {os.environ.get('KEYWAY_BIN', 'debug')}", ""]
+    for kind in (["sqlite", "postgres"] if args.store == "both" else [args.store]):
+        bench_store(kind, args, report)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / f"gateway-{datetime.date.today()}.txt").write_text("\n".join(lines) + "\n")
+    (out / f"gateway-{datetime.datetime.now():%Y%m%d-%H%M%S}.txt").write_text("\n".join(report))
 
 
 if __name__ == "__main__":
