@@ -119,18 +119,27 @@ def bench_store(kind, args, report):
     revoked = valid
     valid = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
     keyway.start(KEYWAY_LOG_LEVEL="info")
-    port = {name: free_port() for name in ("keyway", "ideal", "hop", "auth204", "bare", "traefik")}
-    api = {name: free_port() for name in ("keyway", "ideal", "hop", "bare")}
+    port = {name: free_port() for name in ("keyway", "ideal", "hop", "hop200", "hop401", "auth204", "auth200", "auth401", "bare",
+                                           "traefik")}
+    api = {name: free_port() for name in ("keyway", "ideal", "hop", "hop200", "hop401", "bare")}
     # Each nginx is its own process with one worker, as Keyway is its own process.
     nginx = Nginx(work / "nginx", config(keyway.port, api["keyway"], port["keyway"]) + api_server(api["keyway"]))
     # The ideal answers in nginx itself, in the auth location: no hop to an auth server.
     ideal_config = config(keyway.port, api["ideal"], port["ideal"]).replace("proxy_pass http://keyway/auth;", "return 204;")
     assert "return 204;" in ideal_config
     ideal = Nginx(work / "nginx-ideal", ideal_config + api_server(api["ideal"]))
-    # The same configuration as Keyway's, asking another nginx that answers every request 204:
-    # an auth server that costs nothing but the hop.
+    # The same configuration as Keyway's, asking another nginx that answers every request at once:
+    # an auth server that costs nothing but the hop. 204; 200 with an empty body; and a refusal
+    # like Keyway's, 401 with a JSON body, to tell nginx's cost of a body from Keyway's.
     hop = Nginx(work / "nginx-hop", config(port["auth204"], api["hop"], port["hop"]) + api_server(api["hop"]))
-    auth204 = Nginx(work / "nginx-204", f"server {{ listen 127.0.0.1:{port['auth204']}; location / {{ return 204; }} }}\n")
+    hop200 = Nginx(work / "nginx-hop200", config(port["auth200"], api["hop200"], port["hop200"]) + api_server(api["hop200"]))
+    hop401 = Nginx(work / "nginx-hop401", config(port["auth401"], api["hop401"], port["hop401"]) + api_server(api["hop401"]))
+    refusal = '{"code":"invalid_api_key","message":"This API key does not exist; check for a typo."}'
+    auth = Nginx(work / "nginx-auth", f"""server {{ listen 127.0.0.1:{port['auth204']}; location / {{ return 204; }} }}
+server {{ listen 127.0.0.1:{port['auth200']}; location / {{ return 200 ''; }} }}
+server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
+    location / {{ add_header WWW-Authenticate 'Bearer realm="keyway", error="invalid_token"' always; return 401 '{refusal}'; }} }}
+""")
     bare = Nginx(work / "nginx-bare", no_auth_config(port["bare"], api["bare"]) + api_server(api["bare"]))
     VALID, IDEAL, HOP, BARE = ("valid key → Keyway (204)", "valid key → return 204 in nginx (ideal)",
                                "valid key → an nginx answering 204", "no auth at all: nginx → API")
@@ -142,6 +151,8 @@ def bench_store(kind, args, report):
         ("key over its limit → Keyway (429 + JSON)", nginx, port["keyway"], limited, 429, keyway.port),
         (IDEAL, ideal, port["ideal"], valid, 200, None),
         (HOP, hop, port["hop"], valid, 200, port["auth204"]),
+        ("valid key → an nginx answering 200, no body", hop200, port["hop200"], valid, 200, port["auth200"]),
+        ("any key → an nginx answering 401 + JSON", hop401, port["hop401"], valid, 401, port["auth401"]),
         (BARE, bare, port["bare"], valid, 200, None),
     ]
     # Traefik's ForwardAuth with docs/examples/traefik-keyway.yml, in front of the API of the
@@ -155,7 +166,8 @@ def bench_store(kind, args, report):
         ]
     results = {name: [] for name, *_ in scenarios}
     waits = {name: [] for name, *_ in scenarios}
-    servers = [(nginx, port["keyway"]), (ideal, port["ideal"]), (auth204, port["auth204"]), (hop, port["hop"]), (bare, port["bare"])]
+    servers = [(nginx, port["keyway"]), (ideal, port["ideal"]), (auth, port["auth204"]), (hop, port["hop"]), (hop200, port["hop200"]),
+               (hop401, port["hop401"]), (bare, port["bare"])]
     servers += [(traefik, port["traefik"])] if traefik else []
     try:
         for server, listening in servers:
@@ -216,7 +228,9 @@ def bench_store(kind, args, report):
     lines.append(f"  to no auth at all: valid via Keyway {ratio(VALID, BARE):.2f}, ideal {ratio(IDEAL, BARE):.2f}, "
                  f"an nginx answering 204 {ratio(HOP, BARE):.2f}")
     lines.append(f"  TIME-WAIT: sockets that entered TIME-WAIT towards the auth server during one {args.duration}s run "
-                 "(median of the rounds), each a connection nginx closed instead of reusing")
+                 "(median of the rounds), each a connection the proxy closed instead of reusing")
+    lines.append("  CPU µs/request: user + system time of Keyway, and of the proxy the client talks to (every process of it; "
+                 "for the rows of an nginx answering at once, that auth nginx is not counted)")
     report.extend(lines + [""])
     print("\n".join(lines))
 
