@@ -352,7 +352,8 @@ def profile(server, base, scenario, scripts, options):
     lines = [line[:160] for line in demangled.splitlines() if line.strip() and not line.startswith("#")]
     # The framework's frames (event loops, executors, socket writes) fill the top; Keyway's own come after.
     ours = [line for line in lines if re.search(r"Keyway|SQLitePointReader|SecretKey|Users|JSONWriter|Middleware|sqlite3_|"
-                                                r"PostgresClient|BatchedLookup|JSONEncoder", line)]
+                                                r"PostgresClient|BatchedLookup|JSONEncoder|JSONDecoder|JSONBody|RateLimit|"
+                                                r"ServiceToken|KeyVerification|ForwardAuth|ErrorMapping|collect", line)]
     print("\n".join(lines[:15]) + "\n  …\n" + "\n".join(ours[: options.profile_lines]))
     shutil.rmtree(data.parent, ignore_errors=True)
 
