@@ -104,14 +104,17 @@ public struct SharedRateLimitCount: Sendable, Hashable {
 /// of them together: PostgreSQL's `rate_limit_counts`. SQLite runs one instance per file and
 /// has none.
 public protocol RateLimitExchange: Sendable {
-    /// Writes this instance's `counts` (one batch) and reads the rows other instances wrote from
-    /// `since` on (the database's clock, in milliseconds; `nil`: the last second).
-    /// - Returns: Those rows, and the database's clock when they were read.
+    /// Writes this instance's `counts` (one batch) and reads the rows other instances wrote
+    /// within the last second (the database's clock) in batches newer than `seen` names for
+    /// their instance (all of an instance `seen` does not name). Each instance writes its
+    /// batches one after another, so once a batch is visible every earlier one is: no row is
+    /// returned twice and none is missed while it is inside the window.
+    /// - Returns: Those rows.
     func exchangeRateLimitCounts(
         _ counts: [SharedRateLimitCount],
         instance: String,
-        since: Int64?
-    ) async throws -> (rows: [SharedRateLimitCount], readAt: Int64)
+        after seen: [String: Int64]
+    ) async throws -> [SharedRateLimitCount]
     /// Deletes rows written more than `milliseconds` ago.
     func deleteRateLimitCounts(olderThan milliseconds: Int64) async throws
 }

@@ -50,10 +50,13 @@ public struct RateLimitDecision: Sendable, Hashable {
 /// limit at once is allowed; what follows is refused until the window slides.
 ///
 /// Instances of one deployment share their consumption: ``takeCounts()`` hands over
-/// what this instance allowed since it was last asked, and ``absorb(_:policies:)``
-/// counts what the others allowed as if it had been allowed here now, and expects as
-/// much again before the next exchange (see
-/// docs/architecture.md, "Rate limits", for the bound this gives).
+/// what this instance allowed since it was last asked (only when the limiter was made
+/// with `sharesCounts`, so a lone instance keeps no such tally), and
+/// ``absorb(_:policies:)`` counts what the others allowed as if it had been allowed here
+/// now, and expects as much again before the next exchange — for at most
+/// `expectationLifetime`, so that exchanges that stop (a database outage) leave each
+/// instance alone at its own share, not locked out (see docs/architecture.md,
+/// "Rate limits", for the bound this gives).
 public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private struct Window {
         var index: UInt64
@@ -62,6 +65,11 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
         /// What other instances allowed in their last exchange, expected again before the next:
         /// counted as used so that the exchange's lag does not become overshoot.
         var expected = 0
+        /// When the expectation lapses if no exchange replaced it (monotonic nanoseconds).
+        var expectedUntil: UInt64 = 0
+
+        /// The expectation at `now`: nothing once it lapsed.
+        func expected(at now: UInt64) -> Int { now < expectedUntil ? expected : 0 }
 
         /// Moves to the window `index`, dropping what is older than the previous one.
         mutating func roll(to index: UInt64) {
@@ -81,9 +89,21 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private static var second: UInt64 { 1_000_000_000 }
     private let state = Mutex(State())
     private let now: @Sendable () -> UInt64
+    private let sharesCounts: Bool
+    private let expectationLifetime: UInt64
 
-    /// - Parameter now: Monotonic nanoseconds; tests pass a clock they move by hand.
-    public init(now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
+    /// - Parameters:
+    ///   - sharesCounts: Whether ``takeCounts()`` will be called: only then is a tally kept.
+    ///   - expectationLifetime: How long (nanoseconds) what ``absorb(_:policies:)`` charged is
+    ///     expected again when no later exchange arrives; a few exchange intervals.
+    ///   - now: Monotonic nanoseconds; tests pass a clock they move by hand.
+    public init(
+        sharesCounts: Bool = false,
+        expectationLifetime: UInt64 = 250_000_000,
+        now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds
+    ) {
+        self.sharesCounts = sharesCounts
+        self.expectationLifetime = expectationLifetime
         self.now = now
     }
 
@@ -98,29 +118,31 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             window.roll(to: index)
             // In nanosecond-requests: the previous window's share still inside the last second.
             let carried = UInt64(window.previous) &* (Self.second - elapsed)
-            let used = carried &+ UInt64(window.current + window.expected) &* Self.second
+            let expected = window.expected(at: now)
+            let used = carried &+ UInt64(window.current + expected) &* Self.second
             // Allowed while the estimate is under the limit: so in a steady overload each window
             // ends with the limit, not one less, as "estimate + 1 ≤ limit" would leave it.
             guard used < UInt64(limit) &* Self.second else {
                 state.windows[key] = window
-                let wait = Self.wait(window, elapsed: elapsed, limit: limit)
+                let wait = Self.wait(current: window.current + expected, previous: window.previous, elapsed: elapsed, limit: limit)
                 let seconds = max(1, Self.wholeSeconds(wait))
                 return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: seconds, retryAfterSeconds: seconds)
             }
             window.current += 1
             state.windows[key] = window
-            state.counts[key, default: 0] += 1
+            if sharesCounts { state.counts[key, default: 0] += 1 }
             let after = used &+ Self.second
             let remaining = after >= UInt64(limit) &* Self.second ? 0 : (UInt64(limit) &* Self.second &- after) / Self.second
             return RateLimitDecision(allowed: true, policy: policy, remaining: Int(remaining), resetSeconds: 1, retryAfterSeconds: nil)
         }
     }
 
-    /// Nanoseconds until the estimate is under `limit` again, so one more request fits.
-    private static func wait(_ window: Window, elapsed: UInt64, limit: Int) -> UInt64 {
+    /// Nanoseconds until the estimate is under `limit` again, so one more request fits,
+    /// counting what other instances are expected to take as taken here.
+    private static func wait(current: Int, previous: Int, elapsed: UInt64, limit: Int) -> UInt64 {
         let limit = UInt64(limit)
-        let current = UInt64(window.current)
-        let previous = UInt64(window.previous)
+        let current = UInt64(current)
+        let previous = UInt64(previous)
         let left = second - elapsed
         if current < limit, previous > 0 {
             // Later in this window: previous × (second − e) < (limit − current) × second.
@@ -144,7 +166,9 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     /// Counts requests other instances allowed, as if allowed here now.
     /// - Parameter policies: Each key's policy; keys without one are not limited and are skipped.
     public func absorb(_ counts: [Key: Int], policies: (Key) -> RateLimitPolicy?) {
-        let index = now() / Self.second
+        let now = now()
+        let index = now / Self.second
+        let expectedUntil = now &+ expectationLifetime
         let charges = counts.filter { $0.value > 0 && policies($0.key) != nil }
         state.withLock { state in
             // Last exchange's expectation is replaced by what really arrived.
@@ -157,6 +181,7 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
                 window.roll(to: index)
                 window.current += count
                 window.expected = count
+                window.expectedUntil = expectedUntil
                 state.windows[key] = window
             }
         }

@@ -24,25 +24,38 @@ public final class RateLimits: Sendable {
     private struct State {
         var settings: [EnvironmentID: RateLimitSetting] = [:]
         var version: Int64?
+        // Refreshes and sets are numbered when they begin reading; only a newer one than the
+        // last applied may replace the settings, so a slow, stale read never undoes a newer one.
+        var issued: UInt64 = 0
+        var applied: UInt64 = 0
         // Counts taken from the limiter but not yet written, kept across a failed exchange.
         var unsent: [RateLimitedKey: Int] = [:]
         var batch: Int64 = 0
-        var readAt: Int64?
-        var lastBatch: [String: Int64] = [:]
+        // Each other instance's newest batch counted here, and when (monotonic nanoseconds).
+        var seen: [String: (batch: Int64, at: UInt64)] = [:]
+
+        mutating func issue() -> UInt64 {
+            issued &+= 1
+            return issued
+        }
     }
 
     private let store: any RateLimitStore
     private let limiter: RateLimiter<RateLimitedKey>
     private let state = Mutex(State())
+    private let now: @Sendable () -> UInt64
     /// This process, among the instances sharing counts.
     public let instance: String
 
     /// - Parameters:
     ///   - store: Where the limits are kept.
+    ///   - sharesCounts: Whether ``exchange(through:)`` will run (PostgreSQL): only then are
+    ///     counts kept for the other instances.
     ///   - now: Monotonic nanoseconds; tests pass a clock they move by hand.
-    public init(store: any RateLimitStore, now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
+    public init(store: any RateLimitStore, sharesCounts: Bool = false, now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
         self.store = store
-        self.limiter = RateLimiter(now: now)
+        self.limiter = RateLimiter(sharesCounts: sharesCounts, now: now)
+        self.now = now
         self.instance = "inst_" + UUID().uuidString.lowercased()
     }
 
@@ -64,18 +77,23 @@ public final class RateLimits: Sendable {
         try await store.setRateLimit(setting, for: environmentID)
         state.withLock { state in
             state.settings[environmentID] = setting == .default ? nil : setting
+            // A refresh that began before this point may have read the old value: it must not apply.
+            state.applied = state.issue()
         }
     }
 
     /// Reads the limits again when the store's version moved since the last read (always the first time).
     public func refresh() async throws {
+        let ticket = state.withLock { $0.issue() }
         let version = try await store.rateLimitsVersion()
         guard state.withLock({ $0.version != version }) else { return }
         // Read after the version: a change committed in between is read now and again next time.
         let settings = try await store.rateLimits()
         state.withLock { state in
+            guard ticket > state.applied else { return }
             state.settings = settings
             state.version = version
+            state.applied = ticket
         }
     }
 
@@ -83,35 +101,40 @@ public final class RateLimits: Sendable {
     /// allowed since theirs, so that together they hold each limit.
     public func exchange(through exchange: any RateLimitExchange) async throws {
         let taken = limiter.takeCounts()
-        let (outgoing, batch, since) = state.withLock { state in
+        let (outgoing, batch, seen) = state.withLock { state in
             state.unsent.merge(taken, uniquingKeysWith: +)
             state.batch += 1
-            return (state.unsent, state.batch, state.readAt.map { $0 - Self.lateCommitAllowance })
+            return (state.unsent, state.batch, state.seen.mapValues(\.batch))
         }
         let rows = outgoing.map { key, count in
             SharedRateLimitCount(instance: instance, batch: batch, keyID: key.keyID, environmentID: key.environmentID, count: count)
         }
-        let (others, readAt) = try await exchange.exchangeRateLimitCounts(rows, instance: instance, since: since)
+        let others = try await exchange.exchangeRateLimitCounts(rows, instance: instance, after: seen)
+        let now = now()
         let fresh = state.withLock { state in
             state.unsent = [:]
-            state.readAt = readAt
-            // Each instance writes its batches one after another, so a batch seen means every
-            // earlier one was committed; rows read twice (the window overlaps) are skipped here.
+            // The store returned only batches newer than `seen`; a concurrent exchange cannot
+            // exist (the maintenance loop runs one at a time), but skip what is not newer anyway.
             var fresh: [RateLimitedKey: Int] = [:]
-            var newest = state.lastBatch
-            for row in others where row.batch > state.lastBatch[row.instance] ?? 0 {
+            for row in others where row.batch > state.seen[row.instance]?.batch ?? 0 {
                 fresh[RateLimitedKey(keyID: row.keyID, environmentID: row.environmentID), default: 0] += row.count
-                newest[row.instance] = max(newest[row.instance] ?? 0, row.batch)
             }
-            state.lastBatch = newest
+            for row in others {
+                state.seen[row.instance] = (max(state.seen[row.instance]?.batch ?? 0, row.batch), now)
+            }
+            // An instance silent this long has no row left inside the window: forget it, so the
+            // map holds only live instances however many have come and gone.
+            state.seen = state.seen.filter { now &- $0.value.at < Self.forgetInstanceAfter }
             return fresh
         }
         limiter.absorb(fresh) { key in setting(for: key.environmentID).policy(for: key.environmentID.environment) }
     }
 
-    /// How far back each exchange reads again (milliseconds): a row committed up to this long
-    /// after its timestamp was taken is still seen.
-    static let lateCommitAllowance: Int64 = 2000
+    /// Other instances remembered while they write, at most this long after their last row.
+    static let forgetInstanceAfter: UInt64 = 10_000_000_000
+
+    /// Other instances remembered by the last exchange.
+    package var rememberedInstances: Int { state.withLock { $0.seen.count } }
 
     /// Forgets keys whose windows are empty.
     public func prune() {

@@ -41,7 +41,7 @@ public func buildApplication(
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
 ) -> some ApplicationProtocol {
-    let rateLimits = rateLimits ?? RateLimits(store: store)
+    let rateLimits = rateLimits ?? RateLimits(store: store, sharesCounts: rateLimitExchange != nil)
     let serviceTokens = serviceTokens ?? ServiceTokens(store: store, logger: logger)
     let router = buildRouter(
         configuration: configuration,

@@ -42,9 +42,11 @@ extension KeywayPostgresStore: RateLimitExchange {
     public func exchangeRateLimitCounts(
         _ counts: [SharedRateLimitCount],
         instance: String,
-        since: Int64?
-    ) async throws -> (rows: [SharedRateLimitCount], readAt: Int64) {
-        try await transaction { connection in
+        after seen: [String: Int64]
+    ) async throws -> [SharedRateLimitCount] {
+        let seenInstances = Array(seen.keys)
+        let seenBatches = seenInstances.map { seen[$0] ?? 0 }
+        return try await transaction { connection in
             var readAt: Int64 = 0
             for try await now in try await connection.query(Self.databaseClock, logger: logger).decode(Int64.self) { readAt = now }
             if let batch = counts.first?.batch {
@@ -58,10 +60,14 @@ extension KeywayPostgresStore: RateLimitExchange {
                     logger: logger
                 )
             }
+            // Only the last second counts in a sliding window, and only batches not counted yet:
+            // each row is read once, however often the exchange runs.
             let rows = try await connection.query(
                 """
-                SELECT instance, batch, key_id, account_id, environment, count FROM rate_limit_counts
-                WHERE written_at >= \(since ?? readAt - 1000) AND instance <> \(instance)
+                SELECT c.instance, c.batch, c.key_id, c.account_id, c.environment, c.count
+                FROM rate_limit_counts c
+                LEFT JOIN unnest(\(seenInstances)::text[], \(seenBatches)::bigint[]) AS seen(instance, batch) ON seen.instance = c.instance
+                WHERE c.written_at >= \(readAt - 1000) AND c.instance <> \(instance) AND c.batch > coalesce(seen.batch, 0)
                 """,
                 logger: logger
             ).decode((String, Int64, String, String, String, Int64).self)
@@ -77,7 +83,7 @@ extension KeywayPostgresStore: RateLimitExchange {
                     )
                 )
             }
-            return (shared, readAt)
+            return shared
         }
     }
 

@@ -67,7 +67,7 @@ import Testing
     /// says otherwise: together they stay within the rate.
     @Test func countsFromOtherInstancesAreCharged() {
         let limiter = self.limiter
-        let other = RateLimiter<SecretKeyID>(now: { [clock] in clock.now })
+        let other = RateLimiter<SecretKeyID>(sharesCounts: true, now: { [clock] in clock.now })
         for _ in 0..<6 { #expect(other.take(key, policy: ten).allowed) }
         limiter.absorb(other.takeCounts(), policies: { _ in ten })
         #expect(other.takeCounts().isEmpty, "counts are handed over once")
@@ -78,6 +78,39 @@ import Testing
         #expect(allowedHere == 4, "ten a second between the two")
         limiter.absorb([SecretKeyID(rawValue: "key_unlimited"): 50], policies: { _ in nil })
         #expect(limiter.count == 1, "a key without a policy is not charged")
+    }
+
+    /// Exchanges stop (the database is down): what the others were expected to take lapses,
+    /// and this instance goes on at what it counted itself, never locked out.
+    @Test func anExpectationNoExchangeRenewsLapses() {
+        let limiter = self.limiter
+        limiter.absorb([key: 6], policies: { _ in ten })
+        #expect(!limiter.take(key, policy: ten).allowed, "6 charged and 6 expected")
+        clock.advance(milliseconds: 300)
+        var allowed = 0
+        while limiter.take(key, policy: ten).allowed { allowed += 1 }
+        #expect(allowed == 4, "only the 6 really taken still count: \(allowed)")
+    }
+
+    /// Retry-After counts what the other instances are expected to take, or clients come back
+    /// to a refusal.
+    @Test func retryAfterCountsWhatOthersAreExpectedToTake() {
+        let limiter = self.limiter
+        limiter.absorb([key: 10], policies: { _ in ten })
+        let refused = limiter.take(key, policy: ten)
+        #expect(!refused.allowed)
+        // 10 taken and 10 expected this second: in the next, 20 × (1 − e) < 10 from e = ½ on.
+        #expect(refused.retryAfterSeconds == 2)
+    }
+
+    /// A lone instance (SQLite) never hands its counts over: it keeps no tally of them.
+    @Test func aLimiterThatSharesNothingKeepsNoTally() {
+        let limiter = self.limiter
+        for _ in 0..<5 { _ = limiter.take(key, policy: ten) }
+        #expect(limiter.takeCounts().isEmpty)
+        let sharing = RateLimiter<SecretKeyID>(sharesCounts: true, now: { [clock] in clock.now })
+        for _ in 0..<5 { _ = sharing.take(key, policy: ten) }
+        #expect(sharing.takeCounts() == [key: 5])
     }
 
     @Test func pruneForgetsKeysWhoseWindowsAreEmpty() {

@@ -8,6 +8,28 @@ import Testing
 
 /// What only the PostgreSQL adapter has to get right.
 @Suite struct PostgresStoreTests {
+    /// The exchange of rate-limit counts returns another instance's batch once, never this
+    /// instance's own rows, and nothing older than the sliding window's second: an instance
+    /// back from a gap (or just started) is not charged for requests long past.
+    @Test func theRateLimitExchangeReturnsEachBatchOnceAndOnlyWithinTheLastSecond() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let store = try await TestPostgres.freshStores(1)[0]
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let environment = EnvironmentID(accountID: account.id, environment: .production)
+        func row(_ instance: String, _ batch: Int64, _ count: Int) -> SharedRateLimitCount {
+            SharedRateLimitCount(instance: instance, batch: batch, keyID: SecretKeyID(rawValue: "key_a"), environmentID: environment, count: count)
+        }
+        _ = try await store.exchangeRateLimitCounts([row("inst_a", 1, 3)], instance: "inst_a", after: [:])
+        #expect(try await store.exchangeRateLimitCounts([], instance: "inst_a", after: [:]).isEmpty, "its own rows")
+        let first = try await store.exchangeRateLimitCounts([row("inst_b", 1, 2)], instance: "inst_b", after: [:])
+        #expect(first == [row("inst_a", 1, 3)])
+        _ = try await store.exchangeRateLimitCounts([row("inst_a", 2, 5)], instance: "inst_a", after: ["inst_b": 1])
+        let second = try await store.exchangeRateLimitCounts([], instance: "inst_b", after: ["inst_a": 1])
+        #expect(second == [row("inst_a", 2, 5)], "only the batch not counted yet")
+        try await Task.sleep(for: .milliseconds(1100))
+        #expect(try await store.exchangeRateLimitCounts([], instance: "inst_c", after: [:]).isEmpty, "older than a second")
+    }
+
     /// Revocation numbers are drawn under a lock; they stay distinct and in commit order
     /// even when the database's default isolation is REPEATABLE READ.
     @Test func concurrentGenerationsDrawDistinctNumbersUnderAnyDefaultIsolation() async throws {

@@ -26,7 +26,7 @@ struct SharedRateLimitTests {
         let account = try await stores[0].createAccount(name: "Acme", at: Date())
         let environmentID = EnvironmentID(accountID: account.id, environment: .production)
         try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
-        let instances = stores.map { RateLimits(store: $0) }
+        let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
         for instance in instances { try await instance.refresh() }
         let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_shared"), environmentID: environmentID, hint: "kw_prod_…test")
         let start = ContinuousClock.now + .milliseconds(100)
