@@ -104,17 +104,18 @@ public struct SharedRateLimitCount: Sendable, Hashable {
 /// of them together: PostgreSQL's `rate_limit_counts`. SQLite runs one instance per file and
 /// has none.
 public protocol RateLimitExchange: Sendable {
-    /// Writes this instance's `counts` (one batch) and reads the rows other instances wrote
-    /// within the last second (the database's clock) in batches newer than `seen` names for
-    /// their instance (all of an instance `seen` does not name). Each instance writes its
-    /// batches one after another, so once a batch is visible every earlier one is: no row is
-    /// returned twice and none is missed while it is inside the window.
-    /// - Returns: Those rows.
+    /// Writes this instance's `counts` (one batch) and that it is alive, and reads the rows other
+    /// instances wrote within the last second (the database's clock) in batches newer than
+    /// `seen` names for their instance (all of an instance `seen` does not name). Each instance
+    /// writes its batches one after another, so once a batch is visible every earlier one is:
+    /// no row is returned twice and none is missed while it is inside the window.
+    /// - Returns: Those rows, and how many other instances exchanged within the last second,
+    ///   idle ones included.
     func exchangeRateLimitCounts(
         _ counts: [SharedRateLimitCount],
         instance: String,
         after seen: [String: Int64]
-    ) async throws -> [SharedRateLimitCount]
+    ) async throws -> (rows: [SharedRateLimitCount], otherInstances: Int)
     /// Deletes rows written more than `milliseconds` ago.
     func deleteRateLimitCounts(olderThan milliseconds: Int64) async throws
 }

@@ -68,8 +68,22 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
         /// When the expectation lapses if no exchange replaced it (monotonic nanoseconds).
         var expectedUntil: UInt64 = 0
 
+        /// The exchange (see `State.epoch`) the next two counts belong to.
+        var epoch: UInt64 = 0
+        /// Requests this instance allowed since the last exchange, and in the exchange interval before.
+        var ownThisEpoch = 0
+        var ownLastEpoch = 0
+
         /// The expectation at `now`: nothing once it lapsed.
         func expected(at now: UInt64) -> Int { now < expectedUntil ? expected : 0 }
+
+        /// Moves the own counts to the exchange interval `epoch`.
+        mutating func roll(toEpoch epoch: UInt64) {
+            guard epoch != self.epoch else { return }
+            ownLastEpoch = epoch == self.epoch + 1 ? ownThisEpoch : 0
+            ownThisEpoch = 0
+            self.epoch = epoch
+        }
 
         /// Moves to the window `index`, dropping what is older than the previous one.
         mutating func roll(to index: UInt64) {
@@ -84,6 +98,18 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
         var windows: [Key: Window] = [:]
         var counts: [Key: Int] = [:]
         var expecting: Set<Key> = []
+        /// Exchanges absorbed so far.
+        var epoch: UInt64 = 0
+        /// Instances writing counts, this one included, as the last exchange saw them.
+        var instances = 1
+        var lastExchangeAt: UInt64?
+
+        /// How many instances share each limit at `now`: 1 once exchanges stopped arriving,
+        /// so an instance cut off from the others is never held to a fraction of the limit.
+        func sharing(at now: UInt64, lifetime: UInt64) -> Int {
+            guard let lastExchangeAt, now &- lastExchangeAt < lifetime else { return 1 }
+            return instances
+        }
     }
 
     private static var second: UInt64 { 1_000_000_000 }
@@ -117,6 +143,8 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
             window.roll(to: index)
             // In nanosecond-requests: the previous window's share still inside the last second.
+            let sharing = state.sharing(at: now, lifetime: expectationLifetime)
+            window.roll(toEpoch: state.epoch)
             let carried = UInt64(window.previous) &* (Self.second - elapsed)
             let expected = window.expected(at: now)
             let used = carried &+ UInt64(window.current + expected) &* Self.second
@@ -128,7 +156,14 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
                 let seconds = max(1, Self.wholeSeconds(wait))
                 return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: seconds, retryAfterSeconds: seconds)
             }
+            // Before the others have seen them, this instance's requests are its share of the limit
+            // at most: a burst reaching every instance at once passes about once, not once per instance.
+            guard sharing == 1 || window.ownThisEpoch + window.ownLastEpoch < max(1, limit / sharing) else {
+                state.windows[key] = window
+                return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: 1, retryAfterSeconds: 1)
+            }
             window.current += 1
+            window.ownThisEpoch += 1
             state.windows[key] = window
             if sharesCounts { state.counts[key, default: 0] += 1 }
             let after = used &+ Self.second
@@ -164,13 +199,19 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Counts requests other instances allowed, as if allowed here now.
-    /// - Parameter policies: Each key's policy; keys without one are not limited and are skipped.
-    public func absorb(_ counts: [Key: Int], policies: (Key) -> RateLimitPolicy?) {
+    /// - Parameters:
+    ///   - instances: How many instances write counts, this one included: until the others
+    ///     have seen a request, each instance lets through at most its share of a limit.
+    ///   - policies: Each key's policy; keys without one are not limited and are skipped.
+    public func absorb(_ counts: [Key: Int], instances: Int = 1, policies: (Key) -> RateLimitPolicy?) {
         let now = now()
         let index = now / Self.second
         let expectedUntil = now &+ expectationLifetime
         let charges = counts.filter { $0.value > 0 && policies($0.key) != nil }
         state.withLock { state in
+            state.epoch &+= 1
+            state.instances = max(1, instances)
+            state.lastExchangeAt = now
             // Last exchange's expectation is replaced by what really arrived.
             for key in state.expecting where charges[key] == nil {
                 state.windows[key]?.expected = 0

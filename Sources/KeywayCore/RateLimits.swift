@@ -109,7 +109,7 @@ public final class RateLimits: Sendable {
         let rows = outgoing.map { key, count in
             SharedRateLimitCount(instance: instance, batch: batch, keyID: key.keyID, environmentID: key.environmentID, count: count)
         }
-        let others = try await exchange.exchangeRateLimitCounts(rows, instance: instance, after: seen)
+        let (others, otherInstances) = try await exchange.exchangeRateLimitCounts(rows, instance: instance, after: seen)
         let now = now()
         let fresh = state.withLock { state in
             state.unsent = [:]
@@ -127,7 +127,9 @@ public final class RateLimits: Sendable {
             state.seen = state.seen.filter { now &- $0.value.at < Self.forgetInstanceAfter }
             return fresh
         }
-        limiter.absorb(fresh) { key in setting(for: key.environmentID).policy(for: key.environmentID.environment) }
+        limiter.absorb(fresh, instances: otherInstances + 1) { key in
+            setting(for: key.environmentID).policy(for: key.environmentID.environment)
+        }
     }
 
     /// Other instances remembered while they write, at most this long after their last row.

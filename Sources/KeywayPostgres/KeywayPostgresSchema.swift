@@ -187,6 +187,8 @@ enum KeywayPostgresSchema {
                 )
                 """,
                 "CREATE INDEX rate_limit_counts_by_time ON rate_limit_counts(written_at)",
+                // Every instance, idle or not, at its last exchange: how many share each limit.
+                "CREATE UNLOGGED TABLE rate_limit_instances (instance TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
             ]
         ),
         (

@@ -43,7 +43,7 @@ extension KeywayPostgresStore: RateLimitExchange {
         _ counts: [SharedRateLimitCount],
         instance: String,
         after seen: [String: Int64]
-    ) async throws -> [SharedRateLimitCount] {
+    ) async throws -> (rows: [SharedRateLimitCount], otherInstances: Int) {
         let seenInstances = Array(seen.keys)
         let seenBatches = seenInstances.map { seen[$0] ?? 0 }
         return try await transaction { connection in
@@ -60,6 +60,19 @@ extension KeywayPostgresStore: RateLimitExchange {
                     logger: logger
                 )
             }
+            try await connection.query(
+                """
+                INSERT INTO rate_limit_instances (instance, seen_at) VALUES (\(instance), \(readAt))
+                ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at
+                """,
+                logger: logger
+            )
+            var otherInstances = 0
+            let live = try await connection.query(
+                "SELECT count(*) FROM rate_limit_instances WHERE seen_at >= \(readAt - 1000) AND instance <> \(instance)",
+                logger: logger
+            ).decode(Int64.self)
+            for try await count in live { otherInstances = Int(count) }
             // Only the last second counts in a sliding window, and only batches not counted yet:
             // each row is read once, however often the exchange runs.
             let rows = try await connection.query(
@@ -83,13 +96,17 @@ extension KeywayPostgresStore: RateLimitExchange {
                     )
                 )
             }
-            return shared
+            return (shared, otherInstances)
         }
     }
 
     public func deleteRateLimitCounts(olderThan milliseconds: Int64) async throws {
         try await client.query(
             "DELETE FROM rate_limit_counts WHERE written_at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - \(milliseconds)",
+            logger: logger
+        )
+        try await client.query(
+            "DELETE FROM rate_limit_instances WHERE seen_at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - \(milliseconds)",
             logger: logger
         )
     }

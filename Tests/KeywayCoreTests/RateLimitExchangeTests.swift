@@ -77,7 +77,7 @@ final class ScriptedExchange: RateLimitExchange {
         _ counts: [SharedRateLimitCount],
         instance: String,
         after seen: [String: Int64]
-    ) async throws -> [SharedRateLimitCount] {
+    ) async throws -> (rows: [SharedRateLimitCount], otherInstances: Int) {
         try state.withLock { state in
             if state.failNext {
                 state.failNext = false
@@ -85,7 +85,7 @@ final class ScriptedExchange: RateLimitExchange {
             }
             state.asked.append(seen)
             state.written += counts
-            return state.answers.isEmpty ? [] : state.answers.removeFirst()
+            return (state.answers.isEmpty ? [] : state.answers.removeFirst(), 0)
         }
     }
 

@@ -103,6 +103,30 @@ import Testing
         #expect(refused.retryAfterSeconds == 2)
     }
 
+    /// Three instances, none of which has seen the others' requests yet: each lets through its
+    /// third of the limit, over this exchange interval and the one before, and no more.
+    @Test func beforeTheOthersSeeThemAnInstanceTakesItsShare() {
+        let limiter = RateLimiter<SecretKeyID>(sharesCounts: true, now: { [clock] in clock.now })
+        let thirty = RateLimitPolicy(requestsPerSecond: 30)
+        limiter.absorb([:], instances: 3, policies: { _ in thirty })
+        var allowed = 0
+        while limiter.take(key, policy: thirty).allowed { allowed += 1 }
+        #expect(allowed == 10, "a third of 30: \(allowed)")
+        clock.advance(milliseconds: 50)
+        limiter.absorb([:], instances: 3, policies: { _ in thirty })
+        #expect(!limiter.take(key, policy: thirty).allowed, "the interval before still holds ten")
+        clock.advance(milliseconds: 50)
+        limiter.absorb([:], instances: 3, policies: { _ in thirty })
+        allowed = 0
+        while limiter.take(key, policy: thirty).allowed { allowed += 1 }
+        #expect(allowed == 10, "two intervals on, another share: \(allowed)")
+        // The exchanges stop: this instance is alone again, held by the whole limit only.
+        clock.advance(milliseconds: 300)
+        allowed = 0
+        while limiter.take(key, policy: thirty).allowed { allowed += 1 }
+        #expect(allowed > 0)
+    }
+
     /// A lone instance (SQLite) never hands its counts over: it keeps no tally of them.
     @Test func aLimiterThatSharesNothingKeepsNoTally() {
         let limiter = self.limiter

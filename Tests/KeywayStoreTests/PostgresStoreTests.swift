@@ -20,14 +20,23 @@ import Testing
             SharedRateLimitCount(instance: instance, batch: batch, keyID: SecretKeyID(rawValue: "key_a"), environmentID: environment, count: count)
         }
         _ = try await store.exchangeRateLimitCounts([row("inst_a", 1, 3)], instance: "inst_a", after: [:])
-        #expect(try await store.exchangeRateLimitCounts([], instance: "inst_a", after: [:]).isEmpty, "its own rows")
+        let own = try await store.exchangeRateLimitCounts([], instance: "inst_a", after: [:])
+        #expect(own.rows.isEmpty, "its own rows")
+        #expect(own.otherInstances == 0)
         let first = try await store.exchangeRateLimitCounts([row("inst_b", 1, 2)], instance: "inst_b", after: [:])
-        #expect(first == [row("inst_a", 1, 3)])
+        #expect(first.rows == [row("inst_a", 1, 3)])
+        #expect(first.otherInstances == 1, "inst_a")
+        // An idle instance, writing no counts, is alive all the same.
+        let idle = try await store.exchangeRateLimitCounts([], instance: "inst_c", after: [:])
+        #expect(idle.otherInstances == 2)
         _ = try await store.exchangeRateLimitCounts([row("inst_a", 2, 5)], instance: "inst_a", after: ["inst_b": 1])
         let second = try await store.exchangeRateLimitCounts([], instance: "inst_b", after: ["inst_a": 1])
-        #expect(second == [row("inst_a", 2, 5)], "only the batch not counted yet")
+        #expect(second.rows == [row("inst_a", 2, 5)], "only the batch not counted yet")
+        #expect(second.otherInstances == 2)
         try await Task.sleep(for: .milliseconds(1100))
-        #expect(try await store.exchangeRateLimitCounts([], instance: "inst_c", after: [:]).isEmpty, "older than a second")
+        let late = try await store.exchangeRateLimitCounts([], instance: "inst_d", after: [:])
+        #expect(late.rows.isEmpty, "older than a second")
+        #expect(late.otherInstances == 0, "nobody exchanged in the last second")
     }
 
     /// Revocation numbers are drawn under a lock; they stay distinct and in commit order
