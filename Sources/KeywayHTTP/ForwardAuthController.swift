@@ -43,9 +43,10 @@ struct ForwardAuthController {
         var response: Response
         do {
             response = Response(status: .noContent, headers: try await identity(of: verified.key, for: request))
-        } catch let error as KeywayError {
-            // Mapped here so that the RateLimit fields reach the 404 too.
-            response = ErrorMappingMiddleware.response(for: error, requestID: context.requestID)
+        } catch {
+            // Mapped here so that the RateLimit fields reach the 404 (and any error) too.
+            let keywayError = ErrorMappingMiddleware.keywayError(for: error, request: request, context: context)
+            response = ErrorMappingMiddleware.response(for: keywayError, requestID: context.requestID)
         }
         verified.admission.apply(to: &response.headers)
         return response
@@ -57,7 +58,8 @@ struct ForwardAuthController {
         headers.reserveCapacity(8)
         headers[.keywayAccountID] = key.environmentID.accountID.rawValue
         headers[.keywayEnvironment] = key.environmentID.environment.rawValue
-        headers[.keywayKeyHint] = key.hint
+        // A new field's value should be visible ASCII (RFC 9110 §5.5): the hint's "…" as "...".
+        headers[.keywayKeyHint] = key.hint.replacingOccurrences(of: "…", with: "...")
         if let reference = request.headers[.xKeywayUserID] {
             // Resolved inside the key's environment only: another environment's user is not found.
             // Usernames are stored in NFC, so a decomposed spelling names the same user.

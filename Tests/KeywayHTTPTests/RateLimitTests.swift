@@ -26,6 +26,10 @@ import Testing
             let missing = try await client.call(.get, "/users/nobody", key: key)
             #expect(missing.status == .notFound)
             #expect(missing.headers[.rateLimit] == #""default";r=1;t=1"#)
+            // So do errors that are not Keyway's own: a body over the limit is Hummingbird's 413.
+            let tooLarge = try await client.call(.post, "/users", key: key, json: String(repeating: " ", count: 5 * 1024 * 1024))
+            #expect(tooLarge.status == .contentTooLarge)
+            #expect(tooLarge.headers[.rateLimit] == #""default";r=0;t=1"#)
         }
     }
 
