@@ -65,9 +65,9 @@ public final class ServiceTokens: Sendable {
         return (token, record)
     }
 
-    /// Revokes the active token whose id or name is `reference`, here at once.
+    /// Revokes the active token `reference` names, here at once.
     /// - Returns: The revoked token, or `nil` when no active token has that id or name.
-    public func revoke(_ reference: String, at date: Date = Date()) async throws -> ServiceTokenRecord? {
+    public func revoke(_ reference: ServiceTokenReference, at date: Date = Date()) async throws -> ServiceTokenRecord? {
         guard let record = try await store.revokeServiceToken(reference, at: date.keywayPrecision) else { return nil }
         try await refresh()
         logger.info("service token revoked", metadata: ["service_token.id": "\(record.id)", "service_token.hint": "\(record.hint)"])

@@ -151,7 +151,7 @@ final class HeldServiceTokenStore: ServiceTokenStore {
         return snapshot
     }
 
-    func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? { nil }
+    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? { nil }
 }
 
 final class HeldRateLimitStore: RateLimitStore {
