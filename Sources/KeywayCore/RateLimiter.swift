@@ -32,8 +32,9 @@ public struct RateLimitDecision: Sendable, Hashable {
     public let policy: RateLimitPolicy
     /// Requests the key may still make in the current second (`r`).
     public let remaining: Int
-    /// Whole seconds until more quota is available (`t`): 0 when the whole quota is free;
-    /// when refused, the same as ``retryAfterSeconds``, which must not name an earlier time.
+    /// Whole seconds until more quota is available (`t`): 1 on a success (the window slides
+    /// within the second); when refused, the same as ``retryAfterSeconds``, which must not
+    /// name an earlier time.
     public let resetSeconds: Int
     /// When refused, whole seconds until one request would be allowed (`Retry-After`), at least 1.
     public let retryAfterSeconds: Int?
