@@ -81,22 +81,24 @@ public protocol RateLimitStore: Sendable {
     func rateLimitsVersion() async throws -> Int64
 }
 
-/// One instance's count of requests a key made, as instances share them (PostgreSQL).
+/// One instance's count of requests made with an environment's key, as instances share them
+/// (PostgreSQL).
 public struct SharedRateLimitCount: Sendable, Hashable {
     /// The instance that allowed the requests.
     public let instance: String
     /// The instance's exchange that wrote it; each instance numbers its exchanges upwards.
     public let batch: Int64
-    public let keyID: SecretKeyID
     public let environmentID: EnvironmentID
     public let count: Int
+    /// When the batch was written (the database's clock, milliseconds); 0 in rows being written.
+    public let writtenAt: Int64
 
-    public init(instance: String, batch: Int64, keyID: SecretKeyID, environmentID: EnvironmentID, count: Int) {
+    public init(instance: String, batch: Int64, environmentID: EnvironmentID, count: Int, writtenAt: Int64 = 0) {
         self.instance = instance
         self.batch = batch
-        self.keyID = keyID
         self.environmentID = environmentID
         self.count = count
+        self.writtenAt = writtenAt
     }
 }
 

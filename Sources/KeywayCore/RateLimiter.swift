@@ -74,6 +74,8 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
         /// Requests this instance allowed since the last exchange, and in the exchange interval before.
         var ownThisEpoch = 0
         var ownLastEpoch = 0
+        /// Drawn at each epoch, 0..<1000: whether a share's fraction of a request is one more.
+        var draw: UInt64 = 0
 
         /// The expectation at `now`: nothing once it lapsed.
         func expected(at now: UInt64) -> Int { now < expectedUntil ? expected : 0 }
@@ -84,6 +86,17 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             ownLastEpoch = epoch == self.epoch + 1 ? ownThisEpoch : 0
             ownThisEpoch = 0
             self.epoch = epoch
+            draw = UInt64.random(in: 0..<1000)
+        }
+
+        /// Whether this instance may allow one more request before the others have seen its
+        /// last two intervals' worth: its share of `limit` among `instances`, at least a fifth
+        /// of it (so that one instance alone can carry the whole rate), a fraction of a request
+        /// being one more request with that probability.
+        func withinShare(of limit: Int, among instances: Int) -> Bool {
+            let shareInThousandths = max(UInt64(limit) * 1000 / UInt64(instances), UInt64(limit) * 1000 / RateLimiterShare.floorDivisor)
+            let allowance = shareInThousandths / 1000 + (draw < shareInThousandths % 1000 ? 1 : 0)
+            return UInt64(ownThisEpoch + ownLastEpoch) < allowance
         }
 
         /// Moves to the window `index`, dropping what is older than the previous one.
@@ -121,12 +134,14 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
 
     /// - Parameters:
     ///   - sharesCounts: Whether ``takeCounts()`` will be called: only then is a tally kept.
-    ///   - expectationLifetime: How long (nanoseconds) what ``absorb(_:policies:)`` charged is
-    ///     expected again when no later exchange arrives; a few exchange intervals.
+    ///   - expectationLifetime: How long (nanoseconds) after the last exchange what it said is
+    ///     expected again and each instance keeps to its share; then this instance is alone.
+    ///     One window: exchanges that come late under load (hundreds of ms) still hold the
+    ///     limit, and a database that is gone costs at most a second of refusals.
     ///   - now: Monotonic nanoseconds; tests pass a clock they move by hand.
     public init(
         sharesCounts: Bool = false,
-        expectationLifetime: UInt64 = 250_000_000,
+        expectationLifetime: UInt64 = 1_000_000_000,
         now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds
     ) {
         self.sharesCounts = sharesCounts
@@ -159,7 +174,7 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             }
             // Before the others have seen them, this instance's requests are its share of the limit
             // at most: a burst reaching every instance at once passes about once, not once per instance.
-            guard sharing == 1 || window.ownThisEpoch + window.ownLastEpoch < max(1, limit / sharing) else {
+            guard sharing == 1 || window.withinShare(of: limit, among: sharing) else {
                 state.windows[key] = window
                 return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: 1, retryAfterSeconds: 1)
             }
@@ -201,10 +216,17 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
 
     /// Counts requests other instances allowed, as if allowed here now.
     /// - Parameters:
+    ///   - expecting: What the others are expected to allow again before the next exchange,
+    ///     per key; `nil`: as much as `counts`.
     ///   - instances: How many instances write counts, this one included: until the others
     ///     have seen a request, each instance lets through at most its share of a limit.
     ///   - policies: Each key's policy; keys without one are not limited and are skipped.
-    public func absorb(_ counts: [Key: Int], instances: Int = 1, policies: (Key) -> RateLimitPolicy?) {
+    public func absorb(
+        _ counts: [Key: Int],
+        expecting: [Key: Int]? = nil,
+        instances: Int = 1,
+        policies: (Key) -> RateLimitPolicy?
+    ) {
         let now = now()
         let index = now / Self.second
         let expectedUntil = now &+ expectationLifetime
@@ -222,7 +244,7 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
                 var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
                 window.roll(to: index)
                 window.current += count
-                window.expected = count
+                window.expected = expecting?[key] ?? count
                 window.expectedUntil = expectedUntil
                 state.windows[key] = window
             }
@@ -243,6 +265,15 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private static func wholeSeconds(_ nanoseconds: UInt64) -> Int {
         Int((nanoseconds + second - 1) / second)
     }
+}
+
+/// Constants of the share rule of ``RateLimiter``.
+enum RateLimiterShare {
+    /// An instance's share is never under limit / 5: over two exchange intervals (100 ms) that
+    /// is twice what one instance needs to carry the whole rate alone (limit / 10), so that a
+    /// key whose traffic all reaches one instance gets its limit. The price: a burst reaching
+    /// more than five instances at once passes up to k / 5 times the limit.
+    static let floorDivisor: UInt64 = 5
 }
 
 /// The system's monotonic clock, in nanoseconds since the process first asked.

@@ -115,6 +115,9 @@ public func buildApplication(
         try await keys.followRevocations()
         // Limits are in memory before the first request: none is ever read on the request path.
         try await rateLimits.refresh()
+        // And what the other instances counted, and how many they are: a new instance joining
+        // a deployment under load does not start with a whole limit of its own.
+        if let rateLimitExchange { try await rateLimits.exchange(through: rateLimitExchange) }
         try await serviceTokens.refresh()
     }
     return app

@@ -52,10 +52,10 @@ extension KeywayPostgresStore: RateLimitExchange {
             if let batch = counts.first?.batch {
                 try await connection.query(
                     """
-                    INSERT INTO rate_limit_counts (instance, batch, key_id, account_id, environment, count, written_at)
-                    SELECT \(instance), \(batch), k, a, e, c, \(readAt)
-                    FROM unnest(\(counts.map(\.keyID.rawValue))::text[], \(counts.map(\.environmentID.accountID.rawValue))::text[],
-                        \(counts.map(\.environmentID.environment.rawValue))::text[], \(counts.map { Int64($0.count) })::bigint[]) AS t(k, a, e, c)
+                    INSERT INTO rate_limit_counts (instance, batch, account_id, environment, count, written_at)
+                    SELECT \(instance), \(batch), a, e, c, \(readAt)
+                    FROM unnest(\(counts.map(\.environmentID.accountID.rawValue))::text[],
+                        \(counts.map(\.environmentID.environment.rawValue))::text[], \(counts.map { Int64($0.count) })::bigint[]) AS t(a, e, c)
                     """,
                     logger: logger
                 )
@@ -77,22 +77,22 @@ extension KeywayPostgresStore: RateLimitExchange {
             // each row is read once, however often the exchange runs.
             let rows = try await connection.query(
                 """
-                SELECT c.instance, c.batch, c.key_id, c.account_id, c.environment, c.count
+                SELECT c.instance, c.batch, c.account_id, c.environment, c.count, c.written_at
                 FROM rate_limit_counts c
                 LEFT JOIN unnest(\(seenInstances)::text[], \(seenBatches)::bigint[]) AS seen(instance, batch) ON seen.instance = c.instance
                 WHERE c.written_at >= \(readAt - 1000) AND c.instance <> \(instance) AND c.batch > coalesce(seen.batch, 0)
                 """,
                 logger: logger
-            ).decode((String, Int64, String, String, String, Int64).self)
+            ).decode((String, Int64, String, String, Int64, Int64).self)
             var shared: [SharedRateLimitCount] = []
-            for try await (other, batch, key, account, environment, count) in rows {
+            for try await (other, batch, account, environment, count, writtenAt) in rows {
                 shared.append(
                     SharedRateLimitCount(
                         instance: other,
                         batch: batch,
-                        keyID: SecretKeyID(rawValue: key),
                         environmentID: EnvironmentID(accountID: AccountID(rawValue: account), environment: try Self.environment(environment)),
-                        count: Int(count)
+                        count: Int(count),
+                        writtenAt: writtenAt
                     )
                 )
             }

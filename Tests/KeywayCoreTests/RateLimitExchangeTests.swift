@@ -18,8 +18,8 @@ import Testing
         return limits
     }
 
-    func row(_ instance: String, batch: Int64, count: Int) -> SharedRateLimitCount {
-        SharedRateLimitCount(instance: instance, batch: batch, keyID: key.keyID, environmentID: environment, count: count)
+    func row(_ instance: String, batch: Int64, count: Int, writtenAt: Int64 = 0) -> SharedRateLimitCount {
+        SharedRateLimitCount(instance: instance, batch: batch, environmentID: environment, count: count, writtenAt: writtenAt)
     }
 
     @Test func eachBatchIsChargedOnceAndTheNextExchangeAsksOnlyForNewerOnes() async throws {
@@ -58,6 +58,37 @@ import Testing
         _ = limits.take(key)
         try await limits.exchange(through: exchange)
         #expect(exchange.written.map(\.count) == [4], "the three of the failed exchange and one more")
+    }
+
+    /// After a stall, what was counted more than a window ago is not written: the others would
+    /// charge it as new and refuse keys that are under their limit.
+    @Test func countsOlderThanTheWindowAreDroppedNotWritten() async throws {
+        let limits = try await limits()
+        let exchange = ScriptedExchange([], failFirst: true)
+        for _ in 0..<3 { _ = limits.take(key) }
+        await #expect(throws: ScriptedExchange.Failure.self) { try await limits.exchange(through: exchange) }
+        clock.advance(milliseconds: 1_000)
+        _ = limits.take(key)
+        try await limits.exchange(through: exchange)
+        #expect(exchange.written.map(\.count) == [1], "only the request of the last second")
+    }
+
+    /// A batch that covers a long gap (the other instance stalled) is charged, but not expected
+    /// again in full before the next exchange.
+    @Test func aBatchAfterAGapIsNotExpectedAgainInFull() async throws {
+        let store = HeldRateLimitStore()
+        try await store.setRateLimit(.requestsPerSecond(50), for: environment)
+        let limits = RateLimits(store: store, sharesCounts: true, now: { [clock] in clock.now })
+        try await limits.refresh()
+        let exchange = ScriptedExchange([
+            [row("inst_b", batch: 1, count: 1, writtenAt: 1_000)], [row("inst_b", batch: 2, count: 40, writtenAt: 5_000)],
+        ])
+        try await limits.exchange(through: exchange)
+        try await limits.exchange(through: exchange)
+        var allowed = 0
+        while limits.take(key)?.allowed == true { allowed += 1 }
+        // 41 charged and 40 × 200 ms / 4 s = 2 expected: 7 left (not 0, as 40 expected would leave).
+        #expect(allowed == 7, "\(allowed)")
     }
 }
 

@@ -86,7 +86,9 @@ import Testing
         let limiter = self.limiter
         limiter.absorb([key: 6], policies: { _ in ten })
         #expect(!limiter.take(key, policy: ten).allowed, "6 charged and 6 expected")
-        clock.advance(milliseconds: 300)
+        clock.advance(milliseconds: 999)
+        #expect(!limiter.take(key, policy: ten).allowed, "expected for a whole window: late exchanges still hold")
+        clock.advance(milliseconds: 1)
         var allowed = 0
         while limiter.take(key, policy: ten).allowed { allowed += 1 }
         #expect(allowed == 4, "only the 6 really taken still count: \(allowed)")
@@ -120,11 +122,37 @@ import Testing
         allowed = 0
         while limiter.take(key, policy: thirty).allowed { allowed += 1 }
         #expect(allowed == 10, "two intervals on, another share: \(allowed)")
-        // The exchanges stop: this instance is alone again, held by the whole limit only.
-        clock.advance(milliseconds: 300)
+        // The exchanges stop: a window later this instance is alone again, held by the whole limit only.
+        clock.advance(milliseconds: 1100)
         allowed = 0
         while limiter.take(key, policy: thirty).allowed { allowed += 1 }
         #expect(allowed > 0)
+    }
+
+    /// However many instances there are, one instance may carry the whole rate alone: its share
+    /// is never under a fifth of the limit per two exchange intervals.
+    @Test func aShareIsNeverUnderAFifthOfTheLimit() {
+        let limiter = RateLimiter<SecretKeyID>(sharesCounts: true, now: { [clock] in clock.now })
+        let sixty = RateLimitPolicy(requestsPerSecond: 60)
+        limiter.absorb([:], instances: 12, policies: { _ in sixty })
+        var allowed = 0
+        while limiter.take(key, policy: sixty).allowed { allowed += 1 }
+        #expect(allowed == 12, "60 / 5, not 60 / 12: \(allowed)")
+    }
+
+    /// A limit smaller than the number of instances: each instance's share is a fraction of a
+    /// request, one request with that probability, so a burst everywhere passes about the limit.
+    @Test func sharesOfSmallLimitsAddUpToTheLimitOnAverage() {
+        let limiter = RateLimiter<Int>(sharesCounts: true, now: { [clock] in clock.now })
+        let two = RateLimitPolicy(requestsPerSecond: 2)
+        limiter.absorb([:], instances: 3, policies: { _ in two })
+        let trials = 3000
+        var allowed = 0
+        for trial in 0..<trials {
+            for _ in 0..<5 where limiter.take(trial, policy: two).allowed { allowed += 1 }
+        }
+        // A share of 2/3 a request: 2000 expected, with a standard deviation of about 26.
+        #expect((1850...2150).contains(allowed), "\(allowed) of \(trials) bursts")
     }
 
     /// A lone instance (SQLite) never hands its counts over: it keeps no tally of them.

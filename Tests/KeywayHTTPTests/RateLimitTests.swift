@@ -85,6 +85,20 @@ import Testing
         }
     }
 
+    /// The count belongs to the environment's key, not to one key id: regenerating the key is no
+    /// way around the limit (and a key in a grace period will share its successor's count).
+    @Test func aRegeneratedKeyGoesOnWithItsPredecessorsCount() async throws {
+        let server = try await TestServer.make(limitRequests: true)
+        let development = environmentID(server, server.acme, .development)
+        try await server.rateLimits.set(.requestsPerSecond(3), for: development)
+        try await server.test { client in
+            for _ in 0..<3 { #expect(try await client.call(.get, "/whoami", key: server.key(server.acme, .development)).status == .ok) }
+            let regenerated = try await server.keys.generate(for: development, createdBy: "test").key.revealPlaintext()
+            let response = try await client.call(.get, "/whoami", key: regenerated)
+            #expect(response.status == .tooManyRequests, "the new key started a count of its own")
+        }
+    }
+
     @Test func offMeansNoLimitAndNoFields() async throws {
         let server = try await TestServer.make(limitRequests: true)
         try await server.rateLimits.set(.off, for: environmentID(server, server.acme, .development))
