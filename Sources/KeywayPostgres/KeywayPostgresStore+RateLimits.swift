@@ -60,16 +60,17 @@ extension KeywayPostgresStore: RateLimitExchange {
                     logger: logger
                 )
             }
-            try await connection.query(
-                """
-                INSERT INTO rate_limit_instances (instance, seen_at) VALUES (\(instance), \(readAt))
-                ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at
-                """,
-                logger: logger
-            )
+            // One round trip: this instance is alive, and how many others are (the count reads the
+            // snapshot before the upsert, which it excludes anyway).
             var otherInstances = 0
             let live = try await connection.query(
-                "SELECT count(*) FROM rate_limit_instances WHERE seen_at >= \(readAt - 1000) AND instance <> \(instance)",
+                """
+                WITH alive AS (
+                    INSERT INTO rate_limit_instances (instance, seen_at) VALUES (\(instance), \(readAt))
+                    ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at
+                )
+                SELECT count(*) FROM rate_limit_instances WHERE seen_at >= \(readAt - 1000) AND instance <> \(instance)
+                """,
                 logger: logger
             ).decode(Int64.self)
             for try await count in live { otherInstances = Int(count) }
