@@ -152,6 +152,11 @@ func buildRouter(
 ) -> Router<KeywayRequestContext> {
     let router = Router(context: KeywayRequestContext.self)
     let routeMethods = RouteMethods()
+    // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
+    let rateLimitGate = RateLimitGate(limits: rateLimits)
+    // The platform's other services and proxies: both decide through one KeyVerification.
+    let verification = KeyVerification(keys: keys, rateLimits: rateLimitGate)
+    let forwardAuth = ForwardAuthController(verification: verification, store: store)
     // Middleware must be added before routes: Hummingbird binds it at registration.
     router.addMiddleware {
         RequestIDMiddleware()
@@ -160,6 +165,7 @@ func buildRouter(
         ErrorMappingMiddleware(routes: routeMethods)
         NULRefusalMiddleware<KeywayRequestContext>()
         APIVersionMiddleware()
+        ForwardAuthAnyMethodMiddleware(controller: forwardAuth)
     }
     let system = SystemController(store: store, metrics: metrics, egressIPs: configuration.egressIPs)
     router.addRoutes(system.operationalEndpoints)
@@ -167,8 +173,6 @@ func buildRouter(
         router.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
     }
     let users = UsersController(store: store, userTokens: userTokens)
-    // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
-    let rateLimitGate = RateLimitGate(limits: rateLimits)
     router.addRoutes(UserTokenController(store: store, userTokens: userTokens).endpoints)
     for prefix in [""] + APIVersion.pathVersions {
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
@@ -179,14 +183,12 @@ func buildRouter(
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
-    // The platform's other services and proxies: both decide through one KeyVerification.
-    let verification = KeyVerification(keys: keys, rateLimits: rateLimitGate)
     router.group()
         .add(middleware: ServiceTokenAuthenticator(serviceTokens: serviceTokens))
         .group(context: ServiceRequestContext.self)
         .add(middleware: NoStoreMiddleware())
         .addRoutes(KeyVerificationController(verification: verification).endpoints)
-    router.addRoutes(ForwardAuthController(verification: verification, store: store).endpoints)
+    router.addRoutes(forwardAuth.endpoints)
     // The dashboard accepts only its session cookie; the API above only keys.
     let dashboard = DashboardController(
         store: store,

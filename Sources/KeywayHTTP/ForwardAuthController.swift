@@ -16,8 +16,10 @@ struct ForwardAuthController {
     let verification: KeyVerification
     let store: any UserStore
 
-    /// Every method: nginx sends the client's, Traefik GET, Envoy the client's with the
-    /// client's path after its `path_prefix` (`/auth/…`).
+    /// The methods routed (and documented) here: nginx's `auth_request` sends GET, Traefik GET,
+    /// Envoy the client's, with the client's path after its `path_prefix` (`/auth/…`). Any other
+    /// method a client may use (TRACE, PROPFIND, QUERY…) reaches ``authorize`` through
+    /// ``ForwardAuthAnyMethodMiddleware``.
     static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
 
     var endpoints: RouteCollection<Context> {
@@ -64,11 +66,29 @@ struct ForwardAuthController {
             // Resolved inside the key's environment only: another environment's user is not found.
             // Usernames are stored in NFC, so a decomposed spelling names the same user.
             guard !reference.isEmpty, let user = try await store.user(UserInput.normalized(reference), in: key.environmentID) else {
-                throw KeywayError.userNotFound(reference, in: key.environmentID.environment, existsIn: nil)
+                // Quoted back only in part: the header can be as long as the server accepts.
+                let quoted = reference.count > 64 ? reference.prefix(64) + "…" : reference
+                throw KeywayError.userNotFound(quoted, in: key.environmentID.environment, existsIn: nil)
             }
             headers[.keywayUserID] = user.id.rawValue
         }
         headers[.cacheControl] = "no-store"
         return headers
+    }
+}
+
+/// `/auth` answers every method, not only those routed: Envoy's `ext_authz` forwards the
+/// client's, whatever it is. A method no route has reaches the forward-auth handler here
+/// instead of a 405.
+struct ForwardAuthAnyMethodMiddleware: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    let controller: ForwardAuthController
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard !ForwardAuthController.methods.contains(request.method), ForwardAuthController.isForwardAuth(request.uri.path) else {
+            return try await next(request, context)
+        }
+        return try await controller.authorize(request, context: context)
     }
 }
