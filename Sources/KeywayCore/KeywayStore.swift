@@ -140,10 +140,10 @@ public protocol ServiceTokenStore: Sendable {
     func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord?
     /// Every token, active and revoked, newest first.
     func serviceTokens() async throws -> [ServiceTokenRecord]
-    /// Revokes the active token whose id or name is `reference`, and tells other
-    /// processes as a key's revocation does.
+    /// Revokes the active token `reference` names, and tells other processes as a key's
+    /// revocation does.
     /// - Returns: The token as revoked, or `nil` when no active token has that id or name.
-    func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord?
+    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord?
 }
 
 extension SecretKeyStore {

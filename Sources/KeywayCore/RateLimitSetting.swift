@@ -81,22 +81,24 @@ public protocol RateLimitStore: Sendable {
     func rateLimitsVersion() async throws -> Int64
 }
 
-/// One instance's count of requests a key made, as instances share them (PostgreSQL).
+/// One instance's count of requests made with an environment's key, as instances share them
+/// (PostgreSQL).
 public struct SharedRateLimitCount: Sendable, Hashable {
     /// The instance that allowed the requests.
     public let instance: String
     /// The instance's exchange that wrote it; each instance numbers its exchanges upwards.
     public let batch: Int64
-    public let keyID: SecretKeyID
     public let environmentID: EnvironmentID
     public let count: Int
+    /// When the batch was written (the database's clock, milliseconds); 0 in rows being written.
+    public let writtenAt: Int64
 
-    public init(instance: String, batch: Int64, keyID: SecretKeyID, environmentID: EnvironmentID, count: Int) {
+    public init(instance: String, batch: Int64, environmentID: EnvironmentID, count: Int, writtenAt: Int64 = 0) {
         self.instance = instance
         self.batch = batch
-        self.keyID = keyID
         self.environmentID = environmentID
         self.count = count
+        self.writtenAt = writtenAt
     }
 }
 
@@ -104,14 +106,18 @@ public struct SharedRateLimitCount: Sendable, Hashable {
 /// of them together: PostgreSQL's `rate_limit_counts`. SQLite runs one instance per file and
 /// has none.
 public protocol RateLimitExchange: Sendable {
-    /// Writes this instance's `counts` (one batch) and reads the rows other instances wrote from
-    /// `since` on (the database's clock, in milliseconds; `nil`: the last second).
-    /// - Returns: Those rows, and the database's clock when they were read.
+    /// Writes this instance's `counts` (one batch) and that it is alive, and reads the rows other
+    /// instances wrote within the last second (the database's clock) in batches newer than
+    /// `seen` names for their instance (all of an instance `seen` does not name). Each instance
+    /// writes its batches one after another, so once a batch is visible every earlier one is:
+    /// no row is returned twice and none is missed while it is inside the window.
+    /// - Returns: Those rows, and how many other instances exchanged within the last second,
+    ///   idle ones included.
     func exchangeRateLimitCounts(
         _ counts: [SharedRateLimitCount],
         instance: String,
-        since: Int64?
-    ) async throws -> (rows: [SharedRateLimitCount], readAt: Int64)
+        after seen: [String: Int64]
+    ) async throws -> (rows: [SharedRateLimitCount], otherInstances: Int)
     /// Deletes rows written more than `milliseconds` ago.
     func deleteRateLimitCounts(olderThan milliseconds: Int64) async throws
 }

@@ -32,8 +32,9 @@ public struct RateLimitDecision: Sendable, Hashable {
     public let policy: RateLimitPolicy
     /// Requests the key may still make in the current second (`r`).
     public let remaining: Int
-    /// Whole seconds until more quota is available (`t`): 0 when the whole quota is free;
-    /// when refused, the same as ``retryAfterSeconds``, which must not name an earlier time.
+    /// Whole seconds until more quota is available (`t`): 1 on a success (the window slides
+    /// within the second); when refused, the same as ``retryAfterSeconds``, which must not
+    /// name an earlier time.
     public let resetSeconds: Int
     /// When refused, whole seconds until one request would be allowed (`Retry-After`), at least 1.
     public let retryAfterSeconds: Int?
@@ -50,10 +51,13 @@ public struct RateLimitDecision: Sendable, Hashable {
 /// limit at once is allowed; what follows is refused until the window slides.
 ///
 /// Instances of one deployment share their consumption: ``takeCounts()`` hands over
-/// what this instance allowed since it was last asked, and ``absorb(_:policies:)``
-/// counts what the others allowed as if it had been allowed here now, and expects as
-/// much again before the next exchange (see
-/// docs/architecture.md, "Rate limits", for the bound this gives).
+/// what this instance allowed since it was last asked (only when the limiter was made
+/// with `sharesCounts`, so a lone instance keeps no such tally), and
+/// ``absorb(_:policies:)`` counts what the others allowed as if it had been allowed here
+/// now, and expects as much again before the next exchange — for at most
+/// `expectationLifetime`, so that exchanges that stop (a database outage) leave each
+/// instance alone at its own share, not locked out (see docs/architecture.md,
+/// "Rate limits", for the bound this gives).
 public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private struct Window {
         var index: UInt64
@@ -62,6 +66,38 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
         /// What other instances allowed in their last exchange, expected again before the next:
         /// counted as used so that the exchange's lag does not become overshoot.
         var expected = 0
+        /// When the expectation lapses if no exchange replaced it (monotonic nanoseconds).
+        var expectedUntil: UInt64 = 0
+
+        /// The exchange (see `State.epoch`) the next two counts belong to.
+        var epoch: UInt64 = 0
+        /// Requests this instance allowed since the last exchange, and in the exchange interval before.
+        var ownThisEpoch = 0
+        var ownLastEpoch = 0
+        /// Drawn at each epoch, 0..<1000: whether a share's fraction of a request is one more.
+        var draw: UInt64 = 0
+
+        /// The expectation at `now`: nothing once it lapsed.
+        func expected(at now: UInt64) -> Int { now < expectedUntil ? expected : 0 }
+
+        /// Moves the own counts to the exchange interval `epoch`.
+        mutating func roll(toEpoch epoch: UInt64) {
+            guard epoch != self.epoch else { return }
+            ownLastEpoch = epoch == self.epoch + 1 ? ownThisEpoch : 0
+            ownThisEpoch = 0
+            self.epoch = epoch
+            draw = UInt64.random(in: 0..<1000)
+        }
+
+        /// Whether this instance may allow one more request before the others have seen its
+        /// last two intervals' worth: its share of `limit` among `instances`, at least a fifth
+        /// of it (so that one instance alone can carry the whole rate), a fraction of a request
+        /// being one more request with that probability.
+        func withinShare(of limit: Int, among instances: Int) -> Bool {
+            let shareInThousandths = max(UInt64(limit) * 1000 / UInt64(instances), UInt64(limit) * 1000 / RateLimiterShare.floorDivisor)
+            let allowance = shareInThousandths / 1000 + (draw < shareInThousandths % 1000 ? 1 : 0)
+            return UInt64(ownThisEpoch + ownLastEpoch) < allowance
+        }
 
         /// Moves to the window `index`, dropping what is older than the previous one.
         mutating func roll(to index: UInt64) {
@@ -76,14 +112,40 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
         var windows: [Key: Window] = [:]
         var counts: [Key: Int] = [:]
         var expecting: Set<Key> = []
+        /// Exchanges absorbed so far.
+        var epoch: UInt64 = 0
+        /// Instances writing counts, this one included, as the last exchange saw them.
+        var instances = 1
+        var lastExchangeAt: UInt64?
+
+        /// How many instances share each limit at `now`: 1 once exchanges stopped arriving,
+        /// so an instance cut off from the others is never held to a fraction of the limit.
+        func sharing(at now: UInt64, lifetime: UInt64) -> Int {
+            guard let lastExchangeAt, now &- lastExchangeAt < lifetime else { return 1 }
+            return instances
+        }
     }
 
     private static var second: UInt64 { 1_000_000_000 }
     private let state = Mutex(State())
     private let now: @Sendable () -> UInt64
+    private let sharesCounts: Bool
+    private let expectationLifetime: UInt64
 
-    /// - Parameter now: Monotonic nanoseconds; tests pass a clock they move by hand.
-    public init(now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
+    /// - Parameters:
+    ///   - sharesCounts: Whether ``takeCounts()`` will be called: only then is a tally kept.
+    ///   - expectationLifetime: How long (nanoseconds) after the last exchange what it said is
+    ///     expected again and each instance keeps to its share; then this instance is alone.
+    ///     One window: exchanges that come late under load (hundreds of ms) still hold the
+    ///     limit, and a database that is gone costs at most a second of refusals.
+    ///   - now: Monotonic nanoseconds; tests pass a clock they move by hand.
+    public init(
+        sharesCounts: Bool = false,
+        expectationLifetime: UInt64 = 1_000_000_000,
+        now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds
+    ) {
+        self.sharesCounts = sharesCounts
+        self.expectationLifetime = expectationLifetime
         self.now = now
     }
 
@@ -97,30 +159,41 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
             var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
             window.roll(to: index)
             // In nanosecond-requests: the previous window's share still inside the last second.
+            let sharing = state.sharing(at: now, lifetime: expectationLifetime)
+            window.roll(toEpoch: state.epoch)
             let carried = UInt64(window.previous) &* (Self.second - elapsed)
-            let used = carried &+ UInt64(window.current + window.expected) &* Self.second
+            let expected = window.expected(at: now)
+            let used = carried &+ UInt64(window.current + expected) &* Self.second
             // Allowed while the estimate is under the limit: so in a steady overload each window
             // ends with the limit, not one less, as "estimate + 1 ≤ limit" would leave it.
             guard used < UInt64(limit) &* Self.second else {
                 state.windows[key] = window
-                let wait = Self.wait(window, elapsed: elapsed, limit: limit)
+                let wait = Self.wait(current: window.current + expected, previous: window.previous, elapsed: elapsed, limit: limit)
                 let seconds = max(1, Self.wholeSeconds(wait))
                 return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: seconds, retryAfterSeconds: seconds)
             }
+            // Before the others have seen them, this instance's requests are its share of the limit
+            // at most: a burst reaching every instance at once passes about once, not once per instance.
+            guard sharing == 1 || window.withinShare(of: limit, among: sharing) else {
+                state.windows[key] = window
+                return RateLimitDecision(allowed: false, policy: policy, remaining: 0, resetSeconds: 1, retryAfterSeconds: 1)
+            }
             window.current += 1
+            window.ownThisEpoch += 1
             state.windows[key] = window
-            state.counts[key, default: 0] += 1
+            if sharesCounts { state.counts[key, default: 0] += 1 }
             let after = used &+ Self.second
             let remaining = after >= UInt64(limit) &* Self.second ? 0 : (UInt64(limit) &* Self.second &- after) / Self.second
             return RateLimitDecision(allowed: true, policy: policy, remaining: Int(remaining), resetSeconds: 1, retryAfterSeconds: nil)
         }
     }
 
-    /// Nanoseconds until the estimate is under `limit` again, so one more request fits.
-    private static func wait(_ window: Window, elapsed: UInt64, limit: Int) -> UInt64 {
+    /// Nanoseconds until the estimate is under `limit` again, so one more request fits,
+    /// counting what other instances are expected to take as taken here.
+    private static func wait(current: Int, previous: Int, elapsed: UInt64, limit: Int) -> UInt64 {
         let limit = UInt64(limit)
-        let current = UInt64(window.current)
-        let previous = UInt64(window.previous)
+        let current = UInt64(current)
+        let previous = UInt64(previous)
         let left = second - elapsed
         if current < limit, previous > 0 {
             // Later in this window: previous × (second − e) < (limit − current) × second.
@@ -142,11 +215,26 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Counts requests other instances allowed, as if allowed here now.
-    /// - Parameter policies: Each key's policy; keys without one are not limited and are skipped.
-    public func absorb(_ counts: [Key: Int], policies: (Key) -> RateLimitPolicy?) {
-        let index = now() / Self.second
+    /// - Parameters:
+    ///   - expecting: What the others are expected to allow again before the next exchange,
+    ///     per key; `nil`: as much as `counts`.
+    ///   - instances: How many instances write counts, this one included: until the others
+    ///     have seen a request, each instance lets through at most its share of a limit.
+    ///   - policies: Each key's policy; keys without one are not limited and are skipped.
+    public func absorb(
+        _ counts: [Key: Int],
+        expecting: [Key: Int]? = nil,
+        instances: Int = 1,
+        policies: (Key) -> RateLimitPolicy?
+    ) {
+        let now = now()
+        let index = now / Self.second
+        let expectedUntil = now &+ expectationLifetime
         let charges = counts.filter { $0.value > 0 && policies($0.key) != nil }
         state.withLock { state in
+            state.epoch &+= 1
+            state.instances = max(1, instances)
+            state.lastExchangeAt = now
             // Last exchange's expectation is replaced by what really arrived.
             for key in state.expecting where charges[key] == nil {
                 state.windows[key]?.expected = 0
@@ -156,7 +244,8 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
                 var window = state.windows[key] ?? Window(index: index, current: 0, previous: 0)
                 window.roll(to: index)
                 window.current += count
-                window.expected = count
+                window.expected = expecting?[key] ?? count
+                window.expectedUntil = expectedUntil
                 state.windows[key] = window
             }
         }
@@ -176,6 +265,15 @@ public final class RateLimiter<Key: Hashable & Sendable>: Sendable {
     private static func wholeSeconds(_ nanoseconds: UInt64) -> Int {
         Int((nanoseconds + second - 1) / second)
     }
+}
+
+/// Constants of the share rule of ``RateLimiter``.
+enum RateLimiterShare {
+    /// An instance's share is never under limit / 5: over two exchange intervals (100 ms) that
+    /// is twice what one instance needs to carry the whole rate alone (limit / 10), so that a
+    /// key whose traffic all reaches one instance gets its limit. The price: a burst reaching
+    /// more than five instances at once passes up to k / 5 times the limit.
+    static let floorDivisor: UInt64 = 5
 }
 
 /// The system's monotonic clock, in nanoseconds since the process first asked.

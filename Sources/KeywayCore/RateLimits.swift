@@ -1,48 +1,53 @@
 import Foundation
 import Synchronization
 
-/// What the limiter counts: a key, with the environment whose limit applies to it.
-public struct RateLimitedKey: Sendable, Hashable {
-    public let keyID: SecretKeyID
-    public let environmentID: EnvironmentID
-
-    public init(keyID: SecretKeyID, environmentID: EnvironmentID) {
-        self.keyID = keyID
-        self.environmentID = environmentID
-    }
-}
-
 /// Every environment's request limit, in memory, and the limiter that applies them to keys.
 ///
 /// The request path reads no database: ``take(_:)`` asks memory only. The limits are loaded
 /// before serving (``refresh()``), read again whenever the store's version moves (the server
 /// checks it every `KEYWAY_REVOCATION_POLL_MS`), and a change made through ``set(_:for:)`` —
-/// the dashboard — applies here before it returns. Each key is limited on its own, at its
-/// environment's limit. On PostgreSQL, ``exchange(through:)`` shares the counts with the
-/// other instances.
+/// the dashboard — applies here before it returns. The count belongs to the environment's
+/// key, not to one key id: a key regenerated to replace it goes on with its count, so that
+/// regenerating is no way around the limit. On PostgreSQL, ``exchange(through:)`` shares the
+/// counts with the other instances.
 public final class RateLimits: Sendable {
     private struct State {
         var settings: [EnvironmentID: RateLimitSetting] = [:]
         var version: Int64?
-        // Counts taken from the limiter but not yet written, kept across a failed exchange.
-        var unsent: [RateLimitedKey: Int] = [:]
+        // Refreshes and sets are numbered when they begin reading; only a newer one than the
+        // last applied may replace the settings, so a slow, stale read never undoes a newer one.
+        var issued: UInt64 = 0
+        var applied: UInt64 = 0
+        // Counts taken from the limiter but not yet written, kept across failed exchanges with
+        // when each was taken: those older than the window are dropped, not written as new.
+        var unsent: [(at: UInt64, counts: [EnvironmentID: Int])] = []
         var batch: Int64 = 0
-        var readAt: Int64?
-        var lastBatch: [String: Int64] = [:]
+        // Each other instance's newest batch counted here, when it was written (database
+        // milliseconds), and when it was seen (monotonic nanoseconds).
+        var seen: [String: (batch: Int64, writtenAt: Int64, at: UInt64)] = [:]
+
+        mutating func issue() -> UInt64 {
+            issued &+= 1
+            return issued
+        }
     }
 
     private let store: any RateLimitStore
-    private let limiter: RateLimiter<RateLimitedKey>
+    private let limiter: RateLimiter<EnvironmentID>
     private let state = Mutex(State())
+    private let now: @Sendable () -> UInt64
     /// This process, among the instances sharing counts.
     public let instance: String
 
     /// - Parameters:
     ///   - store: Where the limits are kept.
+    ///   - sharesCounts: Whether ``exchange(through:)`` will run (PostgreSQL): only then are
+    ///     counts kept for the other instances.
     ///   - now: Monotonic nanoseconds; tests pass a clock they move by hand.
-    public init(store: any RateLimitStore, now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
+    public init(store: any RateLimitStore, sharesCounts: Bool = false, now: @escaping @Sendable () -> UInt64 = monotonicNanoseconds) {
         self.store = store
-        self.limiter = RateLimiter(now: now)
+        self.limiter = RateLimiter(sharesCounts: sharesCounts, now: now)
+        self.now = now
         self.instance = "inst_" + UUID().uuidString.lowercased()
     }
 
@@ -51,7 +56,7 @@ public final class RateLimits: Sendable {
     public func take(_ key: AuthenticatedKey) -> RateLimitDecision? {
         let environmentID = key.environmentID
         guard let policy = setting(for: environmentID).policy(for: environmentID.environment) else { return nil }
-        return limiter.take(RateLimitedKey(keyID: key.keyID, environmentID: environmentID), policy: policy)
+        return limiter.take(environmentID, policy: policy)
     }
 
     /// The environment's limit as this process knows it.
@@ -64,18 +69,23 @@ public final class RateLimits: Sendable {
         try await store.setRateLimit(setting, for: environmentID)
         state.withLock { state in
             state.settings[environmentID] = setting == .default ? nil : setting
+            // A refresh that began before this point may have read the old value: it must not apply.
+            state.applied = state.issue()
         }
     }
 
     /// Reads the limits again when the store's version moved since the last read (always the first time).
     public func refresh() async throws {
+        let ticket = state.withLock { $0.issue() }
         let version = try await store.rateLimitsVersion()
         guard state.withLock({ $0.version != version }) else { return }
         // Read after the version: a change committed in between is read now and again next time.
         let settings = try await store.rateLimits()
         state.withLock { state in
+            guard ticket > state.applied else { return }
             state.settings = settings
             state.version = version
+            state.applied = ticket
         }
     }
 
@@ -83,35 +93,60 @@ public final class RateLimits: Sendable {
     /// allowed since theirs, so that together they hold each limit.
     public func exchange(through exchange: any RateLimitExchange) async throws {
         let taken = limiter.takeCounts()
-        let (outgoing, batch, since) = state.withLock { state in
-            state.unsent.merge(taken, uniquingKeysWith: +)
+        let start = now()
+        let (outgoing, batch, seen) = state.withLock { state in
+            if !taken.isEmpty { state.unsent.append((start, taken)) }
+            // After a stall, counts older than the window would be charged elsewhere as if new.
+            state.unsent.removeAll { start &- $0.at >= Self.window }
             state.batch += 1
-            return (state.unsent, state.batch, state.readAt.map { $0 - Self.lateCommitAllowance })
+            var outgoing: [EnvironmentID: Int] = [:]
+            for chunk in state.unsent { outgoing.merge(chunk.counts, uniquingKeysWith: +) }
+            return (outgoing, state.batch, state.seen.mapValues(\.batch))
         }
-        let rows = outgoing.map { key, count in
-            SharedRateLimitCount(instance: instance, batch: batch, keyID: key.keyID, environmentID: key.environmentID, count: count)
+        let rows = outgoing.map { environmentID, count in
+            SharedRateLimitCount(instance: instance, batch: batch, environmentID: environmentID, count: count)
         }
-        let (others, readAt) = try await exchange.exchangeRateLimitCounts(rows, instance: instance, since: since)
-        let fresh = state.withLock { state in
-            state.unsent = [:]
-            state.readAt = readAt
-            // Each instance writes its batches one after another, so a batch seen means every
-            // earlier one was committed; rows read twice (the window overlaps) are skipped here.
-            var fresh: [RateLimitedKey: Int] = [:]
-            var newest = state.lastBatch
-            for row in others where row.batch > state.lastBatch[row.instance] ?? 0 {
-                fresh[RateLimitedKey(keyID: row.keyID, environmentID: row.environmentID), default: 0] += row.count
-                newest[row.instance] = max(newest[row.instance] ?? 0, row.batch)
+        let (others, otherInstances) = try await exchange.exchangeRateLimitCounts(rows, instance: instance, after: seen)
+        let now = now()
+        let (charged, expected) = state.withLock { state in
+            state.unsent = []
+            // The store returned only batches newer than `seen`; a concurrent exchange cannot
+            // exist (the maintenance loop runs one at a time), but skip what is not newer anyway.
+            var charged: [EnvironmentID: Int] = [:]
+            var expected: [EnvironmentID: Int] = [:]
+            var newest = state.seen
+            for row in others where row.batch > state.seen[row.instance]?.batch ?? 0 {
+                charged[row.environmentID, default: 0] += row.count
+                // What a batch held is expected again before the next, scaled down when it covers
+                // a long gap (a stall): 4 s of counts are not 4 s' worth in the next 50 ms.
+                let span = state.seen[row.instance].map { row.writtenAt - $0.writtenAt } ?? 0
+                let expectation = span > Self.normalBatchSpan ? row.count * Int(Self.normalBatchSpan) / Int(span) : row.count
+                expected[row.environmentID, default: 0] += expectation
+                if row.batch > newest[row.instance]?.batch ?? 0 {
+                    newest[row.instance] = (row.batch, row.writtenAt, now)
+                }
             }
-            state.lastBatch = newest
-            return fresh
+            // An instance silent this long has no row left inside the window: forget it, so the
+            // map holds only live instances however many have come and gone.
+            state.seen = newest.filter { now &- $0.value.at < Self.forgetInstanceAfter }
+            return (charged, expected)
         }
-        limiter.absorb(fresh) { key in setting(for: key.environmentID).policy(for: key.environmentID.environment) }
+        limiter.absorb(charged, expecting: expected, instances: otherInstances + 1) { environmentID in
+            setting(for: environmentID).policy(for: environmentID.environment)
+        }
     }
 
-    /// How far back each exchange reads again (milliseconds): a row committed up to this long
-    /// after its timestamp was taken is still seen.
-    static let lateCommitAllowance: Int64 = 2000
+    /// The sliding window's length: what is older counts for nothing.
+    static let window: UInt64 = 1_000_000_000
+    /// The most time one batch of another instance covers in a steady flow (milliseconds): four
+    /// exchange intervals of 50 ms, for exchanges that come late under load.
+    static let normalBatchSpan: Int64 = 200
+
+    /// Other instances remembered while they write, at most this long after their last row.
+    static let forgetInstanceAfter: UInt64 = 10_000_000_000
+
+    /// Other instances remembered by the last exchange.
+    package var rememberedInstances: Int { state.withLock { $0.seen.count } }
 
     /// Forgets keys whose windows are empty.
     public func prune() {

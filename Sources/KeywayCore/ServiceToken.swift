@@ -75,6 +75,20 @@ public struct GeneratedServiceToken: Sendable, CustomStringConvertible {
     public var description: String { hint }
 }
 
+/// How an operator names the token to revoke: by its id or by its name, never either one,
+/// so a name that looks like an id (`svc_…`) cannot revoke another token.
+public enum ServiceTokenReference: Sendable, Hashable, CustomStringConvertible {
+    case id(ServiceTokenID)
+    case name(String)
+
+    public var description: String {
+        switch self {
+        case .id(let id): "id '\(id)'"
+        case .name(let name): "name '\(name)'"
+        }
+    }
+}
+
 /// A stored service token: its digest and hint, never the token.
 public struct ServiceTokenRecord: Sendable, Hashable {
     public let id: ServiceTokenID

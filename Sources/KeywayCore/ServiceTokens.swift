@@ -6,7 +6,8 @@ import Synchronization
 /// so that verifying one reads no database.
 ///
 /// The invariant: after a ``refresh()`` that began once a revocation committed,
-/// the revoked token is refused. ``refresh()`` replaces the whole table in memory
+/// the revoked token is refused, whatever other refreshes run at the same time: one
+/// that began earlier and finishes later is dropped, not applied over the newer read. ``refresh()`` replaces the whole table in memory
 /// (operators make a handful of tokens), and the server calls it wherever it follows
 /// key revocations: on every change the store notifies, and on the same polls.
 /// A token this process has not seen (created after the last refresh) is read from
@@ -17,7 +18,12 @@ public final class ServiceTokens: Sendable {
         var known: [KeyDigest: ServiceTokenRecord] = [:]
         // Digests the store did not know at their lookup; emptied by every refresh.
         var unknown: Set<KeyDigest> = []
+        // Bumped by every refresh that applies: a lookup begun before it must not write.
         var generation: UInt64 = 0
+        // Refreshes are numbered as they begin reading; only one newer than the last applied
+        // may replace the table, so a slow read begun before a revocation never restores it.
+        var issued: UInt64 = 0
+        var applied: UInt64 = 0
     }
 
     private let store: any ServiceTokenStore
@@ -59,9 +65,9 @@ public final class ServiceTokens: Sendable {
         return (token, record)
     }
 
-    /// Revokes the active token whose id or name is `reference`, here at once.
+    /// Revokes the active token `reference` names, here at once.
     /// - Returns: The revoked token, or `nil` when no active token has that id or name.
-    public func revoke(_ reference: String, at date: Date = Date()) async throws -> ServiceTokenRecord? {
+    public func revoke(_ reference: ServiceTokenReference, at date: Date = Date()) async throws -> ServiceTokenRecord? {
         guard let record = try await store.revokeServiceToken(reference, at: date.keywayPrecision) else { return nil }
         try await refresh()
         logger.info("service token revoked", metadata: ["service_token.id": "\(record.id)", "service_token.hint": "\(record.hint)"])
@@ -75,9 +81,15 @@ public final class ServiceTokens: Sendable {
 
     /// Reads every token from the store and replaces what memory holds.
     public func refresh() async throws {
+        let ticket = state.withLock { state in
+            state.issued &+= 1
+            return state.issued
+        }
         let records = try await store.serviceTokens()
         let known = Dictionary(records.map { ($0.digest, $0) }, uniquingKeysWith: { first, _ in first })
         state.withLock { state in
+            guard ticket > state.applied else { return }
+            state.applied = ticket
             state.known = known
             state.unknown = []
             state.generation &+= 1

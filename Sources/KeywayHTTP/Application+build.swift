@@ -41,7 +41,7 @@ public func buildApplication(
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
 ) -> some ApplicationProtocol {
-    let rateLimits = rateLimits ?? RateLimits(store: store)
+    let rateLimits = rateLimits ?? RateLimits(store: store, sharesCounts: rateLimitExchange != nil)
     let serviceTokens = serviceTokens ?? ServiceTokens(store: store, logger: logger)
     let router = buildRouter(
         configuration: configuration,
@@ -115,6 +115,9 @@ public func buildApplication(
         try await keys.followRevocations()
         // Limits are in memory before the first request: none is ever read on the request path.
         try await rateLimits.refresh()
+        // And what the other instances counted, and how many they are: a new instance joining
+        // a deployment under load does not start with a whole limit of its own.
+        if let rateLimitExchange { try await rateLimits.exchange(through: rateLimitExchange) }
         try await serviceTokens.refresh()
     }
     return app
@@ -149,6 +152,11 @@ func buildRouter(
 ) -> Router<KeywayRequestContext> {
     let router = Router(context: KeywayRequestContext.self)
     let routeMethods = RouteMethods()
+    // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
+    let rateLimitGate = RateLimitGate(limits: rateLimits)
+    // The platform's other services and proxies: both decide through one KeyVerification.
+    let verification = KeyVerification(keys: keys, rateLimits: rateLimitGate)
+    let forwardAuth = ForwardAuthController(verification: verification, store: store)
     // Middleware must be added before routes: Hummingbird binds it at registration.
     router.addMiddleware {
         RequestIDMiddleware()
@@ -157,6 +165,7 @@ func buildRouter(
         ErrorMappingMiddleware(routes: routeMethods)
         NULRefusalMiddleware<KeywayRequestContext>()
         APIVersionMiddleware()
+        ForwardAuthAnyMethodMiddleware(controller: forwardAuth)
     }
     let system = SystemController(store: store, metrics: metrics, egressIPs: configuration.egressIPs)
     router.addRoutes(system.operationalEndpoints)
@@ -164,8 +173,6 @@ func buildRouter(
         router.addRoutes(SystemController.metricsEndpoint(metrics: metrics, token: configuration.metricsToken))
     }
     let users = UsersController(store: store, userTokens: userTokens)
-    // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
-    let rateLimitGate = RateLimitGate(limits: rateLimits)
     router.addRoutes(UserTokenController(store: store, userTokens: userTokens).endpoints)
     for prefix in [""] + APIVersion.pathVersions {
         router.addRoutes(system.publicEndpoints, atPath: RouterPath(prefix))
@@ -176,14 +183,12 @@ func buildRouter(
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
-    // The platform's other services and proxies: both decide through one KeyVerification.
-    let verification = KeyVerification(keys: keys, rateLimits: rateLimitGate)
     router.group()
         .add(middleware: ServiceTokenAuthenticator(serviceTokens: serviceTokens))
         .group(context: ServiceRequestContext.self)
         .add(middleware: NoStoreMiddleware())
         .addRoutes(KeyVerificationController(verification: verification).endpoints)
-    router.addRoutes(ForwardAuthController(verification: verification, store: store).endpoints)
+    router.addRoutes(forwardAuth.endpoints)
     // The dashboard accepts only its session cookie; the API above only keys.
     let dashboard = DashboardController(
         store: store,

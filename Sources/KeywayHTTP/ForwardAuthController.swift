@@ -16,8 +16,10 @@ struct ForwardAuthController {
     let verification: KeyVerification
     let store: any UserStore
 
-    /// Every method: nginx sends the client's, Traefik GET, Envoy the client's with the
-    /// client's path after its `path_prefix` (`/auth/…`).
+    /// The methods routed (and documented) here: nginx's `auth_request` sends GET, Traefik GET,
+    /// Envoy the client's, with the client's path after its `path_prefix` (`/auth/…`). Any other
+    /// method a client may use (TRACE, PROPFIND, QUERY…) reaches ``authorize`` through
+    /// ``ForwardAuthAnyMethodMiddleware``.
     static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
 
     var endpoints: RouteCollection<Context> {
@@ -43,9 +45,10 @@ struct ForwardAuthController {
         var response: Response
         do {
             response = Response(status: .noContent, headers: try await identity(of: verified.key, for: request))
-        } catch let error as KeywayError {
-            // Mapped here so that the RateLimit fields reach the 404 too.
-            response = ErrorMappingMiddleware.response(for: error, requestID: context.requestID)
+        } catch {
+            // Mapped here so that the RateLimit fields reach the 404 (and any error) too.
+            let keywayError = ErrorMappingMiddleware.keywayError(for: error, request: request, context: context)
+            response = ErrorMappingMiddleware.response(for: keywayError, requestID: context.requestID)
         }
         verified.admission.apply(to: &response.headers)
         return response
@@ -57,16 +60,35 @@ struct ForwardAuthController {
         headers.reserveCapacity(8)
         headers[.keywayAccountID] = key.environmentID.accountID.rawValue
         headers[.keywayEnvironment] = key.environmentID.environment.rawValue
-        headers[.keywayKeyHint] = key.hint
+        // A new field's value should be visible ASCII (RFC 9110 §5.5): the hint's "…" as "...".
+        headers[.keywayKeyHint] = key.hint.replacingOccurrences(of: "…", with: "...")
         if let reference = request.headers[.xKeywayUserID] {
             // Resolved inside the key's environment only: another environment's user is not found.
             // Usernames are stored in NFC, so a decomposed spelling names the same user.
             guard !reference.isEmpty, let user = try await store.user(UserInput.normalized(reference), in: key.environmentID) else {
-                throw KeywayError.userNotFound(reference, in: key.environmentID.environment, existsIn: nil)
+                // Quoted back only in part: the header can be as long as the server accepts.
+                let quoted = reference.count > 64 ? reference.prefix(64) + "…" : reference
+                throw KeywayError.userNotFound(quoted, in: key.environmentID.environment, existsIn: nil)
             }
             headers[.keywayUserID] = user.id.rawValue
         }
         headers[.cacheControl] = "no-store"
         return headers
+    }
+}
+
+/// `/auth` answers every method, not only those routed: Envoy's `ext_authz` forwards the
+/// client's, whatever it is. A method no route has reaches the forward-auth handler here
+/// instead of a 405.
+struct ForwardAuthAnyMethodMiddleware: RouterMiddleware {
+    typealias Context = KeywayRequestContext
+
+    let controller: ForwardAuthController
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard !ForwardAuthController.methods.contains(request.method), ForwardAuthController.isForwardAuth(request.uri.path) else {
+            return try await next(request, context)
+        }
+        return try await controller.authorize(request, context: context)
     }
 }

@@ -77,8 +77,9 @@ struct RateLimitMiddleware: RouterMiddleware {
         var response: Response
         do {
             response = try await next(request, context)
-        } catch let error as KeywayError {
-            // Mapped here rather than outside so the fields reach error responses too.
+        } catch {
+            // Mapped here rather than outside so the fields reach every error response too,
+            // Hummingbird's own (a body over the limit) as well as Keyway's.
             response = ErrorMappingMiddleware.response(
                 for: ErrorMappingMiddleware.keywayError(for: error, request: request, context: context),
                 requestID: context.requestID

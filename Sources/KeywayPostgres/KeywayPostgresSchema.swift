@@ -178,15 +178,16 @@ enum KeywayPostgresSchema {
                 CREATE UNLOGGED TABLE rate_limit_counts (
                     instance TEXT NOT NULL,
                     batch BIGINT NOT NULL,
-                    key_id TEXT NOT NULL,
                     account_id TEXT NOT NULL,
                     environment TEXT NOT NULL,
                     count BIGINT NOT NULL,
                     written_at BIGINT NOT NULL,
-                    PRIMARY KEY (instance, batch, key_id)
+                    PRIMARY KEY (instance, batch, account_id, environment)
                 )
                 """,
                 "CREATE INDEX rate_limit_counts_by_time ON rate_limit_counts(written_at)",
+                // Every instance, idle or not, at its last exchange: how many share each limit.
+                "CREATE UNLOGGED TABLE rate_limit_instances (instance TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
             ]
         ),
         (

@@ -38,12 +38,17 @@ extension KeywayPostgresStore {
         ).map(Self.serviceToken)
     }
 
-    public func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? {
-        try await transaction { connection in
+    public func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? {
+        let (id, name): (String?, String?) =
+            switch reference {
+            case .id(let id): (id.rawValue, nil)
+            case .name(let name): (nil, name)
+            }
+        return try await transaction { connection in
             let rows = try await connection.query(
                 """
                 UPDATE service_tokens SET revoked_at = \(date.keywayMilliseconds)
-                WHERE revoked_at IS NULL AND (id = \(reference) OR name = \(reference))
+                WHERE revoked_at IS NULL AND (id = \(id) OR name = \(name))
                 RETURNING \(unescaped: Self.serviceTokenColumns)
                 """,
                 logger: logger

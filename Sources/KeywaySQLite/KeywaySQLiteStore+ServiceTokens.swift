@@ -30,17 +30,22 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? {
+    public func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? {
+        let (column, value) =
+            switch reference {
+            case .id(let id): ("id", id.rawValue)
+            case .name(let name): ("name", name)
+            }
         // A commit is what the `data_version` watch of every server sees: no notification to send.
-        try await database.write { db in
+        return try await database.write { db in
             try Row.fetchOne(
                 db,
                 sql: """
                     UPDATE service_tokens SET revoked_at = ?
-                    WHERE revoked_at IS NULL AND (id = ? OR name = ?)
+                    WHERE revoked_at IS NULL AND \(column) = ?
                     RETURNING *
                     """,
-                arguments: [date.keywayMilliseconds, reference, reference]
+                arguments: [date.keywayMilliseconds, value]
             ).map(ServiceTokenRecord.init(row:))
         }
     }

@@ -29,7 +29,8 @@ import Testing
         let server = try await TestServer.make()
         let key = server.key(server.globex, .development)
         try await server.test(.live) { client in
-            for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete, .options] {
+            let unrouted = ["TRACE", "PROPFIND", "QUERY"].map { HTTPRequest.Method($0)! }
+            for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete, .options] + unrouted {
                 for uri in ["/auth", "/auth/v1/workflows/42?x=1"] {
                     let answer = try await Self.send(client, method, uri, headers: [.authorization: "Bearer \(key)"])
                     #expect(answer.status == .noContent, "\(method) \(uri)")
@@ -37,7 +38,7 @@ import Testing
                     #expect(answer.headers[.contentLength] == nil || answer.headers[.contentLength] == "0")
                     #expect(answer.headers[.keywayAccountID] == server.globex.id.rawValue)
                     #expect(answer.headers[.keywayEnvironment] == "development")
-                    #expect(answer.headers[.keywayKeyHint] == "kw_dev_…" + key.suffix(4))
+                    #expect(answer.headers[.keywayKeyHint] == "kw_dev_..." + key.suffix(4), "the hint in visible ASCII")
                     #expect(answer.headers[.keywayUserID] == nil)
                     #expect(!answer.headers.map(\.value).contains { $0.contains(key.dropLast(4)) }, "the key is echoed")
                 }
@@ -90,6 +91,11 @@ import Testing
                 #expect(answer.json["otherEnvironment"] == nil, "another environment is hinted at")
                 #expect(answer.headers[.keywayUserID] == nil)
             }
+            // A long reference is quoted back only in part.
+            let long = String(repeating: "a", count: 10_000)
+            let tooLong = try await Self.send(client, headers: [.authorization: "Bearer \(key)", .xKeywayUserID: long])
+            #expect(tooLong.status == .notFound)
+            #expect(tooLong.body.count < 1000, "\(tooLong.body.count) bytes")
             // The key comes first: an unknown key with a user is a 401, and says nothing of the user.
             let refused = try await Self.send(client, headers: [.xKeywayUserID: ada])
             #expect(refused.status == .unauthorized)

@@ -78,7 +78,7 @@ import Testing
         let (server, token) = try await Self.serverWithToken()
         let key = server.key(server.acme, .development)
         let revoked = try await server.serviceTokens.create(name: "old").token.revealPlaintext()
-        _ = try #require(try await server.serviceTokens.revoke("old"))
+        _ = try #require(try await server.serviceTokens.revoke(.name("old")))
         try await server.test { client in
             let cases: [(HTTPFields, String, Bool)] = [
                 ([:], "missing_service_token", false),

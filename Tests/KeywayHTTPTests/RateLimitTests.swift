@@ -26,6 +26,10 @@ import Testing
             let missing = try await client.call(.get, "/users/nobody", key: key)
             #expect(missing.status == .notFound)
             #expect(missing.headers[.rateLimit] == #""default";r=1;t=1"#)
+            // So do errors that are not Keyway's own: a body over the limit is Hummingbird's 413.
+            let tooLarge = try await client.call(.post, "/users", key: key, json: String(repeating: " ", count: 5 * 1024 * 1024))
+            #expect(tooLarge.status == .contentTooLarge)
+            #expect(tooLarge.headers[.rateLimit] == #""default";r=0;t=1"#)
         }
     }
 
@@ -78,6 +82,20 @@ import Testing
                 #expect(response.status == .ok)
                 #expect(response.headers[.rateLimit] == #""default";r=1;t=1"#)
             }
+        }
+    }
+
+    /// The count belongs to the environment's key, not to one key id: regenerating the key is no
+    /// way around the limit (and a key in a grace period will share its successor's count).
+    @Test func aRegeneratedKeyGoesOnWithItsPredecessorsCount() async throws {
+        let server = try await TestServer.make(limitRequests: true)
+        let development = environmentID(server, server.acme, .development)
+        try await server.rateLimits.set(.requestsPerSecond(3), for: development)
+        try await server.test { client in
+            for _ in 0..<3 { #expect(try await client.call(.get, "/whoami", key: server.key(server.acme, .development)).status == .ok) }
+            let regenerated = try await server.keys.generate(for: development, createdBy: "test").key.revealPlaintext()
+            let response = try await client.call(.get, "/whoami", key: regenerated)
+            #expect(response.status == .tooManyRequests, "the new key started a count of its own")
         }
     }
 

@@ -8,6 +8,42 @@ import Testing
 
 /// What only the PostgreSQL adapter has to get right.
 @Suite struct PostgresStoreTests {
+    /// The exchange of rate-limit counts returns another instance's batch once, never this
+    /// instance's own rows, and nothing older than the sliding window's second: an instance
+    /// back from a gap (or just started) is not charged for requests long past.
+    @Test func theRateLimitExchangeReturnsEachBatchOnceAndOnlyWithinTheLastSecond() async throws {
+        guard TestPostgres.serverURL != nil else { return }
+        let store = try await TestPostgres.freshStores(1)[0]
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let environment = EnvironmentID(accountID: account.id, environment: .production)
+        func row(_ instance: String, _ batch: Int64, _ count: Int) -> SharedRateLimitCount {
+            SharedRateLimitCount(instance: instance, batch: batch, environmentID: environment, count: count)
+        }
+        /// What was read, without the write times the test cannot know.
+        func counts(_ rows: [SharedRateLimitCount]) -> [SharedRateLimitCount] {
+            #expect(rows.allSatisfy { $0.writtenAt > 0 })
+            return rows.map { row($0.instance, $0.batch, $0.count) }
+        }
+        _ = try await store.exchangeRateLimitCounts([row("inst_a", 1, 3)], instance: "inst_a", after: [:])
+        let own = try await store.exchangeRateLimitCounts([], instance: "inst_a", after: [:])
+        #expect(own.rows.isEmpty, "its own rows")
+        #expect(own.otherInstances == 0)
+        let first = try await store.exchangeRateLimitCounts([row("inst_b", 1, 2)], instance: "inst_b", after: [:])
+        #expect(counts(first.rows) == [row("inst_a", 1, 3)])
+        #expect(first.otherInstances == 1, "inst_a")
+        // An idle instance, writing no counts, is alive all the same.
+        let idle = try await store.exchangeRateLimitCounts([], instance: "inst_c", after: [:])
+        #expect(idle.otherInstances == 2)
+        _ = try await store.exchangeRateLimitCounts([row("inst_a", 2, 5)], instance: "inst_a", after: ["inst_b": 1])
+        let second = try await store.exchangeRateLimitCounts([], instance: "inst_b", after: ["inst_a": 1])
+        #expect(counts(second.rows) == [row("inst_a", 2, 5)], "only the batch not counted yet")
+        #expect(second.otherInstances == 2)
+        try await Task.sleep(for: .milliseconds(1100))
+        let late = try await store.exchangeRateLimitCounts([], instance: "inst_d", after: [:])
+        #expect(late.rows.isEmpty, "older than a second")
+        #expect(late.otherInstances == 0, "nobody exchanged in the last second")
+    }
+
     /// Revocation numbers are drawn under a lock; they stay distinct and in commit order
     /// even when the database's default isolation is REPEATABLE READ.
     @Test func concurrentGenerationsDrawDistinctNumbersUnderAnyDefaultIsolation() async throws {

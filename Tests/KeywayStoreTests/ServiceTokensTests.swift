@@ -26,7 +26,7 @@ import Testing
         let (token, _) = try await cli.create(name: "gateway")
         // Created after the server's refresh: found by one lookup, then kept.
         _ = try await server.authenticate(Substring(token.revealPlaintext()))
-        _ = try #require(try await cli.revoke("gateway"))
+        _ = try #require(try await cli.revoke(.name("gateway")))
         try await server.refresh()
         let error = await #expect(throws: KeywayError.self) { try await server.authenticate(Substring(token.revealPlaintext())) }
         #expect(error?.code == .revokedServiceToken)
@@ -38,7 +38,7 @@ import Testing
         let tokens = ServiceTokens(store: try await kind.makeStore())
         let (token, _) = try await tokens.create(name: "gateway")
         _ = try await tokens.authenticate(Substring(token.revealPlaintext()))
-        _ = try #require(try await tokens.revoke("gateway"))
+        _ = try #require(try await tokens.revoke(.name("gateway")))
         let error = await #expect(throws: KeywayError.self) { try await tokens.authenticate(Substring(token.revealPlaintext())) }
         #expect(error?.code == .revokedServiceToken)
     }

@@ -26,7 +26,7 @@ struct SharedRateLimitTests {
         let account = try await stores[0].createAccount(name: "Acme", at: Date())
         let environmentID = EnvironmentID(accountID: account.id, environment: .production)
         try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
-        let instances = stores.map { RateLimits(store: $0) }
+        let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
         for instance in instances { try await instance.refresh() }
         let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_shared"), environmentID: environmentID, hint: "kw_prod_…test")
         let start = ContinuousClock.now + .milliseconds(100)
@@ -68,6 +68,55 @@ struct SharedRateLimitTests {
         print("three instances, limit \(limit)/s, sent \(limit * 3)/s for \(seconds) s: \(report)")
         #expect(perSecond >= Double(limit), "\(report)")
         #expect(perSecond <= Double(limit) * 1.1, "\(report)")
+    }
+
+    /// A burst: three instances that know of each other (idle, exchanging as the server does)
+    /// receive the limit's worth of requests each at the same moment, early in one of the
+    /// limiter's one-second windows, then a request every millisecond each until the window
+    /// ends. One instance alone passes exactly N in that window; three together at most 1.1 N.
+    @Test func aBurstOnThreeInstancesPassesAboutOnce() async throws {
+        let limit = 60
+        let stores = try await TestPostgres.freshStores(3)
+        let account = try await stores[0].createAccount(name: "Acme", at: Date())
+        let environmentID = EnvironmentID(accountID: account.id, environment: .production)
+        try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
+        let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
+        for instance in instances { try await instance.refresh() }
+        let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_burst"), environmentID: environmentID, hint: "kw_prod_…test")
+        // The limiter's windows are whole seconds of `monotonicNanoseconds`: the burst comes 100 ms
+        // into one, at least half a second from now (a few idle exchanges first).
+        let now = monotonicNanoseconds()
+        var window = now / 1_000_000_000 + 1
+        if window * 1_000_000_000 - now < 400_000_000 { window += 1 }
+        let start = ContinuousClock.now
+        let burst = start + .nanoseconds(window * 1_000_000_000 + 100_000_000 - now)
+        let end = start + .nanoseconds((window + 1) * 1_000_000_000 - 20_000_000 - now)
+
+        let allowed = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (index, instance) in instances.enumerated() {
+                group.addTask {
+                    while ContinuousClock.now < end + .milliseconds(100) {
+                        try await Task.sleep(for: .milliseconds(50))
+                        try await instance.exchange(through: stores[index])
+                    }
+                    return 0
+                }
+                group.addTask {
+                    try await Task.sleep(until: burst)
+                    var allowed = 0
+                    for _ in 0..<limit where instance.take(key)?.allowed == true { allowed += 1 }
+                    while ContinuousClock.now < end {
+                        try await Task.sleep(for: .milliseconds(1))
+                        if instance.take(key)?.allowed == true { allowed += 1 }
+                    }
+                    return allowed
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        print("three instances, limit \(limit)/s, a burst of \(limit) on each then 1000/s each: \(allowed) passed in the window")
+        #expect(allowed >= limit * 9 / 10, "\(allowed)")
+        #expect(Double(allowed) <= Double(limit) * 1.1, "\(allowed)")
     }
 
     /// What one task of the test saw: requests allowed, when it ended, the longest time between

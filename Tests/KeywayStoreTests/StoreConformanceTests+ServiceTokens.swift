@@ -36,7 +36,7 @@ extension StoreConformanceTests {
         _ = try await store.insertServiceToken(first)
         let error = await #expect(throws: KeywayError.self) { try await store.insertServiceToken(Self.serviceToken("gateway").1) }
         #expect(error?.code == .serviceTokenNameTaken)
-        _ = try #require(try await store.revokeServiceToken("gateway", at: Date(timeIntervalSince1970: 3_000)))
+        _ = try #require(try await store.revokeServiceToken(.name("gateway"), at: Date(timeIntervalSince1970: 3_000)))
         let (_, again) = Self.serviceToken("gateway", at: 4_000)
         #expect(try await store.insertServiceToken(again) == again)
     }
@@ -50,13 +50,16 @@ extension StoreConformanceTests {
         _ = try await store.insertServiceToken(byID)
         let at = Date(timeIntervalSince1970: 5_000)
 
-        let revoked = try #require(try await store.revokeServiceToken("gateway", at: at))
+        // A name is never read as an id, nor an id as a name.
+        #expect(try await store.revokeServiceToken(.name(byID.id.rawValue), at: at) == nil)
+        #expect(try await store.revokeServiceToken(.id(ServiceTokenID(rawValue: "gateway")), at: at) == nil)
+        let revoked = try #require(try await store.revokeServiceToken(.name("gateway"), at: at))
         #expect(revoked.id == byName.id && revoked.revokedAt == at)
         #expect(try await store.serviceToken(digest: byName.digest)?.revokedAt == at)
-        #expect(try await store.revokeServiceToken(byID.id.rawValue, at: at)?.id == byID.id)
+        #expect(try await store.revokeServiceToken(.id(byID.id), at: at)?.id == byID.id)
         // Revoked already, or never there: nothing to revoke.
-        #expect(try await store.revokeServiceToken("gateway", at: at) == nil)
-        #expect(try await store.revokeServiceToken("nobody", at: at) == nil)
+        #expect(try await store.revokeServiceToken(.name("gateway"), at: at) == nil)
+        #expect(try await store.revokeServiceToken(.name("nobody"), at: at) == nil)
         #expect(try await store.serviceTokens().allSatisfy { $0.revokedAt == at })
     }
 

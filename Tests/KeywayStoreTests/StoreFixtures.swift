@@ -236,7 +236,7 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         return try await base.serviceToken(digest: digest)
     }
     func serviceTokens() async throws -> [ServiceTokenRecord] { try await base.serviceTokens() }
-    func revokeServiceToken(_ reference: String, at date: Date) async throws -> ServiceTokenRecord? {
+    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? {
         try await base.revokeServiceToken(reference, at: date)
     }
     func checkHealth() async throws { try await base.checkHealth() }

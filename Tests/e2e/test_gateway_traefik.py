@@ -44,7 +44,7 @@ def test_a_valid_key_reaches_the_upstream_with_its_identity_and_without_the_key(
         headers = lower(seen["headers"])
         assert headers["keyway-account-id"] == account
         assert headers["keyway-environment"] == "development"
-        assert headers["keyway-key-hint"] == "kw_dev_…" + development[-4:]
+        assert headers["keyway-key-hint"] == "kw_dev_..." + development[-4:]
         assert "keyway-user-id" not in headers, "a forged Keyway-User-Id reached the upstream"
         # The key's quota, for the API to pass on: Traefik copies nothing of a 2xx to the client.
         assert headers["ratelimit-policy"] == '"default";q=25;w=1'

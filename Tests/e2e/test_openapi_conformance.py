@@ -166,6 +166,10 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
         call(method, "/auth", dev, expect=204)
         call(method, "/auth", "kw_dev_nope", expect=401)
         call(method, "/auth", dev, headers={"x-keyway-user-id": "nobody"}, expect=404)
+        # Envoy's ext_authz appends the client's path to its path_prefix: the same answers.
+        call(method, "/auth/workflows", dev, expect=204)
+        call(method, "/auth/workflows", "kw_dev_nope", expect=401)
+        call(method, "/auth/workflows", dev, headers={"x-keyway-user-id": "nobody"}, expect=404)
 
     # Over the limit, every key-authenticated operation answers 429 before its handler runs.
     call("GET", "/whoami", limited, expect=200)

@@ -1,6 +1,7 @@
 """Several `keyway serve` processes on one PostgreSQL: revocation reaches every instance within its bound,
 through LISTEN, a reconnect or polling, and racing regenerations leave one working key."""
 
+import http.client
 import http.cookiejar
 import os
 import re
@@ -288,3 +289,57 @@ def test_a_nul_byte_is_a_400_on_postgresql_not_a_500(tmp_path, database_url, ins
         status = error.code
     assert status == 400
     assert not any(" error " in line for line in server.logs), server.logs
+
+
+def test_three_instances_hold_one_rate_limit_together(instances, database_url, tmp_path):
+    """A key limited to N a second sends 3N a second for ten seconds, a third to each of three
+    `keyway serve` processes: between N and 1.1 N a second get through, the rest are 429."""
+    limit, seconds = 30, 10
+    cli(database_url, tmp_path, "migrate")
+    servers = instances(3)
+    account = cli(database_url, tmp_path, "accounts", "create", "--name", "Acme").stdout.strip()
+    key = cli(database_url, tmp_path, "keys", "generate", "--account", account, "--environment", "production").stdout.strip()
+    cli(database_url, tmp_path, "limits", "set", "--account", account, "--environment", "production",
+        "--requests-per-second", str(limit))
+    # Each instance reads the new limit at its next poll; wait until all three report it.
+    deadline = time.monotonic() + 10
+    for server in servers:
+        while True:
+            _, headers, _ = server.request("GET", "/whoami", key)
+            if headers.get("RateLimit-Policy") == f'"default";q={limit};w=1':
+                break
+            assert time.monotonic() < deadline, headers
+            time.sleep(0.05)
+    time.sleep(1.5)  # the windows of the requests above slide out
+
+    outcomes = {200: 0, 429: 0}
+    lock = threading.Lock()
+    start = time.monotonic() + 0.2
+
+    def send(index):
+        server = servers[index]
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        counts = {}
+        for request in range(limit * seconds):
+            delay = start + index / (limit * 3) + request / limit - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            connection.request("GET", "/whoami", headers={"Authorization": f"Bearer {key}"})
+            response = connection.getresponse()
+            response.read()
+            counts[response.status] = counts.get(response.status, 0) + 1
+        with lock:
+            for status, count in counts.items():
+                outcomes[status] = outcomes.get(status, 0) + count
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = max(seconds, time.monotonic() - start)
+    per_second = outcomes[200] / elapsed
+    report = f"{outcomes} in {elapsed:.2f} s: {per_second:.1f}/s through at a limit of {limit}/s"
+    print(report)
+    assert set(outcomes) == {200, 429}, report
+    assert limit <= per_second <= limit * 1.1, report

@@ -100,10 +100,10 @@ struct ServiceTokensCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let reference = name ?? id ?? ""
+            let reference: ServiceTokenReference = if let name { .name(name) } else { .id(ServiceTokenID(rawValue: id ?? "")) }
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
                 guard let revoked = try await ServiceTokens(store: store).revoke(reference) else {
-                    throw CommandError("No active service token has the \(name != nil ? "name" : "id") '\(reference)'.")
+                    throw CommandError("No active service token has the \(reference).")
                 }
                 print("Revoked the service token '\(revoked.name)' \(revoked.hint).")
             }
