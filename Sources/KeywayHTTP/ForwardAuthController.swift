@@ -5,7 +5,7 @@ import KeywayCore
 
 /// `/auth`, for a reverse proxy's sub-request (nginx `auth_request`, Traefik
 /// ForwardAuth, Envoy's HTTP `ext_authz`): reads the client's `Authorization` as the
-/// proxy forwards it and answers 204 with identity headers, or the usual error.
+/// proxy forwards it and answers 200 with an empty body and identity headers, or the usual error.
 ///
 /// A 2xx has no body: nginx does not reuse the connection to an auth server whose
 /// 2xx carries one (see docs/gateway.md). It reveals nothing `/whoami` does not, so
@@ -37,14 +37,16 @@ struct ForwardAuthController {
         path.utf8.starts(with: "/auth".utf8) && (path.utf8.count == 5 || path.utf8.dropFirst(5).first == UInt8(ascii: "/"))
     }
 
-    /// 204 with the identity headers; 429 `rate_limited` over the key's limit, before any
+    /// 200, empty, with the identity headers; 429 `rate_limited` over the key's limit, before any
     /// lookup; the RateLimit fields on every answer about a key whose environment has a limit.
     @Sendable func authorize(_ request: Request, context: Context) async throws -> Response {
         let verified = try await verification.authenticate(try SecretKeyAuthenticator.bearerToken(request.headers[values: .authorization]))
         if let refused = verified.admission.refusalResponse(requestID: context.requestID) { return refused }
         var response: Response
         do {
-            response = Response(status: .noContent, headers: try await identity(of: verified.key, for: request))
+            // 200 with an empty body: Envoy's HTTP ext_authz allows a request only on a 200, and
+            // nginx reuses its connection on an empty 200 as on a 204 (docs/gateway.md).
+            response = Response(status: .ok, headers: try await identity(of: verified.key, for: request))
         } catch {
             // Mapped here so that the RateLimit fields reach the 404 (and any error) too.
             let keywayError = ErrorMappingMiddleware.keywayError(for: error, request: request, context: context)

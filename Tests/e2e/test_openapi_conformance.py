@@ -163,11 +163,11 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("POST", "/keys/verify", dev, {"key": dev}, 401)
     call("POST", "/keys/verify", body={"key": dev}, expect=401)
     for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
-        call(method, "/auth", dev, expect=204)
+        call(method, "/auth", dev, expect=200)
         call(method, "/auth", "kw_dev_nope", expect=401)
         call(method, "/auth", dev, headers={"x-keyway-user-id": "nobody"}, expect=404)
         # Envoy's ext_authz appends the client's path to its path_prefix: the same answers.
-        call(method, "/auth/workflows", dev, expect=204)
+        call(method, "/auth/workflows", dev, expect=200)
         call(method, "/auth/workflows", "kw_dev_nope", expect=401)
         call(method, "/auth/workflows", dev, headers={"x-keyway-user-id": "nobody"}, expect=404)
 
