@@ -116,14 +116,13 @@ struct ErrorMappingMiddleware: RouterMiddleware {
         if error.status == .tooManyRequests, let seconds = error.details["retryAfter"] {
             headers[.retryAfter] = seconds
         }
-        // Refused requests are as frequent as served ones under attack: no JSONEncoder here.
-        var body = ErrorBody(error: error, requestID: requestID).jsonBuffer
-        if error.code == .rateLimited {
-            // RFC 9457 problem details, as draft-ietf-httpapi-ratelimit-headers-10 §5.1 answers
-            // a quota exceeded; the usual fields stay, so clients reading `code` see no change.
-            headers[.contentType] = "application/problem+json"
-            body = ErrorBody(error: error, requestID: requestID, problem: .quotaExceeded).jsonBuffer
-        }
+        // RFC 9457 problem details, as draft-ietf-httpapi-ratelimit-headers-10 §5.1 answers a
+        // quota exceeded; the usual fields stay, so clients reading `code` see no change.
+        let problem: ErrorBody.Problem? = error.code == .rateLimited ? .quotaExceeded : nil
+        if problem != nil { headers[.contentType] = "application/problem+json" }
+        // Refused requests are as frequent as served ones under attack: no JSONEncoder here,
+        // and the body is written once.
+        let body = ErrorBody(error: error, requestID: requestID, problem: problem).jsonBuffer
         return Response(status: error.status, headers: headers, body: .init(byteBuffer: body))
     }
 }

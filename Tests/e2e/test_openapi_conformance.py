@@ -162,7 +162,7 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("POST", "/keys/verify", token, raw=b'{"key": "' + b"k" * (5 * 1024 * 1024) + b'"}', expect=413)
     call("POST", "/keys/verify", dev, {"key": dev}, 401)
     call("POST", "/keys/verify", body={"key": dev}, expect=401)
-    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"):
         call(method, "/auth", dev, expect=200)
         call(method, "/auth", "kw_dev_nope", expect=401)
         call(method, "/auth", dev, headers={"x-keyway-user-id": "nobody"}, expect=404)
