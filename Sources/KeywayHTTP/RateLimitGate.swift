@@ -2,6 +2,8 @@ import HTTPTypes
 import Hummingbird
 import KeywayCore
 import Metrics
+import NIOCore
+import Synchronization
 
 /// Where a request authenticated by a key meets its environment's rate limit: every endpoint
 /// that accepts keys (the API through ``RateLimitMiddleware``, and any other that authenticates
@@ -48,12 +50,79 @@ struct RateLimitAdmission: Sendable {
         }
     }
 
-    /// The 429 response for a refusal, in the error shape plus the draft's problem fields.
+    /// The 429 response for a refusal, in the error shape plus the draft's problem fields:
+    /// what ``ErrorMappingMiddleware/response(for:requestID:)`` writes for ``refusal``, from a
+    /// body rendered once per limit and wait (``QuotaExceededBodies``).
     func refusalResponse(requestID: String) -> Response? {
-        guard let refusal else { return nil }
-        var response = ErrorMappingMiddleware.response(for: refusal, requestID: requestID)
+        guard let decision, !decision.allowed else { return nil }
+        let body = QuotaExceededBodies.shared.body(
+            limit: decision.policy.requestsPerSecond,
+            retryAfter: decision.retryAfterSeconds ?? 1,
+            requestID: requestID
+        )
+        var response = Response(
+            status: .tooManyRequests,
+            headers: [.contentType: "application/problem+json"],
+            body: .init(byteBuffer: body)
+        )
         apply(to: &response.headers)
         return response
+    }
+}
+
+/// The bodies of 429 `rate_limited` answers, rendered once per (limit, wait) around the request
+/// id: refusing is as frequent as serving when a client ignores its limit, and a refusal should
+/// cost less than what it refuses. Byte for byte what ``ErrorBody`` writes (a test compares them).
+final class QuotaExceededBodies: Sendable {
+    static let shared = QuotaExceededBodies()
+
+    private struct Parts {
+        let beforeRequestID: ByteBuffer
+        let afterRequestID: ByteBuffer
+    }
+
+    private struct Key: Hashable {
+        let limit: Int
+        let retryAfter: Int
+    }
+
+    private let cache = Mutex<[Key: Parts]>([:])
+    /// Environments seldom have more than a few distinct limits; past this, start again.
+    private static let capacity = 1024
+    private static let placeholder = "\u{1}request-id\u{1}"
+
+    func body(limit: Int, retryAfter: Int, requestID: String) -> ByteBuffer {
+        let key = Key(limit: limit, retryAfter: retryAfter)
+        let parts = cache.withLock { $0[key] } ?? render(key)
+        var idWriter = JSONWriter(capacity: requestID.utf8.count + 2)
+        idWriter.string(requestID)
+        var body = ByteBufferAllocator().buffer(
+            capacity: parts.beforeRequestID.readableBytes + idWriter.buffer.readableBytes + parts.afterRequestID.readableBytes
+        )
+        body.writeImmutableBuffer(parts.beforeRequestID)
+        body.writeImmutableBuffer(idWriter.buffer)
+        body.writeImmutableBuffer(parts.afterRequestID)
+        return body
+    }
+
+    private func render(_ key: Key) -> Parts {
+        let error = KeywayError.rateLimited(limit: key.limit, retryAfter: key.retryAfter)
+        var whole = ErrorBody(error: error, requestID: Self.placeholder, problem: .quotaExceeded).jsonBuffer
+        var quoted = JSONWriter()
+        quoted.string(Self.placeholder)
+        let bytes = whole.readBytes(length: whole.readableBytes) ?? []
+        let marker = Array(quoted.buffer.readableBytesView)
+        // The placeholder is written once, as the request id's value.
+        let start = bytes.indices.first { bytes[$0...].starts(with: marker) } ?? bytes.endIndex
+        let parts = Parts(
+            beforeRequestID: ByteBuffer(bytes: bytes[..<start]),
+            afterRequestID: ByteBuffer(bytes: bytes[min(start + marker.count, bytes.endIndex)...])
+        )
+        cache.withLock { cache in
+            if cache.count >= Self.capacity { cache.removeAll(keepingCapacity: true) }
+            cache[key] = parts
+        }
+        return parts
     }
 }
 

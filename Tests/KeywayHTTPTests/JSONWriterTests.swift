@@ -69,6 +69,19 @@ import Testing
         #expect(written.components(separatedBy: #""message":"#).count == 2)
     }
 
+    /// A 429's body, rendered once per limit and wait around the request id, is what the
+    /// generic error body writes, whatever the request id holds.
+    @Test(arguments: [(100, 1, "req-1"), (1, 2, #"a"b\c"#), (1_000_000, 1, "\u{1}é\n")])
+    func quotaExceededBodiesMatchTheErrorBody(limit: Int, retryAfter: Int, requestID: String) {
+        let bodies = QuotaExceededBodies()
+        let fast = bodies.body(limit: limit, retryAfter: retryAfter, requestID: requestID)
+        let again = bodies.body(limit: limit, retryAfter: retryAfter, requestID: requestID)  // from the cache
+        let error = KeywayError.rateLimited(limit: limit, retryAfter: retryAfter)
+        let generic = ErrorBody(error: error, requestID: requestID, problem: .quotaExceeded).jsonBuffer
+        #expect(String(buffer: fast) == String(buffer: generic))
+        #expect(String(buffer: again) == String(buffer: generic))
+    }
+
     @discardableResult
     private func expectSameJSON(_ value: some JSONWritable & Encodable) throws -> String {
         let written = String(buffer: value.jsonBuffer)
