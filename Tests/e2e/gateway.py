@@ -143,11 +143,56 @@ def config(keyway_port: int, api_port: int, listen_port: int, extra_locations: s
     return text
 
 
-class Nginx:
+class Proxy:
+    """A proxy process run by this user in the foreground; `log` is where it writes its errors."""
+
+    name = "proxy"
+    log: Path
+    process: subprocess.Popen | None = None
+
+    def wait_until(self, ready, seconds: float, pause: float):
+        """Waits for `ready()`; fails, and stops the proxy, if it exits or `seconds` pass first."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read() if self.process.stderr else ""
+                raise AssertionError(f"{self.name} exited: {stderr}{self.logged()}")
+            if ready():
+                return
+            time.sleep(pause)
+        self.stop()  # a failed start must not leave the proxy running
+        raise AssertionError(f"{self.name} did not start: {self.logged()}")
+
+    def logged(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Nginx(Proxy):
     """nginx run by this user, in the foreground, with its files in `workdir`."""
+
+    name = "nginx"
 
     def __init__(self, workdir: Path, http_block: str, workers: int = 1):
         self.workdir = workdir
+        self.log = workdir / "error.log"
         workdir.mkdir(parents=True, exist_ok=True)
         temp = {name: workdir / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
         for path in temp.values():
@@ -156,7 +201,7 @@ class Nginx:
             f"""daemon off;
 worker_processes {workers};
 pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
+error_log {self.log} warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -169,42 +214,22 @@ http {{
 }}
 """
         )
-        self.process = None
 
     def start(self, port: int):
         binary = nginx_binary()
         assert binary, "nginx is not installed"
-        check = subprocess.run([binary, "-t", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.workdir / "error.log")],
-                               capture_output=True, text=True)
+        arguments = ["-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.log)]
+        check = subprocess.run([binary, "-t", *arguments], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
-        self.process = subprocess.Popen([binary, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.workdir / "error.log")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise AssertionError("nginx exited: " + self.process.stderr.read())
-                time.sleep(0.05)
-        self.stop()  # a failed start must not leave nginx running
-        raise AssertionError("nginx did not start listening")
-
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        self.process = subprocess.Popen([binary, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.wait_until(lambda: listening(port), seconds=10, pause=0.05)
 
 
-class Traefik:
+class Traefik(Proxy):
     """Traefik run by this user with the documented dynamic configuration (file provider) and
     the static settings the example's comment gives, as command-line flags."""
+
+    name = "traefik"
 
     def __init__(self, workdir: Path, keyway_port: int, api_port: int, dynamic: str | None = None):
         self.workdir = workdir
@@ -213,7 +238,6 @@ class Traefik:
         text = TRAEFIK_CONFIG.read_text() if dynamic is None else dynamic
         self.dynamic.write_text(with_addresses(text, keyway_port, api_port))
         self.log = workdir / "traefik.log"
-        self.process = None
 
     def start(self, port: int):
         binary = traefik_binary()
@@ -224,34 +248,22 @@ class Traefik:
              "--global.sendAnonymousUsage=false"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
+
         # Traefik listens before the file provider's routers are loaded: until then it answers
         # every request with its own 404, "404 page not found". Any other answer is the router's.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError("traefik exited: " + self.process.stderr.read())
+        def routed():
             try:
-                if through(f"http://127.0.0.1:{port}", "/")[2] != "404 page not found\n":
-                    return
+                return through(f"http://127.0.0.1:{port}", "/")[2] != "404 page not found\n"
             except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()  # a failed start must not leave traefik running
-        raise AssertionError("traefik did not load its routers: " + (self.log.read_text() if self.log.exists() else ""))
+                return False
 
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        self.wait_until(routed, seconds=20, pause=0.1)
 
 
-class Envoy:
+class Envoy(Proxy):
     """Envoy run by this user with the documented bootstrap file, its addresses replaced."""
+
+    name = "envoy"
 
     def __init__(self, workdir: Path, keyway_port: int, api_port: int, listen_port: int):
         self.workdir = workdir
@@ -260,7 +272,6 @@ class Envoy:
         self.config.write_text(with_addresses(ENVOY_CONFIG.read_text(), keyway_port, api_port, listen_port))
         self.log = workdir / "envoy.log"
         self.port = listen_port
-        self.process = None
 
     def start(self, concurrency: int = 1):
         binary = envoy_binary()
@@ -273,24 +284,4 @@ class Envoy:
              "--log-path", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise AssertionError("envoy exited: " + (self.log.read_text() if self.log.exists() else ""))
-                time.sleep(0.05)
-        self.stop()  # a failed start must not leave envoy running
-        raise AssertionError("envoy did not start listening")
-
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        self.wait_until(lambda: listening(self.port), seconds=20, pause=0.05)
