@@ -22,13 +22,7 @@ struct SharedRateLimitTests {
     @Test func threeInstancesHoldALimitTogether() async throws {
         let limit = 50
         let seconds = 10
-        let stores = try await TestPostgres.freshStores(3)
-        let account = try await stores[0].createAccount(name: "Acme", at: Date())
-        let environmentID = EnvironmentID(accountID: account.id, environment: .production)
-        try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
-        let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
-        for instance in instances { try await instance.refresh() }
-        let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_shared"), environmentID: environmentID, hint: "kw_prod_…test")
+        let (stores, instances, key) = try await Self.threeInstances(sharing: limit)
         let start = ContinuousClock.now + .milliseconds(100)
 
         let sent = try await withThrowingTaskGroup(of: Outcome.self) { group in
@@ -76,13 +70,7 @@ struct SharedRateLimitTests {
     /// ends. One instance alone passes exactly N in that window; three together at most 1.1 N.
     @Test func aBurstOnThreeInstancesPassesAboutOnce() async throws {
         let limit = 60
-        let stores = try await TestPostgres.freshStores(3)
-        let account = try await stores[0].createAccount(name: "Acme", at: Date())
-        let environmentID = EnvironmentID(accountID: account.id, environment: .production)
-        try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
-        let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
-        for instance in instances { try await instance.refresh() }
-        let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_burst"), environmentID: environmentID, hint: "kw_prod_…test")
+        let (stores, instances, key) = try await Self.threeInstances(sharing: limit)
         // The limiter's windows are whole seconds of `monotonicNanoseconds`: the burst comes 100 ms
         // into one, at least half a second from now (a few idle exchanges first).
         let now = monotonicNanoseconds()
@@ -117,6 +105,18 @@ struct SharedRateLimitTests {
         print("three instances, limit \(limit)/s, a burst of \(limit) on each then 1000/s each: \(allowed) passed in the window")
         #expect(allowed >= limit * 9 / 10, "\(allowed)")
         #expect(Double(allowed) <= Double(limit) * 1.1, "\(allowed)")
+    }
+
+    /// Three PostgreSQL-backed instances exchanging counts, and a production key limited to `limit`.
+    static func threeInstances(sharing limit: Int) async throws -> ([KeywayPostgresStore], [RateLimits], AuthenticatedKey) {
+        let stores = try await TestPostgres.freshStores(3)
+        let account = try await stores[0].createAccount(name: "Acme", at: Date())
+        let environmentID = EnvironmentID(accountID: account.id, environment: .production)
+        try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
+        let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
+        for instance in instances { try await instance.refresh() }
+        let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_shared"), environmentID: environmentID, hint: "kw_prod_…test")
+        return (stores, instances, key)
     }
 
     /// What one task of the test saw: requests allowed, when it ended, the longest time between
