@@ -32,9 +32,11 @@ public protocol AccountStore: Sendable {
 public protocol SecretKeyStore: Sendable {
     /// Stores a new key for its environment and, in the same transaction,
     /// revokes the environment's active key. At most one key per environment
-    /// is ever active, even when generations race.
+    /// is ever active, even when generations race, and at most one is in a grace period.
     /// - Parameters:
     ///   - replacement: Which active key may be replaced; checked in the same transaction.
+    ///   - retirement: Whether the active key is revoked now or rolled with a grace period; a
+    ///     key still in an earlier grace is revoked now either way.
     ///   - limit: How many keys the environment may generate per window, counted in the
     ///     same transaction as the insert; `nil` for no limit.
     /// - Throws: ``KeywayError`` `account_not_found` when the account does not exist,
@@ -44,6 +46,7 @@ public protocol SecretKeyStore: Sendable {
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
@@ -147,6 +150,26 @@ public protocol ServiceTokenStore: Sendable {
 }
 
 extension SecretKeyStore {
+    /// Stores a new key revoking `replacement` now.
+    public func insertKeyRevokingPrevious(
+        _ key: GeneratedSecretKey,
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement,
+        limit: KeyGenerationLimit?,
+        createdBy: String,
+        at date: Date
+    ) async throws -> KeyGeneration {
+        try await insertKeyRevokingPrevious(
+            key,
+            for: environmentID,
+            replacing: replacement,
+            retiring: .revokeNow,
+            limit: limit,
+            createdBy: createdBy,
+            at: date
+        )
+    }
+
     /// Stores a new key replacing whichever key is active, without a limit.
     public func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,

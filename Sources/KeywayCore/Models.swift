@@ -19,6 +19,27 @@ public struct Account: Sendable, Hashable, Codable {
 public enum RevocationReason: String, Sendable, Hashable, Codable {
     /// A new key was generated for the same environment.
     case regenerated
+    /// The key was rolled and its grace period ended (or a later roll ended it early).
+    case expiredAfterRoll = "expired_after_roll"
+}
+
+/// What a generation does to the key it replaces.
+public enum KeyRetirement: Sendable, Hashable {
+    /// Revokes it at once (Regenerate, `keys generate`): the safe answer to a leak.
+    case revokeNow
+    /// Rolls it: it keeps working until `until`, then is refused as `expired_after_roll`.
+    /// A key still in an earlier roll's grace is revoked at once: one key in grace at most.
+    case roll(until: Date)
+
+    /// When, and why, a key being replaced at `date` stops working: the current key as this
+    /// retirement says, a key still in an earlier grace (`keyInGrace`) at once. A stored
+    /// change calls this, so every store records the same thing.
+    public func revocation(ofKeyInGrace keyInGrace: Bool, at date: Date) -> (until: Date, reason: RevocationReason) {
+        switch self {
+        case .revokeNow: (date, .regenerated)
+        case .roll(let until): (keyInGrace ? date : max(until, date).keywayPrecision, .expiredAfterRoll)
+        }
+    }
 }
 
 /// What is stored about a secret key: never the key, only its digest and hint.
@@ -31,6 +52,8 @@ public struct SecretKeyRecord: Sendable, Hashable {
     public var createdAt: Date
     /// Who generated it, e.g. `cli` or a dashboard member.
     public var createdBy: String
+    /// When the key stopped, or (after a roll with a grace period) stops, working.
+    /// A date after now is a key in its grace period: still accepted until then.
     public var revokedAt: Date?
     public var revocationReason: RevocationReason?
     /// Last authenticated use, recorded in batches, so up to a flush interval late.
@@ -71,15 +94,33 @@ public struct SecretKeyRecord: Sendable, Hashable {
         )
     }
 
-    /// Whether the key is still accepted.
+    /// Whether the key is its environment's current key: not revoked, and not rolled.
+    /// At most one key per environment is.
     public var isActive: Bool { revokedAt == nil }
+
+    /// Whether the key is accepted at `date`: the current key, or a rolled key in its grace.
+    public func isAccepted(at date: Date) -> Bool {
+        revokedAt.map { $0 > date } ?? true
+    }
+
+    /// When a rolled key in its grace period stops working; `nil` for any other key.
+    public func graceEnd(at date: Date) -> Date? {
+        guard let revokedAt, revokedAt > date else { return nil }
+        return revokedAt
+    }
 }
 
 /// A key revocation as recorded in storage, in the order revocations happened.
+///
+/// A roll with a grace period is recorded when it is made, with the end of the grace as
+/// ``revokedAt``: a date every process knows, so each refuses the key from then on without
+/// hearing of it again. A later change to the same key (a roll ending the grace early)
+/// moves it to a new, higher ``sequence``.
 public struct KeyRevocation: Sendable, Hashable {
     /// Position in the store's revocation sequence; strictly increasing.
     public var sequence: Int64
     public var digest: KeyDigest
+    /// When the key stops being accepted; after the time of the change for a roll with grace.
     public var revokedAt: Date
     public var reason: RevocationReason
 
@@ -139,7 +180,7 @@ public struct KeyGeneration: Sendable {
 
     /// - Parameters:
     ///   - key: The new, active key.
-    ///   - revoked: The keys it replaced, already revoked in storage.
+    ///   - revoked: The keys it replaced, already revoked (or, rolled, scheduled to be) in storage.
     public init(key: SecretKeyRecord, revoked: [KeyRevocation]) {
         self.key = key
         self.revoked = revoked

@@ -10,24 +10,33 @@ public struct AuthenticatedKey: Sendable, Hashable {
     public let environmentID: EnvironmentID
     /// `kw_dev_…abcd`, safe to show and log.
     public let hint: String
+    /// When the key stops working: the end of its grace period after a roll; `nil` for the
+    /// environment's current key.
+    public internal(set) var expiresAt: Date?
 
     /// Builds a principal; ``SecretKeys/authenticate(_:at:)`` is what makes real ones.
-    public init(keyID: SecretKeyID, environmentID: EnvironmentID, hint: String) {
+    public init(keyID: SecretKeyID, environmentID: EnvironmentID, hint: String, expiresAt: Date? = nil) {
         self.keyID = keyID
         self.environmentID = environmentID
         self.hint = hint
+        self.expiresAt = expiresAt
     }
 }
 
 /// Generates, verifies and revokes secret keys, keeping verified keys in
 /// memory so that authenticating a known key reads no database.
 ///
-/// Revocation is never stale in this process: ``generate(for:createdBy:)``
+/// Revocation is never stale in this process: ``generate(for:replacing:retiring:createdBy:at:)``
 /// marks the replaced key revoked in memory before it returns. Revocations made
 /// by other processes (the CLI, other instances) arrive through
 /// ``followRevocations()``, which the server calls on a short interval.
+///
+/// A rolled key stays cached as active with its ``AuthenticatedKey/expiresAt``: the end of
+/// its grace is a date, checked against the clock on every use, so no process needs to hear
+/// about it again when it comes.
 public final class SecretKeys: Sendable {
     private enum Entry {
+        /// Accepted until the key's `expiresAt`, if it has one.
         case active(AuthenticatedKey)
         case revoked(at: Date, reason: RevocationReason)
         case unknown
@@ -62,6 +71,18 @@ public final class SecretKeys: Sendable {
             ringIndex = (ringIndex + 1) % inactiveRing.count
             entries[digest] = entry
         }
+
+        /// Gives a cached active key the end of its grace. A key not cached as active is
+        /// forgotten, unless revoked: its next use reads the store, which knows the date.
+        mutating func schedule(_ digest: KeyDigest, until end: Date) {
+            switch entries[digest] {
+            case .active(var key):
+                key.expiresAt = end
+                entries[digest] = .active(key)
+            case .revoked: break
+            case .unknown, nil: entries[digest] = nil
+            }
+        }
     }
 
     private let store: any SecretKeyStore
@@ -89,10 +110,14 @@ public final class SecretKeys: Sendable {
         self.logger = logger
     }
 
-    /// Makes a new key for an environment, revoking its previous key at once.
+    /// Makes a new key for an environment, revoking its previous key at once or, rolled,
+    /// when its grace period ends.
     ///
-    /// - Parameter replacement: Which active key may be replaced: a page that showed
-    ///   a key passes `.only(thatKey)`, so two submissions cannot both generate.
+    /// - Parameters:
+    ///   - replacement: Which active key may be replaced: a page that showed
+    ///     a key passes `.only(thatKey)`, so two submissions cannot both generate.
+    ///   - retirement: `.revokeNow` (Regenerate), or `.roll(until:)`. A key still in an
+    ///     earlier roll's grace is revoked now either way.
     /// - Returns: The key, whose plaintext must be shown once and then dropped, and its record.
     /// - Throws: ``KeywayError`` `account_not_found`, `active_key_changed` when
     ///   `replacement` no longer names the active key, `too_many_key_generations`
@@ -100,6 +125,7 @@ public final class SecretKeys: Sendable {
     public func generate(
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement = .whicheverIsActive,
+        retiring retirement: KeyRetirement = .revokeNow,
         createdBy: String,
         at date: Date = Date()
     ) async throws -> (
@@ -110,6 +136,7 @@ public final class SecretKeys: Sendable {
             key,
             for: environmentID,
             replacing: replacement,
+            retiring: retirement,
             limit: generationLimit,
             createdBy: createdBy,
             at: date.keywayPrecision
@@ -128,6 +155,25 @@ public final class SecretKeys: Sendable {
             ]
         )
         return (key, generation.key)
+    }
+
+    /// Makes a new key for an environment; its current key keeps working for `grace`, then
+    /// is refused as `revoked_api_key` with `revocationReason` `expired_after_roll`.
+    public func roll(
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement = .whicheverIsActive,
+        grace: KeyGrace,
+        createdBy: String,
+        at date: Date = Date()
+    ) async throws -> (key: GeneratedSecretKey, record: SecretKeyRecord) {
+        let date = date.keywayPrecision
+        return try await generate(
+            for: environmentID,
+            replacing: replacement,
+            retiring: .roll(until: grace.end(after: date)),
+            createdBy: createdBy,
+            at: date
+        )
     }
 
     /// Verifies a bearer credential.
@@ -151,13 +197,13 @@ public final class SecretKeys: Sendable {
         }
         let (cached, generation) = state.withLock { state -> (Entry?, UInt64) in
             let entry = state.entries[presented.digest]
-            if case .active(let key) = entry {
+            if case .active(let key) = entry, key.isAccepted(at: date) {
                 state.lastUsed[key.keyID] = date
             }
             return (entry, state.generation)
         }
         switch cached {
-        case .active(let key): return key
+        case .active(let key): return try key.accepted(at: date)
         case .revoked(let at, let reason): throw Self.revokedError(at: at, reason: reason)
         case .unknown: throw Self.invalidError
         case nil: break
@@ -167,10 +213,13 @@ public final class SecretKeys: Sendable {
         if let record = try await store.secretKey(digest: presented.digest),
             record.environmentID.environment == presented.environment
         {
-            if let revokedAt = record.revokedAt {
+            if let revokedAt = record.revokedAt, revokedAt <= date {
                 entry = .revoked(at: revokedAt, reason: record.revocationReason ?? .regenerated)
             } else {
-                entry = .active(AuthenticatedKey(keyID: record.id, environmentID: record.environmentID, hint: record.hint))
+                // A rolled key in its grace is active until the grace ends.
+                entry = .active(
+                    AuthenticatedKey(keyID: record.id, environmentID: record.environmentID, hint: record.hint, expiresAt: record.revokedAt)
+                )
             }
         } else {
             entry = .unknown
@@ -237,11 +286,16 @@ public final class SecretKeys: Sendable {
     /// Marks revoked digests in memory.
     /// - Parameter advancingSequence: Whether `revocations` is a contiguous read of the
     ///   store's sequence (``followRevocations()``), so nothing below them is still unread.
-    private func apply(_ revocations: [KeyRevocation], advancingSequence: Bool) {
+    private func apply(_ revocations: [KeyRevocation], advancingSequence: Bool, at date: Date = Date()) {
         guard !revocations.isEmpty else { return }
         state.withLock { state in
             for revocation in revocations {
-                state.remember(revocation.digest, as: .revoked(at: revocation.revokedAt, reason: revocation.reason))
+                if revocation.revokedAt > date {
+                    // A roll with a grace: the key stays active until then, and knows when.
+                    state.schedule(revocation.digest, until: revocation.revokedAt)
+                } else {
+                    state.remember(revocation.digest, as: .revoked(at: revocation.revokedAt, reason: revocation.reason))
+                }
                 if advancingSequence {
                     state.revocationSequence = max(state.revocationSequence ?? 0, revocation.sequence)
                 }
@@ -260,6 +314,7 @@ public final class SecretKeys: Sendable {
         let because =
             switch reason {
             case .regenerated: "a new key was generated for its environment"
+            case .expiredAfterRoll: "the key was rolled and its grace period ended"
             }
         return KeywayError(
             .revokedAPIKey,
@@ -268,8 +323,25 @@ public final class SecretKeys: Sendable {
         )
     }
 
+    fileprivate static func expiredError(at date: Date) -> KeywayError {
+        revokedError(at: date, reason: .expiredAfterRoll)
+    }
+
     private static func looksLikeJWT(_ token: Substring) -> Bool {
         token.hasPrefix("eyJ") && token.utf8.count(where: { $0 == UInt8(ascii: ".") }) == 2
+    }
+}
+
+extension AuthenticatedKey {
+    /// Whether the key is accepted at `date`: always, unless its grace has ended.
+    public func isAccepted(at date: Date) -> Bool {
+        expiresAt.map { date < $0 } ?? true
+    }
+
+    /// This key, or `revoked_api_key` (`expired_after_roll`) once its grace has ended.
+    fileprivate func accepted(at date: Date) throws -> AuthenticatedKey {
+        guard let expiresAt, date >= expiresAt else { return self }
+        throw SecretKeys.expiredError(at: expiresAt)
     }
 }
 

@@ -41,7 +41,10 @@ struct ForwardAuthController {
     /// lookup; the RateLimit fields on every answer about a key whose environment has a limit.
     @Sendable func authorize(_ request: Request, context: Context) async throws -> Response {
         let verified = try await verification.authenticate(try SecretKeyAuthenticator.bearerToken(request.headers[values: .authorization]))
-        if let refused = verified.admission.refusalResponse(requestID: context.requestID) { return refused }
+        if var refused = verified.admission.refusalResponse(requestID: context.requestID) {
+            verified.key.applyExpiry(to: &refused.headers)
+            return refused
+        }
         var response: Response
         do {
             // 200 with an empty body: Envoy's HTTP ext_authz allows a request only on a 200, and
@@ -53,6 +56,7 @@ struct ForwardAuthController {
             response = ErrorMappingMiddleware.response(for: keywayError, requestID: context.requestID)
         }
         verified.admission.apply(to: &response.headers)
+        verified.key.applyExpiry(to: &response.headers)
         return response
     }
 

@@ -82,7 +82,7 @@ struct VerifyKeyRequest: Decodable {
     }
 }
 
-/// `{"valid": true, "accountId", "environment", "keyHint", "rateLimit"?}` or
+/// `{"valid": true, "accountId", "environment", "keyHint", "expiresAt"?, "rateLimit"?}` or
 /// `{"valid": false, "code", "message", …details, "rateLimit"?}`. Never the key.
 /// `rateLimit` is there when the key's environment has a limit: `limit`, `remaining` and
 /// `reset`, the RateLimit fields' `q`, `r` and `t`.
@@ -102,6 +102,9 @@ enum KeyVerdict: JSONWritable {
                 ("keyHint", { $0.string(key.hint) }),
                 ("valid", { $0.bool(true) }),
             ]
+            if let expiresAt = key.expiresAt {
+                fields.append(("expiresAt", { $0.timestamp(expiresAt) }))
+            }
         case .invalid(let error, let decision):
             rateLimit = decision
             let fixed = [("code", error.code.rawValue), ("message", error.message)]

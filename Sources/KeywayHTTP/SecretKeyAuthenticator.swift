@@ -18,15 +18,30 @@ struct SecretKeyAuthenticator: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
+        let key: AuthenticatedKey
         do {
             try Self.refuseKeyInQuery(request.uri)
             let token = try Self.bearerToken(request.headers[values: .authorization])
-            context.authenticatedKey = try await keys.authenticate(token)
+            key = try await keys.authenticate(token)
         } catch let error as KeywayError {
             Self.failureCounter(for: error.code).increment()
             throw error
         }
-        return try await next(request, context)
+        context.authenticatedKey = key
+        guard key.expiresAt != nil else { return try await next(request, context) }
+        // A rolled key in its grace says when it stops on every response, errors included,
+        // so its owner's logs show the deadline wherever the key is still used.
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = ErrorMappingMiddleware.response(
+                for: ErrorMappingMiddleware.keywayError(for: error, request: request, context: context),
+                requestID: context.requestID
+            )
+        }
+        key.applyExpiry(to: &response.headers)
+        return response
     }
 
     /// Counters by error code, made once: creating one per failure costs a registry lookup under a lock.

@@ -124,6 +124,8 @@ struct WhoAmIResponse: Encodable, JSONWritable {
     let accountId: String
     let environment: String
     let keyHint: String
+    /// When a rolled key's grace ends; absent for the environment's current key.
+    let expiresAt: Date?
 
     func write(to writer: inout JSONWriter) {
         writer.object { object in
@@ -131,6 +133,10 @@ struct WhoAmIResponse: Encodable, JSONWritable {
             object.string(accountId)
             object.key("environment")
             object.string(environment)
+            if let expiresAt {
+                object.key("expiresAt")
+                object.timestamp(expiresAt)
+            }
             object.key("keyHint")
             object.string(keyHint)
         }

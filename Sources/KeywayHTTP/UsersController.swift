@@ -38,7 +38,8 @@ struct UsersController {
         WhoAmIResponse(
             accountId: context.key.environmentID.accountID.rawValue,
             environment: context.key.environmentID.environment.rawValue,
-            keyHint: context.key.hint
+            keyHint: context.key.hint,
+            expiresAt: context.key.expiresAt
         )
     }
 

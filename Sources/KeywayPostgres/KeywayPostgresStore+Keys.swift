@@ -9,6 +9,7 @@ extension KeywayPostgresStore {
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
@@ -43,33 +44,44 @@ extension KeywayPostgresStore {
                     throw KeywayError.tooManyKeyGenerations(limit: limit, retryAfter: retryAfter)
                 }
             }
+            // The current key and a key still in an earlier roll's grace: both are replaced. Read
+            // under the environment's generation lock, so no other generation can come between
+            // this and the updates.
+            let now = record.createdAt.keywayMilliseconds
+            let rows = try await connection.query(
+                """
+                SELECT id, digest, revoked_at IS NOT NULL FROM secret_keys
+                WHERE account_id = \(account) AND environment = \(environment) AND (revoked_at IS NULL OR revoked_at > \(now))
+                """,
+                logger: logger
+            ).decode((String, Data, Bool).self)
+            var previous: [(id: String, digest: Data, inGrace: Bool)] = []
+            for try await row in rows { previous.append((row.0, row.1, row.2)) }
             if case .only(let expected) = replacement {
-                // Under the environment's generation lock, so no other generation can come between this and the update.
-                let active = try await connection.query(
-                    "SELECT id FROM secret_keys WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL",
-                    logger: logger
-                ).decode(String.self)
-                var activeIDs: [SecretKeyID] = []
-                for try await id in active { activeIDs.append(SecretKeyID(rawValue: id)) }
-                guard activeIDs == (expected.map { [$0] } ?? []) else { throw KeywayError.activeKeyChanged }
+                let current = previous.filter { !$0.inGrace }.map { SecretKeyID(rawValue: $0.id) }
+                guard current == (expected.map { [$0] } ?? []) else { throw KeywayError.activeKeyChanged }
             }
 
             // Revocation numbers must commit in the order they are drawn, so a follower reading
             // "after n" can never skip one: they are drawn under one lock for all environments,
-            // taken last and held only for the update, the insert and the commit.
+            // taken last and held only for the updates, the insert and the commit.
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.revocationSequenceLock))", logger: logger)
             var revoked: [KeyRevocation] = []
-            let previous = try await connection.query(
-                """
-                UPDATE secret_keys SET revoked_at = \(record.createdAt.keywayMilliseconds), revocation_reason = 'regenerated',
-                    revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys)
-                WHERE account_id = \(account) AND environment = \(environment) AND revoked_at IS NULL
-                RETURNING digest, revocation_sequence
-                """,
-                logger: logger
-            ).decode((Data, Int64).self)
-            for try await (digest, sequence) in previous {
-                revoked.append(KeyRevocation(sequence: sequence, digest: try Self.digest(digest), revokedAt: record.createdAt, reason: .regenerated))
+            // One row per statement: each draws its own number.
+            for key in previous {
+                let (until, reason) = retirement.revocation(ofKeyInGrace: key.inGrace, at: record.createdAt)
+                let sequences = try await connection.query(
+                    """
+                    UPDATE secret_keys SET revoked_at = \(until.keywayMilliseconds), revocation_reason = \(reason.rawValue),
+                        revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys)
+                    WHERE id = \(key.id)
+                    RETURNING revocation_sequence
+                    """,
+                    logger: logger
+                ).decode(Int64.self)
+                for try await sequence in sequences {
+                    revoked.append(KeyRevocation(sequence: sequence, digest: try Self.digest(key.digest), revokedAt: until, reason: reason))
+                }
             }
             try await connection.query(
                 """

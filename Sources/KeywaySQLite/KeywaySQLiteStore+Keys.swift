@@ -9,6 +9,7 @@ extension KeywaySQLiteStore {
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
@@ -30,28 +31,32 @@ extension KeywaySQLiteStore {
                     throw KeywayError.tooManyKeyGenerations(limit: limit, retryAfter: retryAfter)
                 }
             }
+            // The current key and a key still in an earlier roll's grace: both are replaced.
             let previous = try Row.fetchAll(
                 db,
-                sql: "SELECT id, digest FROM secret_keys WHERE account_id = ? AND environment = ? AND revoked_at IS NULL",
-                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+                sql: """
+                    SELECT id, digest, revoked_at FROM secret_keys
+                    WHERE account_id = ? AND environment = ? AND (revoked_at IS NULL OR revoked_at > ?)
+                    """,
+                arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, record.createdAt.keywayMilliseconds]
             )
-            if case .only(let expected) = replacement, previous.map({ SecretKeyID(rawValue: $0["id"]) }) != (expected.map { [$0] } ?? []) {
+            let current = previous.filter { ($0["revoked_at"] as Int64?) == nil }.map { SecretKeyID(rawValue: $0["id"]) }
+            if case .only(let expected) = replacement, current != (expected.map { [$0] } ?? []) {
                 throw KeywayError.activeKeyChanged
             }
             var sequence = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0
             var revoked: [KeyRevocation] = []
             for row in previous {
                 sequence += 1
+                let (until, reason) = retirement.revocation(ofKeyInGrace: (row["revoked_at"] as Int64?) != nil, at: record.createdAt)
                 try db.execute(
                     sql: """
                         UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?
                         WHERE id = ?
                         """,
-                    arguments: [record.createdAt.keywayMilliseconds, RevocationReason.regenerated.rawValue, sequence, row["id"] as String]
+                    arguments: [until.keywayMilliseconds, reason.rawValue, sequence, row["id"] as String]
                 )
-                revoked.append(
-                    KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: record.createdAt, reason: .regenerated)
-                )
+                revoked.append(KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: until, reason: reason))
             }
             try db.execute(
                 sql: """

@@ -24,8 +24,12 @@ import Testing
         try expectSameJSON(UserResponse(user))
     }
 
-    @Test func whoAmIMatchesTheEncoder() throws {
-        try expectSameJSON(WhoAmIResponse(accountId: "acct_1", environment: "development", keyHint: "kw_dev_…abcd"))
+    @Test(arguments: [nil, Date(keywayMilliseconds: 1_764_000_000_123)])
+    func whoAmIMatchesTheEncoder(expiresAt: Date?) throws {
+        let json = try expectSameJSON(
+            WhoAmIResponse(accountId: "acct_1", environment: "development", keyHint: "kw_dev_…abcd", expiresAt: expiresAt)
+        )
+        #expect(json.contains("expiresAt") == (expiresAt != nil))
     }
 
     @Test func missingFullNameIsNull() throws {

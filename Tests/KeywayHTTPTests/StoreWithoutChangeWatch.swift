@@ -16,13 +16,22 @@ final class StoreWithoutChangeWatch: KeywayStore {
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
     )
         async throws -> KeyGeneration
     {
-        try await base.insertKeyRevokingPrevious(key, for: environmentID, replacing: replacement, limit: limit, createdBy: createdBy, at: date)
+        try await base.insertKeyRevokingPrevious(
+            key,
+            for: environmentID,
+            replacing: replacement,
+            retiring: retirement,
+            limit: limit,
+            createdBy: createdBy,
+            at: date
+        )
     }
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? { try await base.secretKey(digest: digest) }
     func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }

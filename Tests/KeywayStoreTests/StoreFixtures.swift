@@ -152,13 +152,22 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement,
+        retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
         createdBy: String,
         at date: Date
     )
         async throws -> KeyGeneration
     {
-        try await base.insertKeyRevokingPrevious(key, for: environmentID, replacing: replacement, limit: limit, createdBy: createdBy, at: date)
+        try await base.insertKeyRevokingPrevious(
+            key,
+            for: environmentID,
+            replacing: replacement,
+            retiring: retirement,
+            limit: limit,
+            createdBy: createdBy,
+            at: date
+        )
     }
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
         lock.withLock { _keyLookups += 1 }

@@ -3,7 +3,9 @@
 Screenshots of every page go to .test-artifacts/screenshots/ (ignored by git).
 """
 
+import datetime
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,46 @@ def test_the_frontend_example_reads_me_across_origins(keyway, browser, tmp_path)
         assert "secret_key_not_accepted" in browser.find_element(By.ID, "status").text
     finally:
         page_server.shutdown()
+
+
+def test_rolling_a_key_keeps_the_old_one_working_until_its_grace_ends(keyway, browser):
+    keyway.start()
+    page = Dashboard(browser, keyway)
+    page.open("/dashboard/signup")
+    page.type("#company", "Roll Co")
+    page.type("#email", "owner@roll.test")
+    page.type("#password", PASSWORD)
+    page.click("#sign-up")
+    page.wait_for_path("/dashboard/settings/api-keys")
+    page.click("#development-generate")
+    old_key = page.driver.find_element(By.CSS_SELECTOR, "#development-key").get_attribute("value")
+    assert api(keyway, "GET", "/whoami", old_key)[0] == 200
+
+    # Roll… with a short custom grace.
+    page.open("/dashboard/settings/api-keys")
+    page.click("#development-roll")
+    assert "Keep the current key" in page.text("#development-card")
+    page.driver.find_element(By.CSS_SELECTOR, "#development-grace-custom").click()
+    page.type("#development-custom-grace", "6s")
+    page.shot("api-keys-roll")
+    page.click("#development-roll-confirm")
+    new_key = page.driver.find_element(By.CSS_SELECTOR, "#development-key").get_attribute("value")
+    assert new_key.startswith("kw_dev_") and new_key != old_key
+    assert old_key[-4:] in page.text("#development-grace")
+    page.shot("api-keys-rolled")
+
+    # Both keys work during the grace; the old one says when it stops.
+    status, headers, body = api(keyway, "GET", "/whoami", old_key)
+    assert status == 200 and body["expiresAt"] == headers["Keyway-Key-Expires"]
+    assert api(keyway, "GET", "/whoami", new_key)[0] == 200
+    end = datetime.datetime.fromisoformat(body["expiresAt"].replace("Z", "+00:00")).timestamp()
+    assert time.time() < end, "the machine was too slow to see the grace"
+
+    # After it, only the new key; the page's countdown says so without a reload.
+    time.sleep(max(0, end - time.time()) + 0.05)
+    status, _, body = api(keyway, "GET", "/whoami", old_key)
+    assert status == 401 and body["code"] == "revoked_api_key" and body["revocationReason"] == "expired_after_roll", body
+    assert api(keyway, "GET", "/whoami", new_key)[0] == 200
+    WebDriverWait(page.driver, 5).until(lambda driver: "refused now" in page.text("#development-grace-remaining"))
+    page.open("/dashboard/settings/api-keys")
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "#development-grace"), "the ended grace is no longer shown"

@@ -1,6 +1,7 @@
 """Several `keyway serve` processes on one PostgreSQL: revocation reaches every instance within its bound,
 through LISTEN, a reconnect or polling, and racing regenerations leave one working key."""
 
+import datetime
 import http.client
 import http.cookiejar
 import os
@@ -343,3 +344,50 @@ def test_three_instances_hold_one_rate_limit_together(instances, database_url, t
     print(report)
     assert set(outcomes) == {200, 429}, report
     assert limit <= per_second <= limit * 1.1, report
+
+
+def test_a_rolled_keys_grace_ends_at_the_same_moment_on_every_instance(tmp_path, database_url, instances):
+    """`keys roll --grace` from another process: within the revocation bound every instance of three
+    answers the old key with its end (`Keyway-Key-Expires`), both keys work until then, and from that
+    moment on no instance accepts the old key, with nothing more to hear from the database."""
+    cli(database_url, tmp_path, "migrate")
+    account = cli(database_url, tmp_path, "accounts", "create", "--name", "Acme").stdout.strip()
+    old = cli(database_url, tmp_path, "keys", "generate", "--account", account, "--environment", "production").stdout.strip()
+    servers = instances(3)
+    for server in servers:
+        status, headers, _ = server.request("GET", "/whoami", old)  # every instance caches it as the current key
+        assert status == 200 and "Keyway-Key-Expires" not in headers
+
+    rolled = cli(database_url, tmp_path, "keys", "roll", "--account", account, "--environment", "production", "--grace", "5s")
+    new = rolled.stdout.strip()
+    assert new.startswith("kw_prod_") and new != old
+    assert "keeps working until" in rolled.stderr
+
+    # The bound is the revocation's: a notification round trip, plus 2 s for a noisy shared machine.
+    ends = set()
+    deadline = time.monotonic() + 2.0
+    for server in servers:
+        while True:
+            status, headers, body = server.request("GET", "/whoami", old)
+            assert status == 200, body
+            if "Keyway-Key-Expires" in headers:
+                assert body["expiresAt"] == headers["Keyway-Key-Expires"]
+                ends.add(headers["Keyway-Key-Expires"])
+                break
+            assert time.monotonic() < deadline, "an instance did not learn of the roll within the bound"
+            time.sleep(0.01)
+        assert server.request("GET", "/whoami", new)[0] == 200
+    assert len(ends) == 1, ends
+    end = datetime.datetime.fromisoformat(ends.pop().replace("Z", "+00:00")).timestamp()
+
+    # Until the end, both keys work everywhere; from the end, the old key nowhere.
+    assert time.time() < end - 1, "the test machine is too slow to see the grace"
+    for server in servers:
+        assert server.request("GET", "/whoami", old)[0] == 200
+    time.sleep(max(0, end - time.time()) + 0.005)
+    for server in servers:
+        status, headers, body = server.request("GET", "/whoami", old)
+        assert status == 401 and body["code"] == "revoked_api_key", body
+        assert body["revocationReason"] == "expired_after_roll"
+        assert "Keyway-Key-Expires" not in headers
+        assert server.request("GET", "/whoami", new)[0] == 200

@@ -209,6 +209,7 @@ def test_cli_errors_are_clear(keyway):
 # below finds these commands in the help, so a new one cannot go unchecked.
 COMMANDS_TAKING_AN_ACCOUNT = {
     ("keys", "generate"): ["--environment", "development"],
+    ("keys", "roll"): ["--environment", "development", "--grace", "1h"],
     ("keys", "list"): [],
     ("signing-keys", "rotate"): ["--environment", "development"],
     ("signing-keys", "list"): ["--environment", "development"],

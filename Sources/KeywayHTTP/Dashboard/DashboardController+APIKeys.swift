@@ -5,13 +5,54 @@ import KeywayCore
 import Logging
 import Synchronization
 
-// Settings → API Keys: generating, revealing once, and the password re-check.
+// Settings → API Keys: generating, rolling, revealing once, and the password re-check.
 extension DashboardController {
     @Sendable func keysPage(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         let confirming = request.uri.queryParameters["confirm"].flatMap { Environment(rawValue: String($0)) }
+        let rolling = request.uri.queryParameters["roll"].flatMap { Environment(rawValue: String($0)) }
         let notice: String? =
             request.uri.queryParameters["notice"] == "stale" ? "The key changed since that page was loaded, so nothing was generated." : nil
-        return try await renderKeys(context: context, confirming: confirming, notice: notice)
+        return try await renderKeys(context: context, confirming: confirming, rolling: rolling, notice: notice)
+    }
+
+    /// Roll…: a new key now, the current one until the chosen grace ends (at most 7 days).
+    @Sendable func rollKey(_ request: Request, context: SignedInRequestContext) async throws -> Response {
+        guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
+            throw DashboardErrorPage.notFound
+        }
+        let environmentID = EnvironmentID(accountID: context.account.id, environment: environment)
+        let active = try await activeKeys(context.account.id)[environment]
+        guard let active, context.form["current"] == active.id.rawValue else {
+            throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
+        }
+        let choice = context.form["grace"] ?? ""
+        let text = choice == "custom" ? context.form["customGrace"] ?? "" : choice
+        let grace: KeyGrace
+        switch Result(catching: { () throws(KeywayError) in try KeyGrace(parsing: text, field: "customGrace") }) {
+        case .success(let parsed): grace = parsed
+        case .failure(let error):
+            return try await renderKeys(context: context, rolling: environment, rollError: error.message, status: .badRequest)
+        }
+        if environment == .production {
+            if let problem = try await recheckPassword(context.form["password"] ?? "", context: context) {
+                return try await renderKeys(context: context, rolling: environment, passwordError: problem, status: .badRequest)
+            }
+        }
+        let key: GeneratedSecretKey
+        do {
+            key = try await keys.roll(for: environmentID, replacing: .only(active.id), grace: grace, createdBy: context.member.email).key
+        } catch let error as KeywayError where error.code == .activeKeyChanged {
+            throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
+        } catch let error as KeywayError where error.code == .tooManyKeyGenerations {
+            var response = try await renderKeys(context: context, notice: error.message, status: .tooManyRequests)
+            response.headers[.retryAfter] = error.details["retryAfter"]
+            return response
+        }
+        context.logger.info(
+            "key rolled from the dashboard",
+            metadata: ["environment": "\(environment.rawValue)", "key.hint": "\(key.hint)", "grace": "\(grace)"]
+        )
+        return try await renderKeys(context: context, revealed: key)
     }
 
     @Sendable func generateKey(_ request: Request, context: SignedInRequestContext) async throws -> Response {
@@ -100,16 +141,38 @@ extension DashboardController {
         return active
     }
 
+    /// "3 h 12 min", "42 s": how long until `end`, for a grace's countdown.
+    static func remaining(until end: Date, from date: Date) -> String {
+        let seconds = max(0, Int(end.timeIntervalSince(date).rounded(.up)))
+        let (days, hours, minutes) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60)
+        if days > 0 { return "\(days) d \(hours) h" }
+        if hours > 0 { return "\(hours) h \(minutes) min" }
+        if minutes > 0 { return "\(minutes) min \(seconds % 60) s" }
+        return "\(seconds) s"
+    }
+
     func renderKeys(
         context: SignedInRequestContext,
         confirming: Environment? = nil,
+        rolling: Environment? = nil,
         revealed: GeneratedSecretKey? = nil,
         passwordError: String? = nil,
+        rollError: String? = nil,
         limitError: (environment: Environment, message: String)? = nil,
         notice: String? = nil,
         status: HTTPResponse.Status = .ok
     ) async throws -> Response {
-        let active = try await activeKeys(context.account.id)
+        let now = Date()
+        let records = try await store.secretKeys(for: context.account.id)
+        var active: [Environment: SecretKeyRecord] = [:]
+        var inGrace: [Environment: SecretKeyRecord] = [:]
+        for record in records {
+            if record.isActive {
+                active[record.environmentID.environment] = record
+            } else if record.graceEnd(at: now) != nil, inGrace[record.environmentID.environment] == nil {
+                inGrace[record.environmentID.environment] = record
+            }
+        }
         let environments: [[String: Any]] = Environment.allCases.map { environment in
             var card: [String: Any] = [
                 "environment": environment.rawValue,
@@ -134,8 +197,24 @@ extension DashboardController {
             card["limitField"] = limit.field
             card["defaultLimit"] = RateLimitPolicy.default(for: environment).requestsPerSecond
             if let limitError, limitError.environment == environment { card["limitError"] = limitError.message }
+            if let rolled = inGrace[environment], let end = rolled.graceEnd(at: now) {
+                card["grace"] = [
+                    "hint": rolled.hint,
+                    "endsAt": DashboardPages.display(end),
+                    "endsAtISO": KeywayJSON.timestamp(end),
+                    "remaining": Self.remaining(until: end, from: now),
+                    "lastUsed": rolled.lastUsedAt.map(DashboardPages.display) ?? "never",
+                ]
+            }
             if confirming == environment { card["confirming"] = true }
-            if let passwordError, confirming == environment { card["passwordError"] = passwordError }
+            if rolling == environment, active[environment] != nil {
+                card["rolling"] = true
+                card["graceChoices"] = KeyGrace.choices.map { choice in
+                    ["value": choice.grace.description, "label": choice.label, "checked": choice.grace.seconds == 86_400]
+                }
+                if let rollError { card["rollError"] = rollError }
+            }
+            if let passwordError, confirming == environment || rolling == environment { card["passwordError"] = passwordError }
             // The only place a key's plaintext is ever rendered: this one response.
             if let revealed, revealed.environment == environment { card["revealed"] = revealed.revealPlaintext() }
             return card

@@ -62,6 +62,7 @@ struct DashboardController: Sendable {
         signedIn.get("settings/api-keys", use: keysPage)
         signedIn.post("settings/api-keys/:environment", use: generateKey)
         signedIn.post("settings/api-keys/:environment/limit", use: setRateLimit)
+        signedIn.post("settings/api-keys/:environment/roll", use: rollKey)
         signedIn.get("users", use: usersPage)
         signedIn.get("users/:user", use: userPage)
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)

@@ -6,8 +6,8 @@ import Logging
 
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Generate and list secret API keys.",
-        subcommands: [Generate.self, List.self]
+        abstract: "Generate, roll and list secret API keys.",
+        subcommands: [Generate.self, Roll.self, List.self]
     )
 
     struct Generate: AsyncParsableCommand {
@@ -28,35 +28,84 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var database: DatabaseOptions
 
         func run() async throws {
-            let settings = try database.settings()
-            if let output, FileManager.default.fileExists(atPath: output) {
-                throw CommandError("\(output) already exists; choose a new file so no key is overwritten.")
+            try await generateKey(target: target, output: output, database: database) { keys, environmentID in
+                try await keys.generate(for: environmentID, createdBy: "cli").key
             }
-            // The file is made before the key: a file that cannot be written must fail the
-            // command while the previous key still works, not after it was revoked.
-            let file = try output.map { try SecretFile(creating: $0, capacity: 64) }
-            try await database.withStore(settings) { (store: any KeywayStore) async throws -> Void in
-                var logger = Logger(label: "keyway.cli")
-                logger.logLevel = .warning
-                // The same limit as the dashboard's, counted in the database, so a script looping
-                // regenerations is refused too.
-                let keys = SecretKeys(store: store, generationLimit: settings.keyGenerationLimit, logger: logger)
-                let environmentID = target.environmentID
-                let generated = try await keys.generate(for: environmentID, createdBy: "cli").key
-                guard let file else {
-                    print(generated.revealPlaintext())
-                    return
-                }
-                do {
-                    try file.write(generated.revealPlaintext() + "\n")
-                } catch {
-                    // The previous key is revoked already: this is the only copy of the new one.
-                    FileHandle.standardError.write(Data("\(error) The new key is printed below instead; store it now.\n".utf8))
-                    print(generated.revealPlaintext())
-                    throw ExitCode.failure
-                }
-                print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(file.path) (mode 0600).")
+        }
+    }
+
+    struct Roll: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Roll an environment's secret key: a new key now, the current one until the grace period ends.",
+            discussion: """
+                The new key is printed once, as by `keys generate`. The current key keeps working for --grace
+                (now, 90s, 45m, 24h, 7d; at most 7 days), then is refused as revoked_api_key with
+                revocationReason expired_after_roll. A key still in an earlier roll's grace stops now.
+                """
+        )
+
+        @OptionGroup var target: EnvironmentOptions
+
+        @Option(help: ArgumentHelp("How long the current key keeps working: now, or a number with s, m, h or d, at most 7d.", valueName: "length"))
+        var grace: String
+
+        @Option(help: ArgumentHelp("Write the key to this new file (mode 0600) instead of standard output.", valueName: "file"))
+        var output: String?
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            let grace: KeyGrace
+            do {
+                grace = try KeyGrace(parsing: self.grace)
+            } catch {
+                throw ValidationError("--grace: \(error.message)")
             }
+            try await generateKey(target: target, output: output, database: database) { keys, environmentID in
+                let rolled = try await keys.roll(for: environmentID, grace: grace, createdBy: "cli")
+                if grace.seconds > 0 {
+                    let end = grace.end(after: rolled.record.createdAt).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+                    FileHandle.standardError.write(Data("The previous key keeps working until \(end).\n".utf8))
+                }
+                return rolled.key
+            }
+        }
+    }
+
+    /// Makes a key with `make` and prints it once, or writes it to a new `output` file.
+    private static func generateKey(
+        target: EnvironmentOptions,
+        output: String?,
+        database: DatabaseOptions,
+        make: @escaping @Sendable (SecretKeys, EnvironmentID) async throws -> GeneratedSecretKey
+    ) async throws {
+        let settings = try database.settings()
+        if let output, FileManager.default.fileExists(atPath: output) {
+            throw CommandError("\(output) already exists; choose a new file so no key is overwritten.")
+        }
+        // The file is made before the key: a file that cannot be written must fail the
+        // command while the previous key still works, not after it was revoked.
+        let file = try output.map { try SecretFile(creating: $0, capacity: 64) }
+        try await database.withStore(settings) { (store: any KeywayStore) async throws -> Void in
+            var logger = Logger(label: "keyway.cli")
+            logger.logLevel = .warning
+            // The same limit as the dashboard's, counted in the database, so a script looping
+            // regenerations is refused too.
+            let keys = SecretKeys(store: store, generationLimit: settings.keyGenerationLimit, logger: logger)
+            let generated = try await make(keys, target.environmentID)
+            guard let file else {
+                print(generated.revealPlaintext())
+                return
+            }
+            do {
+                try file.write(generated.revealPlaintext() + "\n")
+            } catch {
+                // The previous key is revoked already: this is the only copy of the new one.
+                FileHandle.standardError.write(Data("\(error) The new key is printed below instead; store it now.\n".utf8))
+                print(generated.revealPlaintext())
+                throw ExitCode.failure
+            }
+            print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(file.path) (mode 0600).")
         }
     }
 
@@ -77,16 +126,24 @@ struct Keys: AsyncParsableCommand {
                     print("No keys yet. Generate one with: keyway keys generate --account \(target.account) --environment development")
                     return
                 }
+                let now = Date()
                 let rows = records.map { record in
                     [
                         record.hint, record.environmentID.environment.rawValue,
-                        record.revokedAt.map { "revoked \($0.formatted(.iso8601))" } ?? "active",
+                        Self.status(of: record, at: now),
                         record.createdAt.formatted(.iso8601), record.createdBy,
                         record.lastUsedAt?.formatted(.iso8601) ?? "never",
                     ]
                 }
                 print(table(["KEY", "ENVIRONMENT", "STATUS", "CREATED", "BY", "LAST USED"], rows))
             }
+        }
+
+        /// `active`, `in grace until …`, or `revoked … (reason)`.
+        static func status(of record: SecretKeyRecord, at date: Date) -> String {
+            guard let revokedAt = record.revokedAt else { return "active" }
+            if let end = record.graceEnd(at: date) { return "in grace until \(end.formatted(.iso8601))" }
+            return "revoked \(revokedAt.formatted(.iso8601)) (\(record.revocationReason?.rawValue ?? "regenerated"))"
         }
     }
 }
