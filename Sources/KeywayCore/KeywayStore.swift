@@ -10,7 +10,7 @@ public import Foundation
 /// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
 /// each tells the server about revocations other processes make (``RevocationNotifying``).
 public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RateLimitStore,
-    ServiceTokenStore,
+    ServiceTokenStore, AuditStore,
     RevocationNotifying
 {
     /// Throws when the store cannot serve requests.
@@ -39,6 +39,9 @@ public protocol SecretKeyStore: Sendable {
     ///     key still in an earlier grace is revoked now either way.
     ///   - limit: How many keys the environment may generate per window, counted in the
     ///     same transaction as the insert; `nil` for no limit.
+    ///   - audit: Who generates it (also the key's `createdBy`); the entries it records
+    ///     (``AuditEntry/keyGenerated(_:context:)``, ``AuditEntry/keyReplaced(id:hint:in:revocation:replacement:at:context:)``)
+    ///     are written in the same transaction.
     /// - Throws: ``KeywayError`` `account_not_found` when the account does not exist,
     ///   `active_key_changed` when the active key is not the one `replacement` names,
     ///   `too_many_key_generations` when `limit` is reached.
@@ -48,7 +51,7 @@ public protocol SecretKeyStore: Sendable {
         replacing replacement: KeyReplacement,
         retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
-        createdBy: String,
+        audit: AuditContext,
         at date: Date
     ) async throws -> KeyGeneration
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord?
@@ -94,20 +97,31 @@ public protocol UserStore: Sendable {
 
 /// Dashboard members, their accounts and their sessions.
 public protocol MemberStore: Sendable {
-    /// Creates an account, its two environments and its owner in one transaction.
+    /// Creates an account, its two environments and its owner in one transaction, with the
+    /// `member.signed_up` entry.
     /// - Throws: ``KeywayError`` `email_taken`.
-    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member)
+    func createAccount(
+        name: String,
+        ownerEmail: String,
+        passwordHash: String,
+        at date: Date,
+        audit: AuditContext
+    ) async throws -> (
+        Account, Member
+    )
     /// The member who signs in with `email`, with their bcrypt hash.
     func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)?
     func member(_ id: MemberID) async throws -> Member?
     /// The password hash of a member, to re-check before sensitive actions.
     func passwordHash(of id: MemberID) async throws -> String?
-    /// Replaces a member's password and ends all their sessions, in one transaction.
-    func changePassword(of id: MemberID, to passwordHash: String) async throws
-    func createSession(_ session: DashboardSession) async throws
+    /// Replaces a member's password and ends all their sessions, in one transaction with `audit`.
+    func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws
+    /// Stores a session, in one transaction with `audit` (`member.signed_in`).
+    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws
     /// A session that has not expired at `date`.
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession?
-    func deleteSession(digest: KeyDigest) async throws
+    /// Ends a session, in one transaction with `audit` (`member.signed_out`).
+    func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws
     /// Ends sessions that expired before `date`.
     func deleteExpiredSessions(before date: Date) async throws
 }
@@ -122,35 +136,54 @@ public protocol SigningKeyStore: Sendable {
     /// Stores a new signing key. With `retiringActive`, the environment's active key
     /// is retired in the same transaction; without it, when the environment already
     /// has an active key (another instance made one first), that key is returned instead.
-    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord
+    /// A key stored is recorded (`signing_key.rotated`) in the same transaction.
+    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord
 }
 
 /// The browser origins allowed to call user-token endpoints.
 public protocol OriginStore: Sendable {
     /// Browser origins allowed to call user-token endpoints for the environment.
     func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String]
-    /// Replaces the environment's origins; only valid, normalised ones can be passed.
-    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws
+    /// Replaces the environment's origins; only valid, normalised ones can be passed. Recorded
+    /// (`origins.changed`) in the same transaction.
+    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID, audit: AuditContext) async throws
     /// Whether any environment allows `origin` (a CORS preflight carries no token).
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool
 }
 
 /// The credentials of the operator's own services (see ``ServiceTokens``).
 public protocol ServiceTokenStore: Sendable {
-    /// Stores a new token.
+    /// Stores a new token, recorded (`service_token.created`) in the same transaction.
     /// - Throws: ``KeywayError`` `service_token_name_taken` when an active token has its name.
-    func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord
+    func insertServiceToken(_ token: ServiceTokenRecord, audit: AuditContext) async throws -> ServiceTokenRecord
     func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord?
     /// Every token, active and revoked, newest first.
     func serviceTokens() async throws -> [ServiceTokenRecord]
     /// Revokes the active token `reference` names, and tells other processes as a key's
-    /// revocation does.
+    /// revocation does. Recorded (`service_token.revoked`) in the same transaction.
     /// - Returns: The token as revoked, or `nil` when no active token has that id or name.
-    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord?
+    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date, audit: AuditContext) async throws -> ServiceTokenRecord?
+}
+
+/// The audit log: every change to credentials and access, written in the transaction of the
+/// change it records (the other stores' methods take an ``AuditContext`` or an ``AuditEntry``).
+public protocol AuditStore: Sendable {
+    /// Appends an entry that records no change of its own: a failed sign-in.
+    func recordAudit(_ entry: AuditEntry) async throws
+    /// An account's entries, or with `nil` the operator's (service tokens), newest first,
+    /// as `query` filters and pages them.
+    func auditEntries(for accountID: AccountID?, matching query: AuditQuery) async throws -> [AuditEntry]
+    /// Deletes entries older than `date` (`KEYWAY_AUDIT_RETENTION_DAYS`).
+    /// - Returns: How many were deleted.
+    func deleteAuditEntries(before date: Date) async throws -> Int
+    /// Records `key.expired` for each rolled key whose grace ended by `date`, once each
+    /// however many instances ask, in the transaction that marks it recorded.
+    /// - Returns: How many were recorded.
+    func recordExpiredGraces(at date: Date) async throws -> Int
 }
 
 extension SecretKeyStore {
-    /// Stores a new key revoking `replacement` now.
+    /// Stores a new key revoking `replacement` now, recorded as made by `createdBy`.
     public func insertKeyRevokingPrevious(
         _ key: GeneratedSecretKey,
         for environmentID: EnvironmentID,
@@ -165,7 +198,7 @@ extension SecretKeyStore {
             replacing: replacement,
             retiring: .revokeNow,
             limit: limit,
-            createdBy: createdBy,
+            audit: AuditContext(actor: createdBy),
             at: date
         )
     }

@@ -76,7 +76,7 @@ public protocol RateLimitStore: Sendable {
     func rateLimits() async throws -> [EnvironmentID: RateLimitSetting]
     /// Sets an environment's limit, and moves ``rateLimitsVersion()`` on in the same transaction.
     /// - Throws: ``KeywayError`` `account_not_found` when there is no such environment.
-    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws
+    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID, audit: AuditContext) async throws
     /// A number that changes whenever any process sets a limit: one row, read on a short interval.
     func rateLimitsVersion() async throws -> Int64
 }

@@ -65,8 +65,8 @@ public final class RateLimits: Sendable {
     }
 
     /// Sets an environment's limit in the store and, before returning, here.
-    public func set(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
-        try await store.setRateLimit(setting, for: environmentID)
+    public func set(_ setting: RateLimitSetting, for environmentID: EnvironmentID, audit: AuditContext) async throws {
+        try await store.setRateLimit(setting, for: environmentID, audit: audit)
         state.withLock { state in
             state.settings[environmentID] = setting == .default ? nil : setting
             // A refresh that began before this point may have read the old value: it must not apply.

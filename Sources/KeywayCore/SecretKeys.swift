@@ -126,7 +126,7 @@ public final class SecretKeys: Sendable {
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement = .whicheverIsActive,
         retiring retirement: KeyRetirement = .revokeNow,
-        createdBy: String,
+        audit: AuditContext,
         at date: Date = Date()
     ) async throws -> (
         key: GeneratedSecretKey, record: SecretKeyRecord
@@ -138,7 +138,7 @@ public final class SecretKeys: Sendable {
             replacing: replacement,
             retiring: retirement,
             limit: generationLimit,
-            createdBy: createdBy,
+            audit: audit,
             at: date.keywayPrecision
         )
         // Marks the replaced keys revoked here at once, but leaves the followed sequence
@@ -163,7 +163,7 @@ public final class SecretKeys: Sendable {
         for environmentID: EnvironmentID,
         replacing replacement: KeyReplacement = .whicheverIsActive,
         grace: KeyGrace,
-        createdBy: String,
+        audit: AuditContext,
         at date: Date = Date()
     ) async throws -> (key: GeneratedSecretKey, record: SecretKeyRecord) {
         let date = date.keywayPrecision
@@ -171,9 +171,31 @@ public final class SecretKeys: Sendable {
             for: environmentID,
             replacing: replacement,
             retiring: .roll(until: grace.end(after: date)),
-            createdBy: createdBy,
+            audit: audit,
             at: date
         )
+    }
+
+    /// ``generate(for:replacing:retiring:audit:at:)`` by `createdBy`, with no request behind it.
+    public func generate(
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement = .whicheverIsActive,
+        retiring retirement: KeyRetirement = .revokeNow,
+        createdBy: String,
+        at date: Date = Date()
+    ) async throws -> (key: GeneratedSecretKey, record: SecretKeyRecord) {
+        try await generate(for: environmentID, replacing: replacement, retiring: retirement, audit: AuditContext(actor: createdBy), at: date)
+    }
+
+    /// ``roll(for:replacing:grace:audit:at:)`` by `createdBy`, with no request behind it.
+    public func roll(
+        for environmentID: EnvironmentID,
+        replacing replacement: KeyReplacement = .whicheverIsActive,
+        grace: KeyGrace,
+        createdBy: String,
+        at date: Date = Date()
+    ) async throws -> (key: GeneratedSecretKey, record: SecretKeyRecord) {
+        try await roll(for: environmentID, replacing: replacement, grace: grace, audit: AuditContext(actor: createdBy), at: date)
     }
 
     /// Verifies a bearer credential.

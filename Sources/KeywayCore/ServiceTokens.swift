@@ -53,13 +53,20 @@ public final class ServiceTokens: Sendable {
     /// Makes a new service token.
     /// - Returns: The token, whose plaintext must be shown once and then dropped, and its record.
     /// - Throws: ``KeywayError`` `invalid_input` for a bad name, `service_token_name_taken`.
-    public func create(name: String, at date: Date = Date()) async throws -> (token: GeneratedServiceToken, record: ServiceTokenRecord) {
+    public func create(
+        name: String,
+        audit: AuditContext = .cli,
+        at date: Date = Date()
+    ) async throws -> (
+        token: GeneratedServiceToken, record: ServiceTokenRecord
+    ) {
         guard Self.isValidName(name) else {
             throw KeywayError.invalidInput(field: "name", "A service token's name is 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'.")
         }
         let token = GeneratedServiceToken.generate()
         let record = try await store.insertServiceToken(
-            ServiceTokenRecord(id: .generate(), name: name, digest: token.digest, hint: token.hint, createdAt: date.keywayPrecision, revokedAt: nil)
+            ServiceTokenRecord(id: .generate(), name: name, digest: token.digest, hint: token.hint, createdAt: date.keywayPrecision, revokedAt: nil),
+            audit: audit
         )
         logger.info("service token created", metadata: ["service_token.id": "\(record.id)", "service_token.hint": "\(record.hint)"])
         return (token, record)
@@ -67,8 +74,14 @@ public final class ServiceTokens: Sendable {
 
     /// Revokes the active token `reference` names, here at once.
     /// - Returns: The revoked token, or `nil` when no active token has that id or name.
-    public func revoke(_ reference: ServiceTokenReference, at date: Date = Date()) async throws -> ServiceTokenRecord? {
-        guard let record = try await store.revokeServiceToken(reference, at: date.keywayPrecision) else { return nil }
+    public func revoke(
+        _ reference: ServiceTokenReference,
+        audit: AuditContext = .cli,
+        at date: Date = Date()
+    ) async throws
+        -> ServiceTokenRecord?
+    {
+        guard let record = try await store.revokeServiceToken(reference, at: date.keywayPrecision, audit: audit) else { return nil }
         try await refresh()
         logger.info("service token revoked", metadata: ["service_token.id": "\(record.id)", "service_token.hint": "\(record.hint)"])
         return record

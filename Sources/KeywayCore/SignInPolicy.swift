@@ -31,7 +31,7 @@ public final class SignInPolicy: Sendable {
     let perClient: AttemptLimiter
     /// Wrong passwords re-entered per signed-in session.
     let perSession: AttemptLimiter
-    private let store: any MemberStore
+    private let store: any MemberStore & AuditStore
     private let hasher: any PasswordHasher
     private let now: @Sendable () -> Date
     /// A hash to check unknown emails against. Made on first use: hashing at
@@ -46,7 +46,7 @@ public final class SignInPolicy: Sendable {
     ///     process sees every attempt (SQLite).
     ///   - now: The clock of the throttles and of new accounts; tests move one by hand.
     public init(
-        store: any MemberStore,
+        store: any MemberStore & AuditStore,
         hasher: any PasswordHasher,
         throttleCapacity: Int = 100_000,
         ledger: (any AttemptLedger)?,
@@ -77,15 +77,18 @@ public final class SignInPolicy: Sendable {
     ///   - email: The owner's email, checked with ``MemberInput/email(_:)``.
     ///   - password: The owner's password, checked with ``MemberInput/newPassword(_:)``.
     ///   - client: The client's throttling key: its address, as the HTTP layer reads it.
+    ///   - audit: The request, for the `member.signed_up` entry (whose actor is the email).
     /// - Throws: ``KeywayError`` `email_taken`; the store's, the ledger's or the hasher's errors.
-    public func signUp(company: String, email: String, password: String, client: String) async throws -> SignUpOutcome {
+    public func signUp(company: String, email: String, password: String, client: String, audit: AuditContext) async throws -> SignUpOutcome {
         do {
             _ = try await perClient.reserve("signup:" + client)
         } catch let refusal as AttemptThrottle.Refusal {
             return .throttled(refusal)
         }
         let hash = try await hasher.hash(password)
-        let (_, member) = try await store.createAccount(name: company, ownerEmail: email, passwordHash: hash, at: now())
+        var audit = audit
+        audit.actor = email
+        let (_, member) = try await store.createAccount(name: company, ownerEmail: email, passwordHash: hash, at: now(), audit: audit)
         return .signedUp(member)
     }
 
@@ -109,8 +112,10 @@ public final class SignInPolicy: Sendable {
     ///   - email: As typed; at most ``MemberInput/maximumEmailBytes`` bytes.
     ///   - password: As typed.
     ///   - client: The client's throttling key: its address, as the HTTP layer reads it.
+    ///   - audit: The request: a wrong password for a member's email is recorded
+    ///     (`member.sign_in_failed`, the member as actor). An unknown email is not: it names no account.
     /// - Throws: The store's, the ledger's or the hasher's errors (the attempt is then uncounted).
-    public func signIn(email typedEmail: String, password: String, client: String) async throws -> SignInOutcome {
+    public func signIn(email typedEmail: String, password: String, client: String, audit: AuditContext) async throws -> SignInOutcome {
         // Refused before any throttling: an invented address becomes a throttle key, and keys stay short.
         guard typedEmail.utf8.count <= MemberInput.maximumEmailBytes else {
             return .unusable("Enter an email address of at most \(MemberInput.maximumEmailBytes) bytes.")
@@ -141,7 +146,15 @@ public final class SignInPolicy: Sendable {
             throw error
         }
         // A failure stays counted: its reservation was the count.
-        guard let member = credentials?.member, valid, !password.isEmpty else { return .wrongCredentials }
+        guard let member = credentials?.member, valid, !password.isEmpty else {
+            if let member = credentials?.member {
+                var audit = audit
+                audit.actor = member.email
+                // Audit times are the wall clock's, like every other entry's; `now` paces the throttles.
+                try await store.recordAudit(.member(.signInFailed, member, at: Date(), context: audit))
+            }
+            return .wrongCredentials
+        }
         try await perEmail.reset(emailKey)
         // A success is no failure of the network it came from.
         await release(reservations.filter { $0.reservation.key != emailKey })
@@ -200,17 +213,23 @@ public final class SignInPolicy: Sendable {
     ///   - session: The digest of the session the member is signed in with.
     ///   - current: The current password, as typed.
     ///   - newPassword: The new password, checked with ``MemberInput/newPassword(_:)``.
+    ///   - audit: The request, for the `member.password_changed` entry.
     /// - Returns: ``PasswordCheck/confirmed`` when the password was changed, else why not.
     /// - Throws: The store's, the ledger's or the hasher's errors.
     public func changePassword(
-        of member: MemberID,
+        of member: Member,
         session: KeyDigest,
         current: String,
-        to newPassword: String
+        to newPassword: String,
+        audit: AuditContext
     ) async throws -> PasswordCheck {
-        let check = try await confirmPassword(current, of: member, session: session)
+        let check = try await confirmPassword(current, of: member.id, session: session)
         guard check == .confirmed else { return check }
-        try await store.changePassword(of: member, to: try await hasher.hash(newPassword))
+        try await store.changePassword(
+            of: member.id,
+            to: try await hasher.hash(newPassword),
+            audit: .member(.passwordChanged, member, at: Date(), context: audit)
+        )
         return .confirmed
     }
 

@@ -145,8 +145,8 @@ public final class UserTokens: Sendable {
     /// Replaces the environment's signing key. Tokens signed by the old key keep
     /// working until they expire; its public key stays published until then.
     @discardableResult
-    public func rotate(_ environmentID: EnvironmentID) async throws -> SigningKeyRecord {
-        try await store.insertSigningKey(try makeKey(for: environmentID), retiringActive: true)
+    public func rotate(_ environmentID: EnvironmentID, audit: AuditContext = .cli) async throws -> SigningKeyRecord {
+        try await store.insertSigningKey(try makeKey(for: environmentID), retiringActive: true, audit: audit)
     }
 
     /// The public keys that may verify live tokens of the environment, as JWKs.
@@ -171,7 +171,8 @@ public final class UserTokens: Sendable {
             return active
         }
         // First use. If another instance creates one at the same moment, the store keeps theirs.
-        return try await store.insertSigningKey(try makeKey(for: environmentID), retiringActive: false)
+        // The first key, made on the environment's first token: Keyway's doing.
+        return try await store.insertSigningKey(try makeKey(for: environmentID), retiringActive: false, audit: .system)
     }
 
     private func makeKey(for environmentID: EnvironmentID) throws -> SigningKeyRecord {

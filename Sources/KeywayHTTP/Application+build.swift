@@ -65,7 +65,8 @@ public func buildApplication(
             revocationPollInterval: .milliseconds(configuration.revocationPollMilliseconds),
             usageFlushInterval: .seconds(configuration.usageFlushSeconds),
             shutdownTimeout: .seconds(configuration.shutdownTimeoutSeconds),
-            logger: logger
+            logger: logger,
+            auditRetentionDays: configuration.auditRetentionDays
         )
     ]
     if let address = configuration.metricsAddress {

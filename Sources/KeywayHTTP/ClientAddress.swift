@@ -131,8 +131,14 @@ public struct TrustedProxies: Sendable, Equatable {
     ///   - peer: The TCP peer's address as text; `nil` when the transport has none.
     ///   - headers: The request's headers.
     func clientKey(peer: String?, headers: HTTPFields) -> String {
-        guard let peer, let peerAddress = IPAddress(peer) else { return "unknown" }
-        guard trusts(peerAddress) else { return peerAddress.throttleKey }
+        clientAddress(peer: peer, headers: headers)?.throttleKey ?? "unknown"
+    }
+
+    /// The client's address, chosen as ``clientKey(peer:headers:)`` chooses it (whole, for the
+    /// audit log); `nil` when the transport has none.
+    func clientAddress(peer: String?, headers: HTTPFields) -> IPAddress? {
+        guard let peer, let peerAddress = IPAddress(peer) else { return nil }
+        guard trusts(peerAddress) else { return peerAddress }
         let hops = forwardedHops(headers)
         var client = peerAddress
         for hop in hops.reversed() {
@@ -141,7 +147,7 @@ public struct TrustedProxies: Sendable, Equatable {
             client = address
             if !trusts(address) { break }
         }
-        return client.throttleKey
+        return client
     }
 
     /// The addresses the chosen header lists, leftmost first, across repeated header lines.

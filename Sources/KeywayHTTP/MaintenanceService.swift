@@ -22,6 +22,10 @@ struct MaintenanceService: Service {
     let logger: Logger
     /// How often expired dashboard sessions are deleted; tests shorten it.
     var sessionPurgeInterval = Self.defaultSessionPurgeInterval
+    /// How long audit entries are kept (`KEYWAY_AUDIT_RETENTION_DAYS`).
+    var auditRetentionDays = ServerConfiguration.defaultAuditRetentionDays
+    /// How often ended graces are written to the audit log; tests shorten it.
+    var graceAuditInterval: Duration = .seconds(1)
 
     /// Hourly: an expired session already opens nothing, deleting it only keeps the table small.
     static let defaultSessionPurgeInterval: Duration = .seconds(3600)
@@ -85,8 +89,21 @@ struct MaintenanceService: Service {
             group.addTask {
                 await repeatUntilShutdown(every: sessionPurgeInterval) {
                     try await store.deleteExpiredSessions(before: Date())
+                    // Hourly too: retention is counted in days.
+                    let cutoff = Date().addingTimeInterval(-Double(auditRetentionDays) * 86_400)
+                    let deleted = try await store.deleteAuditEntries(before: cutoff)
+                    if deleted > 0 { logger.info("old audit entries deleted", metadata: ["count": "\(deleted)"]) }
                 } onFailure: { error in
-                    logger.warning("could not delete expired sessions", metadata: ["error": "\(String(reflecting: error))"])
+                    logger.warning("could not delete expired sessions or old audit entries", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+            group.addTask {
+                // A grace ends by the clock, with nothing written: its `key.expired` entry is written
+                // here, once, by whichever instance comes first, within a second of the end.
+                await repeatUntilShutdown(every: graceAuditInterval) {
+                    _ = try await store.recordExpiredGraces(at: Date())
+                } onFailure: { error in
+                    logger.warning("could not record ended grace periods", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
         }

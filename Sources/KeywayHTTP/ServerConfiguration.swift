@@ -29,6 +29,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var revocationPollMilliseconds = 250
     /// `KEYWAY_USAGE_FLUSH_SECONDS`: how often keys' last-used times are written.
     public var usageFlushSeconds = 10
+    /// `KEYWAY_AUDIT_RETENTION_DAYS`: how long audit entries are kept; older ones are
+    /// deleted hourly by the maintenance service.
+    public var auditRetentionDays = Self.defaultAuditRetentionDays
+    /// A year: long enough for an annual review, the usual horizon of compliance audits.
+    public static let defaultAuditRetentionDays = 365
     /// `KEYWAY_SHUTDOWN_TIMEOUT_SECONDS`: the most each step of a graceful stop
     /// (draining requests, writing last-used times, closing connections) may
     /// take; what is not done by then is abandoned and logged.
@@ -85,6 +90,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let poll = try settings.integer("KEYWAY_REVOCATION_POLL_MS", in: 50...60_000) { self.revocationPollMilliseconds = poll }
         if let flush = try settings.integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
         if let seconds = try settings.integer("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", in: 1...600) { self.shutdownTimeoutSeconds = seconds }
+        if let days = try settings.integer("KEYWAY_AUDIT_RETENTION_DAYS", in: 1...36_500) { self.auditRetentionDays = days }
         if let entries = try settings.integer("KEYWAY_THROTTLE_ENTRIES", in: 100...10_000_000) { self.throttleEntries = entries }
         var header = TrustedProxies.Header.xForwardedFor
         if let name = settings.string("KEYWAY_CLIENT_ADDRESS_HEADER") {

@@ -207,6 +207,35 @@ enum KeywayPostgresSchema {
                 "CREATE UNIQUE INDEX service_tokens_one_active_per_name ON service_tokens(name) WHERE revoked_at IS NULL",
             ]
         ),
+        (
+            // Every change to credentials and access, inserted by the change's own transaction.
+            "v9: audit log",
+            [
+                """
+                CREATE TABLE audit_log (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    at BIGINT NOT NULL,
+                    account_id TEXT,
+                    environment TEXT,
+                    event TEXT NOT NULL,
+                    actor TEXT NOT NULL,
+                    resource_type TEXT,
+                    resource_id TEXT,
+                    resource_hint TEXT,
+                    hashed_token TEXT,
+                    client_address TEXT,
+                    user_agent TEXT,
+                    request_id TEXT,
+                    details TEXT NOT NULL DEFAULT '{}'
+                )
+                """,
+                "CREATE INDEX audit_log_by_account ON audit_log(account_id, at, id)",
+                "CREATE INDEX audit_log_by_time ON audit_log(at)",
+                // 1 while a rolled key's grace runs and its end is not yet in the log.
+                "ALTER TABLE secret_keys ADD COLUMN grace_audit_pending BOOLEAN NOT NULL DEFAULT false",
+                "CREATE INDEX secret_keys_grace_audit_pending ON secret_keys(revoked_at) WHERE grace_audit_pending",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

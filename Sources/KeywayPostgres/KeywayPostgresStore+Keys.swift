@@ -11,10 +11,10 @@ extension KeywayPostgresStore {
         replacing replacement: KeyReplacement,
         retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
-        createdBy: String,
+        audit: AuditContext,
         at date: Date
     ) async throws -> KeyGeneration {
-        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: createdBy, at: date)
+        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: audit.actor, at: date)
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         return try await transaction { connection in
@@ -50,13 +50,13 @@ extension KeywayPostgresStore {
             let now = record.createdAt.keywayMilliseconds
             let rows = try await connection.query(
                 """
-                SELECT id, digest, revoked_at IS NOT NULL FROM secret_keys
+                SELECT id, digest, hint, revoked_at IS NOT NULL FROM secret_keys
                 WHERE account_id = \(account) AND environment = \(environment) AND (revoked_at IS NULL OR revoked_at > \(now))
                 """,
                 logger: logger
-            ).decode((String, Data, Bool).self)
-            var previous: [(id: String, digest: Data, inGrace: Bool)] = []
-            for try await row in rows { previous.append((row.0, row.1, row.2)) }
+            ).decode((String, Data, String, Bool).self)
+            var previous: [(id: String, digest: Data, hint: String, inGrace: Bool)] = []
+            for try await row in rows { previous.append((row.0, row.1, row.2, row.3)) }
             if case .only(let expected) = replacement {
                 let current = previous.filter { !$0.inGrace }.map { SecretKeyID(rawValue: $0.id) }
                 guard current == (expected.map { [$0] } ?? []) else { throw KeywayError.activeKeyChanged }
@@ -67,30 +67,47 @@ extension KeywayPostgresStore {
             // taken last and held only for the updates, the insert and the commit.
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.revocationSequenceLock))", logger: logger)
             var revoked: [KeyRevocation] = []
+            var entries = [AuditEntry.keyGenerated(record, context: audit)]
             // One row per statement: each draws its own number.
             for key in previous {
                 let (until, reason) = retirement.revocation(ofKeyInGrace: key.inGrace, at: record.createdAt)
+                // A grace that runs on is recorded when it ends (`recordExpiredGraces`); one ended now is recorded here.
+                let gracePending = until > record.createdAt
                 let sequences = try await connection.query(
                     """
                     UPDATE secret_keys SET revoked_at = \(until.keywayMilliseconds), revocation_reason = \(reason.rawValue),
-                        revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys)
+                        revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys),
+                        grace_audit_pending = \(gracePending)
                     WHERE id = \(key.id)
                     RETURNING revocation_sequence
                     """,
                     logger: logger
                 ).decode(Int64.self)
                 for try await sequence in sequences {
-                    revoked.append(KeyRevocation(sequence: sequence, digest: try Self.digest(key.digest), revokedAt: until, reason: reason))
+                    let revocation = KeyRevocation(sequence: sequence, digest: try Self.digest(key.digest), revokedAt: until, reason: reason)
+                    revoked.append(revocation)
+                    entries.append(
+                        .keyReplaced(
+                            id: SecretKeyID(rawValue: key.id),
+                            hint: key.hint,
+                            in: environmentID,
+                            revocation: revocation,
+                            replacement: record.id,
+                            at: record.createdAt,
+                            context: audit
+                        )
+                    )
                 }
             }
             try await connection.query(
                 """
                 INSERT INTO secret_keys (id, account_id, environment, digest, hint, created_at, created_by)
                 VALUES (\(record.id.rawValue), \(account), \(environment), \(Data(key.digest.bytes)), \(record.hint),
-                        \(record.createdAt.keywayMilliseconds), \(createdBy))
+                        \(record.createdAt.keywayMilliseconds), \(audit.actor))
                 """,
                 logger: logger
             )
+            try await Self.insert(entries, connection: connection, logger: logger)
             if let last = revoked.last {
                 try await connection.query("SELECT pg_notify(\(Self.revocationChannel), \(String(last.sequence)))", logger: logger)
             }

@@ -43,7 +43,15 @@ extension KeywayPostgresStore {
 
     // MARK: Dashboard members and sessions
 
-    public func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+    public func createAccount(
+        name: String,
+        ownerEmail: String,
+        passwordHash: String,
+        at date: Date,
+        audit: AuditContext
+    ) async throws -> (
+        Account, Member
+    ) {
         let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
         let owner = Member(id: .generate(), accountID: account.id, email: ownerEmail, role: .owner, createdAt: account.createdAt)
         do {
@@ -57,6 +65,7 @@ extension KeywayPostgresStore {
                     """,
                     logger: logger
                 )
+                try await Self.insert([.member(.signedUp, owner, at: account.createdAt, context: audit)], connection: connection, logger: logger)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             throw KeywayError.emailTaken()
@@ -80,22 +89,26 @@ extension KeywayPostgresStore {
         try await first("SELECT password_hash FROM members WHERE id = \(id.rawValue)", as: String.self)
     }
 
-    public func changePassword(of id: MemberID, to passwordHash: String) async throws {
+    public func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         try await transaction { connection in
             try await connection.query("UPDATE members SET password_hash = \(passwordHash) WHERE id = \(id.rawValue)", logger: logger)
             try await connection.query("DELETE FROM sessions WHERE member_id = \(id.rawValue)", logger: logger)
+            try await Self.insert([audit], connection: connection, logger: logger)
         }
     }
 
-    public func createSession(_ session: DashboardSession) async throws {
-        try await client.query(
-            """
-            INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at)
-            VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.csrfToken), \(session.createdAt.keywayMilliseconds),
-                    \(session.expiresAt.keywayMilliseconds))
-            """,
-            logger: logger
-        )
+    public func createSession(_ session: DashboardSession, audit: AuditEntry) async throws {
+        try await transaction { connection in
+            try await connection.query(
+                """
+                INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at)
+                VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.csrfToken),
+                        \(session.createdAt.keywayMilliseconds), \(session.expiresAt.keywayMilliseconds))
+                """,
+                logger: logger
+            )
+            try await Self.insert([audit], connection: connection, logger: logger)
+        }
     }
 
     public func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? {
@@ -116,8 +129,11 @@ extension KeywayPostgresStore {
         }
     }
 
-    public func deleteSession(digest: KeyDigest) async throws {
-        try await client.query("DELETE FROM sessions WHERE digest = \(Data(digest.bytes))", logger: logger)
+    public func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws {
+        try await transaction { connection in
+            try await connection.query("DELETE FROM sessions WHERE digest = \(Data(digest.bytes))", logger: logger)
+            try await Self.insert([audit], connection: connection, logger: logger)
+        }
     }
 
     public func deleteExpiredSessions(before date: Date) async throws {

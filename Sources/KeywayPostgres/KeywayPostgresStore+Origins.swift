@@ -16,7 +16,7 @@ extension KeywayPostgresStore {
         )
     }
 
-    public func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
+    public func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID, audit: AuditContext) async throws {
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         try await transaction { connection in
@@ -43,6 +43,7 @@ extension KeywayPostgresStore {
                     logger: logger
                 )
             }
+            try await Self.insert([.originsChanged(origins, for: environmentID, at: Date(), context: audit)], connection: connection, logger: logger)
         }
     }
 

@@ -17,7 +17,7 @@ extension KeywayPostgresStore: RateLimitExchange {
         return limits
     }
 
-    public func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
+    public func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID, audit: AuditContext) async throws {
         let account = environmentID.accountID.rawValue
         let environment = environmentID.environment.rawValue
         try await transaction { connection in
@@ -32,6 +32,11 @@ extension KeywayPostgresStore: RateLimitExchange {
             for try await _ in updated { found = true }
             guard found else { throw KeywayError.accountNotFound(environmentID.accountID) }
             try await connection.query("UPDATE rate_limit_version SET version = version + 1", logger: logger)
+            try await Self.insert(
+                [.rateLimitChanged(setting, for: environmentID, at: Date(), context: audit)],
+                connection: connection,
+                logger: logger
+            )
         }
     }
 

@@ -8,16 +8,24 @@ extension KeywayPostgresStore {
     typealias ServiceTokenRow = (String, String, Data, String, Int64, Int64?)
     static let serviceTokenColumns = "id, name, digest, hint, created_at, revoked_at"
 
-    public func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord {
+    public func insertServiceToken(_ token: ServiceTokenRecord, audit: AuditContext) async throws -> ServiceTokenRecord {
         do {
-            // The partial unique index decides between racing creations of one name.
-            try await client.query(
-                """
-                INSERT INTO service_tokens (id, name, digest, hint, created_at)
-                VALUES (\(token.id.rawValue), \(token.name), \(Data(token.digest.bytes)), \(token.hint), \(token.createdAt.keywayMilliseconds))
-                """,
-                logger: logger
-            )
+            try await transaction { connection in
+                // The partial unique index decides between racing creations of one name.
+                try await connection.query(
+                    """
+                    INSERT INTO service_tokens (id, name, digest, hint, created_at)
+                    VALUES (\(token.id.rawValue), \(token.name), \(Data(token.digest.bytes)), \(token.hint),
+                            \(token.createdAt.keywayMilliseconds))
+                    """,
+                    logger: logger
+                )
+                try await Self.insert(
+                    [.serviceToken(.serviceTokenCreated, token, at: token.createdAt, context: audit)],
+                    connection: connection,
+                    logger: logger
+                )
+            }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             throw KeywayError.serviceTokenNameTaken(token.name)
         }
@@ -38,7 +46,7 @@ extension KeywayPostgresStore {
         ).map(Self.serviceToken)
     }
 
-    public func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? {
+    public func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date, audit: AuditContext) async throws -> ServiceTokenRecord? {
         let (id, name): (String?, String?) =
             switch reference {
             case .id(let id): (id.rawValue, nil)
@@ -57,7 +65,12 @@ extension KeywayPostgresStore {
             for try await row in rows { revoked = try Self.serviceToken(row) }
             // Every instance refreshes its service tokens where it follows key revocations;
             // the notification is delivered at commit, with the revocation.
-            if revoked != nil {
+            if let revoked {
+                try await Self.insert(
+                    [.serviceToken(.serviceTokenRevoked, revoked, at: date, context: audit)],
+                    connection: connection,
+                    logger: logger
+                )
                 try await connection.query("SELECT pg_notify(\(Self.revocationChannel), 'service-token')", logger: logger)
             }
             return revoked

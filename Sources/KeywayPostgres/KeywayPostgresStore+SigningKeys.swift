@@ -24,7 +24,7 @@ extension KeywayPostgresStore {
         try await first("SELECT EXISTS (SELECT 1 FROM signing_keys)", as: Bool.self) ?? false
     }
 
-    public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
+    public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord {
         let account = key.environmentID.accountID.rawValue
         let environment = key.environmentID.environment.rawValue
         return try await transaction { connection in
@@ -48,7 +48,10 @@ extension KeywayPostgresStore {
             ).decode(String.self)
             var didInsert = false
             for try await _ in inserted { didInsert = true }
-            if didInsert { return key }
+            if didInsert {
+                try await Self.insert([.signingKeyRotated(key, context: audit)], connection: connection, logger: logger)
+                return key
+            }
             // Another instance created the first key at the same moment: use theirs.
             let rows = try await connection.query(
                 """

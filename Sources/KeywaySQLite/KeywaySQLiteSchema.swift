@@ -183,6 +183,36 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v8: audit log") { db in
+            try db.execute(
+                sql: """
+                    -- Every change to credentials and access, inserted by the change's own transaction.
+                    CREATE TABLE audit_log (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        at INTEGER NOT NULL,
+                        -- NULL for the operator's own changes (service tokens).
+                        account_id TEXT,
+                        environment TEXT,
+                        event TEXT NOT NULL,
+                        actor TEXT NOT NULL,
+                        resource_type TEXT,
+                        resource_id TEXT,
+                        resource_hint TEXT,
+                        -- SHA-256 of a key, base64: never the key.
+                        hashed_token TEXT,
+                        client_address TEXT,
+                        user_agent TEXT,
+                        request_id TEXT,
+                        details TEXT NOT NULL DEFAULT '{}'
+                    ) STRICT;
+                    CREATE INDEX audit_log_by_account ON audit_log(account_id, at, id);
+                    CREATE INDEX audit_log_by_time ON audit_log(at);
+                    -- 1 while a rolled key's grace runs and its end is not yet in the log.
+                    ALTER TABLE secret_keys ADD COLUMN grace_audit_pending INTEGER NOT NULL DEFAULT 0 CHECK (grace_audit_pending IN (0, 1));
+                    CREATE INDEX secret_keys_grace_audit_pending ON secret_keys(revoked_at) WHERE grace_audit_pending = 1;
+                    """
+            )
+        }
         return migrator
     }()
 

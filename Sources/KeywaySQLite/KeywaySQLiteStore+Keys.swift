@@ -11,10 +11,10 @@ extension KeywaySQLiteStore {
         replacing replacement: KeyReplacement,
         retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
-        createdBy: String,
+        audit: AuditContext,
         at date: Date
     ) async throws -> KeyGeneration {
-        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: createdBy, at: date)
+        let record = SecretKeyRecord(new: key, for: environmentID, createdBy: audit.actor, at: date)
         return try await database.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM accounts WHERE id = ?", arguments: [environmentID.accountID.rawValue]) != nil
             else {
@@ -35,7 +35,7 @@ extension KeywaySQLiteStore {
             let previous = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT id, digest, revoked_at FROM secret_keys
+                    SELECT id, digest, hint, revoked_at FROM secret_keys
                     WHERE account_id = ? AND environment = ? AND (revoked_at IS NULL OR revoked_at > ?)
                     """,
                 arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, record.createdAt.keywayMilliseconds]
@@ -46,17 +46,32 @@ extension KeywaySQLiteStore {
             }
             var sequence = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0
             var revoked: [KeyRevocation] = []
+            var entries = [AuditEntry.keyGenerated(record, context: audit)]
             for row in previous {
                 sequence += 1
                 let (until, reason) = retirement.revocation(ofKeyInGrace: (row["revoked_at"] as Int64?) != nil, at: record.createdAt)
+                // A grace that runs on is recorded when it ends (`recordExpiredGraces`); one ended now is recorded here.
+                let gracePending = until > record.createdAt
                 try db.execute(
                     sql: """
-                        UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?
+                        UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?, grace_audit_pending = ?
                         WHERE id = ?
                         """,
-                    arguments: [until.keywayMilliseconds, reason.rawValue, sequence, row["id"] as String]
+                    arguments: [until.keywayMilliseconds, reason.rawValue, sequence, gracePending ? 1 : 0, row["id"] as String]
                 )
-                revoked.append(KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: until, reason: reason))
+                let revocation = KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: until, reason: reason)
+                revoked.append(revocation)
+                entries.append(
+                    .keyReplaced(
+                        id: SecretKeyID(rawValue: row["id"]),
+                        hint: row["hint"],
+                        in: environmentID,
+                        revocation: revocation,
+                        replacement: record.id,
+                        at: record.createdAt,
+                        context: audit
+                    )
+                )
             }
             try db.execute(
                 sql: """
@@ -65,9 +80,10 @@ extension KeywaySQLiteStore {
                     """,
                 arguments: [
                     record.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue,
-                    Data(key.digest.bytes), record.hint, record.createdAt.keywayMilliseconds, createdBy,
+                    Data(key.digest.bytes), record.hint, record.createdAt.keywayMilliseconds, audit.actor,
                 ]
             )
+            try Self.insert(entries, db: db)
             return KeyGeneration(key: record, revoked: revoked)
         }
     }

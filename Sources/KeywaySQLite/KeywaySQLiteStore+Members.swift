@@ -40,7 +40,15 @@ extension KeywaySQLiteStore {
 
     // MARK: Dashboard members and sessions
 
-    public func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+    public func createAccount(
+        name: String,
+        ownerEmail: String,
+        passwordHash: String,
+        at date: Date,
+        audit: AuditContext
+    ) async throws -> (
+        Account, Member
+    ) {
         let account = Account(id: .generate(), name: name, createdAt: date.keywayPrecision)
         let owner = Member(id: .generate(), accountID: account.id, email: ownerEmail, role: .owner, createdAt: account.createdAt)
         try await database.write { db in
@@ -54,6 +62,7 @@ extension KeywaySQLiteStore {
                     owner.id.rawValue, account.id.rawValue, owner.email, passwordHash, owner.role.rawValue, owner.createdAt.keywayMilliseconds,
                 ]
             )
+            try Self.insert([.member(.signedUp, owner, at: account.createdAt, context: audit)], db: db)
         }
         return (account, owner)
     }
@@ -78,15 +87,17 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func changePassword(of id: MemberID, to passwordHash: String) async throws {
+    public func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         try await database.write { db in
             try db.execute(sql: "UPDATE members SET password_hash = ? WHERE id = ?", arguments: [passwordHash, id.rawValue])
             try db.execute(sql: "DELETE FROM sessions WHERE member_id = ?", arguments: [id.rawValue])
+            try Self.insert([audit], db: db)
         }
     }
 
-    public func createSession(_ session: DashboardSession) async throws {
+    public func createSession(_ session: DashboardSession, audit: AuditEntry) async throws {
         try await database.write { db in
+            try Self.insert([audit], db: db)
             try db.execute(
                 sql: "INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [
@@ -115,9 +126,10 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func deleteSession(digest: KeyDigest) async throws {
+    public func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM sessions WHERE digest = ?", arguments: [Data(digest.bytes)])
+            try Self.insert([audit], db: db)
         }
     }
 

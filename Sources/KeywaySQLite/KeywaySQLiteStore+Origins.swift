@@ -14,7 +14,7 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
+    public func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID, audit: AuditContext) async throws {
         let scope: StatementArguments = [environmentID.accountID.rawValue, environmentID.environment.rawValue]
         try await database.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM environments WHERE account_id = ? AND name = ?", arguments: scope) != nil
@@ -26,6 +26,7 @@ extension KeywaySQLiteStore {
                     arguments: scope + [position, origin.serialized]
                 )
             }
+            try Self.insert([.originsChanged(origins, for: environmentID, at: Date(), context: audit)], db: db)
         }
     }
 

@@ -22,7 +22,7 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
+    public func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID, audit: AuditContext) async throws {
         try await database.write { db in
             try db.execute(
                 sql: "UPDATE environments SET requests_per_second = ? WHERE account_id = ? AND name = ?",
@@ -30,6 +30,7 @@ extension KeywaySQLiteStore {
             )
             guard db.changesCount == 1 else { throw KeywayError.accountNotFound(environmentID.accountID) }
             try db.execute(sql: "UPDATE rate_limit_version SET version = version + 1")
+            try Self.insert([.rateLimitChanged(setting, for: environmentID, at: Date(), context: audit)], db: db)
         }
     }
 

@@ -4,7 +4,7 @@ public import KeywayCore
 
 /// The credentials of the operator's own services.
 extension KeywaySQLiteStore {
-    public func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord {
+    public func insertServiceToken(_ token: ServiceTokenRecord, audit: AuditContext) async throws -> ServiceTokenRecord {
         try await database.write { db in
             // One writer at a time: the check and the insert cannot be split by another.
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM service_tokens WHERE name = ? AND revoked_at IS NULL", arguments: [token.name]) == nil
@@ -13,6 +13,7 @@ extension KeywaySQLiteStore {
                 sql: "INSERT INTO service_tokens (id, name, digest, hint, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [token.id.rawValue, token.name, Data(token.digest.bytes), token.hint, token.createdAt.keywayMilliseconds]
             )
+            try Self.insert([.serviceToken(.serviceTokenCreated, token, at: token.createdAt, context: audit)], db: db)
         }
         return token
     }
@@ -30,7 +31,7 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? {
+    public func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date, audit: AuditContext) async throws -> ServiceTokenRecord? {
         let (column, value) =
             switch reference {
             case .id(let id): ("id", id.rawValue)
@@ -38,7 +39,7 @@ extension KeywaySQLiteStore {
             }
         // A commit is what the `data_version` watch of every server sees: no notification to send.
         return try await database.write { db in
-            try Row.fetchOne(
+            let revoked = try Row.fetchOne(
                 db,
                 sql: """
                     UPDATE service_tokens SET revoked_at = ?
@@ -47,6 +48,10 @@ extension KeywaySQLiteStore {
                     """,
                 arguments: [date.keywayMilliseconds, value]
             ).map(ServiceTokenRecord.init(row:))
+            if let revoked {
+                try Self.insert([.serviceToken(.serviceTokenRevoked, revoked, at: date, context: audit)], db: db)
+            }
+            return revoked
         }
     }
 }

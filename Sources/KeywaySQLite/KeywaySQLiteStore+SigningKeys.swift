@@ -24,7 +24,7 @@ extension KeywaySQLiteStore {
         try await database.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM signing_keys)") ?? false }
     }
 
-    public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
+    public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord {
         try await database.write { db in
             let scope: StatementArguments = [key.environmentID.accountID.rawValue, key.environmentID.environment.rawValue]
             if retiringActive {
@@ -46,6 +46,7 @@ extension KeywaySQLiteStore {
                     """,
                 arguments: [key.id] + scope + [key.publicKey, key.sealedPrivateKey, key.createdAt.keywayMilliseconds]
             )
+            try Self.insert([.signingKeyRotated(key, context: audit)], db: db)
             return key
         }
     }

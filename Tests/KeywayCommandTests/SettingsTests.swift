@@ -124,5 +124,5 @@ private struct SealedKeys: SigningKeyStore {
     func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] { [] }
     func signingKey(id: String) async throws -> SigningKeyRecord? { nil }
     func hasSigningKeys() async throws -> Bool { hasKeys }
-    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord { key }
+    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord { key }
 }

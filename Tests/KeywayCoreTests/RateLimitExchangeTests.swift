@@ -12,7 +12,7 @@ import Testing
 
     func limits() async throws -> RateLimits {
         let store = HeldRateLimitStore()
-        try await store.setRateLimit(.requestsPerSecond(10), for: environment)
+        try await store.setRateLimit(.requestsPerSecond(10), for: environment, audit: .system)
         let limits = RateLimits(store: store, sharesCounts: true, now: { [clock] in clock.now })
         try await limits.refresh()
         return limits
@@ -77,7 +77,7 @@ import Testing
     /// again in full before the next exchange.
     @Test func aBatchAfterAGapIsNotExpectedAgainInFull() async throws {
         let store = HeldRateLimitStore()
-        try await store.setRateLimit(.requestsPerSecond(50), for: environment)
+        try await store.setRateLimit(.requestsPerSecond(50), for: environment, audit: .system)
         let limits = RateLimits(store: store, sharesCounts: true, now: { [clock] in clock.now })
         try await limits.refresh()
         let exchange = ScriptedExchange([

@@ -34,12 +34,16 @@ import Testing
         let limits = RateLimits(store: store)
         try await limits.refresh()
         // Another environment changes, so the next refresh reads the limits (the version moved).
-        try await store.setRateLimit(.requestsPerSecond(3), for: EnvironmentID(accountID: AccountID(rawValue: "acct_b"), environment: .production))
+        try await store.setRateLimit(
+            .requestsPerSecond(3),
+            for: EnvironmentID(accountID: AccountID(rawValue: "acct_b"), environment: .production),
+            audit: .system
+        )
 
         store.gate.arm()
         async let stale: Void = limits.refresh()  // reads version 2, then the old limits, held
         await store.gate.waitUntilHeld()
-        try await store.setRateLimit(.requestsPerSecond(7), for: environment)  // another process
+        try await store.setRateLimit(.requestsPerSecond(7), for: environment, audit: .system)  // another process
         try await limits.refresh()
         #expect(limits.setting(for: environment) == .requestsPerSecond(7))
         store.gate.release()
@@ -53,12 +57,16 @@ import Testing
         let limits = RateLimits(store: store)
         try await limits.refresh()
         // Another environment changes, so the next refresh reads the limits (the version moved).
-        try await store.setRateLimit(.requestsPerSecond(3), for: EnvironmentID(accountID: AccountID(rawValue: "acct_b"), environment: .production))
+        try await store.setRateLimit(
+            .requestsPerSecond(3),
+            for: EnvironmentID(accountID: AccountID(rawValue: "acct_b"), environment: .production),
+            audit: .system
+        )
 
         store.gate.arm()
         async let stale: Void = limits.refresh()
         await store.gate.waitUntilHeld()
-        try await limits.set(.off, for: environment)  // the dashboard
+        try await limits.set(.off, for: environment, audit: .system)  // the dashboard
         store.gate.release()
         try await stale
         #expect(limits.setting(for: environment) == .off, "the stale read was applied over the dashboard's change")
@@ -136,7 +144,7 @@ final class HeldServiceTokenStore: ServiceTokenStore {
         }
     }
 
-    func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord {
+    func insertServiceToken(_ token: ServiceTokenRecord, audit: AuditContext) async throws -> ServiceTokenRecord {
         records.withLock { $0.append(token) }
         return token
     }
@@ -151,7 +159,7 @@ final class HeldServiceTokenStore: ServiceTokenStore {
         return snapshot
     }
 
-    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? { nil }
+    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date, audit: AuditContext) async throws -> ServiceTokenRecord? { nil }
 }
 
 final class HeldRateLimitStore: RateLimitStore {
@@ -164,7 +172,7 @@ final class HeldRateLimitStore: RateLimitStore {
         return snapshot
     }
 
-    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
+    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID, audit: AuditContext) async throws {
         table.withLock { table in
             table.limits[environmentID] = setting == .default ? nil : setting
             table.version += 1

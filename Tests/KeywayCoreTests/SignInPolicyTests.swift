@@ -17,7 +17,7 @@ import Testing
 
     /// Signs up `email` with `password` from a client of its own.
     func member(_ email: String, password: String = "the real password") async throws -> Member {
-        let outcome = try await policy.signUp(company: "Acme", email: email, password: password, client: "signup-" + email)
+        let outcome = try await policy.signUp(company: "Acme", email: email, password: password, client: "signup-" + email, audit: .system)
         guard case .signedUp(let member) = outcome else { throw Unexpected(outcome) }
         return member
     }
@@ -26,16 +26,16 @@ import Testing
         _ = try await member("owner@acme.test")
         let before = hasher.counts
 
-        #expect(try await policy.signIn(email: "owner@acme.test", password: "a wrong password", client: "a") == .wrongCredentials)
+        #expect(try await policy.signIn(email: "owner@acme.test", password: "a wrong password", client: "a", audit: .system) == .wrongCredentials)
         #expect(hasher.counts.verifications == before.verifications + 1)
         #expect(hasher.counts.hashes == before.hashes)
-        #expect(try await policy.signIn(email: "nobody@acme.test", password: "a wrong password", client: "b") == .wrongCredentials)
+        #expect(try await policy.signIn(email: "nobody@acme.test", password: "a wrong password", client: "b", audit: .system) == .wrongCredentials)
         #expect(hasher.counts.verifications == before.verifications + 2, "an unknown email is checked once, as a known one is")
         // Against the decoy: a hash of its own, made once, never the hash of a real member.
         #expect(hasher.counts.hashes == before.hashes + 1)
         let decoy = try #require(hasher.lastVerified)
         #expect(decoy != store.passwordHashes["owner@acme.test"])
-        #expect(try await policy.signIn(email: "someone.else@acme.test", password: "another guess", client: "c") == .wrongCredentials)
+        #expect(try await policy.signIn(email: "someone.else@acme.test", password: "another guess", client: "c", audit: .system) == .wrongCredentials)
         #expect(hasher.counts.verifications == before.verifications + 3)
         #expect(hasher.lastVerified == decoy, "the decoy is made once and reused")
         #expect(hasher.counts.hashes == before.hashes + 1)
@@ -46,7 +46,7 @@ import Testing
         let email = AttemptThrottle.Policy.perAccount
         #expect((email.freeFailures, email.lockoutAfter, email.window, email.lockout) == (5, 10, .seconds(900), .seconds(900)))
         func attempt(_ password: String = "a wrong password", client: String) async throws -> SignInPolicy.SignInOutcome {
-            try await policy.signIn(email: "Owner@acme.test", password: password, client: client)
+            try await policy.signIn(email: "Owner@acme.test", password: password, client: client, audit: .system)
         }
         // Every attempt from another client, so only the email's count can refuse.
         let start = clock.now
@@ -78,7 +78,7 @@ import Testing
         // A new email each time, so only the client's count can refuse.
         func attempt(from client: String = "198.51.100.7") async throws -> SignInPolicy.SignInOutcome {
             guesses += 1
-            return try await policy.signIn(email: "guess\(guesses)@acme.test", password: "a wrong password", client: client)
+            return try await policy.signIn(email: "guess\(guesses)@acme.test", password: "a wrong password", client: client, audit: .system)
         }
         for _ in 0..<20 { #expect(try await attempt() == .wrongCredentials) }
         let checked = hasher.counts.verifications
@@ -103,10 +103,10 @@ import Testing
         let owner = try await member("owner@acme.test")
         // Someone locks the owner's email out.
         for index in 0..<10 {
-            _ = try await policy.signIn(email: "owner@acme.test", password: "guess", client: "attacker \(index)")
+            _ = try await policy.signIn(email: "owner@acme.test", password: "guess", client: "attacker \(index)", audit: .system)
             clock.advance(by: 20)
         }
-        #expect(try await policy.signIn(email: "owner@acme.test", password: "the real password", client: "owner") != .signedIn(owner))
+        #expect(try await policy.signIn(email: "owner@acme.test", password: "the real password", client: "owner", audit: .system) != .signedIn(owner))
 
         let session = KeyDigest(hashing: "a session".utf8)
         #expect(try await policy.confirmPassword("", of: owner.id, session: session) == .missing)
@@ -161,7 +161,7 @@ final class CountingPasswordHasher: PasswordHasher {
 }
 
 /// Members and sessions in memory: what the sign-in policy reads and writes.
-final class MemberStoreFake: MemberStore {
+final class MemberStoreFake: MemberStore, AuditStore {
     private struct Entry {
         var member: Member
         var passwordHash: String
@@ -170,13 +170,17 @@ final class MemberStoreFake: MemberStore {
 
     var passwordHashes: [String: String] { members.withLock { $0.mapValues(\.passwordHash) } }
 
-    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
+    /// What would be in the audit log.
+    let entries = Mutex<[AuditEntry]>([])
+
+    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date, audit: AuditContext) async throws -> (Account, Member) {
         let account = Account(id: .generate(), name: name, createdAt: date)
         let member = Member(id: .generate(), accountID: account.id, email: ownerEmail, role: .owner, createdAt: date)
         try members.withLock { members in
             guard members[ownerEmail] == nil else { throw KeywayError.emailTaken() }
             members[ownerEmail] = Entry(member: member, passwordHash: passwordHash)
         }
+        entries.withLock { $0.append(.member(.signedUp, member, at: date, context: audit)) }
         return (account, member)
     }
 
@@ -192,14 +196,22 @@ final class MemberStoreFake: MemberStore {
         members.withLock { $0.values.first { $0.member.id == id }?.passwordHash }
     }
 
-    func changePassword(of id: MemberID, to passwordHash: String) async throws {
+    func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         members.withLock { members in
             for (email, entry) in members where entry.member.id == id { members[email]?.passwordHash = passwordHash }
         }
+        entries.withLock { $0.append(audit) }
     }
 
-    func createSession(_ session: DashboardSession) async throws {}
+    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws { entries.withLock { $0.append(audit) } }
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { nil }
-    func deleteSession(digest: KeyDigest) async throws {}
+    func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws { entries.withLock { $0.append(audit) } }
     func deleteExpiredSessions(before date: Date) async throws {}
+
+    func recordAudit(_ entry: AuditEntry) async throws { entries.withLock { $0.append(entry) } }
+    func auditEntries(for accountID: AccountID?, matching query: AuditQuery) async throws -> [AuditEntry] {
+        entries.withLock { $0.filter { $0.accountID == accountID }.reversed() }
+    }
+    func deleteAuditEntries(before date: Date) async throws -> Int { 0 }
+    func recordExpiredGraces(at date: Date) async throws -> Int { 0 }
 }

@@ -33,6 +33,9 @@ final class TestBrowser: @unchecked Sendable {
 
     init(_ client: any TestClientProtocol) { self.client = client }
 
+    /// What the audit log records as the browser's.
+    static let userAgent = "KeywayTestBrowser/1.0"
+
     struct Page {
         let status: HTTPResponse.Status
         let headers: HTTPFields
@@ -64,7 +67,7 @@ final class TestBrowser: @unchecked Sendable {
     }
 
     private func send(_ method: HTTPRequest.Method, _ uri: String, body: String?) async throws -> Page {
-        var headers: HTTPFields = [:]
+        var headers: HTTPFields = [.userAgent: Self.userAgent]
         if !cookies.isEmpty { headers[.cookie] = cookies.map { "\($0.key)=\($0.value)" }.joined(separator: "; ") }
         if body != nil { headers[.contentType] = "application/x-www-form-urlencoded" }
         let page = try await client.execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) { response in

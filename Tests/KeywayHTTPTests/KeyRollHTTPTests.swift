@@ -49,7 +49,7 @@ import Testing
     @Test func aKeyOverItsLimitInGraceSaysWhenItStopsToo() async throws {
         let server = try await TestServer.make()
         let environment = EnvironmentID(accountID: server.acme.id, environment: .development)
-        try await server.rateLimits.set(.requestsPerSecond(1), for: environment)
+        try await server.rateLimits.set(.requestsPerSecond(1), for: environment, audit: .system)
         let old = server.key(server.acme, .development)
         _ = try await server.keys.roll(for: environment, grace: try KeyGrace(parsing: "1h"), createdBy: "test")
         try await server.test { client in

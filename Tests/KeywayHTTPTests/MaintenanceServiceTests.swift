@@ -10,7 +10,13 @@ import Testing
     @Test func expiredSessionsAreDeletedOnEveryRoundAndLiveOnesKept() async throws {
         let server = try await TestServer.make()
         let store = server.store
-        let (_, member) = try await store.createAccount(name: "Sessions", ownerEmail: "owner@sessions.test", passwordHash: "h", at: Date())
+        let (_, member) = try await store.createAccount(
+            name: "Sessions",
+            ownerEmail: "owner@sessions.test",
+            passwordHash: "h",
+            at: Date(),
+            audit: .system
+        )
         func session(expiringIn seconds: TimeInterval) async throws -> DashboardSession {
             let now = Date()
             let session = DashboardSession(
@@ -20,7 +26,7 @@ import Testing
                 createdAt: now.addingTimeInterval(-3600),
                 expiresAt: now.addingTimeInterval(seconds)
             )
-            try await store.createSession(session)
+            try await store.createSession(session, audit: .member(.signedIn, member, at: now, context: .system))
             return session
         }
         /// Whether the row is still stored (the lookup at its creation sees it even once expired).

@@ -13,7 +13,13 @@ import Testing
         let bcrypt = BcryptPasswordHasher()
         let server = try await TestServer.make(passwordHasher: bcrypt)
         // A member whose password is `ab`, as an older Keyway or an admin could have set.
-        _ = try await server.store.createAccount(name: "Old", ownerEmail: "old@acme.test", passwordHash: try await bcrypt.hash("ab"), at: Date())
+        _ = try await server.store.createAccount(
+            name: "Old",
+            ownerEmail: "old@acme.test",
+            passwordHash: try await bcrypt.hash("ab"),
+            at: Date(),
+            audit: .system
+        )
         try await server.test { client in
             let form = try await SignInForm(TestBrowser(client))
             let withNUL = try await form.submit(email: "old@acme.test", password: "ab\0cdefghijkl")

@@ -12,7 +12,7 @@ import Testing
 
     @Test func successesCarryThePolicyAndWhatRemains() async throws {
         let server = try await TestServer.make(limitRequests: true)
-        try await server.rateLimits.set(.requestsPerSecond(5), for: environmentID(server, server.acme, .development))
+        try await server.rateLimits.set(.requestsPerSecond(5), for: environmentID(server, server.acme, .development), audit: .system)
         try await server.test { client in
             let key = server.key(server.acme, .development)
             for remaining in [4, 3, 2] {
@@ -35,7 +35,7 @@ import Testing
 
     @Test func overTheLimitIs429WithRetryAfterTheProblemAndTheFields() async throws {
         let server = try await TestServer.make(limitRequests: true)
-        try await server.rateLimits.set(.requestsPerSecond(3), for: environmentID(server, server.acme, .production))
+        try await server.rateLimits.set(.requestsPerSecond(3), for: environmentID(server, server.acme, .production), audit: .system)
         try await server.test { client in
             let key = server.key(server.acme, .production)
             for _ in 0..<3 { #expect(try await client.call(.get, "/users", key: key).status == .ok) }
@@ -70,7 +70,7 @@ import Testing
         let server = try await TestServer.make(limitRequests: true)
         for account in [server.acme, server.globex] {
             for environment in Environment.allCases {
-                try await server.rateLimits.set(.requestsPerSecond(2), for: environmentID(server, account, environment))
+                try await server.rateLimits.set(.requestsPerSecond(2), for: environmentID(server, account, environment), audit: .system)
             }
         }
         try await server.test { client in
@@ -90,7 +90,7 @@ import Testing
     @Test func aRegeneratedKeyGoesOnWithItsPredecessorsCount() async throws {
         let server = try await TestServer.make(limitRequests: true)
         let development = environmentID(server, server.acme, .development)
-        try await server.rateLimits.set(.requestsPerSecond(3), for: development)
+        try await server.rateLimits.set(.requestsPerSecond(3), for: development, audit: .system)
         try await server.test { client in
             for _ in 0..<3 { #expect(try await client.call(.get, "/whoami", key: server.key(server.acme, .development)).status == .ok) }
             let regenerated = try await server.keys.generate(for: development, createdBy: "test").key.revealPlaintext()
@@ -101,7 +101,7 @@ import Testing
 
     @Test func offMeansNoLimitAndNoFields() async throws {
         let server = try await TestServer.make(limitRequests: true)
-        try await server.rateLimits.set(.off, for: environmentID(server, server.acme, .development))
+        try await server.rateLimits.set(.off, for: environmentID(server, server.acme, .development), audit: .system)
         try await server.test { client in
             for _ in 0..<200 {
                 let response = try await client.call(.get, "/whoami", key: server.key(server.acme, .development))
@@ -128,17 +128,17 @@ import Testing
     @Test func aChangeTakesEffectAtOnce() async throws {
         let server = try await TestServer.make(limitRequests: true)
         let development = environmentID(server, server.acme, .development)
-        try await server.rateLimits.set(.requestsPerSecond(1), for: development)
+        try await server.rateLimits.set(.requestsPerSecond(1), for: development, audit: .system)
         try await server.test { client in
             let key = server.key(server.acme, .development)
             #expect(try await client.call(.get, "/whoami", key: key).status == .ok)
             #expect(try await client.call(.get, "/whoami", key: key).status == .tooManyRequests)
-            try await server.rateLimits.set(.requestsPerSecond(10), for: development)
+            try await server.rateLimits.set(.requestsPerSecond(10), for: development, audit: .system)
             let raised = try await client.call(.get, "/whoami", key: key)
             #expect(raised.status == .ok)
             #expect(raised.headers[.rateLimitPolicy] == #""default";q=10;w=1"#)
             // Set by another process (the CLI): read at the next refresh.
-            try await server.store.setRateLimit(.off, for: development)
+            try await server.store.setRateLimit(.off, for: development, audit: .system)
             try await server.rateLimits.refresh()
             #expect(try await client.call(.get, "/whoami", key: key).headers[.rateLimit] == nil)
         }
@@ -146,7 +146,7 @@ import Testing
 
     @Test func refusalsAreCountedByEnvironment() async throws {
         let server = try await TestServer.make(limitRequests: true)
-        try await server.rateLimits.set(.requestsPerSecond(1), for: environmentID(server, server.acme, .production))
+        try await server.rateLimits.set(.requestsPerSecond(1), for: environmentID(server, server.acme, .production), audit: .system)
         try await server.test { client in
             // The registry is shared by every suite running at once, so counts can only be compared as at least.
             func count() async throws -> Double {
@@ -165,23 +165,26 @@ import Testing
         let server = try await TestServer.make(limitRequests: true)
         try await server.test { client in
             let browser = TestBrowser(client)
-            let page = try await browser.signUp()
+            _ = try await browser.signUp()
+            let page = try await browser.get("/dashboard/settings/rate-limits")
             #expect(page.html.contains(#"<strong id="production-limit">100 requests a second (the default)</strong>"#))
             #expect(page.html.contains(#"<strong id="development-limit">25 requests a second (the default)</strong>"#))
             // Accounts made in one second are ordered by their random ids: find the new one by id.
             let account = try #require(try await server.store.accounts().first { ![server.acme.id, server.globex.id].contains($0.id) })
-            let set = try await browser.post("/dashboard/settings/api-keys/production/limit", ["requestsPerSecond": "40"])
+            let set = try await browser.post("/dashboard/settings/rate-limits/production", ["requestsPerSecond": "40"])
             #expect(set.status == .seeOther)
             #expect(server.rateLimits.setting(for: environmentID(server, account, .production)) == .requestsPerSecond(40))
-            let shown = try await browser.get("/dashboard/settings/api-keys")
+            let shown = try await browser.get("/dashboard/settings/rate-limits")
             #expect(shown.html.contains(#"<strong id="production-limit">40 requests a second</strong>"#))
-            let off = try await browser.post("/dashboard/settings/api-keys/development/limit", ["requestsPerSecond": "none"])
+            let keysPage = try await browser.get("/dashboard/settings/api-keys")
+            #expect(keysPage.html.contains(#"<strong id="production-limit">40 requests a second</strong>"#), "shown beside the key too")
+            let off = try await browser.post("/dashboard/settings/rate-limits/development", ["requestsPerSecond": "none"])
             #expect(off.status == .seeOther)
             #expect(try await server.store.rateLimits()[environmentID(server, account, .development)] == .off)
-            let bad = try await browser.post("/dashboard/settings/api-keys/development/limit", ["requestsPerSecond": "-3"])
+            let bad = try await browser.post("/dashboard/settings/rate-limits/development", ["requestsPerSecond": "-3"])
             #expect(bad.status == .badRequest)
             #expect(bad.html.contains("whole number of requests"))
-            let forged = try await browser.post("/dashboard/settings/api-keys/development/limit", ["requestsPerSecond": "5"], csrf: "forged")
+            let forged = try await browser.post("/dashboard/settings/rate-limits/development", ["requestsPerSecond": "5"], csrf: "forged")
             #expect(forged.status != .seeOther)
             #expect(server.rateLimits.setting(for: environmentID(server, account, .development)) == .off)
         }

@@ -18,7 +18,7 @@ final class StoreWithoutChangeWatch: KeywayStore {
         replacing replacement: KeyReplacement,
         retiring retirement: KeyRetirement,
         limit: KeyGenerationLimit?,
-        createdBy: String,
+        audit: AuditContext,
         at date: Date
     )
         async throws -> KeyGeneration
@@ -29,7 +29,7 @@ final class StoreWithoutChangeWatch: KeywayStore {
             replacing: replacement,
             retiring: retirement,
             limit: limit,
-            createdBy: createdBy,
+            audit: audit,
             at: date
         )
     }
@@ -68,39 +68,49 @@ final class StoreWithoutChangeWatch: KeywayStore {
     func countUsers(in environmentID: EnvironmentID, usernamePrefix prefix: String) async throws -> Int {
         try await base.countUsers(in: environmentID, usernamePrefix: prefix)
     }
-    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date) async throws -> (Account, Member) {
-        try await base.createAccount(name: name, ownerEmail: ownerEmail, passwordHash: passwordHash, at: date)
+    func createAccount(name: String, ownerEmail: String, passwordHash: String, at date: Date, audit: AuditContext) async throws -> (Account, Member) {
+        try await base.createAccount(name: name, ownerEmail: ownerEmail, passwordHash: passwordHash, at: date, audit: audit)
     }
     func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? { try await base.memberCredentials(email: email) }
     func member(_ id: MemberID) async throws -> Member? { try await base.member(id) }
     func passwordHash(of id: MemberID) async throws -> String? { try await base.passwordHash(of: id) }
-    func changePassword(of id: MemberID, to passwordHash: String) async throws { try await base.changePassword(of: id, to: passwordHash) }
-    func createSession(_ session: DashboardSession) async throws { try await base.createSession(session) }
+    func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
+        try await base.changePassword(of: id, to: passwordHash, audit: audit)
+    }
+    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws { try await base.createSession(session, audit: audit) }
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { try await base.session(digest: digest, at: date) }
-    func deleteSession(digest: KeyDigest) async throws { try await base.deleteSession(digest: digest) }
+    func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws { try await base.deleteSession(digest: digest, audit: audit) }
     func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }
     func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord] { try await base.signingKeys(for: environmentID) }
     func signingKey(id: String) async throws -> SigningKeyRecord? { try await base.signingKey(id: id) }
     func hasSigningKeys() async throws -> Bool { try await base.hasSigningKeys() }
-    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool) async throws -> SigningKeyRecord {
-        try await base.insertSigningKey(key, retiringActive: retiringActive)
+    func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord {
+        try await base.insertSigningKey(key, retiringActive: retiringActive, audit: audit)
     }
     func allowedOrigins(for environmentID: EnvironmentID) async throws -> [String] { try await base.allowedOrigins(for: environmentID) }
-    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID) async throws {
-        try await base.setAllowedOrigins(origins, for: environmentID)
+    func setAllowedOrigins(_ origins: [BrowserOrigin], for environmentID: EnvironmentID, audit: AuditContext) async throws {
+        try await base.setAllowedOrigins(origins, for: environmentID, audit: audit)
     }
     func isOriginAllowedAnywhere(_ origin: String) async throws -> Bool { try await base.isOriginAllowedAnywhere(origin) }
     func rateLimits() async throws -> [EnvironmentID: RateLimitSetting] { try await base.rateLimits() }
-    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID) async throws {
-        try await base.setRateLimit(setting, for: environmentID)
+    func setRateLimit(_ setting: RateLimitSetting, for environmentID: EnvironmentID, audit: AuditContext) async throws {
+        try await base.setRateLimit(setting, for: environmentID, audit: audit)
     }
     func rateLimitsVersion() async throws -> Int64 { try await base.rateLimitsVersion() }
-    func insertServiceToken(_ token: ServiceTokenRecord) async throws -> ServiceTokenRecord { try await base.insertServiceToken(token) }
+    func insertServiceToken(_ token: ServiceTokenRecord, audit: AuditContext) async throws -> ServiceTokenRecord {
+        try await base.insertServiceToken(token, audit: audit)
+    }
     func serviceToken(digest: KeyDigest) async throws -> ServiceTokenRecord? { try await base.serviceToken(digest: digest) }
     func serviceTokens() async throws -> [ServiceTokenRecord] { try await base.serviceTokens() }
-    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date) async throws -> ServiceTokenRecord? {
-        try await base.revokeServiceToken(reference, at: date)
+    func revokeServiceToken(_ reference: ServiceTokenReference, at date: Date, audit: AuditContext) async throws -> ServiceTokenRecord? {
+        try await base.revokeServiceToken(reference, at: date, audit: audit)
     }
+    func recordAudit(_ entry: AuditEntry) async throws { try await base.recordAudit(entry) }
+    func auditEntries(for accountID: AccountID?, matching query: AuditQuery) async throws -> [AuditEntry] {
+        try await base.auditEntries(for: accountID, matching: query)
+    }
+    func deleteAuditEntries(before date: Date) async throws -> Int { try await base.deleteAuditEntries(before: date) }
+    func recordExpiredGraces(at date: Date) async throws -> Int { try await base.recordExpiredGraces(at: date) }
     func checkHealth() async throws { try await base.checkHealth() }
     func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
 

@@ -268,7 +268,7 @@ import Testing
     @Test func corsIsOfferedOnlyToTheEnvironmentsOriginsAndNeverOnSecretKeyEndpoints() async throws {
         let server = try await TestServer.make()
         let development = EnvironmentID(accountID: server.acme.id, environment: .development)
-        try await server.store.setAllowedOrigins(try origins("https://app.acme.test", "http://localhost:3000"), for: development)
+        try await server.store.setAllowedOrigins(try origins("https://app.acme.test", "http://localhost:3000"), for: development, audit: .system)
         try await server.test { client in
             let devKey = server.key(server.acme, .development)
             let prodKey = server.key(server.acme, .production)

@@ -10,7 +10,7 @@ import Testing
     static func server(limit: Int) async throws -> (TestServer, key: String, token: String) {
         let server = try await TestServer.make(limitRequests: true)
         let environment = EnvironmentID(accountID: server.acme.id, environment: .development)
-        try await server.rateLimits.set(.requestsPerSecond(limit), for: environment)
+        try await server.rateLimits.set(.requestsPerSecond(limit), for: environment, audit: .system)
         let token = try await server.serviceTokens.create(name: "gateway").token.revealPlaintext()
         return (server, server.key(server.acme, .development), token)
     }
@@ -54,7 +54,7 @@ import Testing
     @Test func verifyReportsTheLimitAndALimitedKeyIsNotValid() async throws {
         let (server, key, token) = try await Self.server(limit: 2)
         let unlimited = server.key(server.globex, .production)
-        try await server.rateLimits.set(.off, for: EnvironmentID(accountID: server.globex.id, environment: .production))
+        try await server.rateLimits.set(.off, for: EnvironmentID(accountID: server.globex.id, environment: .production), audit: .system)
         try await server.test { client in
             for remaining in [1, 0] {
                 let response = try await Self.verify(client, key, token: token)

@@ -21,7 +21,7 @@ import Testing
             replacing: replacement,
             retiring: .roll(until: date.addingTimeInterval(TimeInterval(graceSeconds))),
             limit: nil,
-            createdBy: "t",
+            audit: AuditContext(actor: "t"),
             at: date
         )
         return (key, generation)

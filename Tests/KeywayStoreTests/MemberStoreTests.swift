@@ -7,7 +7,13 @@ import Testing
     @Test(arguments: StoreKind.allCases)
     func signingUpCreatesAnAccountWithItsOwner(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
-        let (account, owner) = try await store.createAccount(name: "Acme", ownerEmail: "owner@acme.test", passwordHash: "hash-1", at: Date())
+        let (account, owner) = try await store.createAccount(
+            name: "Acme",
+            ownerEmail: "owner@acme.test",
+            passwordHash: "hash-1",
+            at: Date(),
+            audit: .system
+        )
         #expect(owner.accountID == account.id)
         #expect(owner.role == .owner)
         #expect(try await store.account(account.id) == account)
@@ -30,9 +36,9 @@ import Testing
     @Test(arguments: StoreKind.allCases)
     func anEmailSignsInToOneAccountOnly(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
-        _ = try await store.createAccount(name: "Acme", ownerEmail: "same@example.test", passwordHash: "h", at: Date())
+        _ = try await store.createAccount(name: "Acme", ownerEmail: "same@example.test", passwordHash: "h", at: Date(), audit: .system)
         await #expect(throws: KeywayError.emailTaken()) {
-            try await store.createAccount(name: "Globex", ownerEmail: "same@example.test", passwordHash: "h", at: Date())
+            try await store.createAccount(name: "Globex", ownerEmail: "same@example.test", passwordHash: "h", at: Date(), audit: .system)
         }
         #expect(try await store.accounts().count == 1, "the refused sign-up left no account behind")
     }
@@ -40,7 +46,7 @@ import Testing
     @Test(arguments: StoreKind.allCases)
     func sessionsExpireAndEndWithAPasswordChange(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
-        let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "old", at: Date())
+        let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "old", at: Date(), audit: .system)
         let now = Date()
         let first = DashboardSession(
             digest: BrowserToken.generate().digest,
@@ -56,16 +62,16 @@ import Testing
             createdAt: now.keywayPrecision,
             expiresAt: now.addingTimeInterval(3600).keywayPrecision
         )
-        try await store.createSession(first)
-        try await store.createSession(second)
+        try await store.createSession(first, audit: .member(.signedIn, owner, at: now, context: .system))
+        try await store.createSession(second, audit: .member(.signedIn, owner, at: now, context: .system))
         #expect(try await store.session(digest: first.digest, at: now) == first)
         #expect(try await store.session(digest: first.digest, at: now.addingTimeInterval(7200)) == nil, "expired sessions are not returned")
 
-        try await store.deleteSession(digest: first.digest)
+        try await store.deleteSession(digest: first.digest, audit: .member(.signedOut, owner, at: now, context: .system))
         #expect(try await store.session(digest: first.digest, at: now) == nil)
         #expect(try await store.session(digest: second.digest, at: now) == second)
 
-        try await store.changePassword(of: owner.id, to: "new")
+        try await store.changePassword(of: owner.id, to: "new", audit: .member(.passwordChanged, owner, at: now, context: .system))
         #expect(try await store.session(digest: second.digest, at: now) == nil)
         #expect(try await store.passwordHash(of: owner.id) == "new")
     }
@@ -73,7 +79,7 @@ import Testing
     @Test(arguments: StoreKind.allCases)
     func expiredSessionsAreDeleted(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
-        let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date())
+        let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date(), audit: .system)
         let now = Date()
         let stale = DashboardSession(
             digest: BrowserToken.generate().digest,
@@ -82,7 +88,7 @@ import Testing
             createdAt: now,
             expiresAt: now.addingTimeInterval(-1)
         )
-        try await store.createSession(stale)
+        try await store.createSession(stale, audit: .member(.signedIn, owner, at: now, context: .system))
         try await store.deleteExpiredSessions(before: now)
         #expect(try await store.session(digest: stale.digest, at: now.addingTimeInterval(-10)) == nil)
     }

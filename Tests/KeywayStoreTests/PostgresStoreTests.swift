@@ -159,11 +159,15 @@ import Testing
         let stores = try await repeatableReadStores(2)
         let account = try await stores[0].createAccount(name: "Acme", at: Date())
         let environment = EnvironmentID(accountID: account.id, environment: .development)
-        try await stores[0].setAllowedOrigins(try origins("https://a.test"), for: environment)
+        try await stores[0].setAllowedOrigins(try origins("https://a.test"), for: environment, audit: .system)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for round in 0..<20 {
                 group.addTask {
-                    try await stores[round % 2].setAllowedOrigins(try origins("https://a.test", "https://b\(round).test"), for: environment)
+                    try await stores[round % 2].setAllowedOrigins(
+                        try origins("https://a.test", "https://b\(round).test"),
+                        for: environment,
+                        audit: .system
+                    )
                 }
             }
             try await group.waitForAll()

@@ -112,7 +112,7 @@ struct SharedRateLimitTests {
         let stores = try await TestPostgres.freshStores(3)
         let account = try await stores[0].createAccount(name: "Acme", at: Date())
         let environmentID = EnvironmentID(accountID: account.id, environment: .production)
-        try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID)
+        try await stores[0].setRateLimit(.requestsPerSecond(limit), for: environmentID, audit: .system)
         let instances = stores.map { RateLimits(store: $0, sharesCounts: true) }
         for instance in instances { try await instance.refresh() }
         let key = AuthenticatedKey(keyID: SecretKeyID(rawValue: "key_shared"), environmentID: environmentID, hint: "kw_prod_…test")

@@ -20,7 +20,7 @@ extension StoreConformanceTests {
             createdAt: Date().keywayPrecision,
             retiredAt: nil
         )
-        _ = try await store.insertSigningKey(signingKey, retiringActive: false)
+        _ = try await store.insertSigningKey(signingKey, retiringActive: false, audit: .system)
 
         try await kind.writeUnchecked(
             [

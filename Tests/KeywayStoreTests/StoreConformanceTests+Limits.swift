@@ -93,9 +93,17 @@ extension StoreConformanceTests {
         let other = try await store.createAccount(name: "Globex", at: Date())
         let development = EnvironmentID(accountID: account.id, environment: .development)
         let production = EnvironmentID(accountID: account.id, environment: .production)
-        try await store.setAllowedOrigins(try origins("https://b.acme.test", "https://a.acme.test", "https://b.acme.test"), for: development)
-        try await store.setAllowedOrigins(try origins("https://shared.test"), for: production)
-        try await store.setAllowedOrigins(try origins("https://shared.test"), for: EnvironmentID(accountID: other.id, environment: .development))
+        try await store.setAllowedOrigins(
+            try origins("https://b.acme.test", "https://a.acme.test", "https://b.acme.test"),
+            for: development,
+            audit: .system
+        )
+        try await store.setAllowedOrigins(try origins("https://shared.test"), for: production, audit: .system)
+        try await store.setAllowedOrigins(
+            try origins("https://shared.test"),
+            for: EnvironmentID(accountID: other.id, environment: .development),
+            audit: .system
+        )
 
         #expect(try await store.allowedOrigins(for: development) == ["https://b.acme.test", "https://a.acme.test"])
         #expect(try await store.allowedOrigins(for: EnvironmentID(accountID: other.id, environment: .production)) == [])
@@ -107,16 +115,16 @@ extension StoreConformanceTests {
         }
 
         // Replacing a list forgets what it no longer names, and one environment's list leaves another's alone.
-        try await store.setAllowedOrigins(try origins("https://c.acme.test"), for: development)
+        try await store.setAllowedOrigins(try origins("https://c.acme.test"), for: development, audit: .system)
         #expect(try await store.allowedOrigins(for: development) == ["https://c.acme.test"])
         #expect(try await !store.isOriginAllowedAnywhere("https://a.acme.test"))
         #expect(try await store.isOriginAllowedAnywhere("https://c.acme.test"))
-        try await store.setAllowedOrigins([], for: production)
+        try await store.setAllowedOrigins([], for: production, audit: .system)
         #expect(try await store.isOriginAllowedAnywhere("https://shared.test"), "still allowed by the other account")
 
         let missing = EnvironmentID(accountID: AccountID(rawValue: "acct_missing"), environment: .development)
         await #expect(throws: KeywayError.accountNotFound(missing.accountID)) {
-            try await store.setAllowedOrigins(try origins("https://x.test"), for: missing)
+            try await store.setAllowedOrigins(try origins("https://x.test"), for: missing, audit: .system)
         }
     }
 }

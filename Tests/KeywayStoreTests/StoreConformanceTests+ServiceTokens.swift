@@ -22,8 +22,8 @@ extension StoreConformanceTests {
         let store = try await kind.makeStore()
         let (_, first) = Self.serviceToken("gateway", at: 1_000)
         let (_, second) = Self.serviceToken("billing", at: 2_000)
-        #expect(try await store.insertServiceToken(first) == first)
-        _ = try await store.insertServiceToken(second)
+        #expect(try await store.insertServiceToken(first, audit: .system) == first)
+        _ = try await store.insertServiceToken(second, audit: .system)
         #expect(try await store.serviceToken(digest: first.digest) == first)
         #expect(try await store.serviceToken(digest: GeneratedServiceToken.generate().digest) == nil)
         #expect(try await store.serviceTokens() == [second, first])
@@ -33,12 +33,12 @@ extension StoreConformanceTests {
     func anActiveServiceTokenNameIsUniqueUntilItIsRevoked(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
         let (_, first) = Self.serviceToken("gateway")
-        _ = try await store.insertServiceToken(first)
-        let error = await #expect(throws: KeywayError.self) { try await store.insertServiceToken(Self.serviceToken("gateway").1) }
+        _ = try await store.insertServiceToken(first, audit: .system)
+        let error = await #expect(throws: KeywayError.self) { try await store.insertServiceToken(Self.serviceToken("gateway").1, audit: .system) }
         #expect(error?.code == .serviceTokenNameTaken)
-        _ = try #require(try await store.revokeServiceToken(.name("gateway"), at: Date(timeIntervalSince1970: 3_000)))
+        _ = try #require(try await store.revokeServiceToken(.name("gateway"), at: Date(timeIntervalSince1970: 3_000), audit: .system))
         let (_, again) = Self.serviceToken("gateway", at: 4_000)
-        #expect(try await store.insertServiceToken(again) == again)
+        #expect(try await store.insertServiceToken(again, audit: .system) == again)
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -46,20 +46,20 @@ extension StoreConformanceTests {
         let store = try await kind.makeStore()
         let (_, byName) = Self.serviceToken("gateway")
         let (_, byID) = Self.serviceToken("billing")
-        _ = try await store.insertServiceToken(byName)
-        _ = try await store.insertServiceToken(byID)
+        _ = try await store.insertServiceToken(byName, audit: .system)
+        _ = try await store.insertServiceToken(byID, audit: .system)
         let at = Date(timeIntervalSince1970: 5_000)
 
         // A name is never read as an id, nor an id as a name.
-        #expect(try await store.revokeServiceToken(.name(byID.id.rawValue), at: at) == nil)
-        #expect(try await store.revokeServiceToken(.id(ServiceTokenID(rawValue: "gateway")), at: at) == nil)
-        let revoked = try #require(try await store.revokeServiceToken(.name("gateway"), at: at))
+        #expect(try await store.revokeServiceToken(.name(byID.id.rawValue), at: at, audit: .system) == nil)
+        #expect(try await store.revokeServiceToken(.id(ServiceTokenID(rawValue: "gateway")), at: at, audit: .system) == nil)
+        let revoked = try #require(try await store.revokeServiceToken(.name("gateway"), at: at, audit: .system))
         #expect(revoked.id == byName.id && revoked.revokedAt == at)
         #expect(try await store.serviceToken(digest: byName.digest)?.revokedAt == at)
-        #expect(try await store.revokeServiceToken(.id(byID.id), at: at)?.id == byID.id)
+        #expect(try await store.revokeServiceToken(.id(byID.id), at: at, audit: .system)?.id == byID.id)
         // Revoked already, or never there: nothing to revoke.
-        #expect(try await store.revokeServiceToken(.name("gateway"), at: at) == nil)
-        #expect(try await store.revokeServiceToken(.name("nobody"), at: at) == nil)
+        #expect(try await store.revokeServiceToken(.name("gateway"), at: at, audit: .system) == nil)
+        #expect(try await store.revokeServiceToken(.name("nobody"), at: at, audit: .system) == nil)
         #expect(try await store.serviceTokens().allSatisfy { $0.revokedAt == at })
     }
 
@@ -67,7 +67,7 @@ extension StoreConformanceTests {
     func noServiceTokenPlaintextIsStored(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
         let (token, record) = Self.serviceToken("gateway")
-        _ = try await store.insertServiceToken(record)
+        _ = try await store.insertServiceToken(record, audit: .system)
         let stored = try await kind.everythingStored(in: store)
         #expect(stored.contains("gateway"), "the dump reads the tables")
         let secret = token.revealPlaintext()

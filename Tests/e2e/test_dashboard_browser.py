@@ -301,3 +301,9 @@ def test_rolling_a_key_keeps_the_old_one_working_until_its_grace_ends(keyway, br
     WebDriverWait(page.driver, 5).until(lambda driver: "refused now" in page.text("#development-grace-remaining"))
     page.open("/dashboard/settings/api-keys")
     assert not page.driver.find_elements(By.CSS_SELECTOR, "#development-grace"), "the ended grace is no longer shown"
+
+    # Settings → Audit log records the roll, and the key only by hint and hash.
+    page.click("nav.tabs a[href='/dashboard/settings/audit-log']")
+    assert "key.rolled" in page.text("#audit-entries") and "key.generated" in page.text("#audit-entries")
+    assert old_key not in page.driver.page_source and new_key not in page.driver.page_source
+    page.shot("audit-log")

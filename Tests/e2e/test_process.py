@@ -1,5 +1,6 @@
 """The real process: restarts, graceful shutdown, revocation by the CLI, and secrets kept out of logs."""
 
+import base64
 import hashlib
 import json
 import os
@@ -217,6 +218,7 @@ COMMANDS_TAKING_AN_ACCOUNT = {
     ("origins", "list"): [],
     ("limits", "set"): ["--environment", "development", "--requests-per-second", "none"],
     ("limits", "show"): [],
+    ("audit", "export"): [],
 }
 
 
@@ -260,3 +262,33 @@ def test_migrate_reports_what_it_did(keyway):
     assert "No accounts yet" in keyway.cli("accounts", "list").stdout
     keyway.cli("accounts", "create", "--name", "Listed Ltd")
     assert "Listed Ltd" in keyway.cli("accounts", "list").stdout
+
+
+def test_audit_export_writes_json_lines_with_keys_only_by_hash(keyway):
+    account = keyway.cli("accounts", "create", "--name", "Audit Ltd").stdout.strip()
+    key = keyway.cli("keys", "generate", "--account", account, "--environment", "production").stdout.strip()
+    keyway.cli("keys", "roll", "--account", account, "--environment", "production", "--grace", "1h")
+    keyway.cli("limits", "set", "--account", account, "--environment", "development", "--requests-per-second", "5")
+    keyway.cli("service-tokens", "create", "--name", "gateway")
+
+    exported = keyway.cli("audit", "export", "--account", account)
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    # Newest first; the roll's two entries share its millisecond.
+    assert lines[0]["event"] == "rate_limit.changed" and lines[-1]["event"] == "key.generated", lines
+    assert sorted(line["event"] for line in lines) == ["key.generated", "key.generated", "key.rolled", "rate_limit.changed"], lines
+    assert "Exported 4 audit entries." in exported.stderr
+    digest = base64.b64encode(hashlib.sha256(key.encode()).digest()).decode()
+    first = [line for line in lines if line["event"] == "key.generated" and line["hashedToken"] == digest]
+    assert len(first) == 1 and first[0]["actor"] == "cli" and first[0]["resourceHint"].endswith(key[-4:])
+    assert all(line["accountId"] == account and line["at"].endswith("Z") for line in lines)
+    assert key not in exported.stdout
+
+    later = keyway.cli("audit", "export", "--account", account, "--since", "2999-01-01T00:00:00Z")
+    assert later.stdout == "" and "Exported 0 audit entries." in later.stderr
+    operator = [json.loads(line) for line in keyway.cli("audit", "export", "--operator").stdout.splitlines()]
+    assert [line["event"] for line in operator] == ["service_token.created"] and "accountId" not in operator[0]
+
+    bad = keyway.cli("audit", "export", "--account", account, "--since", "yesterday", check=False)
+    assert bad.returncode != 0 and "RFC 3339" in bad.stderr
+    both = keyway.cli("audit", "export", "--account", account, "--operator", check=False)
+    assert both.returncode != 0 and "not both" in both.stderr

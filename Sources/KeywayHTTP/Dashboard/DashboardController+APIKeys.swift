@@ -40,7 +40,7 @@ extension DashboardController {
         }
         let key: GeneratedSecretKey
         do {
-            key = try await keys.roll(for: environmentID, replacing: .only(active.id), grace: grace, createdBy: context.member.email).key
+            key = try await keys.roll(for: environmentID, replacing: .only(active.id), grace: grace, audit: audit(request, context)).key
         } catch let error as KeywayError where error.code == .activeKeyChanged {
             throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
         } catch let error as KeywayError where error.code == .tooManyKeyGenerations {
@@ -78,7 +78,7 @@ extension DashboardController {
         do {
             // Checked again in the store's transaction: two submissions of one page
             // (a double-click, two tabs) must not both generate, or one shows a dead key.
-            key = try await keys.generate(for: environmentID, replacing: .only(active?.id), createdBy: context.member.email).key
+            key = try await keys.generate(for: environmentID, replacing: .only(active?.id), audit: audit(request, context)).key
         } catch let error as KeywayError where error.code == .activeKeyChanged {
             throw DashboardRedirect(location: "/dashboard/settings/api-keys?notice=stale")
         } catch let error as KeywayError where error.code == .tooManyKeyGenerations {
@@ -89,22 +89,6 @@ extension DashboardController {
         }
         context.logger.info("key generated from the dashboard", metadata: ["environment": "\(environment.rawValue)", "key.hint": "\(key.hint)"])
         return try await renderKeys(context: context, revealed: key)
-    }
-
-    /// Sets the environment's request limit; it applies on this server before the page returns.
-    @Sendable func setRateLimit(_ request: Request, context: SignedInRequestContext) async throws -> Response {
-        guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
-            throw DashboardErrorPage.notFound
-        }
-        let setting: RateLimitSetting
-        do {
-            setting = try RateLimitSetting(parsing: context.form["requestsPerSecond"] ?? "")
-        } catch let error as KeywayError {
-            return try await renderKeys(context: context, limitError: (environment, error.message), status: .badRequest)
-        }
-        try await rateLimits.set(setting, for: EnvironmentID(accountID: context.account.id, environment: environment))
-        context.logger.info("rate limit set from the dashboard", metadata: ["environment": "\(environment.rawValue)", "limit": "\(setting)"])
-        throw DashboardRedirect(location: "/dashboard/settings/api-keys#\(environment.rawValue)-card")
     }
 
     /// What the page says about a limit, and what its form field shows.
@@ -158,7 +142,6 @@ extension DashboardController {
         revealed: GeneratedSecretKey? = nil,
         passwordError: String? = nil,
         rollError: String? = nil,
-        limitError: (environment: Environment, message: String)? = nil,
         notice: String? = nil,
         status: HTTPResponse.Status = .ok
     ) async throws -> Response {
@@ -187,23 +170,20 @@ extension DashboardController {
                 card["hint"] = record.hint
                 card["createdAt"] = DashboardPages.display(record.createdAt)
                 card["createdBy"] = record.createdBy
-                card["lastUsed"] = record.lastUsedAt.map(DashboardPages.display) ?? "never"
+                card["lastUsed"] = record.lastUsedAt.map { DashboardPages.display($0) } ?? "never"
             }
             let limit = Self.describe(
                 rateLimits.setting(for: EnvironmentID(accountID: context.account.id, environment: environment)),
                 for: environment
             )
             card["limit"] = limit.text
-            card["limitField"] = limit.field
-            card["defaultLimit"] = RateLimitPolicy.default(for: environment).requestsPerSecond
-            if let limitError, limitError.environment == environment { card["limitError"] = limitError.message }
             if let rolled = inGrace[environment], let end = rolled.graceEnd(at: now) {
                 card["grace"] = [
                     "hint": rolled.hint,
                     "endsAt": DashboardPages.display(end),
                     "endsAtISO": KeywayJSON.timestamp(end),
                     "remaining": Self.remaining(until: end, from: now),
-                    "lastUsed": rolled.lastUsedAt.map(DashboardPages.display) ?? "never",
+                    "lastUsed": rolled.lastUsedAt.map { DashboardPages.display($0) } ?? "never",
                 ]
             }
             if confirming == environment { card["confirming"] = true }

@@ -30,10 +30,11 @@ extension DashboardController {
             return renderAccount(context: context, errors: ["newError": error.message], status: .badRequest)
         }
         let check = try await signInPolicy.changePassword(
-            of: context.member.id,
+            of: context.member,
             session: context.signedIn.session.digest,
             current: context.form["current"] ?? "",
-            to: newPassword
+            to: newPassword,
+            audit: audit(request, context)
         )
         if let problem = Self.problem(check) {
             return renderAccount(context: context, errors: ["currentError": problem], status: .badRequest)

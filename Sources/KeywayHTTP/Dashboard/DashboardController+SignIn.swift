@@ -46,7 +46,8 @@ extension DashboardController {
                 company: company,
                 email: email,
                 password: password,
-                client: clientKey(request, context.remoteAddress)
+                client: clientKey(request, context.remoteAddress),
+                audit: audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: email)
             ) {
             case .signedUp(let created): member = created
             case .throttled(let refusal):
@@ -59,7 +60,12 @@ extension DashboardController {
         }
         context.logger.info("account signed up", metadata: ["account.id": "\(member.accountID)", "member.id": "\(member.id)"])
         var response = Response(status: .seeOther, headers: [.location: "/dashboard/settings/api-keys"])
-        response.setCookie(try await sessions.start(for: member))
+        response.setCookie(
+            try await sessions.start(
+                for: member,
+                audit: audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: member.email)
+            )
+        )
         return response
     }
 
@@ -90,7 +96,8 @@ extension DashboardController {
         switch try await signInPolicy.signIn(
             email: typedEmail,
             password: context.form["password"] ?? "",
-            client: clientKey(request, context.remoteAddress)
+            client: clientKey(request, context.remoteAddress),
+            audit: audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: typedEmail)
         ) {
         case .signedIn(let found): member = found
         case .unusable(let problem): return page(problem, status: .badRequest)
@@ -105,7 +112,12 @@ extension DashboardController {
         }
         context.logger.info("member signed in", metadata: ["member.id": "\(member.id)"])
         var response = Response(status: .seeOther, headers: [.location: "/dashboard/settings/api-keys"])
-        response.setCookie(try await sessions.start(for: member))
+        response.setCookie(
+            try await sessions.start(
+                for: member,
+                audit: audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: member.email)
+            )
+        )
         return response
     }
 
@@ -114,9 +126,25 @@ extension DashboardController {
         trustedProxies.clientKey(peer: peer, headers: request.headers)
     }
 
+    /// Who acts and from where, for the audit log: `actor`, the client's address as the
+    /// trusted proxies give it, the user agent and the request id.
+    func audit(_ request: Request, requestID: String, remoteAddress: String, actor: String) -> AuditContext {
+        AuditContext(
+            actor: actor,
+            clientAddress: trustedProxies.clientAddress(peer: remoteAddress, headers: request.headers)?.description,
+            userAgent: request.headers[.userAgent],
+            requestID: requestID
+        )
+    }
+
+    /// The signed-in member acting in this request.
+    func audit(_ request: Request, _ context: SignedInRequestContext) -> AuditContext {
+        audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: context.member.email)
+    }
+
     @Sendable func signOut(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         var response = Response(status: .seeOther, headers: [.location: "/dashboard/signin?notice=signed-out"])
-        response.setCookie(try await sessions.end(context.signedIn.session))
+        response.setCookie(try await sessions.end(context.signedIn, audit: audit(request, context)))
         return response
     }
 }

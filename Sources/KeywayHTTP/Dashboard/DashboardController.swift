@@ -4,8 +4,8 @@ import Hummingbird
 import KeywayCore
 import Logging
 
-/// The dashboard: sign-up and sign-in, Settings → API Keys, Users, IP addresses
-/// and Account. Server-rendered; everything it needs ships in the binary.
+/// The dashboard: sign-up and sign-in, Users, and Settings (API Keys, Rate limits, Audit log,
+/// IP addresses, Account). Server-rendered; everything it needs ships in the binary.
 struct DashboardController: Sendable {
     let store: any KeywayStore
     let keys: SecretKeys
@@ -61,8 +61,10 @@ struct DashboardController: Sendable {
         signedIn.post("signout", use: signOut)
         signedIn.get("settings/api-keys", use: keysPage)
         signedIn.post("settings/api-keys/:environment", use: generateKey)
-        signedIn.post("settings/api-keys/:environment/limit", use: setRateLimit)
         signedIn.post("settings/api-keys/:environment/roll", use: rollKey)
+        signedIn.get("settings/rate-limits", use: rateLimitsPage)
+        signedIn.post("settings/rate-limits/:environment", use: setRateLimit)
+        signedIn.get("settings/audit-log", use: auditLogPage)
         signedIn.get("users", use: usersPage)
         signedIn.get("users/:user", use: userPage)
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)

@@ -40,13 +40,18 @@ struct DashboardPages: Sendable {
         return DashboardPages(library: library, staticFiles: files)
     }()
 
-    /// Which main navigation entry a page belongs to.
+    /// Where a page belongs: Users, or one of the Settings tabs (where users look for
+    /// "Settings → API Keys").
     enum Section: String {
         case users = "navUsers"
-        case keys = "navKeys"
-        case ipAddresses = "navIPs"
-        case account = "navAccount"
+        case keys = "tabKeys"
+        case rateLimits = "tabRateLimits"
+        case auditLog = "tabAuditLog"
+        case ipAddresses = "tabIPs"
+        case account = "tabAccount"
         case none = ""
+
+        var isSettings: Bool { ![.users, .none].contains(self) }
     }
 
     /// Renders `template` inside the layout.
@@ -67,6 +72,10 @@ struct DashboardPages: Sendable {
         if let signedIn {
             var who: [String: Any] = ["company": signedIn.account.name, "email": signedIn.member.email]
             if section != .none { who[section.rawValue] = true }
+            if section.isSettings {
+                who["navSettings"] = true
+                values["settingsTabs"] = [section.rawValue: true]
+            }
             values["signedIn"] = who
         }
         guard let html = library.render(values, withTemplate: template) else {
@@ -90,15 +99,18 @@ struct DashboardPages: Sendable {
         )
     }
 
-    /// `2026-11-29 13:05 UTC`: unambiguous for every reader.
-    static func display(_ date: Date) -> String {
-        date.formatted(
+    /// `2026-11-29 13:05 UTC` (with `seconds`, `13:05:09 UTC`): unambiguous for every reader.
+    static func display(_ date: Date, seconds: Bool = false) -> String {
+        let minutes = date.formatted(
             Date.VerbatimFormatStyle(
                 format:
-                    "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits) UTC",
+                    "\(year: .defaultDigits)-\(month: .twoDigits)-\(day: .twoDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits)",
                 timeZone: .gmt,
                 calendar: Calendar(identifier: .gregorian)
             )
         )
+        guard seconds else { return minutes + " UTC" }
+        let second = Calendar(identifier: .gregorian).dateComponents(in: .gmt, from: date).second ?? 0
+        return minutes + (second < 10 ? ":0" : ":") + "\(second) UTC"
     }
 }

@@ -20,7 +20,7 @@ struct DashboardSessions: Sendable {
     private var cookiePath: String { secureCookies ? "/" : "/dashboard" }
 
     /// Starts a session for `member`; returns the cookie that carries it.
-    func start(for member: Member, at date: Date = Date()) async throws -> Cookie {
+    func start(for member: Member, audit: AuditContext, at date: Date = Date()) async throws -> Cookie {
         let (token, digest) = BrowserToken.generate()
         let session = DashboardSession(
             digest: digest,
@@ -29,7 +29,7 @@ struct DashboardSessions: Sendable {
             createdAt: date.keywayPrecision,
             expiresAt: date.addingTimeInterval(Double(Self.lifetime.components.seconds)).keywayPrecision
         )
-        try await store.createSession(session)
+        try await store.createSession(session, audit: .member(.signedIn, member, at: session.createdAt, context: audit))
         return Cookie(
             name: sessionCookie,
             value: token,
@@ -52,8 +52,8 @@ struct DashboardSessions: Sendable {
     }
 
     /// Ends a session; returns the cookie that clears it in the browser.
-    func end(_ session: DashboardSession) async throws -> Cookie {
-        try await store.deleteSession(digest: session.digest)
+    func end(_ signedIn: SignedIn, audit: AuditContext) async throws -> Cookie {
+        try await store.deleteSession(digest: signedIn.session.digest, audit: .member(.signedOut, signedIn.member, at: Date(), context: audit))
         return Cookie(name: sessionCookie, value: "", maxAge: 0, path: cookiePath, secure: secureCookies, httpOnly: true, sameSite: .lax)
     }
 

@@ -29,7 +29,7 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             try await generateKey(target: target, output: output, database: database) { keys, environmentID in
-                try await keys.generate(for: environmentID, createdBy: "cli").key
+                try await keys.generate(for: environmentID, audit: .cli).key
             }
         }
     }
@@ -62,7 +62,7 @@ struct Keys: AsyncParsableCommand {
                 throw ValidationError("--grace: \(error.message)")
             }
             try await generateKey(target: target, output: output, database: database) { keys, environmentID in
-                let rolled = try await keys.roll(for: environmentID, grace: grace, createdBy: "cli")
+                let rolled = try await keys.roll(for: environmentID, grace: grace, audit: .cli)
                 if grace.seconds > 0 {
                     let end = grace.end(after: rolled.record.createdAt).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
                     FileHandle.standardError.write(Data("The previous key keeps working until \(end).\n".utf8))

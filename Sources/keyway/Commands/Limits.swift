@@ -38,7 +38,7 @@ struct Limits: AsyncParsableCommand {
         func run() async throws {
             let setting = try RateLimitSetting(parsing: requestsPerSecond)
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
-                try await store.setRateLimit(setting, for: target.environmentID)
+                try await store.setRateLimit(setting, for: target.environmentID, audit: .cli)
                 print("\(target.environment.rawValue): \(Limits.describe(setting, for: target.environment))")
             }
         }

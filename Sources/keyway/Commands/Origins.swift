@@ -35,7 +35,7 @@ struct Origins: AsyncParsableCommand {
             // Stored as browsers send them, so the CORS check is a plain comparison.
             let origins = try origins.map { origin in try BrowserOrigin(origin) }
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
-                try await store.setAllowedOrigins(origins, for: target.environmentID)
+                try await store.setAllowedOrigins(origins, for: target.environmentID, audit: .cli)
                 print(
                     origins.isEmpty
                         ? "No origin may call user-token endpoints of \(target.environment.rawValue)."

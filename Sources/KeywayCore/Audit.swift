@@ -1,0 +1,337 @@
+public import Foundation
+
+/// A change to credentials or access, as the audit log names it.
+public enum AuditEvent: String, Sendable, Hashable, CaseIterable, Codable {
+    case keyGenerated = "key.generated"
+    /// The key was rolled: it works until `graceEndsAt`, then expires.
+    case keyRolled = "key.rolled"
+    case keyRevoked = "key.revoked"
+    /// A rolled key's grace ended (recorded by the maintenance service, at the end).
+    case keyExpired = "key.expired"
+    case keyReportedLeaked = "key.reported_leaked"
+    case signingKeyRotated = "signing_key.rotated"
+    case originsChanged = "origins.changed"
+    case rateLimitChanged = "rate_limit.changed"
+    case serviceTokenCreated = "service_token.created"
+    case serviceTokenRevoked = "service_token.revoked"
+    case signedUp = "member.signed_up"
+    case signedIn = "member.signed_in"
+    case signInFailed = "member.sign_in_failed"
+    case signedOut = "member.signed_out"
+    case passwordChanged = "member.password_changed"
+}
+
+/// Who made a change and from where: what every audit entry of one request shares.
+public struct AuditContext: Sendable, Hashable {
+    /// A member's email, `cli`, a service token's name (`service-token:NAME`), or `system`.
+    public var actor: String
+    /// The client's address as the trusted proxies give it; `nil` outside a request.
+    public var clientAddress: String?
+    public var userAgent: String?
+    public var requestID: String?
+
+    public init(actor: String, clientAddress: String? = nil, userAgent: String? = nil, requestID: String? = nil) {
+        self.actor = actor
+        self.clientAddress = clientAddress
+        // Bounded: a header can be as long as the server accepts.
+        self.userAgent = userAgent.map { String($0.prefix(512)) }
+        self.requestID = requestID
+    }
+
+    /// The command line: `keyway …` run by an operator.
+    public static let cli = AuditContext(actor: "cli")
+    /// Keyway itself (a grace that ended, a retention sweep).
+    public static let system = AuditContext(actor: "system")
+}
+
+/// One entry of the audit log. Never a key or a secret: a key is named by its id, its hint
+/// and its SHA-256 (`hashedToken`, base64, as GitHub's audit log has it), which a holder of
+/// the key can compute to search for it.
+public struct AuditEntry: Sendable, Hashable {
+    public var id: String
+    public var at: Date
+    /// `nil` for changes that belong to no account (service tokens are the operator's).
+    public var accountID: AccountID?
+    public var environment: Environment?
+    public var event: AuditEvent
+    public var actor: String
+    /// What changed: `key`, `signing_key`, `service_token`, `member`, `environment`.
+    public var resourceType: String?
+    public var resourceID: String?
+    /// The key's or token's hint; never the secret.
+    public var resourceHint: String?
+    public var hashedToken: String?
+    public var clientAddress: String?
+    public var userAgent: String?
+    public var requestID: String?
+    /// What else the event says (`revocationReason`, `graceEndsAt`, `url`, `source`, `limit`…).
+    public var details: [String: String]
+
+    public init(
+        id: String = AuditEntry.newID(),
+        at: Date,
+        accountID: AccountID?,
+        environment: Environment? = nil,
+        event: AuditEvent,
+        context: AuditContext,
+        resourceType: String? = nil,
+        resourceID: String? = nil,
+        resourceHint: String? = nil,
+        hashedToken: String? = nil,
+        details: [String: String] = [:]
+    ) {
+        self.id = id
+        self.at = at.keywayPrecision
+        self.accountID = accountID
+        self.environment = environment
+        self.event = event
+        self.actor = context.actor
+        self.resourceType = resourceType
+        self.resourceID = resourceID
+        self.resourceHint = resourceHint
+        self.hashedToken = hashedToken
+        self.clientAddress = context.clientAddress
+        self.userAgent = context.userAgent
+        self.requestID = context.requestID
+        self.details = details
+    }
+
+    /// `aud_` and 20 random base62 characters.
+    public static func newID() -> String {
+        "aud_" + Base62.randomString(length: 20)
+    }
+}
+
+extension KeyDigest {
+    /// SHA-256 of the key, base64: the `hashedToken` of audit entries.
+    public var base64: String { Data(bytes).base64EncodedString() }
+}
+
+/// Which entries to read, newest first.
+public struct AuditQuery: Sendable, Hashable {
+    public var event: AuditEvent?
+    public var environment: Environment?
+    /// Entries at or after this time only.
+    public var since: Date?
+    /// The page after this entry (its time and id), for paging newest first.
+    public var before: (at: Date, id: String)?
+    public var limit: Int
+
+    public init(event: AuditEvent? = nil, environment: Environment? = nil, since: Date? = nil, before: (at: Date, id: String)? = nil, limit: Int = 50)
+    {
+        self.event = event
+        self.environment = environment
+        self.since = since
+        self.before = before
+        self.limit = limit
+    }
+
+    public static func == (lhs: AuditQuery, rhs: AuditQuery) -> Bool {
+        lhs.event == rhs.event && lhs.environment == rhs.environment && lhs.since == rhs.since && lhs.limit == rhs.limit
+            && lhs.before?.at == rhs.before?.at && lhs.before?.id == rhs.before?.id
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(event)
+        hasher.combine(environment)
+        hasher.combine(since)
+        hasher.combine(limit)
+        hasher.combine(before?.at)
+        hasher.combine(before?.id)
+    }
+}
+
+extension AuditEntry {
+    /// `key.generated`: a new key, named by id, hint and hash.
+    public static func keyGenerated(_ record: SecretKeyRecord, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: record.createdAt,
+            accountID: record.environmentID.accountID,
+            environment: record.environmentID.environment,
+            event: .keyGenerated,
+            context: context,
+            resourceType: "key",
+            resourceID: record.id.rawValue,
+            resourceHint: record.hint,
+            hashedToken: record.digest.base64
+        )
+    }
+
+    /// What replacing a key at `date` did to it: `key.rolled` (with `graceEndsAt`) when it works
+    /// on until `revocation.revokedAt`, `key.revoked` (with `revocationReason`) when it stopped now.
+    public static func keyReplaced(
+        id: SecretKeyID,
+        hint: String,
+        in environmentID: EnvironmentID,
+        revocation: KeyRevocation,
+        replacement: SecretKeyID,
+        at date: Date,
+        context: AuditContext
+    ) -> AuditEntry {
+        let rolled = revocation.revokedAt > date
+        var details = ["replacedBy": replacement.rawValue]
+        if rolled {
+            details["graceEndsAt"] = revocation.revokedAt.auditTimestamp
+        } else {
+            details["revocationReason"] = revocation.reason.rawValue
+        }
+        return AuditEntry(
+            at: date,
+            accountID: environmentID.accountID,
+            environment: environmentID.environment,
+            event: rolled ? .keyRolled : .keyRevoked,
+            context: context,
+            resourceType: "key",
+            resourceID: id.rawValue,
+            resourceHint: hint,
+            hashedToken: revocation.digest.base64,
+            details: details
+        )
+    }
+
+    /// `key.expired`: a rolled key's grace ended at `record.revokedAt`.
+    public static func keyExpired(_ record: SecretKeyRecord) -> AuditEntry {
+        AuditEntry(
+            at: record.revokedAt ?? record.createdAt,
+            accountID: record.environmentID.accountID,
+            environment: record.environmentID.environment,
+            event: .keyExpired,
+            context: .system,
+            resourceType: "key",
+            resourceID: record.id.rawValue,
+            resourceHint: record.hint,
+            hashedToken: record.digest.base64,
+            details: ["revocationReason": RevocationReason.expiredAfterRoll.rawValue]
+        )
+    }
+
+    /// `rate_limit.changed`, with the new `limit` (`default`, `none` or a number).
+    public static func rateLimitChanged(
+        _ setting: RateLimitSetting,
+        for environmentID: EnvironmentID,
+        at date: Date,
+        context: AuditContext
+    )
+        -> AuditEntry
+    {
+        AuditEntry(
+            at: date,
+            accountID: environmentID.accountID,
+            environment: environmentID.environment,
+            event: .rateLimitChanged,
+            context: context,
+            resourceType: "environment",
+            resourceID: environmentID.environment.rawValue,
+            details: ["limit": setting.description]
+        )
+    }
+
+    /// `origins.changed`, with the new list, one origin per line.
+    public static func originsChanged(
+        _ origins: [BrowserOrigin],
+        for environmentID: EnvironmentID,
+        at date: Date,
+        context: AuditContext
+    )
+        -> AuditEntry
+    {
+        AuditEntry(
+            at: date,
+            accountID: environmentID.accountID,
+            environment: environmentID.environment,
+            event: .originsChanged,
+            context: context,
+            resourceType: "environment",
+            resourceID: environmentID.environment.rawValue,
+            details: ["origins": origins.map(\.serialized).joined(separator: "\n")]
+        )
+    }
+
+    /// `signing_key.rotated`: a new key signs the environment's user tokens.
+    public static func signingKeyRotated(_ record: SigningKeyRecord, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: record.createdAt,
+            accountID: record.environmentID.accountID,
+            environment: record.environmentID.environment,
+            event: .signingKeyRotated,
+            context: context,
+            resourceType: "signing_key",
+            resourceID: record.id
+        )
+    }
+
+    /// `service_token.created` or `service_token.revoked`: the operator's, so of no account.
+    public static func serviceToken(_ event: AuditEvent, _ record: ServiceTokenRecord, at date: Date, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: date,
+            accountID: nil,
+            event: event,
+            context: context,
+            resourceType: "service_token",
+            resourceID: record.id.rawValue,
+            resourceHint: record.hint,
+            hashedToken: record.digest.base64,
+            details: ["name": record.name]
+        )
+    }
+
+    /// A member's own event (signed up, in, out, a failed sign-in, a new password).
+    public static func member(_ event: AuditEvent, _ member: Member, at date: Date, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: date,
+            accountID: member.accountID,
+            event: event,
+            context: context,
+            resourceType: "member",
+            resourceID: member.id.rawValue,
+            details: ["email": member.email]
+        )
+    }
+}
+
+extension Date {
+    /// RFC 3339 with milliseconds, UTC: how audit details write a time.
+    public var auditTimestamp: String {
+        formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}
+
+/// How a store keeps an entry's details: a JSON object of strings, keys sorted.
+public enum AuditDetails {
+    public static func encode(_ details: [String: String]) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(details), as: UTF8.self)
+    }
+
+    public static func decode(_ text: String) throws -> [String: String] {
+        try JSONDecoder().decode([String: String].self, from: Data(text.utf8))
+    }
+}
+
+extension AuditEntry: Encodable {
+    private enum CodingKeys: String, CodingKey {
+        case id, at, accountId, environment, event, actor, resourceType, resourceId, resourceHint, hashedToken, clientAddress, userAgent,
+            requestId, details
+    }
+
+    /// The documented export shape (`keyway audit export`): absent fields are left out, `at`
+    /// is RFC 3339 with milliseconds.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(at.auditTimestamp, forKey: .at)
+        try container.encodeIfPresent(accountID?.rawValue, forKey: .accountId)
+        try container.encodeIfPresent(environment?.rawValue, forKey: .environment)
+        try container.encode(event.rawValue, forKey: .event)
+        try container.encode(actor, forKey: .actor)
+        try container.encodeIfPresent(resourceType, forKey: .resourceType)
+        try container.encodeIfPresent(resourceID, forKey: .resourceId)
+        try container.encodeIfPresent(resourceHint, forKey: .resourceHint)
+        try container.encodeIfPresent(hashedToken, forKey: .hashedToken)
+        try container.encodeIfPresent(clientAddress, forKey: .clientAddress)
+        try container.encodeIfPresent(userAgent, forKey: .userAgent)
+        try container.encodeIfPresent(requestID, forKey: .requestId)
+        try container.encode(details, forKey: .details)
+    }
+}

@@ -1,0 +1,219 @@
+import Crypto
+import Foundation
+import GRDB
+import KeywayCore
+import Testing
+
+@testable import KeywayPostgres
+@testable import KeywaySQLite
+
+/// The audit log on every store: each change writes its entries in its own transaction, an
+/// entry that cannot be written undoes its change, and the log reads, pages and trims.
+@Suite struct AuditLogTests {
+    private static let someone = AuditContext(actor: "ada@acme.test", clientAddress: "203.0.113.9", userAgent: "curl/8", requestID: "req1")
+
+    private static func entries(
+        _ store: any KeywayStore,
+        _ account: AccountID?,
+        _ query: AuditQuery = AuditQuery(limit: 100)
+    ) async throws
+        -> [AuditEntry]
+    {
+        try await store.auditEntries(for: account, matching: query)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func keyChangesAreRecordedWithTheKeysHashNeverTheKey(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let keys = SecretKeys(store: store)
+        let environment = EnvironmentID(accountID: account.id, environment: .production)
+        let (first, firstRecord) = try await keys.generate(for: environment, audit: Self.someone)
+        let (second, secondRecord) = try await keys.roll(for: environment, grace: try KeyGrace(parsing: "1h"), audit: Self.someone)
+        let (third, thirdRecord) = try await keys.generate(for: environment, audit: .cli)
+
+        let log = try await Self.entries(store, account.id)
+        let sha = { (key: GeneratedSecretKey) in Data(SHA256.hash(data: Data(key.revealPlaintext().utf8))).base64EncodedString() }
+        let summary = Set(log.map { "\($0.event.rawValue) \($0.resourceID ?? "")" })
+        #expect(
+            summary == [
+                "key.generated \(firstRecord.id)",
+                "key.generated \(secondRecord.id)", "key.rolled \(firstRecord.id)",
+                "key.generated \(thirdRecord.id)", "key.revoked \(firstRecord.id)", "key.revoked \(secondRecord.id)",
+            ],
+            "\(summary)"
+        )
+        #expect(log.count == 6)
+        let generated = try #require(log.first { $0.event == .keyGenerated && $0.resourceID == firstRecord.id.rawValue })
+        #expect(generated.hashedToken == sha(first), "a holder of the key can find it by its SHA-256")
+        #expect(generated.resourceHint == first.hint && generated.resourceType == "key")
+        #expect(generated.environment == .production && generated.accountID == account.id)
+        #expect(generated.actor == "ada@acme.test" && generated.clientAddress == "203.0.113.9")
+        #expect(generated.userAgent == "curl/8" && generated.requestID == "req1")
+        let rolled = try #require(log.first { $0.event == .keyRolled })
+        #expect(rolled.hashedToken == sha(first) && rolled.details["replacedBy"] == secondRecord.id.rawValue)
+        #expect(rolled.details["graceEndsAt"] != nil)
+        let revoked = log.filter { $0.event == .keyRevoked }
+        #expect(Set(revoked.compactMap(\.hashedToken)) == [sha(first), sha(second)])
+        #expect(revoked.allSatisfy { $0.details["revocationReason"] == "regenerated" && $0.actor == "cli" })
+        // Never a key, anywhere in what is stored.
+        let stored = try await kind.everythingStored(in: store)
+        for key in [first, second, third] { #expect(!stored.contains(key.revealPlaintext())) }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func accessChangesAreRecorded(kind: StoreKind) async throws {
+        let store = try await kind.makeStore()
+        let (account, owner) = try await store.createAccount(
+            name: "Acme",
+            ownerEmail: "owner@acme.test",
+            passwordHash: "h",
+            at: Date(),
+            audit: Self.someone
+        )
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        try await store.setRateLimit(.requestsPerSecond(7), for: development, audit: Self.someone)
+        try await store.setAllowedOrigins([try BrowserOrigin("https://app.acme.test")], for: development, audit: Self.someone)
+        let now = Date()
+        let session = DashboardSession(
+            digest: BrowserToken.generate().digest,
+            memberID: owner.id,
+            csrfToken: "c",
+            createdAt: now,
+            expiresAt: now.addingTimeInterval(60)
+        )
+        try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: Self.someone))
+        try await store.deleteSession(digest: session.digest, audit: .member(.signedOut, owner, at: now, context: Self.someone))
+        try await store.changePassword(of: owner.id, to: "h2", audit: .member(.passwordChanged, owner, at: now, context: Self.someone))
+        try await store.recordAudit(.member(.signInFailed, owner, at: now, context: Self.someone))
+        _ = try await UserTokens(store: store, masterKey: try MasterKey(bytes: [UInt8](repeating: 7, count: 32)), issuer: "https://keyway.test")
+            .rotate(development, audit: .cli)
+
+        let events = try await Self.entries(store, account.id).map(\.event)
+        #expect(
+            Set(events) == [
+                .signedUp, .rateLimitChanged, .originsChanged, .signedIn, .signedOut, .passwordChanged, .signInFailed, .signingKeyRotated,
+            ]
+        )
+        let limit = try #require(try await Self.entries(store, account.id, AuditQuery(event: .rateLimitChanged)).first)
+        #expect(limit.details["limit"] == "7" && limit.environment == .development)
+        let origins = try #require(try await Self.entries(store, account.id, AuditQuery(event: .originsChanged)).first)
+        #expect(origins.details["origins"] == "https://app.acme.test")
+
+        // Service tokens are the operator's: recorded under no account.
+        let tokens = ServiceTokens(store: store)
+        let created = try await tokens.create(name: "gateway", audit: .cli)
+        _ = try await tokens.revoke(.name("gateway"), audit: .cli)
+        let operatorLog = try await Self.entries(store, nil)
+        #expect(operatorLog.map(\.event) == [.serviceTokenRevoked, .serviceTokenCreated])
+        #expect(operatorLog.allSatisfy { $0.resourceID == created.record.id.rawValue && $0.details["name"] == "gateway" })
+        #expect(try await Self.entries(store, account.id).allSatisfy { $0.resourceType != "service_token" })
+    }
+
+    /// A change and its entry are one transaction: when the entry cannot be written, the change
+    /// does not happen.
+    @Test(arguments: StoreKind.allCases)
+    func anEntryThatCannotBeWrittenUndoesItsChange(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let keys = SecretKeys(store: store)
+        let (current, _) = try await keys.generate(for: environment, createdBy: "t")
+        let token = try await ServiceTokens(store: store).create(name: "gateway")
+        try await kind.failAuditInserts(in: store)
+
+        await #expect(throws: (any Error).self) { try await keys.generate(for: environment, createdBy: "t") }
+        await #expect(throws: (any Error).self) { try await keys.roll(for: environment, grace: try KeyGrace(parsing: "1h"), createdBy: "t") }
+        await #expect(throws: (any Error).self) { try await store.setRateLimit(.off, for: environment, audit: .cli) }
+        await #expect(throws: (any Error).self) { try await store.setAllowedOrigins([], for: environment, audit: .cli) }
+        await #expect(throws: (any Error).self) { try await ServiceTokens(store: store).revoke(.name("gateway")) }
+        await #expect(throws: (any Error).self) { try await ServiceTokens(store: store).create(name: "other") }
+
+        let stored = try await store.secretKeys(for: account.id)
+        #expect(stored.count == 1 && stored.first?.digest == current.digest && stored.first?.isActive == true, "no key made or revoked")
+        _ = try await SecretKeys(store: store).authenticate(Substring(current.revealPlaintext()))
+        #expect(try await store.rateLimits()[environment] == nil, "the limit is unchanged")
+        #expect(try await store.serviceTokens().map(\.revokedAt) == [nil], "the token is neither revoked nor joined by another")
+        #expect(try await store.serviceToken(digest: token.token.digest)?.revokedAt == nil)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func theLogFiltersAndPagesNewestFirst(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let (other, _) = try await kind.makeStoreWithAccount()
+        _ = other
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        for index in 0..<7 {
+            try await store.recordAudit(
+                AuditEntry(
+                    at: start.addingTimeInterval(TimeInterval(index / 2)),  // pairs share a millisecond
+                    accountID: account.id,
+                    environment: index.isMultiple(of: 2) ? .development : .production,
+                    event: index < 5 ? .keyGenerated : .rateLimitChanged,
+                    context: .cli
+                )
+            )
+        }
+        try await store.recordAudit(AuditEntry(at: start, accountID: AccountID(rawValue: "acct_other"), event: .keyGenerated, context: .cli))
+
+        var pages: [[AuditEntry]] = []
+        var query = AuditQuery(limit: 3)
+        while true {
+            let page = try await store.auditEntries(for: account.id, matching: query)
+            if page.isEmpty { break }
+            pages.append(page)
+            query.before = (page.last!.at, page.last!.id)
+        }
+        let all = pages.flatMap { $0 }
+        #expect(pages.map(\.count) == [3, 3, 1])
+        #expect(all.count == 7 && Set(all.map(\.id)).count == 7, "no entry twice, none missed across equal times")
+        #expect(zip(all, all.dropFirst()).allSatisfy { ($0.at, $0.id) > ($1.at, $1.id) }, "newest first")
+        #expect(try await store.auditEntries(for: account.id, matching: AuditQuery(event: .rateLimitChanged)).count == 2)
+        #expect(try await store.auditEntries(for: account.id, matching: AuditQuery(environment: .development)).count == 4)
+        #expect(try await store.auditEntries(for: account.id, matching: AuditQuery(since: start.addingTimeInterval(2))).count == 3)
+
+        #expect(try await store.deleteAuditEntries(before: start.addingTimeInterval(1)) == 3, "two of the account's and the other's")
+        #expect(try await store.auditEntries(for: account.id, matching: AuditQuery(limit: 100)).count == 5)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anEndedGraceIsRecordedOnceWhateverTheInstances(kind: StoreKind) async throws {
+        let stores = try await kind.makeSharedStores(3)
+        let account = try await stores[0].createAccount(name: "Acme", at: Date())
+        let environment = EnvironmentID(accountID: account.id, environment: .production)
+        let keys = SecretKeys(store: stores[0])
+        let rolledAt = Date().addingTimeInterval(-120)
+        let (_, first) = try await keys.generate(for: environment, createdBy: "t", at: rolledAt.addingTimeInterval(-1))
+        let (_, second) = try await keys.roll(for: environment, grace: try KeyGrace(seconds: 60), createdBy: "t", at: rolledAt)
+        // The first key's grace is ended early by the second roll: recorded then, never as expired.
+        _ = try await keys.roll(for: environment, grace: try KeyGrace(seconds: 30), createdBy: "t", at: rolledAt.addingTimeInterval(1))
+        #expect(try await stores[1].recordExpiredGraces(at: rolledAt.addingTimeInterval(0.5)) == 0, "nothing has ended yet")
+
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for store in stores { group.addTask { try await store.recordExpiredGraces(at: Date()) } }
+            return try await group.reduce(0, +)
+        }
+        let expired = try await stores[2].auditEntries(for: account.id, matching: AuditQuery(event: .keyExpired))
+        #expect(counts == 1 && expired.map(\.resourceID) == [second.id.rawValue], "\(counts) \(expired.map(\.resourceID))")
+        #expect(expired.first?.at == rolledAt.addingTimeInterval(31).keywayPrecision, "dated at the end of the grace")
+        let endedEarly = try await stores[0].auditEntries(for: account.id, matching: AuditQuery(event: .keyRevoked))
+        #expect(endedEarly.map(\.resourceID) == [first.id.rawValue] && endedEarly.first?.details["revocationReason"] == "expired_after_roll")
+    }
+}
+
+extension StoreKind {
+    /// Makes every insert into the audit log fail, as a full disk or a broken table would.
+    func failAuditInserts(in store: any KeywayStore) async throws {
+        switch self {
+        case .sqlite:
+            let store = try #require(store as? KeywaySQLiteStore)
+            try await store.database.write { db in
+                try db.execute(sql: "CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END")
+            }
+        case .postgres:
+            let store = try #require(store as? KeywayPostgresStore)
+            try await store.execute(
+                "CREATE FUNCTION audit_fails() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$ LANGUAGE plpgsql"
+            )
+            try await store.execute("CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_fails()")
+        }
+    }
+}
