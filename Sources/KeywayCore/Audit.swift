@@ -189,6 +189,22 @@ extension AuditEntry {
         )
     }
 
+    /// `key.reported_leaked`: the key was revoked at `date` because it was reported leaked.
+    public static func keyLeaked(_ record: SecretKeyRecord, report: LeakReport, at date: Date, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: date,
+            accountID: record.environmentID.accountID,
+            environment: record.environmentID.environment,
+            event: .keyReportedLeaked,
+            context: context,
+            resourceType: "key",
+            resourceID: record.id.rawValue,
+            resourceHint: record.hint,
+            hashedToken: record.digest.base64,
+            details: report.details
+        )
+    }
+
     /// `key.expired`: a rolled key's grace ended at `record.revokedAt`.
     public static func keyExpired(_ record: SecretKeyRecord) -> AuditEntry {
         AuditEntry(

@@ -28,6 +28,8 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let invalidServiceToken = Code(rawValue: "invalid_service_token")
         public static let revokedServiceToken = Code(rawValue: "revoked_service_token")
         public static let apiKeyNotAccepted = Code(rawValue: "api_key_not_accepted")
+        // Leak reports (`/leaked-keys`).
+        public static let invalidReportSignature = Code(rawValue: "invalid_report_signature")
         // User tokens.
         public static let missingUserToken = Code(rawValue: "missing_user_token")
         public static let malformedUserToken = Code(rawValue: "malformed_user_token")
@@ -70,7 +72,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         /// Every code above.
         public static let all: [Code] = [
             .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .apiKeyInQuery,
-            .missingServiceToken, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted,
+            .missingServiceToken, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted, .invalidReportSignature,
             .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted,
             .userNotFound, .usernameTaken, .invalidInput, .invalidUsers, .noValidUsers, .batchTooLarge, .invalidCursor,

@@ -55,6 +55,10 @@ public protocol SecretKeyStore: Sendable {
         at date: Date
     ) async throws -> KeyGeneration
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord?
+    /// Revokes the key with `digest` now, as leaked, when it is active or in a grace period;
+    /// in the same transaction, under the environment's generation lock, with its
+    /// `key.reported_leaked` entry (`report`'s details).
+    func revokeLeakedKey(digest: KeyDigest, report: LeakReport, audit: AuditContext, at date: Date) async throws -> LeakedKeyOutcome
     /// An account's keys, active and revoked, newest first.
     func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord]
     /// Revocations after `sequence`, in order, so other processes can follow them.

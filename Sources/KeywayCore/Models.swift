@@ -21,6 +21,44 @@ public enum RevocationReason: String, Sendable, Hashable, Codable {
     case regenerated
     /// The key was rolled and its grace period ended (or a later roll ended it early).
     case expiredAfterRoll = "expired_after_roll"
+    /// The key was reported leaked (`POST /leaked-keys`, `keyway keys report-leak`) and revoked at once.
+    case leaked
+}
+
+/// Where a leaked key was found, as the report says (GitHub's secret-scanning payload).
+public struct LeakReport: Sendable, Hashable {
+    /// The public address of the leak, e.g. a file on GitHub.
+    public var url: String?
+    /// Where it was found: `content`, `commit`, `pull_request_description`, `npm`…
+    public var source: String?
+    /// The scanner's name for the secret's type.
+    public var type: String?
+
+    public init(url: String? = nil, source: String? = nil, type: String? = nil) {
+        // Bounded: a report can hold anything its sender likes.
+        self.url = url.map { String($0.prefix(2048)) }
+        self.source = source.map { String($0.prefix(128)) }
+        self.type = type.map { String($0.prefix(128)) }
+    }
+
+    /// The audit entry's details.
+    public var details: [String: String] {
+        var details: [String: String] = ["revocationReason": RevocationReason.leaked.rawValue]
+        if let url { details["url"] = url }
+        if let source { details["source"] = source }
+        if let type { details["type"] = type }
+        return details
+    }
+}
+
+/// What a leak report did to one key.
+public enum LeakedKeyOutcome: Sendable, Hashable {
+    /// No key has that digest.
+    case unknown
+    /// A real key, revoked before (by a generation, a grace's end or an earlier report).
+    case alreadyRevoked(SecretKeyRecord)
+    /// The key was active or in its grace, and is now revoked as leaked.
+    case revoked(SecretKeyRecord, KeyRevocation)
 }
 
 /// What a generation does to the key it replaces.

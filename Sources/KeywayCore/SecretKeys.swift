@@ -261,6 +261,35 @@ public final class SecretKeys: Sendable {
         }
     }
 
+    /// Revokes a key reported leaked, when it is active or in a grace period: possession of a
+    /// live key is proof enough that it is compromised, whoever reports it.
+    ///
+    /// - Parameter token: What the report calls a key; anything that is not one is `.unknown`
+    ///   without a lookup.
+    /// - Returns: What the report did; a revocation applies here before this returns.
+    public func reportLeaked(
+        _ token: Substring,
+        report: LeakReport,
+        audit: AuditContext,
+        at date: Date = Date()
+    ) async throws
+        -> LeakedKeyOutcome
+    {
+        guard let presented = try? SecretKeyFormat.parse(token) else { return .unknown }
+        let outcome = try await store.revokeLeakedKey(digest: presented.digest, report: report, audit: audit, at: date)
+        if case .revoked(let record, let revocation) = outcome {
+            apply([revocation], advancingSequence: false)
+            logger.warning(
+                "secret key revoked as leaked",
+                metadata: [
+                    "account.id": "\(record.environmentID.accountID)", "environment": "\(record.environmentID.environment.rawValue)",
+                    "key.id": "\(record.id)", "key.hint": "\(record.hint)", "leak.url": "\(report.url ?? "")",
+                ]
+            )
+        }
+        return outcome
+    }
+
     /// Applies revocations made by other processes since the last call.
     ///
     /// The first call only notes where the store's revocation sequence stands:
@@ -337,6 +366,7 @@ public final class SecretKeys: Sendable {
             switch reason {
             case .regenerated: "a new key was generated for its environment"
             case .expiredAfterRoll: "the key was rolled and its grace period ended"
+            case .leaked: "the key was reported leaked; generate a new key and remove this one from where it was found"
             }
         return KeywayError(
             .revokedAPIKey,

@@ -190,6 +190,9 @@ func buildRouter(
         .add(middleware: NoStoreMiddleware())
         .addRoutes(KeyVerificationController(verification: verification).endpoints)
     router.addRoutes(forwardAuth.endpoints)
+    router.addRoutes(
+        LeakedKeysController(keys: keys, signatures: configuration.secretScanningKeys, trustedProxies: configuration.trustedProxies).endpoints
+    )
     // The dashboard accepts only its session cookie; the API above only keys.
     let dashboard = DashboardController(
         store: store,

@@ -15,7 +15,7 @@ extension KeywayError {
     var status: HTTPResponse.Status {
         switch code {
         case .missingAPIKey, .malformedAPIKey, .invalidAPIKey, .revokedAPIKey, .userTokenNotAccepted, .metricsTokenRequired: .unauthorized
-        case .missingServiceToken, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted: .unauthorized
+        case .missingServiceToken, .invalidServiceToken, .revokedServiceToken, .apiKeyNotAccepted, .invalidReportSignature: .unauthorized
         case .requestTimeout: .requestTimeout
         case .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:

@@ -34,6 +34,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var auditRetentionDays = Self.defaultAuditRetentionDays
     /// A year: long enough for an annual review, the usual horizon of compliance audits.
     public static let defaultAuditRetentionDays = 365
+    /// `KEYWAY_GITHUB_SECRET_SCANNING_KEYS`: a file of GitHub's secret-scanning public keys;
+    /// when set, `POST /leaked-keys` accepts only reports GitHub signed.
+    public var secretScanningKeys: SecretScanningKeys?
     /// `KEYWAY_SHUTDOWN_TIMEOUT_SECONDS`: the most each step of a graceful stop
     /// (draining requests, writing last-used times, closing connections) may
     /// take; what is not done by then is abandoned and logged.
@@ -91,6 +94,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let flush = try settings.integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
         if let seconds = try settings.integer("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", in: 1...600) { self.shutdownTimeoutSeconds = seconds }
         if let days = try settings.integer("KEYWAY_AUDIT_RETENTION_DAYS", in: 1...36_500) { self.auditRetentionDays = days }
+        if let path = settings.string("KEYWAY_GITHUB_SECRET_SCANNING_KEYS") { self.secretScanningKeys = try SecretScanningKeys(file: path) }
         if let entries = try settings.integer("KEYWAY_THROTTLE_ENTRIES", in: 100...10_000_000) { self.throttleEntries = entries }
         var header = TrustedProxies.Header.xForwardedFor
         if let name = settings.string("KEYWAY_CLIENT_ADDRESS_HEADER") {

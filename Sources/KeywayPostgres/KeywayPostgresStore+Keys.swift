@@ -45,13 +45,15 @@ extension KeywayPostgresStore {
                 }
             }
             // The current key and a key still in an earlier roll's grace: both are replaced. Read
-            // under the environment's generation lock, so no other generation can come between
-            // this and the updates.
+            // under the environment's generation lock, so no other generation (or leak report) can
+            // come between this and the updates. A key revoked for another reason at a later time
+            // than this one (a report that committed first, with a later clock) stays as it is.
             let now = record.createdAt.keywayMilliseconds
             let rows = try await connection.query(
                 """
                 SELECT id, digest, hint, revoked_at IS NOT NULL FROM secret_keys
-                WHERE account_id = \(account) AND environment = \(environment) AND (revoked_at IS NULL OR revoked_at > \(now))
+                WHERE account_id = \(account) AND environment = \(environment)
+                    AND (revoked_at IS NULL OR (revoked_at > \(now) AND revocation_reason = 'expired_after_roll'))
                 """,
                 logger: logger
             ).decode((String, Data, String, Bool).self)
@@ -112,6 +114,41 @@ extension KeywayPostgresStore {
                 try await connection.query("SELECT pg_notify(\(Self.revocationChannel), \(String(last.sequence)))", logger: logger)
             }
             return KeyGeneration(key: record, revoked: revoked)
+        }
+    }
+
+    public func revokeLeakedKey(digest: KeyDigest, report: LeakReport, audit: AuditContext, at date: Date) async throws -> LeakedKeyOutcome {
+        let now = date.keywayPrecision
+        guard let found = try await Self.secretKeys(digests: [digest], client: client, logger: logger)[digest] else { return .unknown }
+        return try await transaction { connection in
+            // As a generation does: under the environment's lock, so a generation cannot read the
+            // key as replaceable and then overwrite this revocation; read again under it.
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
+            try await connection.query(Self.generationLock(for: found.environmentID), logger: logger)
+            let rows = try await connection.query(
+                "SELECT \(unescaped: Self.keyColumns) FROM secret_keys WHERE id = \(found.id.rawValue)",
+                logger: logger
+            ).decode(KeyRow.self)
+            var current: SecretKeyRecord?
+            for try await row in rows { current = try Self.record(row) }
+            guard let record = current else { return .unknown }
+            guard record.isAccepted(at: now) else { return .alreadyRevoked(record) }
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.revocationSequenceLock))", logger: logger)
+            let sequences = try await connection.query(
+                """
+                UPDATE secret_keys SET revoked_at = \(now.keywayMilliseconds), revocation_reason = \(RevocationReason.leaked.rawValue),
+                    revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys),
+                    grace_audit_pending = false
+                WHERE id = \(record.id.rawValue)
+                RETURNING revocation_sequence
+                """,
+                logger: logger
+            ).decode(Int64.self)
+            var sequence: Int64 = 0
+            for try await drawn in sequences { sequence = drawn }
+            try await Self.insert([.keyLeaked(record, report: report, at: now, context: audit)], connection: connection, logger: logger)
+            try await connection.query("SELECT pg_notify(\(Self.revocationChannel), \(String(sequence)))", logger: logger)
+            return .revoked(record, KeyRevocation(sequence: sequence, digest: digest, revokedAt: now, reason: .leaked))
         }
     }
 

@@ -31,12 +31,15 @@ extension KeywaySQLiteStore {
                     throw KeywayError.tooManyKeyGenerations(limit: limit, retryAfter: retryAfter)
                 }
             }
-            // The current key and a key still in an earlier roll's grace: both are replaced.
+            // The current key and a key still in an earlier roll's grace: both are replaced. A key
+            // revoked for another reason at a later time than this one (a report that committed
+            // first, with a later clock) is revoked already and stays as it is.
             let previous = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT id, digest, hint, revoked_at FROM secret_keys
-                    WHERE account_id = ? AND environment = ? AND (revoked_at IS NULL OR revoked_at > ?)
+                    WHERE account_id = ? AND environment = ?
+                        AND (revoked_at IS NULL OR (revoked_at > ? AND revocation_reason = 'expired_after_roll'))
                     """,
                 arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, record.createdAt.keywayMilliseconds]
             )
@@ -101,6 +104,28 @@ extension KeywaySQLiteStore {
                 try Row.fetchOne(db, sql: SQLitePointReader.Query.secretKeyByDigest.sql, arguments: [Data(digest.bytes)])
                     .map(SecretKeyRecord.init(row:))
             }
+        }
+    }
+
+    public func revokeLeakedKey(digest: KeyDigest, report: LeakReport, audit: AuditContext, at date: Date) async throws -> LeakedKeyOutcome {
+        let now = date.keywayPrecision
+        // One writer at a time: no generation can come between the read and the update.
+        return try await database.write { db in
+            guard
+                let record = try Row.fetchOne(db, sql: "SELECT * FROM secret_keys WHERE digest = ?", arguments: [Data(digest.bytes)])
+                    .map(SecretKeyRecord.init(row:))
+            else { return .unknown }
+            guard record.isAccepted(at: now) else { return .alreadyRevoked(record) }
+            let sequence = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0) + 1
+            try db.execute(
+                sql: """
+                    UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?, grace_audit_pending = 0
+                    WHERE id = ?
+                    """,
+                arguments: [now.keywayMilliseconds, RevocationReason.leaked.rawValue, sequence, record.id.rawValue]
+            )
+            try Self.insert([.keyLeaked(record, report: report, at: now, context: audit)], db: db)
+            return .revoked(record, KeyRevocation(sequence: sequence, digest: digest, revokedAt: now, reason: .leaked))
         }
     }
 

@@ -34,6 +34,9 @@ final class StoreWithoutChangeWatch: KeywayStore {
         )
     }
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? { try await base.secretKey(digest: digest) }
+    func revokeLeakedKey(digest: KeyDigest, report: LeakReport, audit: AuditContext, at date: Date) async throws -> LeakedKeyOutcome {
+        try await base.revokeLeakedKey(digest: digest, report: report, audit: audit, at: date)
+    }
     func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }
     func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
         try await base.revocations(after: sequence, limit: limit)

@@ -173,6 +173,9 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         lock.withLock { _keyLookups += 1 }
         return try await base.secretKey(digest: digest)
     }
+    func revokeLeakedKey(digest: KeyDigest, report: LeakReport, audit: AuditContext, at date: Date) async throws -> LeakedKeyOutcome {
+        try await base.revokeLeakedKey(digest: digest, report: report, audit: audit, at: date)
+    }
     func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }
     func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {
         let fails = lock.withLock {

@@ -44,9 +44,11 @@ class Keyway:
         env.update(extra)
         return env
 
-    def cli(self, *args, check=True, **env) -> subprocess.CompletedProcess:
+    def cli(self, *args, check=True, input: str | None = None, **env) -> subprocess.CompletedProcess:
+        """Runs `keyway ARGS…`; `input` is its standard input (otherwise none)."""
         result = subprocess.run(
-            [str(self.binary), *args], cwd=self.workdir, env=self.env(**env), capture_output=True, text=True, timeout=60
+            [str(self.binary), *args], cwd=self.workdir, env=self.env(**env), capture_output=True, text=True, timeout=60,
+            input=input if input is not None else "",
         )
         if check and result.returncode != 0:
             raise AssertionError(f"keyway {' '.join(args)} failed ({result.returncode}): {result.stderr}")

@@ -292,3 +292,30 @@ def test_audit_export_writes_json_lines_with_keys_only_by_hash(keyway):
     assert bad.returncode != 0 and "RFC 3339" in bad.stderr
     both = keyway.cli("audit", "export", "--account", account, "--operator", check=False)
     assert both.returncode != 0 and "not both" in both.stderr
+
+
+def test_report_leak_revokes_a_key_read_from_standard_input(keyway):
+    keyway.start()
+    account = keyway.cli("accounts", "create", "--name", "Leaky Ltd").stdout.strip()
+    key = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
+    assert keyway.request("GET", "/whoami", key)[0] == 200
+    reported = keyway.cli("keys", "report-leak", "--url", "https://pastebin.example/abc", input=key + "\n")
+    assert "Revoked kw_dev_…" + key[-4:] in reported.stdout and key not in reported.stdout
+    # The running server refuses it within the revocation bound (plus 2 s for a noisy machine).
+    deadline = time.monotonic() + 2.5
+    while True:
+        status, _, body = keyway.request("GET", "/whoami", key)
+        if status == 401:
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.02)
+    assert body["code"] == "revoked_api_key" and body["revocationReason"] == "leaked", body
+    again = keyway.cli("keys", "report-leak", input=key + "\n")
+    assert "already revoked" in again.stdout
+    nonsense = keyway.cli("keys", "report-leak", input="not a key\n", check=False)
+    assert nonsense.returncode != 0 and "not a Keyway key" in nonsense.stderr
+    empty = keyway.cli("keys", "report-leak", input="", check=False)
+    assert empty.returncode != 0 and "standard input" in empty.stderr
+    leaks = [json.loads(line) for line in keyway.cli("audit", "export", "--account", account).stdout.splitlines()
+             if json.loads(line)["event"] == "key.reported_leaked"]
+    assert len(leaks) == 1 and leaks[0]["details"]["url"] == "https://pastebin.example/abc" and leaks[0]["actor"] == "cli"

@@ -125,6 +125,9 @@ extension DashboardController {
         return active
     }
 
+    /// How long the API Keys page shows that a key was revoked as leaked: 30 days.
+    static let leakShownFor: TimeInterval = 30 * 86_400
+
     /// "3 h 12 min", "42 s": how long until `end`, for a grace's countdown.
     static func remaining(until end: Date, from date: Date) -> String {
         let seconds = max(0, Int(end.timeIntervalSince(date).rounded(.up)))
@@ -149,11 +152,23 @@ extension DashboardController {
         let records = try await store.secretKeys(for: context.account.id)
         var active: [Environment: SecretKeyRecord] = [:]
         var inGrace: [Environment: SecretKeyRecord] = [:]
+        var leaked: [Environment: [SecretKeyRecord]] = [:]
         for record in records {
             if record.isActive {
                 active[record.environmentID.environment] = record
             } else if record.graceEnd(at: now) != nil, inGrace[record.environmentID.environment] == nil {
                 inGrace[record.environmentID.environment] = record
+            } else if record.revocationReason == .leaked, let revokedAt = record.revokedAt,
+                now.timeIntervalSince(revokedAt) < Self.leakShownFor
+            {
+                leaked[record.environmentID.environment, default: []].append(record)
+            }
+        }
+        // Where each leak was found, from its audit entry.
+        var reports: [String: AuditEntry] = [:]
+        if !leaked.isEmpty {
+            for entry in try await store.auditEntries(for: context.account.id, matching: AuditQuery(event: .keyReportedLeaked, limit: 50)) {
+                if let id = entry.resourceID, reports[id] == nil { reports[id] = entry }
             }
         }
         let environments: [[String: Any]] = Environment.allCases.map { environment in
@@ -185,6 +200,20 @@ extension DashboardController {
                     "remaining": Self.remaining(until: end, from: now),
                     "lastUsed": rolled.lastUsedAt.map { DashboardPages.display($0) } ?? "never",
                 ]
+            }
+            card["leaks"] = (leaked[environment] ?? []).map { record -> [String: Any] in
+                let report = reports[record.id.rawValue]
+                var leak: [String: Any] = ["hint": record.hint, "at": record.revokedAt.map { DashboardPages.display($0) } ?? ""]
+                if let source = report?.details["source"] { leak["source"] = source }
+                if let url = report?.details["url"] {
+                    // Linked only when it is a web address: a report can say anything.
+                    if url.lowercased().hasPrefix("https://") || url.lowercased().hasPrefix("http://") {
+                        leak["link"] = url
+                    } else {
+                        leak["url"] = url
+                    }
+                }
+                return leak
             }
             if confirming == environment { card["confirming"] = true }
             if rolling == environment, active[environment] != nil {

@@ -7,7 +7,7 @@ import Logging
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate, roll and list secret API keys.",
-        subcommands: [Generate.self, Roll.self, List.self]
+        subcommands: [Generate.self, Roll.self, List.self, ReportLeak.self]
     )
 
     struct Generate: AsyncParsableCommand {
@@ -106,6 +106,50 @@ struct Keys: AsyncParsableCommand {
                 throw ExitCode.failure
             }
             print("Wrote the new \(target.environment.rawValue) key \(generated.hint) to \(file.path) (mode 0600).")
+        }
+    }
+
+    struct ReportLeak: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "report-leak",
+            abstract: "Revoke a leaked key at once: reads the key from standard input.",
+            discussion: """
+                The key is read from standard input (never from an argument, which the shell's history and ps would keep).
+                A key that is active, or in a grace period after a roll, is revoked now with revocationReason leaked and
+                recorded in the audit log with --url and --source; running servers refuse it within the bound of a revoked key.
+                """
+        )
+
+        @Option(help: ArgumentHelp("Where the key was found.", valueName: "url"))
+        var url: String?
+
+        @Option(help: ArgumentHelp("How it was found (e.g. content, commit, a ticket number).", valueName: "source"))
+        var source: String?
+
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            guard let line = readLine(strippingNewline: true) else {
+                throw CommandError("Give the leaked key on standard input, e.g.: keyway keys report-leak < leaked-key.txt")
+            }
+            let token = line.trimmingCharacters(in: .whitespaces)
+            guard (try? SecretKeyFormat.parse(token[...])) != nil else {
+                throw CommandError("That is not a Keyway key (kw_dev_… or kw_prod_…, 43 characters): nothing was revoked.")
+            }
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                let keys = SecretKeys(store: store)
+                switch try await keys.reportLeaked(token[...], report: LeakReport(url: url, source: source ?? "cli"), audit: .cli) {
+                case .unknown:
+                    throw CommandError("No Keyway key matches it: nothing was revoked.")
+                case .alreadyRevoked(let record):
+                    print("\(record.hint) (\(record.environmentID.environment.rawValue) of \(record.environmentID.accountID)) was already revoked.")
+                case .revoked(let record, _):
+                    print(
+                        "Revoked \(record.hint) (\(record.environmentID.environment.rawValue) of \(record.environmentID.accountID)) as leaked. "
+                            + "Generate a new key: keyway keys generate --account \(record.environmentID.accountID) --environment \(record.environmentID.environment.rawValue)"
+                    )
+                }
+            }
         }
     }
 

@@ -1,0 +1,115 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywayCore
+import Logging
+
+/// `POST /leaked-keys`: GitHub's secret-scanning partner endpoint. Each reported token that is
+/// an active key, or one in its grace, is revoked at once: possession of a live key is proof
+/// enough that it is compromised, whoever reports it. The answer is GitHub's feedback format
+/// and says nothing beyond whether each token is a Keyway key.
+struct LeakedKeysController {
+    typealias Context = KeywayRequestContext
+
+    let keys: SecretKeys
+    /// When set, only reports GitHub signed are accepted.
+    let signatures: SecretScanningKeys?
+    let trustedProxies: TrustedProxies
+    /// Unsigned reports per client address.
+    let unsignedReports = RateLimiter<String>()
+
+    /// Most tokens in one report; GitHub sends a handful at a time.
+    static let maximumTokens = 1000
+    /// Unsigned reports a client may send each second: enough for a scanner, little for a flood.
+    static let unsignedPolicy = RateLimitPolicy(requestsPerSecond: 5)
+    static let keyIdentifier = HTTPField.Name("Github-Public-Key-Identifier")!
+    static let keySignature = HTTPField.Name("Github-Public-Key-Signature")!
+
+    var endpoints: RouteCollection<Context> {
+        let routes = RouteCollection(context: Context.self)
+        routes.post("leaked-keys", use: report)
+        return routes
+    }
+
+    /// One reported match, as GitHub sends it.
+    struct ReportedToken: Decodable {
+        let token: String
+        let type: String?
+        let url: String?
+        let source: String?
+    }
+
+    @Sendable func report(_ request: Request, context: Context) async throws -> Response {
+        let client = trustedProxies.clientAddress(peer: context.remoteAddress, headers: request.headers)
+        let actor: String
+        if let signatures {
+            // Checked before the body is read as JSON: an unsigned body is not parsed at all.
+            let body = try await JSONBody.collect(request)
+            guard let identifier = request.headers[Self.keyIdentifier], let signature = request.headers[Self.keySignature],
+                signatures.verify(identifier: identifier, signature: signature, body: body.readableBytesView)
+            else {
+                throw KeywayError(
+                    .invalidReportSignature,
+                    "This endpoint accepts only reports signed by GitHub's secret scanning (Github-Public-Key-Identifier and Github-Public-Key-Signature)."
+                )
+            }
+            actor = "github-secret-scanning"
+            return try await answer(body, actor: actor, client: client, request: request, context: context)
+        }
+        let decision = unsignedReports.take(client?.throttleKey ?? "unknown", policy: Self.unsignedPolicy)
+        guard decision.allowed else {
+            var response = ErrorMappingMiddleware.response(
+                for: .rateLimited(limit: Self.unsignedPolicy.requestsPerSecond, retryAfter: decision.retryAfterSeconds ?? 1),
+                requestID: context.requestID
+            )
+            response.headers[.retryAfter] = String(decision.retryAfterSeconds ?? 1)
+            return response
+        }
+        actor = "leak-report"
+        return try await answer(try await JSONBody.collect(request), actor: actor, client: client, request: request, context: context)
+    }
+
+    private func answer(_ body: ByteBuffer, actor: String, client: IPAddress?, request: Request, context: Context) async throws -> Response {
+        let reported = try JSONBody.decode([ReportedToken].self, from: body)
+        guard reported.count <= Self.maximumTokens else {
+            throw KeywayError.invalidInput(field: "body", "A report may hold at most \(Self.maximumTokens) tokens; send the rest in another.")
+        }
+        let audit = AuditContext(
+            actor: actor,
+            clientAddress: client?.description,
+            userAgent: request.headers[.userAgent],
+            requestID: context.requestID
+        )
+        var feedback: [[String: String]] = []
+        var revoked = 0
+        for item in reported {
+            let outcome = try await keys.reportLeaked(
+                Substring(item.token),
+                report: LeakReport(url: item.url, source: item.source, type: item.type),
+                audit: audit
+            )
+            let label: String
+            switch outcome {
+            case .unknown: label = "false_positive"
+            case .alreadyRevoked: label = "true_positive"
+            case .revoked:
+                label = "true_positive"
+                revoked += 1
+            }
+            feedback.append([
+                "token_hash": SHA256.hash(data: Data(item.token.utf8)).map { String(format: "%02x", $0) }.joined(),
+                "token_type": item.type ?? "keyway_api_key",
+                "label": label,
+            ])
+        }
+        context.logger.notice("leak report", metadata: ["tokens": "\(reported.count)", "keys.revoked": "\(revoked)", "actor": "\(actor)"])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(feedback)))
+        )
+    }
+}
