@@ -138,12 +138,13 @@ public struct SecretKeyRecord: Sendable, Hashable {
 
     /// Whether the key is accepted at `date`: the current key, or a rolled key in its grace.
     public func isAccepted(at date: Date) -> Bool {
-        revokedAt.map { $0 > date } ?? true
+        revokedAt == nil || graceEnd(at: date) != nil
     }
 
-    /// When a rolled key in its grace period stops working; `nil` for any other key.
+    /// When a rolled key in its grace period stops working; `nil` for any other key. Only a
+    /// roll schedules a revocation: any other dated after `date` (a clock ahead) is one already.
     public func graceEnd(at date: Date) -> Date? {
-        guard let revokedAt, revokedAt > date else { return nil }
+        guard let revokedAt, revokedAt > date, revocationReason == .expiredAfterRoll else { return nil }
         return revokedAt
     }
 }

@@ -219,8 +219,13 @@ public final class SecretKeys: Sendable {
         }
         let (cached, generation) = state.withLock { state -> (Entry?, UInt64) in
             let entry = state.entries[presented.digest]
-            if case .active(let key) = entry, key.isAccepted(at: date) {
-                state.lastUsed[key.keyID] = date
+            if case .active(let key) = entry {
+                if key.isAccepted(at: date) {
+                    state.lastUsed[key.keyID] = date
+                } else if let end = key.expiresAt {
+                    // Its grace is over: from now on a revoked key like any other, in the bounded ring.
+                    state.remember(presented.digest, as: .revoked(at: end, reason: .expiredAfterRoll))
+                }
             }
             return (entry, state.generation)
         }
@@ -235,7 +240,7 @@ public final class SecretKeys: Sendable {
         if let record = try await store.secretKey(digest: presented.digest),
             record.environmentID.environment == presented.environment
         {
-            if let revokedAt = record.revokedAt, revokedAt <= date {
+            if let revokedAt = record.revokedAt, record.graceEnd(at: date) == nil {
                 entry = .revoked(at: revokedAt, reason: record.revocationReason ?? .regenerated)
             } else {
                 // A rolled key in its grace is active until the grace ends.
@@ -276,6 +281,10 @@ public final class SecretKeys: Sendable {
         -> LeakedKeyOutcome
     {
         guard let presented = try? SecretKeyFormat.parse(token) else { return .unknown }
+        // A read first (batched on PostgreSQL, a point read on SQLite): a report of invented or
+        // dead keys must cost no write transaction, and no environment's lock.
+        guard let found = try await store.secretKey(digest: presented.digest) else { return .unknown }
+        guard found.isAccepted(at: date) else { return .alreadyRevoked(found) }
         let outcome = try await store.revokeLeakedKey(digest: presented.digest, report: report, audit: audit, at: date)
         if case .revoked(let record, let revocation) = outcome {
             apply([revocation], advancingSequence: false)
@@ -341,8 +350,9 @@ public final class SecretKeys: Sendable {
         guard !revocations.isEmpty else { return }
         state.withLock { state in
             for revocation in revocations {
-                if revocation.revokedAt > date {
-                    // A roll with a grace: the key stays active until then, and knows when.
+                if revocation.revokedAt > date, revocation.reason == .expiredAfterRoll {
+                    // A roll with a grace: the key stays active until then, and knows when. Any
+                    // other revocation dated later (its writer's clock ahead) applies now.
                     state.schedule(revocation.digest, until: revocation.revokedAt)
                 } else {
                     state.remember(revocation.digest, as: .revoked(at: revocation.revokedAt, reason: revocation.reason))
@@ -398,9 +408,11 @@ extension AuthenticatedKey {
 }
 
 extension Date {
-    /// Milliseconds since 1970, the unit every store keeps; rounded to the nearest.
+    /// Milliseconds since 1970, the unit every store keeps; rounded to the nearest, and clamped
+    /// rather than trapping for dates no store can hold.
     public var keywayMilliseconds: Int64 {
-        Int64((timeIntervalSince1970 * 1000).rounded())
+        let milliseconds = (timeIntervalSince1970 * 1000).rounded()
+        return Int64(exactly: milliseconds) ?? (milliseconds.isNaN || milliseconds < 0 ? Int64.min / 2 : Int64.max / 2)
     }
 
     /// A date read back from storage.

@@ -12,9 +12,10 @@ enum JSONBody {
         try decode(T.self, from: try await collect(request))
     }
 
-    /// The whole body, refused when it is empty or over ``maximumSize``.
-    static func collect(_ request: Request) async throws -> ByteBuffer {
-        let buffer = try await request.body.collect(upTo: maximumSize)
+    /// The whole body, refused when it is empty or over `limit` (``maximumSize`` unless an
+    /// endpoint needs less).
+    static func collect(_ request: Request, upTo limit: Int = maximumSize) async throws -> ByteBuffer {
+        let buffer = try await request.body.collect(upTo: limit)
         guard buffer.readableBytes > 0 else {
             throw KeywayError(.invalidJSON, "The request body is empty; send a JSON object.")
         }

@@ -47,13 +47,15 @@ extension KeywayPostgresStore {
             // The current key and a key still in an earlier roll's grace: both are replaced. Read
             // under the environment's generation lock, so no other generation (or leak report) can
             // come between this and the updates. A key revoked for another reason at a later time
-            // than this one (a report that committed first, with a later clock) stays as it is.
+            // than this one (a report that committed first, with a later clock) stays as it is; so
+            // does a key whose grace the maintenance service has recorded as over (it takes no
+            // environment lock: the update checks again, and skips a key it claimed meanwhile).
             let now = record.createdAt.keywayMilliseconds
             let rows = try await connection.query(
                 """
                 SELECT id, digest, hint, revoked_at IS NOT NULL FROM secret_keys
                 WHERE account_id = \(account) AND environment = \(environment)
-                    AND (revoked_at IS NULL OR (revoked_at > \(now) AND revocation_reason = 'expired_after_roll'))
+                    AND (revoked_at IS NULL OR (revoked_at > \(now) AND revocation_reason = 'expired_after_roll' AND grace_audit_pending))
                 """,
                 logger: logger
             ).decode((String, Data, String, Bool).self)
@@ -80,7 +82,7 @@ extension KeywayPostgresStore {
                     UPDATE secret_keys SET revoked_at = \(until.keywayMilliseconds), revocation_reason = \(reason.rawValue),
                         revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys),
                         grace_audit_pending = \(gracePending)
-                    WHERE id = \(key.id)
+                    WHERE id = \(key.id) AND (revoked_at IS NULL OR grace_audit_pending)
                     RETURNING revocation_sequence
                     """,
                     logger: logger

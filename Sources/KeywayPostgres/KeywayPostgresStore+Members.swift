@@ -131,8 +131,14 @@ extension KeywayPostgresStore {
 
     public func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws {
         try await transaction { connection in
-            try await connection.query("DELETE FROM sessions WHERE digest = \(Data(digest.bytes))", logger: logger)
-            try await Self.insert([audit], connection: connection, logger: logger)
+            let deleted = try await connection.query(
+                "DELETE FROM sessions WHERE digest = \(Data(digest.bytes)) RETURNING 1",
+                logger: logger
+            ).decode(Int32.self)
+            var found = false
+            for try await _ in deleted { found = true }
+            // A session already ended (another tab, a password change) was no sign-out.
+            if found { try await Self.insert([audit], connection: connection, logger: logger) }
         }
     }
 

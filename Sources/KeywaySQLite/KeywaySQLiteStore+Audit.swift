@@ -62,7 +62,16 @@ extension KeywaySQLiteStore {
     }
 
     public func recordExpiredGraces(at date: Date) async throws -> Int {
-        try await database.write { db in
+        // Asked every second by every process: a read (the partial index) first, the writer only when needed.
+        let pending = try await database.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT 1 FROM secret_keys WHERE grace_audit_pending = 1 AND revoked_at <= ? LIMIT 1",
+                arguments: [date.keywayMilliseconds]
+            ) != nil
+        }
+        guard pending else { return 0 }
+        return try await database.write { db in
             let ended = try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM secret_keys WHERE grace_audit_pending = 1 AND revoked_at <= ?",

@@ -33,13 +33,15 @@ extension KeywaySQLiteStore {
             }
             // The current key and a key still in an earlier roll's grace: both are replaced. A key
             // revoked for another reason at a later time than this one (a report that committed
-            // first, with a later clock) is revoked already and stays as it is.
+            // first, with a later clock) is revoked already and stays as it is; so is a key whose
+            // grace the maintenance service has already recorded as over (a generation dated
+            // before that, which waited for the writer).
             let previous = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT id, digest, hint, revoked_at FROM secret_keys
                     WHERE account_id = ? AND environment = ?
-                        AND (revoked_at IS NULL OR (revoked_at > ? AND revocation_reason = 'expired_after_roll'))
+                        AND (revoked_at IS NULL OR (revoked_at > ? AND revocation_reason = 'expired_after_roll' AND grace_audit_pending = 1))
                     """,
                 arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, record.createdAt.keywayMilliseconds]
             )

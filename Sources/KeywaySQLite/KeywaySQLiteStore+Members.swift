@@ -129,7 +129,8 @@ extension KeywaySQLiteStore {
     public func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws {
         try await database.write { db in
             try db.execute(sql: "DELETE FROM sessions WHERE digest = ?", arguments: [Data(digest.bytes)])
-            try Self.insert([audit], db: db)
+            // A session already ended (another tab, a password change) was no sign-out.
+            if db.changesCount > 0 { try Self.insert([audit], db: db) }
         }
     }
 

@@ -55,6 +55,11 @@ import Testing
             #expect(none.html.contains(#"id="audit-empty""#))
             let bad = try await browser.get("/dashboard/settings/audit-log?event=nonsense")
             #expect(bad.status == .ok && bad.html.contains("is not an event"))
+            // A page link no page ever made, at the edge of what the stores' arithmetic holds.
+            for cursor in ["9223372036854775807_aud_x", "-9223372036854775808_aud_x", "253402300800000_aud_x", "12_notanid"] {
+                let crafted = try await browser.get("/dashboard/settings/audit-log?before=\(cursor)")
+                #expect(crafted.status == .ok && crafted.html.contains("is not a page of this log"), "\(cursor)")
+            }
         }
     }
 

@@ -73,6 +73,9 @@ import Testing
             let tooMany = Self.body(Array(repeating: ["token": "x"], count: LeakedKeysController.maximumTokens + 1))
             let refused = try await client.call(.post, "/leaked-keys", json: tooMany)
             #expect(refused.status == .badRequest && refused.code == "invalid_input")
+            let huge = "[" + Array(repeating: #"{"token":"x"}"#, count: 50_000).joined(separator: ",") + "]"
+            let tooLarge = try await client.call(.post, "/leaked-keys", json: huge)
+            #expect(tooLarge.status == .contentTooLarge && tooLarge.code == "body_too_large", "over the report's 512 KiB")
         }
     }
 

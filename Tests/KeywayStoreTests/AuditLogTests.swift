@@ -199,6 +199,47 @@ import Testing
     }
 }
 
+extension AuditLogTests {
+    /// A generation dated before a grace's end that reaches the database after the maintenance
+    /// service recorded the end leaves the expired key as it is: one final entry, its true end.
+    @Test(arguments: StoreKind.allCases)
+    func aLateGenerationLeavesAGraceRecordedAsEndedAlone(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let keys = SecretKeys(store: store)
+        let start = Date().addingTimeInterval(-10).keywayPrecision
+        let (_, old) = try await keys.generate(for: environment, createdBy: "t", at: start)
+        _ = try await keys.roll(for: environment, grace: try KeyGrace(seconds: 2), createdBy: "t", at: start.addingTimeInterval(1))
+        let end = start.addingTimeInterval(3)
+        #expect(try await store.recordExpiredGraces(at: Date()) == 1)
+        _ = try await keys.generate(for: environment, createdBy: "late", at: end.addingTimeInterval(-0.5))
+        let record = try #require(try await store.secretKeys(for: account.id).first { $0.id == old.id })
+        #expect(record.revokedAt == end && record.revocationReason == .expiredAfterRoll, "\(record)")
+        let aboutIt = try await store.auditEntries(for: account.id, matching: AuditQuery(limit: 100)).filter { $0.resourceID == old.id.rawValue }
+        #expect(aboutIt.map(\.event).sorted { $0.rawValue < $1.rawValue } == [.keyExpired, .keyGenerated, .keyRolled])
+    }
+
+    /// Only a sign-out that ended a session is recorded: a second one (another tab) is none.
+    @Test(arguments: StoreKind.allCases)
+    func aSignOutOfAnEndedSessionIsNotRecorded(kind: StoreKind) async throws {
+        let store = try await kind.makeStore()
+        let (account, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date(), audit: .system)
+        let now = Date()
+        let session = DashboardSession(
+            digest: BrowserToken.generate().digest,
+            memberID: owner.id,
+            csrfToken: "c",
+            createdAt: now,
+            expiresAt: now.addingTimeInterval(60)
+        )
+        try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: .system))
+        for _ in 0..<2 {
+            try await store.deleteSession(digest: session.digest, audit: .member(.signedOut, owner, at: now, context: .system))
+        }
+        #expect(try await store.auditEntries(for: account.id, matching: AuditQuery(event: .signedOut)).count == 1)
+    }
+}
+
 extension StoreKind {
     /// Makes every insert into the audit log fail, as a full disk or a broken table would.
     func failAuditInserts(in store: any KeywayStore) async throws {

@@ -63,6 +63,53 @@ import Testing
     }
 }
 
+extension LeakReportTests {
+    /// Invented keys (their checksum is public, so anyone can make them) and dead ones cost a
+    /// read each, never a write transaction or an environment's lock.
+    @Test(arguments: StoreKind.allCases)
+    func reportsOfInventedOrDeadKeysWriteNothing(kind: StoreKind) async throws {
+        let (base, account) = try await kind.makeStoreWithAccount()
+        let store = CountingStore(base)
+        let keys = SecretKeys(store: store)
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let dead = try await keys.generate(for: environment, createdBy: "t").key
+        _ = try await keys.generate(for: environment, createdBy: "t")
+        for _ in 0..<50 {
+            let invented = GeneratedSecretKey.generate(for: .production).revealPlaintext()
+            #expect(try await keys.reportLeaked(Substring(invented), report: Self.report, audit: .cli) == .unknown)
+        }
+        guard case .alreadyRevoked = try await keys.reportLeaked(Substring(dead.revealPlaintext()), report: Self.report, audit: .cli) else {
+            Issue.record("a regenerated key is a real key, revoked before")
+            return
+        }
+        #expect(store.leakRevocations == 0)
+    }
+
+    /// A report written by a process whose clock is ahead is dated after now: it still applies
+    /// at once everywhere, as `leaked`, and is never taken for a roll's grace.
+    @Test(arguments: StoreKind.allCases)
+    func aReportDatedAheadAppliesAtOnceAsLeaked(kind: StoreKind) async throws {
+        let stores = try await kind.makeSharedStores(2)
+        let account = try await stores[0].createAccount(name: "Acme", at: Date())
+        let environment = EnvironmentID(accountID: account.id, environment: .production)
+        let there = SecretKeys(store: stores[1])
+        try await there.followRevocations()
+        let key = try await SecretKeys(store: stores[0]).generate(for: environment, createdBy: "t").key
+        _ = try await there.authenticate(Substring(key.revealPlaintext()))  // cached as active there
+        let ahead = Date().addingTimeInterval(30)
+        _ = try await SecretKeys(store: stores[0]).reportLeaked(Substring(key.revealPlaintext()), report: Self.report, audit: .cli, at: ahead)
+        try await there.followRevocations()
+        let refused = await #expect(throws: KeywayError.self) { try await there.authenticate(Substring(key.revealPlaintext())) }
+        #expect(refused?.details["revocationReason"] == "leaked")
+        let fresh = await #expect(throws: KeywayError.self) {
+            try await SecretKeys(store: stores[1]).authenticate(Substring(key.revealPlaintext()))
+        }
+        #expect(fresh?.details["revocationReason"] == "leaked", "read from the store too")
+        let record = try #require(try await stores[1].secretKey(digest: key.digest))
+        #expect(!record.isAccepted(at: Date()) && record.graceEnd(at: Date()) == nil)
+    }
+}
+
 extension SecretKeyRecord {
     /// This record as revoked at `date` for `reason`.
     fileprivate func revoked(at date: Date, reason: RevocationReason) -> SecretKeyRecord {

@@ -173,8 +173,12 @@ final class CountingStore: KeywayStore, @unchecked Sendable {
         lock.withLock { _keyLookups += 1 }
         return try await base.secretKey(digest: digest)
     }
+    private var _leakRevocations = 0
+    /// Calls of the leak report's write transaction.
+    var leakRevocations: Int { lock.withLock { _leakRevocations } }
     func revokeLeakedKey(digest: KeyDigest, report: LeakReport, audit: AuditContext, at date: Date) async throws -> LeakedKeyOutcome {
-        try await base.revokeLeakedKey(digest: digest, report: report, audit: audit, at: date)
+        lock.withLock { _leakRevocations += 1 }
+        return try await base.revokeLeakedKey(digest: digest, report: report, audit: audit, at: date)
     }
     func secretKeys(for accountID: AccountID) async throws -> [SecretKeyRecord] { try await base.secretKeys(for: accountID) }
     func revocations(after sequence: Int64, limit: Int) async throws -> [KeyRevocation] {

@@ -358,7 +358,7 @@ def test_a_rolled_keys_grace_ends_at_the_same_moment_on_every_instance(tmp_path,
         status, headers, _ = server.request("GET", "/whoami", old)  # every instance caches it as the current key
         assert status == 200 and "Keyway-Key-Expires" not in headers
 
-    rolled = cli(database_url, tmp_path, "keys", "roll", "--account", account, "--environment", "production", "--grace", "5s")
+    rolled = cli(database_url, tmp_path, "keys", "roll", "--account", account, "--environment", "production", "--grace", "8s")
     new = rolled.stdout.strip()
     assert new.startswith("kw_prod_") and new != old
     assert "keeps working until" in rolled.stderr

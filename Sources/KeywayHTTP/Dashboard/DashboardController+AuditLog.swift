@@ -52,9 +52,12 @@ extension DashboardController {
         )
     }
 
-    /// `<milliseconds>_<entry id>`: where the next page starts.
+    /// `<milliseconds>_<entry id>`: where the next page starts. Times outside 1970…9999 are no
+    /// page of this log (and would not survive the stores' millisecond arithmetic).
     static func auditCursor(_ text: String) -> (at: Date, id: String)? {
-        guard let separator = text.firstIndex(of: "_"), let milliseconds = Int64(text[..<separator]) else { return nil }
+        guard let separator = text.firstIndex(of: "_"), let milliseconds = Int64(text[..<separator]),
+            (0...253_402_300_799_999).contains(milliseconds)
+        else { return nil }
         let id = String(text[text.index(after: separator)...])
         guard id.hasPrefix("aud_"), id.count <= 64 else { return nil }
         return (Date(keywayMilliseconds: milliseconds), id)
