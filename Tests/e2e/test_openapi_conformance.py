@@ -1,8 +1,13 @@
 """Every endpoint's real responses, successes and errors, checked against the served OpenAPI document."""
 
+import base64
+import json
 import re
+import time
 
 import jsonschema
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 import pytest
 from openapi_spec_validator import validate as validate_spec
 
@@ -175,16 +180,42 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     call("GET", "/whoami", limited, expect=200)
     for template, item in contract.document["paths"].items():
         for method, operation in item.items():
-            if method in METHODS and "429" in operation["responses"]:
+            # /leaked-keys is limited per client address, not per key: below.
+            if method in METHODS and "429" in operation["responses"] and template != "/leaked-keys":
                 path = template.replace("{user}", "someone")
                 body = {"username": "x"} if method in ("post", "put") else None
                 call(method.upper(), path, limited, body, expect=429)
 
-    # /metrics behind a token: the only way to see its 401.
+    # Leak reports, unsigned: GitHub's feedback, clear errors, a limit per client address.
+    leaked_dev = keyway.cli("keys", "generate", "--account", account, "--environment", "development").stdout.strip()
+    feedback = call("POST", "/leaked-keys", body=[{"token": leaked_dev, "type": "keyway_api_key", "url": "https://github.com/a/b", "source": "content"}], expect=200)
+    assert [item["label"] for item in feedback] == ["true_positive"]
+    call("POST", "/leaked-keys", body={"token": "x"}, expect=400)
+    call("POST", "/leaked-keys", raw=b"[" + b'{"token":"x"},' * 60_000 + b'{"token":"x"}]', expect=413)
+    statuses = [keyway.request("POST", "/leaked-keys", body=[])[0] for _ in range(8)]
+    assert 429 in statuses, statuses
+    time.sleep(2.1)  # both windows of the sliding counter behind
+    call("POST", "/leaked-keys", body=[], expect=200)
+    while keyway.request("POST", "/leaked-keys", body=[])[0] != 429:
+        pass
+    call("POST", "/leaked-keys", body=[], expect=429)
+
+    # /metrics behind a token: the only way to see its 401; and with GitHub's keys, leak
+    # reports must be signed: one signed with a key pair made here revokes a key.
+    signer = ec.generate_private_key(ec.SECP256R1())
+    keys_file = keyway.workdir / "github-keys.json"
+    public_pem = signer.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    keys_file.write_text(json.dumps({"public_keys": [{"key_identifier": "test-1", "key": public_pem, "is_current": True}]}))
     keyway.stop()
-    keyway.start(KEYWAY_METRICS_TOKEN="metrics-token-0123456789")
+    keyway.start(KEYWAY_METRICS_TOKEN="metrics-token-0123456789", KEYWAY_GITHUB_SECRET_SCANNING_KEYS=str(keys_file))
     call("GET", "/metrics", expect=401)
     call("GET", "/metrics", headers={"Authorization": "Bearer metrics-token-0123456789"}, expect=200)
+    report = json.dumps([{"token": prod, "type": "keyway_api_key", "url": "https://github.com/a/b", "source": "content"}]).encode()
+    call("POST", "/leaked-keys", raw=report, headers={"Content-Type": "application/json"}, expect=401)
+    signature = base64.b64encode(signer.sign(report, ec.ECDSA(hashes.SHA256()))).decode()
+    signed = {"Content-Type": "application/json", "Github-Public-Key-Identifier": "test-1", "Github-Public-Key-Signature": signature}
+    assert [item["label"] for item in call("POST", "/leaked-keys", raw=report, headers=signed, expect=200)] == ["true_positive"]
+    call("GET", "/whoami", prod, expect=401)
 
     documented = {
         (template, method)
