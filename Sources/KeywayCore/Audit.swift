@@ -230,16 +230,7 @@ extension AuditEntry {
     )
         -> AuditEntry
     {
-        AuditEntry(
-            at: date,
-            accountID: environmentID.accountID,
-            environment: environmentID.environment,
-            event: .rateLimitChanged,
-            context: context,
-            resourceType: "environment",
-            resourceID: environmentID.environment.rawValue,
-            details: ["limit": setting.description]
-        )
+        environmentChanged(.rateLimitChanged, environmentID, at: date, context: context, details: ["limit": setting.description])
     }
 
     /// `origins.changed`, with the new list, one origin per line.
@@ -251,15 +242,27 @@ extension AuditEntry {
     )
         -> AuditEntry
     {
+        let list = origins.map(\.serialized).joined(separator: "\n")
+        return environmentChanged(.originsChanged, environmentID, at: date, context: context, details: ["origins": list])
+    }
+
+    /// A change to one of an environment's settings: the environment is the resource.
+    private static func environmentChanged(
+        _ event: AuditEvent,
+        _ environmentID: EnvironmentID,
+        at date: Date,
+        context: AuditContext,
+        details: [String: String]
+    ) -> AuditEntry {
         AuditEntry(
             at: date,
             accountID: environmentID.accountID,
             environment: environmentID.environment,
-            event: .originsChanged,
+            event: event,
             context: context,
             resourceType: "environment",
             resourceID: environmentID.environment.rawValue,
-            details: ["origins": origins.map(\.serialized).joined(separator: "\n")]
+            details: details
         )
     }
 

@@ -108,6 +108,21 @@ struct ErrorMappingMiddleware: RouterMiddleware {
         }
     }
 
+    /// Runs `next`, mapping what it throws to its response here rather than outside: for a
+    /// middleware that adds fields to every response it passes, errors included (Hummingbird's
+    /// own, such as a body over the limit, as well as Keyway's).
+    static func responding(
+        to request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            return response(for: keywayError(for: error, request: request, context: context), requestID: context.requestID)
+        }
+    }
+
     static func response(for error: KeywayError, requestID: String) -> Response {
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
         if let challenge = error.wwwAuthenticate {

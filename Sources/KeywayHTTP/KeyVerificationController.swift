@@ -95,16 +95,26 @@ enum KeyVerdict: JSONWritable {
         let rateLimit: RateLimitDecision?
         switch self {
         case .valid(let key, let decision):
-            rateLimit = decision
-            fields = [
-                ("accountId", { $0.string(key.environmentID.accountID.rawValue) }),
-                ("environment", { $0.string(key.environmentID.environment.rawValue) }),
-                ("keyHint", { $0.string(key.hint) }),
-                ("valid", { $0.bool(true) }),
-            ]
-            if let expiresAt = key.expiresAt {
-                fields.append(("expiresAt", { $0.timestamp(expiresAt) }))
+            // The answer to almost every call: written straight, its names in sorted order.
+            writer.object { object in
+                object.key("accountId")
+                object.string(key.environmentID.accountID.rawValue)
+                object.key("environment")
+                object.string(key.environmentID.environment.rawValue)
+                if let expiresAt = key.expiresAt {
+                    object.key("expiresAt")
+                    object.timestamp(expiresAt)
+                }
+                object.key("keyHint")
+                object.string(key.hint)
+                if let decision {
+                    object.key("rateLimit")
+                    Self.write(decision, to: &object)
+                }
+                object.key("valid")
+                object.bool(true)
             }
+            return
         case .invalid(let error, let decision):
             rateLimit = decision
             let fixed = [("code", error.code.rawValue), ("message", error.message)]

@@ -71,12 +71,7 @@ final class LeakedKeysController: Sendable {
         pruneIdleClients()
         let decision = unsignedReports.take(client?.throttleKey ?? "unknown", policy: Self.unsignedPolicy)
         guard decision.allowed else {
-            var response = ErrorMappingMiddleware.response(
-                for: .rateLimited(limit: Self.unsignedPolicy.requestsPerSecond, retryAfter: decision.retryAfterSeconds ?? 1),
-                requestID: context.requestID
-            )
-            response.headers[.retryAfter] = String(decision.retryAfterSeconds ?? 1)
-            return response
+            throw KeywayError.rateLimited(limit: Self.unsignedPolicy.requestsPerSecond, retryAfter: decision.retryAfterSeconds ?? 1)
         }
         actor = "leak-report"
         return try await answer(

@@ -143,17 +143,7 @@ struct RateLimitMiddleware: RouterMiddleware {
         guard let key = context.authenticatedKey else { return try await next(request, context) }
         let admission = gate.admit(key)
         if let refused = admission.refusalResponse(requestID: context.requestID) { return refused }
-        var response: Response
-        do {
-            response = try await next(request, context)
-        } catch {
-            // Mapped here rather than outside so the fields reach every error response too,
-            // Hummingbird's own (a body over the limit) as well as Keyway's.
-            response = ErrorMappingMiddleware.response(
-                for: ErrorMappingMiddleware.keywayError(for: error, request: request, context: context),
-                requestID: context.requestID
-            )
-        }
+        var response = await ErrorMappingMiddleware.responding(to: request, context: context, next: next)
         admission.apply(to: &response.headers)
         return response
     }

@@ -31,15 +31,7 @@ struct SecretKeyAuthenticator: RouterMiddleware {
         guard key.expiresAt != nil else { return try await next(request, context) }
         // A rolled key in its grace says when it stops on every response, errors included,
         // so its owner's logs show the deadline wherever the key is still used.
-        var response: Response
-        do {
-            response = try await next(request, context)
-        } catch {
-            response = ErrorMappingMiddleware.response(
-                for: ErrorMappingMiddleware.keywayError(for: error, request: request, context: context),
-                requestID: context.requestID
-            )
-        }
+        var response = await ErrorMappingMiddleware.responding(to: request, context: context, next: next)
         key.applyExpiry(to: &response.headers)
         return response
     }
