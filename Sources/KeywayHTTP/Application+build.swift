@@ -184,11 +184,7 @@ func buildRouter(
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
-    router.group()
-        .add(middleware: ServiceTokenAuthenticator(serviceTokens: serviceTokens))
-        .group(context: ServiceRequestContext.self)
-        .add(middleware: NoStoreMiddleware())
-        .addRoutes(KeyVerificationController(verification: verification).endpoints)
+    router.addRoutes(KeyVerificationController(verification: verification, serviceTokens: serviceTokens).endpoints)
     router.addRoutes(forwardAuth.endpoints)
     router.addRoutes(
         LeakedKeysController(keys: keys, signatures: configuration.secretScanningKeys, trustedProxies: configuration.trustedProxies).endpoints

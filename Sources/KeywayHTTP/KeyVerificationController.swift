@@ -5,9 +5,11 @@ import KeywayCore
 /// `POST /keys/verify`: the operator's other services ask whether a key their caller
 /// sent is valid, with a service token. A key known to this process costs no query.
 struct KeyVerificationController {
-    typealias Context = ServiceRequestContext
+    typealias Context = KeywayRequestContext
 
     let verification: KeyVerification
+    /// Who may ask: checked first, before the body is read.
+    let serviceTokens: ServiceTokens
 
     var endpoints: RouteCollection<Context> {
         let routes = RouteCollection(context: Context.self)
@@ -19,7 +21,14 @@ struct KeyVerificationController {
     /// a key, its being over its limit included, is the answer, not an error of the request.
     /// The RateLimit fields are not sent: they would describe the key, not the service's
     /// request, and a client honouring them would slow the service down.
-    @Sendable func verify(_ request: Request, context: Context) async throws -> KeyVerdict {
+    @Sendable func verify(_ request: Request, context: Context) async throws -> Response {
+        _ = try await ServiceTokenAuthenticator.authenticate(request, with: serviceTokens)
+        var response = try await verdict(request).response(from: request, context: context)
+        NoStoreMiddleware<Context>.mark(&response)
+        return response
+    }
+
+    private func verdict(_ request: Request) async throws -> KeyVerdict {
         let buffer = try await JSONBody.collect(request)
         let body = try VerifyKeyRequest.simple(buffer) ?? JSONBody.decode(VerifyKeyRequest.self, from: buffer)
         let verified: KeyVerification.Verified

@@ -17,8 +17,6 @@ public struct KeywayRequestContext: RequestContext {
     public var apiVersion: APIVersion = .current
     /// Set by ``SecretKeyAuthenticator``; read it through ``AuthenticatedRequestContext``.
     public var authenticatedKey: AuthenticatedKey?
-    /// Set by ``ServiceTokenAuthenticator`` on `/keys/verify`.
-    public var serviceToken: ServiceTokenRecord?
 
     /// The peer's address; formatted only when asked (the dashboard's throttling),
     /// not on every API request.
