@@ -53,7 +53,6 @@ final class LeakedKeysController: Sendable {
 
     @Sendable func report(_ request: Request, context: Context) async throws -> Response {
         let client = trustedProxies.clientAddress(peer: context.remoteAddress, headers: request.headers)
-        let actor: String
         if let signatures {
             // Checked before the body is read as JSON: an unsigned body is not parsed at all.
             let body = try await JSONBody.collect(request, upTo: Self.maximumBody)
@@ -65,18 +64,16 @@ final class LeakedKeysController: Sendable {
                     "This endpoint accepts only reports signed by GitHub's secret scanning (Github-Public-Key-Identifier and Github-Public-Key-Signature)."
                 )
             }
-            actor = "github-secret-scanning"
-            return try await answer(body, actor: actor, client: client, request: request, context: context)
+            return try await answer(body, actor: "github-secret-scanning", client: client, request: request, context: context)
         }
         pruneIdleClients()
         let decision = unsignedReports.take(client?.throttleKey ?? "unknown", policy: Self.unsignedPolicy)
         guard decision.allowed else {
             throw KeywayError.rateLimited(limit: Self.unsignedPolicy.requestsPerSecond, retryAfter: decision.retryAfterSeconds ?? 1)
         }
-        actor = "leak-report"
         return try await answer(
             try await JSONBody.collect(request, upTo: Self.maximumBody),
-            actor: actor,
+            actor: "leak-report",
             client: client,
             request: request,
             context: context
@@ -138,10 +135,12 @@ final class LeakedKeysController: Sendable {
         context.logger.notice("leak report", metadata: ["tokens": "\(reported.count)", "keys.revoked": "\(revoked)", "actor": "\(actor)"])
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Response(
+        var response = Response(
             status: .ok,
-            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            headers: [.contentType: "application/json; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(feedback)))
         )
+        NoStoreMiddleware<Context>.mark(&response)
+        return response
     }
 }
