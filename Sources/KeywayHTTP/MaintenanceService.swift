@@ -46,7 +46,7 @@ struct MaintenanceService: Service {
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: revocationPollInterval) {
+                await Self.repeatUntilShutdown(every: revocationPollInterval) {
                     // While notifications arrive, polling is only a slow safety net.
                     guard listening.shouldPoll() else { return }
                     try await followRevocations()
@@ -55,7 +55,7 @@ struct MaintenanceService: Service {
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: usageFlushInterval) {
+                await Self.repeatUntilShutdown(every: usageFlushInterval) {
                     try await keys.flushUsage()
                 } onFailure: { error in
                     logger.warning("could not record key usage", metadata: ["error": "\(String(reflecting: error))"])
@@ -63,14 +63,14 @@ struct MaintenanceService: Service {
             }
             group.addTask {
                 // One read of a version row; the limits themselves only when it moved.
-                await repeatUntilShutdown(every: revocationPollInterval) {
+                await Self.repeatUntilShutdown(every: revocationPollInterval) {
                     try await rateLimits.refresh()
                 } onFailure: { error in
                     logger.warning("could not read rate limits", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: .seconds(10)) {
+                await Self.repeatUntilShutdown(every: .seconds(10)) {
                     rateLimits.prune()
                     try await rateLimitExchange?.deleteRateLimitCounts(olderThan: Self.rateLimitCountsKept)
                 } onFailure: { error in
@@ -79,7 +79,7 @@ struct MaintenanceService: Service {
             }
             if let rateLimitExchange {
                 group.addTask {
-                    await repeatUntilShutdown(every: Self.rateLimitExchangeInterval) {
+                    await Self.repeatUntilShutdown(every: Self.rateLimitExchangeInterval) {
                         try await rateLimits.exchange(through: rateLimitExchange)
                     } onFailure: { error in
                         logger.warning("could not share rate-limit counts", metadata: ["error": "\(String(reflecting: error))"])
@@ -87,7 +87,7 @@ struct MaintenanceService: Service {
                 }
             }
             group.addTask {
-                await repeatUntilShutdown(every: sessionPurgeInterval) {
+                await Self.repeatUntilShutdown(every: sessionPurgeInterval) {
                     try await store.deleteExpiredSessions(before: Date())
                     // Hourly too: retention is counted in days.
                     let cutoff = Date().addingTimeInterval(-Double(auditRetentionDays) * 86_400)
@@ -100,7 +100,7 @@ struct MaintenanceService: Service {
             group.addTask {
                 // A grace ends by the clock, with nothing written: its `key.expired` entry is written
                 // here, once, by whichever instance comes first, within a second of the end.
-                await repeatUntilShutdown(every: graceAuditInterval) {
+                await Self.repeatUntilShutdown(every: graceAuditInterval) {
                     _ = try await store.recordExpiredGraces(at: Date())
                 } onFailure: { error in
                     logger.warning("could not record ended grace periods", metadata: ["error": "\(String(reflecting: error))"])
@@ -148,21 +148,27 @@ struct MaintenanceService: Service {
         )
     }
 
-    private func repeatUntilShutdown(
+    /// Runs `work` every `interval` until a graceful shutdown, which ends the loop at once:
+    /// the wait is cancelled, and work in flight is abandoned rather than awaited.
+    ///
+    /// Why not await the work: with the database gone (a failover), a transaction that
+    /// loses its connection mid-statement may never answer — PostgresNIO's ROLLBACK on a
+    /// closed connection does not — and a task group waiting for it would hold the
+    /// shutdown past its bound until the process is aborted. Abandoned work is cancelled
+    /// (closing its connection) and ends on its own or with the process; none of it is
+    /// more than best effort that another round or instance redoes.
+    static func repeatUntilShutdown(
         every interval: Duration,
         _ work: @escaping @Sendable () async throws -> Void,
         onFailure: @escaping @Sendable (any Error) -> Void
     ) async {
         while !Task.isCancelled {
-            // A graceful shutdown cancels the wait, never the work: a transaction cancelled
-            // mid-statement closes its connection, and PostgresNIO's ROLLBACK on a closed
-            // connection never answers, which would hold the shutdown past its bound.
             let waited = await cancelWhenGracefulShutdown { (try? await Task.sleep(for: interval)) != nil }
             guard waited, !Task.isCancelled else { return }
-            do {
-                try await work()
-            } catch {
-                onFailure(error)
+            switch await outcome(within: nil, endingAtGracefulShutdown: true, work) {
+            case .written: continue
+            case .failed(let error): onFailure(error)
+            case .timedOut, .cancelled: return
             }
         }
     }
@@ -176,14 +182,19 @@ enum FlushOutcome: Sendable {
 }
 
 extension MaintenanceService {
-    /// Runs `work` and answers when it ends, after `timeout`, or when the caller is
-    /// cancelled, whichever comes first, without waiting for `work` to let go.
+    /// Runs `work` and answers when it ends, after `timeout`, when the caller is cancelled,
+    /// or — if `endingAtGracefulShutdown` — when a graceful shutdown begins, whichever comes
+    /// first, without waiting for `work` to let go.
     ///
     /// Why not a task group: a group waits for all its children, and a query stuck on a
     /// database that is gone may ignore cancellation (a pool lease, a connection attempt);
     /// the service would then outlive the shutdown deadline and the process be aborted.
     /// `work` is cancelled once answered and ends on its own, or with the process.
-    static func outcome(within timeout: Duration, _ work: @escaping @Sendable () async throws -> Void) async -> FlushOutcome {
+    static func outcome(
+        within timeout: Duration?,
+        endingAtGracefulShutdown: Bool = false,
+        _ work: @escaping @Sendable () async throws -> Void
+    ) async -> FlushOutcome {
         let answer = FirstAnswer()
         let worker = Task {
             do {
@@ -193,17 +204,23 @@ extension MaintenanceService {
                 answer.give(.failed(error))
             }
         }
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            answer.give(.timedOut)
+        let timer = timeout.map { timeout in
+            Task {
+                try? await Task.sleep(for: timeout)
+                answer.give(.timedOut)
+            }
         }
-        let outcome = await withTaskCancellationHandler {
-            await withCheckedContinuation { answer.await($0) }
-        } onCancel: {
-            answer.give(.cancelled)
+        let outcome = await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { answer.await($0) }
+            } onCancel: {
+                answer.give(.cancelled)
+            }
+        } onGracefulShutdown: {
+            if endingAtGracefulShutdown { answer.give(.cancelled) }
         }
         worker.cancel()
-        timer.cancel()
+        timer?.cancel()
         return outcome
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KeywayCore
 import Logging
+import ServiceLifecycleTestKit
 import Testing
 
 @testable import KeywayHTTP
@@ -149,6 +150,50 @@ import Testing
         guard case .failed(let error) = await MaintenanceService.outcome(within: .seconds(600), { throw Refused() }), error is Refused else {
             Issue.record("expected the work's error")
             return
+        }
+    }
+
+    /// A failover mid-transaction: the periodic work never answers, and a graceful shutdown
+    /// must still end the loop at once instead of waiting for it (CI saw the process aborted).
+    @Test func aGracefulShutdownEndsALoopWhoseWorkIsStuck() async {
+        let started = AsyncStream<Void>.makeStream()
+        await testGracefulShutdown { trigger in
+            let loop = Task {
+                await MaintenanceService.repeatUntilShutdown(every: .milliseconds(1)) {
+                    started.continuation.yield()
+                    await Self.stuck()
+                } onFailure: { _ in
+                }
+            }
+            for await _ in started.stream { break }
+            trigger.triggerGracefulShutdown()
+            // Bounded, so that a regression fails here instead of hanging the suite.
+            guard case .written = await MaintenanceService.outcome(within: .seconds(30), { await loop.value }) else {
+                Issue.record("the loop was still waiting for its stuck work 30 s after the shutdown began")
+                return
+            }
+        }
+    }
+
+    @Test func aFailingRoundIsReportedAndTheLoopGoesOn() async {
+        struct Refused: Error {}
+        let failures = AsyncStream<Void>.makeStream()
+        await testGracefulShutdown { trigger in
+            let loop = Task {
+                await MaintenanceService.repeatUntilShutdown(every: .milliseconds(1)) {
+                    throw Refused()
+                } onFailure: { error in
+                    if error is Refused { failures.continuation.yield() }
+                }
+            }
+            var count = 0
+            for await _ in failures.stream {
+                count += 1
+                if count == 3 { break }
+            }
+            trigger.triggerGracefulShutdown()
+            await loop.value
+            #expect(count == 3)
         }
     }
 
