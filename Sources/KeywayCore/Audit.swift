@@ -19,6 +19,12 @@ public enum AuditEvent: String, Sendable, Hashable, CaseIterable, Codable {
     case signInFailed = "member.sign_in_failed"
     case signedOut = "member.signed_out"
     case passwordChanged = "member.password_changed"
+    case webhookCreated = "webhook.created"
+    case webhookUpdated = "webhook.updated"
+    case webhookDeleted = "webhook.deleted"
+    case webhookSecretRotated = "webhook.secret_rotated"
+    /// Keyway stopped delivering to an endpoint (410, five days of failures).
+    case webhookDisabled = "webhook.disabled"
 }
 
 /// Who made a change and from where: what every audit entry of one request shares.
@@ -291,6 +297,27 @@ extension AuditEntry {
             resourceHint: record.hint,
             hashedToken: record.digest.base64,
             details: ["name": record.name]
+        )
+    }
+
+    /// A change to a webhook endpoint; the endpoint is the resource, its URL a detail.
+    public static func webhook(
+        _ event: AuditEvent,
+        id: WebhookEndpointID,
+        in environmentID: EnvironmentID,
+        at date: Date,
+        context: AuditContext,
+        details: [String: String] = [:]
+    ) -> AuditEntry {
+        AuditEntry(
+            at: date,
+            accountID: environmentID.accountID,
+            environment: environmentID.environment,
+            event: event,
+            context: context,
+            resourceType: "webhook_endpoint",
+            resourceID: id.rawValue,
+            details: details
         )
     }
 

@@ -65,6 +65,9 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let activeKeyChanged = Code(rawValue: "active_key_changed")
         public static let tooManyKeyGenerations = Code(rawValue: "too_many_key_generations")
         public static let serviceTokenNameTaken = Code(rawValue: "service_token_name_taken")
+        public static let tooManyWebhookEndpoints = Code(rawValue: "too_many_webhook_endpoints")
+        public static let webhookEndpointNotFound = Code(rawValue: "webhook_endpoint_not_found")
+        public static let webhookDeliveryNotFound = Code(rawValue: "webhook_delivery_not_found")
         // Operations.
         public static let serviceUnavailable = Code(rawValue: "service_unavailable")
         public static let internalError = Code(rawValue: "internal_error")
@@ -79,12 +82,14 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
             .invalidJSON, .bodyTooLarge, .unsupportedAPIVersion, .routeNotFound, .methodNotAllowed, .badRequest,
             .requestTimeout, .metricsTokenRequired, .rateLimited,
             .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations, .serviceTokenNameTaken,
+            .tooManyWebhookEndpoints, .webhookEndpointNotFound, .webhookDeliveryNotFound,
             .serviceUnavailable, .internalError,
         ]
 
         /// The codes only the dashboard or the CLI shows, which the API's document does not list.
         public static let outsideTheAPI: Set<Code> = [
             .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations, .serviceTokenNameTaken,
+            .tooManyWebhookEndpoints, .webhookEndpointNotFound, .webhookDeliveryNotFound,
         ]
     }
 
@@ -174,5 +179,20 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
     /// No account has this identifier.
     public static func accountNotFound(_ id: AccountID) -> KeywayError {
         KeywayError(.accountNotFound, "No account '\(id)' exists.")
+    }
+
+    /// The environment has as many webhook endpoints as it may.
+    public static func tooManyWebhookEndpoints(limit: Int) -> KeywayError {
+        KeywayError(.tooManyWebhookEndpoints, "An environment may have at most \(limit) webhook endpoints; delete one first.")
+    }
+
+    /// The account has no webhook endpoint with this id.
+    public static func webhookEndpointNotFound(_ id: String) -> KeywayError {
+        KeywayError(.webhookEndpointNotFound, "No webhook endpoint '\(id)' exists in this account.")
+    }
+
+    /// The account has no delivery with this id, or its endpoint is disabled.
+    public static func webhookDeliveryNotFound(_ id: String) -> KeywayError {
+        KeywayError(.webhookDeliveryNotFound, "No delivery '\(id)' of an enabled endpoint exists in this account.")
     }
 }

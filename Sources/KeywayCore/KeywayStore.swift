@@ -10,7 +10,7 @@ public import Foundation
 /// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
 /// each tells the server about revocations other processes make (``RevocationNotifying``).
 public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RateLimitStore,
-    ServiceTokenStore, AuditStore,
+    ServiceTokenStore, AuditStore, WebhookStore,
     RevocationNotifying
 {
     /// Throws when the store cannot serve requests.
@@ -135,7 +135,7 @@ public protocol SigningKeyStore: Sendable {
     /// An environment's signing keys, newest first.
     func signingKeys(for environmentID: EnvironmentID) async throws -> [SigningKeyRecord]
     func signingKey(id: String) async throws -> SigningKeyRecord?
-    /// Whether any environment has a signing key, i.e. whether anything is sealed under the master key.
+    /// Whether anything is sealed under the master key: a signing key or a webhook endpoint's secret.
     func hasSigningKeys() async throws -> Bool
     /// Stores a new signing key. With `retiringActive`, the environment's active key
     /// is retired in the same transaction; without it, when the environment already

@@ -24,6 +24,8 @@ import ServiceLifecycle
 ///   - rateLimitExchange: Where instances share rate-limit counts (the PostgreSQL store); `nil`:
 ///     this process's memory is the whole count, as on SQLite.
 ///   - serviceTokens: The service tokens `/keys/verify` accepts; one over `store` when `nil`.
+///   - webhooks: Webhook endpoints and the outbox; `nil` runs no dispatcher and hides the dashboard's Webhooks tab.
+///   - webhookTransport: How deliveries are posted; AsyncHTTPClient bound to `KEYWAY_EGRESS_BIND` when `nil`.
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
@@ -37,6 +39,8 @@ public func buildApplication(
     rateLimits: RateLimits? = nil,
     rateLimitExchange: (any RateLimitExchange)? = nil,
     serviceTokens: ServiceTokens? = nil,
+    webhooks: Webhooks? = nil,
+    webhookTransport: (any WebhookTransport)? = nil,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
@@ -52,6 +56,7 @@ public func buildApplication(
         attemptLedger: attemptLedger,
         rateLimits: rateLimits,
         serviceTokens: serviceTokens,
+        webhooks: webhooks,
         passwordHasher: passwordHasher,
         now: now
     )
@@ -69,6 +74,16 @@ public func buildApplication(
             auditRetentionDays: configuration.auditRetentionDays
         )
     ]
+    if let webhooks {
+        if let webhookTransport {
+            services.append(WebhookDispatcher(webhooks: webhooks, transport: webhookTransport, logger: logger))
+        } else {
+            let transport = HTTPClientWebhookTransport(localAddress: configuration.egressBind)
+            var dispatcher = WebhookDispatcher(webhooks: webhooks, transport: transport, logger: logger)
+            dispatcher.onStop = { await transport.shutdown() }
+            services.append(dispatcher)
+        }
+    }
     if let address = configuration.metricsAddress {
         // Its own listener, which a firewall or the proxy keeps private; the main one no longer serves it.
         let metricsRouter = Router(context: KeywayRequestContext.self)
@@ -148,6 +163,7 @@ func buildRouter(
     attemptLedger: (any AttemptLedger)?,
     rateLimits: RateLimits,
     serviceTokens: ServiceTokens,
+    webhooks: Webhooks?,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
@@ -200,6 +216,7 @@ func buildRouter(
         throttleEntries: configuration.throttleEntries,
         attemptLedger: attemptLedger,
         rateLimits: rateLimits,
+        webhooks: webhooks,
         now: now
     )
     router.addRoutes(dashboard.endpoints)

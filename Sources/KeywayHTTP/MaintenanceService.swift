@@ -27,6 +27,9 @@ struct MaintenanceService: Service {
     /// How often ended graces are written to the audit log; tests shorten it.
     var graceAuditInterval: Duration = .seconds(1)
 
+    /// How long finished webhook deliveries are kept: 30 days.
+    static let webhookDeliveriesKept: TimeInterval = 30 * 86_400
+
     /// Hourly: an expired session already opens nothing, deleting it only keeps the table small.
     static let defaultSessionPurgeInterval: Duration = .seconds(3600)
 
@@ -93,6 +96,8 @@ struct MaintenanceService: Service {
                     let cutoff = Date().addingTimeInterval(-Double(auditRetentionDays) * 86_400)
                     let deleted = try await store.deleteAuditEntries(before: cutoff)
                     if deleted > 0 { logger.info("old audit entries deleted", metadata: ["count": "\(deleted)"]) }
+                    // Finished deliveries are kept for the dashboard's list, a month.
+                    _ = try await store.deleteWebhookDeliveries(before: Date().addingTimeInterval(-Self.webhookDeliveriesKept))
                 } onFailure: { error in
                     logger.warning("could not delete expired sessions or old audit entries", metadata: ["error": "\(String(reflecting: error))"])
                 }
@@ -102,6 +107,8 @@ struct MaintenanceService: Service {
                 // here, once, by whichever instance comes first, within a second of the end.
                 await Self.repeatUntilShutdown(every: graceAuditInterval) {
                     _ = try await store.recordExpiredGraces(at: Date())
+                    // And key.expiring an hour before the end, the same way: once, by the first instance.
+                    _ = try await store.recordExpiringGraces(at: Date())
                 } onFailure: { error in
                     logger.warning("could not record ended grace periods", metadata: ["error": "\(String(reflecting: error))"])
                 }

@@ -22,6 +22,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `KEYWAY_EGRESS_IPS`: comma-separated addresses (or CIDR ranges) that
     /// Keyway's outbound traffic leaves from, published at `/ip-addresses`.
     public var egressIPs: [String] = []
+    /// `KEYWAY_EGRESS_BIND`: the local address every outbound connection (webhooks) binds to;
+    /// it must be one of ``egressIPs``, so what is published is where traffic leaves from.
+    public var egressBind: String?
+    /// `KEYWAY_WEBHOOK_ALLOW_INSECURE=1`: webhook URLs may be `http` to loopback and resolve to
+    /// any address, for development. Off, only `https` to public addresses is called.
+    public var webhookAllowInsecure = false
     /// `KEYWAY_REVOCATION_POLL_MS`: how often to look for keys revoked by other
     /// processes (the CLI, other instances) when no notification channel is up:
     /// always on SQLite, and on PostgreSQL while the LISTEN connection is down.
@@ -90,6 +96,24 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let host = settings.string("KEYWAY_HOST") { self.host = host }
         if let port = try settings.integer("KEYWAY_PORT", in: 0...65535) { self.port = port }
         if let list = settings.string("KEYWAY_EGRESS_IPS") { self.egressIPs = try Self.parseEgressIPs(list) }
+        if let bind = settings.string("KEYWAY_EGRESS_BIND") {
+            guard let address = IPAddress(bind), !bind.contains("/") else {
+                throw ConfigurationError(variable: "KEYWAY_EGRESS_BIND", message: "'\(bind)' is not an IPv4 or IPv6 address")
+            }
+            guard egressIPs.compactMap(IPRange.init).contains(where: { $0.contains(address) }) else {
+                throw ConfigurationError(
+                    variable: "KEYWAY_EGRESS_BIND",
+                    message: "'\(bind)' is not among KEYWAY_EGRESS_IPS; publish the address outbound traffic leaves from"
+                )
+            }
+            self.egressBind = bind
+        }
+        if let insecure = settings.string("KEYWAY_WEBHOOK_ALLOW_INSECURE") {
+            guard insecure == "1" || insecure == "0" else {
+                throw ConfigurationError(variable: "KEYWAY_WEBHOOK_ALLOW_INSECURE", message: "must be 1 or 0, not '\(insecure)'")
+            }
+            self.webhookAllowInsecure = insecure == "1"
+        }
         if let poll = try settings.integer("KEYWAY_REVOCATION_POLL_MS", in: 50...60_000) { self.revocationPollMilliseconds = poll }
         if let flush = try settings.integer("KEYWAY_USAGE_FLUSH_SECONDS", in: 1...3600) { self.usageFlushSeconds = flush }
         if let seconds = try settings.integer("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", in: 1...600) { self.shutdownTimeoutSeconds = seconds }

@@ -236,6 +236,53 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX secret_keys_grace_audit_pending ON secret_keys(revoked_at) WHERE grace_audit_pending",
             ]
         ),
+        (
+            // Endpoints and the outbox, inserted by the change's own transaction.
+            "v10: webhooks",
+            [
+                """
+                CREATE TABLE webhook_endpoints (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    account_id TEXT NOT NULL,
+                    environment TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    events TEXT NOT NULL,
+                    sealed_secret BYTEA NOT NULL,
+                    sealed_previous_secret BYTEA,
+                    previous_secret_expires_at BIGINT,
+                    created_at BIGINT NOT NULL,
+                    disabled_at BIGINT,
+                    disabled_reason TEXT,
+                    failing_since BIGINT,
+                    FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
+                )
+                """,
+                "CREATE INDEX webhook_endpoints_by_environment ON webhook_endpoints(account_id, environment)",
+                """
+                CREATE TABLE webhook_deliveries (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                    event_type TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at BIGINT,
+                    claim TEXT,
+                    claimed_until BIGINT,
+                    last_attempt_at BIGINT,
+                    last_status_code INTEGER,
+                    last_error TEXT
+                )
+                """,
+                "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending'",
+                "CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, created_at)",
+                "CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at)",
+                // true while a rolled key's grace runs and its key.expiring event is not yet written.
+                "ALTER TABLE secret_keys ADD COLUMN expiry_notice_pending BOOLEAN NOT NULL DEFAULT false",
+                "CREATE INDEX secret_keys_expiry_notice_pending ON secret_keys(revoked_at) WHERE expiry_notice_pending",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -6,10 +6,11 @@ import PostgresNIO
 /// The audit log. Entries are inserted by the transaction of the change they record
 /// (``insert(_:connection:logger:)``); these read, trim and complete it.
 extension KeywayPostgresStore {
-    /// Inserts `entries` on the caller's connection, inside its transaction: if the insert
-    /// fails, so does the change.
+    /// Inserts `entries` on the caller's connection, inside its transaction, with the webhook
+    /// events their changes send: if an insert fails, so does the change.
     static func insert(_ entries: [AuditEntry], connection: PostgresConnection, logger: Logger) async throws {
         for entry in entries {
+            if let event = WebhookEvent(entry) { try await enqueue(event, connection: connection, logger: logger) }
             try await connection.query(
                 """
                 INSERT INTO audit_log (id, at, account_id, environment, event, actor, resource_type, resource_id, resource_hint,

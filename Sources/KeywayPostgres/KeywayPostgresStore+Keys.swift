@@ -81,7 +81,7 @@ extension KeywayPostgresStore {
                     """
                     UPDATE secret_keys SET revoked_at = \(until.keywayMilliseconds), revocation_reason = \(reason.rawValue),
                         revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys),
-                        grace_audit_pending = \(gracePending)
+                        grace_audit_pending = \(gracePending), expiry_notice_pending = \(gracePending)
                     WHERE id = \(key.id) AND (revoked_at IS NULL OR grace_audit_pending)
                     RETURNING revocation_sequence
                     """,
@@ -140,7 +140,7 @@ extension KeywayPostgresStore {
                 """
                 UPDATE secret_keys SET revoked_at = \(now.keywayMilliseconds), revocation_reason = \(RevocationReason.leaked.rawValue),
                     revocation_sequence = (SELECT COALESCE(MAX(revocation_sequence), 0) + 1 FROM secret_keys),
-                    grace_audit_pending = false
+                    grace_audit_pending = false, expiry_notice_pending = false
                 WHERE id = \(record.id.rawValue)
                 RETURNING revocation_sequence
                 """,

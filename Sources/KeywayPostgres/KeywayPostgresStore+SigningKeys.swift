@@ -21,7 +21,7 @@ extension KeywayPostgresStore {
     }
 
     public func hasSigningKeys() async throws -> Bool {
-        try await first("SELECT EXISTS (SELECT 1 FROM signing_keys)", as: Bool.self) ?? false
+        try await first("SELECT EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM webhook_endpoints)", as: Bool.self) ?? false
     }
 
     public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord {

@@ -41,17 +41,29 @@ extension KeywayPostgresStore {
         let environment = environmentID.environment.rawValue
         while true {
             let created = User(id: makeUserID(date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
+            let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
+            let now = Date().keywayMilliseconds
+            // The user and its user.created deliveries are one statement: one commit, one round trip.
             let rows = try await connection.query(
                 """
-                INSERT INTO users (id, account_id, environment, username, full_name, created_at)
-                SELECT \(created.id.rawValue), \(account), \(environment), \(created.username), \(created.fullName),
-                       \(created.createdAt.keywayMilliseconds)
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM users WHERE account_id = \(account) AND environment = \(environment)
-                      AND (id = \(created.username) OR username = \(created.id.rawValue))
+                WITH created AS (
+                    INSERT INTO users (id, account_id, environment, username, full_name, created_at)
+                    SELECT \(created.id.rawValue), \(account), \(environment), \(created.username), \(created.fullName),
+                           \(created.createdAt.keywayMilliseconds)
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM users WHERE account_id = \(account) AND environment = \(environment)
+                          AND (id = \(created.username) OR username = \(created.id.rawValue))
+                    )
+                    ON CONFLICT (account_id, environment, username) DO NOTHING
+                    RETURNING id
+                ), outbox AS (
+                    INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
+                    SELECT \(unescaped: Self.newDeliveryID), e.id, \(event.type.rawValue), \(event.payload), \(now), 'pending', 0, \(now)
+                    FROM webhook_endpoints AS e, created
+                    WHERE e.account_id = \(account) AND e.environment = \(environment) AND e.disabled_at IS NULL
+                      AND position(\(event.type.subscriptionKey) in e.events) > 0
                 )
-                ON CONFLICT (account_id, environment, username) DO NOTHING
-                RETURNING id
+                SELECT id FROM created
                 """,
                 logger: logger
             ).decode(String.self)
@@ -115,21 +127,30 @@ extension KeywayPostgresStore {
         let guardsUsername = changes.username.map { $0 != id.rawValue && UserID(validating: $0) != nil } ?? false
         let updated: User?
         do {
-            // One statement, on the row the caller's lookup found: it sets only what is given.
-            updated = try await first(
-                """
-                UPDATE users SET username = COALESCE(\(changes.username), username),
-                  full_name = CASE WHEN \(changes.fullName != nil) THEN \(changes.fullName ?? nil) ELSE full_name END
-                WHERE id = \(id.rawValue) AND account_id = \(account) AND environment = \(environment)
-                  AND (NOT \(guardsUsername) OR username = \(changes.username ?? "")
-                    OR NOT EXISTS (
-                      SELECT 1 FROM users AS other
-                      WHERE other.account_id = \(account) AND other.environment = \(environment) AND other.id = \(changes.username ?? "")
-                    ))
-                RETURNING id, username, full_name, created_at
-                """,
-                as: UserRow.self
-            ).map(User.init(row:))
+            // One statement, on the row the caller's lookup found: it sets only what is given; its
+            // user.updated deliveries in the same transaction.
+            updated = try await transaction { connection in
+                let rows = try await connection.query(
+                    """
+                    UPDATE users SET username = COALESCE(\(changes.username), username),
+                      full_name = CASE WHEN \(changes.fullName != nil) THEN \(changes.fullName ?? nil) ELSE full_name END
+                    WHERE id = \(id.rawValue) AND account_id = \(account) AND environment = \(environment)
+                      AND (NOT \(guardsUsername) OR username = \(changes.username ?? "")
+                        OR NOT EXISTS (
+                          SELECT 1 FROM users AS other
+                          WHERE other.account_id = \(account) AND other.environment = \(environment) AND other.id = \(changes.username ?? "")
+                        ))
+                    RETURNING id, username, full_name, created_at
+                    """,
+                    logger: logger
+                ).decode(UserRow.self)
+                var updated: User?
+                for try await row in rows { updated = User(row: row) }
+                if let updated {
+                    try await Self.enqueue(.user(.userUpdated, updated, in: environmentID, at: Date()), connection: connection, logger: logger)
+                }
+                return updated
+            }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             throw KeywayError.usernameTaken(changes.username ?? "")
         }
@@ -146,14 +167,21 @@ extension KeywayPostgresStore {
     }
 
     public func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool {
-        try await first(
-            """
-            DELETE FROM users WHERE id = \(id.rawValue) AND account_id = \(environmentID.accountID.rawValue)
-              AND environment = \(environmentID.environment.rawValue)
-            RETURNING id
-            """,
-            as: String.self
-        ) != nil
+        try await transaction { connection in
+            let rows = try await connection.query(
+                """
+                DELETE FROM users WHERE id = \(id.rawValue) AND account_id = \(environmentID.accountID.rawValue)
+                  AND environment = \(environmentID.environment.rawValue)
+                RETURNING id, username, full_name, created_at
+                """,
+                logger: logger
+            ).decode(UserRow.self)
+            var deleted: User?
+            for try await row in rows { deleted = User(row: row) }
+            guard let deleted else { return false }
+            try await Self.enqueue(.user(.userDeleted, deleted, in: environmentID, at: Date()), connection: connection, logger: logger)
+            return true
+        }
     }
 
     public func users(

@@ -213,6 +213,52 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v9: webhooks") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE webhook_endpoints (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account_id TEXT NOT NULL,
+                        environment TEXT NOT NULL,
+                        url TEXT NOT NULL,
+                        -- Event types, sorted, comma-separated with a comma at each end.
+                        events TEXT NOT NULL,
+                        -- AES-GCM under the master key; never a secret in clear.
+                        sealed_secret BLOB NOT NULL,
+                        sealed_previous_secret BLOB,
+                        previous_secret_expires_at INTEGER,
+                        created_at INTEGER NOT NULL,
+                        disabled_at INTEGER,
+                        disabled_reason TEXT,
+                        failing_since INTEGER,
+                        FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
+                    ) STRICT;
+                    CREATE INDEX webhook_endpoints_by_environment ON webhook_endpoints(account_id, environment);
+                    -- The outbox: one row per event and endpoint, inserted by the change's own transaction.
+                    CREATE TABLE webhook_deliveries (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                        event_type TEXT NOT NULL,
+                        payload TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        next_attempt_at INTEGER,
+                        claim TEXT,
+                        claimed_until INTEGER,
+                        last_attempt_at INTEGER,
+                        last_status_code INTEGER,
+                        last_error TEXT
+                    ) STRICT;
+                    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+                    CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, created_at);
+                    CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at);
+                    -- 1 while a rolled key's grace runs and its key.expiring event is not yet written.
+                    ALTER TABLE secret_keys ADD COLUMN expiry_notice_pending INTEGER NOT NULL DEFAULT 0 CHECK (expiry_notice_pending IN (0, 1));
+                    CREATE INDEX secret_keys_expiry_notice_pending ON secret_keys(revoked_at) WHERE expiry_notice_pending = 1;
+                    """
+            )
+        }
         return migrator
     }()
 

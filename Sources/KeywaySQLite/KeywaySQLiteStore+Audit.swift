@@ -5,9 +5,11 @@ public import KeywayCore
 /// The audit log. Entries are inserted by the transaction of the change they record
 /// (``insert(_:db:)``); these read, trim and complete it.
 extension KeywaySQLiteStore {
-    /// Inserts `entries` in the caller's transaction: if the insert fails, so does the change.
+    /// Inserts `entries` in the caller's transaction, with the webhook events their changes
+    /// send: if an insert fails, so does the change.
     static func insert(_ entries: [AuditEntry], db: Database) throws {
         for entry in entries {
+            if let event = WebhookEvent(entry) { try enqueue(event, db: db) }
             try db.execute(
                 sql: """
                     INSERT INTO audit_log (id, at, account_id, environment, event, actor, resource_type, resource_id, resource_hint,

@@ -59,10 +59,13 @@ extension KeywaySQLiteStore {
                 let gracePending = until > record.createdAt
                 try db.execute(
                     sql: """
-                        UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?, grace_audit_pending = ?
+                        UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?, grace_audit_pending = ?,
+                            expiry_notice_pending = ?
                         WHERE id = ?
                         """,
-                    arguments: [until.keywayMilliseconds, reason.rawValue, sequence, gracePending ? 1 : 0, row["id"] as String]
+                    arguments: [
+                        until.keywayMilliseconds, reason.rawValue, sequence, gracePending ? 1 : 0, gracePending ? 1 : 0, row["id"] as String,
+                    ]
                 )
                 let revocation = KeyRevocation(sequence: sequence, digest: try row.digest("digest"), revokedAt: until, reason: reason)
                 revoked.append(revocation)
@@ -121,7 +124,8 @@ extension KeywaySQLiteStore {
             let sequence = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(revocation_sequence), 0) FROM secret_keys") ?? 0) + 1
             try db.execute(
                 sql: """
-                    UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?, grace_audit_pending = 0
+                    UPDATE secret_keys SET revoked_at = ?, revocation_reason = ?, revocation_sequence = ?, grace_audit_pending = 0,
+                        expiry_notice_pending = 0
                     WHERE id = ?
                     """,
                 arguments: [now.keywayMilliseconds, RevocationReason.leaked.rawValue, sequence, record.id.rawValue]

@@ -21,7 +21,9 @@ extension KeywaySQLiteStore {
     }
 
     public func hasSigningKeys() async throws -> Bool {
-        try await database.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM signing_keys)") ?? false }
+        try await database.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM webhook_endpoints)") ?? false
+        }
     }
 
     public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord {

@@ -58,7 +58,9 @@ extension KeywaySQLiteStore {
                 created.username, created.fullName, created.createdAt.keywayMilliseconds,
             ]
         )
-        return db.changesCount == 1 ? .created(created) : .usernameTaken
+        guard db.changesCount == 1 else { return .usernameTaken }
+        try enqueue(.user(.userCreated, created, in: environmentID, at: created.createdAt), db: db)
+        return .created(created)
     }
 
     /// Whether `username` is the identifier of a user of the environment.
@@ -133,7 +135,7 @@ extension KeywaySQLiteStore {
             }
             do {
                 // One statement, on the row the caller's lookup found: it sets only what is given.
-                return try Row.fetchOne(
+                let updated = try Row.fetchOne(
                     db,
                     sql: """
                         UPDATE users SET username = COALESCE(?, username), full_name = CASE WHEN ? THEN ? ELSE full_name END
@@ -145,6 +147,8 @@ extension KeywaySQLiteStore {
                         environmentID.environment.rawValue,
                     ]
                 ).map(User.init(row:))
+                if let updated { try Self.enqueue(.user(.userUpdated, updated, in: environmentID, at: Date()), db: db) }
+                return updated
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                 throw KeywayError.usernameTaken(changes.username ?? "")
             }
@@ -173,11 +177,14 @@ extension KeywaySQLiteStore {
 
     public func deleteUser(_ id: UserID, in environmentID: EnvironmentID) async throws -> Bool {
         try await database.write { db in
-            try db.execute(
-                sql: "DELETE FROM users WHERE id = ? AND account_id = ? AND environment = ?",
+            let deleted = try Row.fetchOne(
+                db,
+                sql: "DELETE FROM users WHERE id = ? AND account_id = ? AND environment = ? RETURNING id, username, full_name, created_at",
                 arguments: [id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue]
-            )
-            return db.changesCount == 1
+            ).map(User.init(row:))
+            guard let deleted else { return false }
+            try Self.enqueue(.user(.userDeleted, deleted, in: environmentID, at: Date()), db: db)
+            return true
         }
     }
 

@@ -22,10 +22,10 @@ struct DatabaseOptions: ParsableArguments {
     }
 
     /// The user-token service, sealing signing keys under the deployment's master key.
-    func userTokens(_ settings: Settings, store: any KeywayStore, logger: Logger) async throws -> UserTokens {
-        let masterKey: MasterKey
+    /// The key signing keys and webhook secrets are sealed under, by the deployment's policy.
+    func masterKey(_ settings: Settings, store: any KeywayStore, logger: Logger) async throws -> MasterKey {
         do {
-            masterKey = try await MasterKey.forDeployment(
+            return try await MasterKey.forDeployment(
                 configured: settings.masterKey,
                 sharedDatabase: settings.postgres != nil,
                 databasePath: settings.databasePath,
@@ -35,7 +35,19 @@ struct DatabaseOptions: ParsableArguments {
         } catch let problem as ConfigurationError {
             throw CommandError(problem.description)
         }
-        return UserTokens(
+    }
+
+    /// Webhook endpoints and deliveries, their secrets sealed under `masterKey`.
+    func webhooks(_ settings: Settings, store: any KeywayStore, masterKey: MasterKey) -> Webhooks {
+        Webhooks(store: store, masterKey: masterKey, policy: WebhookURLPolicy(allowInsecure: settings.server.webhookAllowInsecure))
+    }
+
+    func userTokens(_ settings: Settings, store: any KeywayStore, logger: Logger) async throws -> UserTokens {
+        try await userTokens(settings, store: store, masterKey: masterKey(settings, store: store, logger: logger))
+    }
+
+    func userTokens(_ settings: Settings, store: any KeywayStore, masterKey: MasterKey) -> UserTokens {
+        UserTokens(
             store: store,
             masterKey: masterKey,
             issuer: settings.server.effectivePublicURL,

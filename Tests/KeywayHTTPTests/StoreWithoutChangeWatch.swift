@@ -4,7 +4,9 @@ import KeywayCore
 /// Forwards every call to a store but its change watch (`RevocationNotifying`) never comes
 /// up, as a PostgreSQL store whose LISTEN connection is down: a server on it learns of
 /// other processes' revocations only by polling.
-final class StoreWithoutChangeWatch: KeywayStore {
+final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore {
+    var webhookStore: any WebhookStore { base }
+
     let base: any KeywayStore
 
     init(_ base: any KeywayStore) { self.base = base }

@@ -41,6 +41,10 @@ struct TestServer {
     let globex: Account
     /// The current key of each (account, environment), kept in memory only for the test's life.
     let initialKeys: [EnvironmentID: String]
+    /// Webhook endpoints; their URL guard resolves `hooks.example.com` to a public address.
+    let webhooks: Webhooks
+    /// What the server's dispatcher posts to, and how it answers.
+    let webhookTransport: RecordingTransport
 
     /// - Parameter changeWatch: Whether the store tells the server about other processes'
     ///   commits at once; without it the server learns of revocations only by polling.
@@ -94,7 +98,16 @@ struct TestServer {
             rateClock: rateClock,
             acme: acme,
             globex: globex,
-            initialKeys: initialKeys
+            initialKeys: initialKeys,
+            webhooks: Webhooks(
+                store: store,
+                masterKey: try MasterKey(bytes: Array(repeating: UInt8(7), count: 32)),
+                policy: WebhookURLPolicy(allowInsecure: false) { host in
+                    guard host == "hooks.example.com" else { throw URLError(.cannotFindHost) }
+                    return [[93, 184, 216, 34]]
+                }
+            ),
+            webhookTransport: RecordingTransport()
         )
     }
 
@@ -131,11 +144,38 @@ struct TestServer {
             attemptLedger: nil,
             rateLimits: rateLimits,
             serviceTokens: serviceTokens,
+            webhooks: webhooks,
+            webhookTransport: webhookTransport,
             passwordHasher: passwordHasher,
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")
         )
         return try await app.test(setup, body)
+    }
+}
+
+/// A webhook receiver in memory: records every post and answers with ``answer``'s status.
+final class RecordingTransport: WebhookTransport {
+    struct Post: Sendable {
+        let url: URL
+        let headers: [String: String]
+        let body: String
+    }
+
+    private let state = Mutex<(posts: [Post], answer: @Sendable (Int) -> WebhookResponse)>(([], { _ in WebhookResponse(statusCode: 204) }))
+
+    var posts: [Post] { state.withLock { $0.posts } }
+
+    /// How the receiver answers post number n (0 for the first).
+    func answer(_ answer: @escaping @Sendable (Int) -> WebhookResponse) {
+        state.withLock { $0.answer = answer }
+    }
+
+    func post(url: URL, headers: [(String, String)], body: String, timeout: TimeInterval) async throws -> WebhookResponse {
+        state.withLock { state in
+            state.posts.append(Post(url: url, headers: Dictionary(headers, uniquingKeysWith: { first, _ in first }), body: body))
+            return state.answer(state.posts.count - 1)
+        }
     }
 }
 

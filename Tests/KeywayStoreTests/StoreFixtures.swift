@@ -129,8 +129,9 @@ extension StoreKind {
 }
 
 /// Forwards to a store and counts key lookups, to prove what the cache saves.
-final class CountingStore: KeywayStore, @unchecked Sendable {
+final class CountingStore: KeywayStore, ForwardingWebhookStore, @unchecked Sendable {
     let base: any KeywayStore
+    var webhookStore: any WebhookStore { base }
     private let lock = NSLock()
     private var _keyLookups = 0
     private var _failingRevocationReads = 0

@@ -82,20 +82,26 @@ struct DashboardErrorPage: Error {
 /// Fields of an `application/x-www-form-urlencoded` body.
 struct HTMLForm: Sendable {
     private var fields: [String: String] = [:]
+    private var repeated: [String: [String]] = [:]
 
     init() {}
 
-    /// Parses a body; later duplicates of a field are ignored.
+    /// Parses a body; ``subscript(_:)`` gives a field's first value, ``all(_:)`` every one.
     init(urlEncoded body: String) {
         for pair in body.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let name = Self.decode(parts[0])
-            guard !name.isEmpty, fields[name] == nil else { continue }
-            fields[name] = parts.count > 1 ? Self.decode(parts[1]) : ""
+            guard !name.isEmpty else { continue }
+            let value = parts.count > 1 ? Self.decode(parts[1]) : ""
+            repeated[name, default: []].append(value)
+            if fields[name] == nil { fields[name] = value }
         }
     }
 
     subscript(_ name: String) -> String? { fields[name] }
+
+    /// Every value of a repeated field (checkboxes), in order.
+    func all(_ name: String) -> [String] { repeated[name] ?? [] }
 
     private static func decode(_ text: Substring) -> String {
         let spaced = text.replacingOccurrences(of: "+", with: " ")

@@ -5,12 +5,14 @@ import KeywayCore
 import Logging
 
 /// The dashboard: sign-up and sign-in, Users, and Settings (API Keys, Rate limits, Audit log,
-/// IP addresses, Account). Server-rendered; everything it needs ships in the binary.
+/// Webhooks, IP addresses, Account). Server-rendered; everything it needs ships in the binary.
 struct DashboardController: Sendable {
     let store: any KeywayStore
     let keys: SecretKeys
     /// Each environment's request limit, shown and changed on Settings → API Keys.
     let rateLimits: RateLimits
+    /// Endpoints and deliveries (Settings → Webhooks); `nil` when the server runs none.
+    let webhooks: Webhooks?
     let sessions: DashboardSessions
     /// Every password hash and sign-in throttle; the handlers map its outcomes to pages.
     let signInPolicy: SignInPolicy
@@ -31,9 +33,11 @@ struct DashboardController: Sendable {
         throttleEntries: Int,
         attemptLedger: (any AttemptLedger)?,
         rateLimits: RateLimits,
+        webhooks: Webhooks?,
         now: @escaping @Sendable () -> Date
     ) {
         self.rateLimits = rateLimits
+        self.webhooks = webhooks
         self.signInPolicy = SignInPolicy(store: store, hasher: hasher, throttleCapacity: throttleEntries, ledger: attemptLedger, now: now)
         self.trustedProxies = trustedProxies
         self.store = store
@@ -65,6 +69,12 @@ struct DashboardController: Sendable {
         signedIn.get("settings/rate-limits", use: rateLimitsPage)
         signedIn.post("settings/rate-limits/:environment", use: setRateLimit)
         signedIn.get("settings/audit-log", use: auditLogPage)
+        signedIn.get("settings/webhooks", use: webhooksPage)
+        signedIn.post("settings/webhooks/:environment", use: addWebhookEndpoint)
+        signedIn.post("settings/webhooks/endpoints/:id/rotate", use: rotateWebhookSecret)
+        signedIn.post("settings/webhooks/endpoints/:id/state", use: setWebhookEndpointState)
+        signedIn.post("settings/webhooks/endpoints/:id/delete", use: deleteWebhookEndpoint)
+        signedIn.post("settings/webhooks/deliveries/:id/resend", use: resendWebhookDelivery)
         signedIn.get("users", use: usersPage)
         signedIn.get("users/:user", use: userPage)
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)

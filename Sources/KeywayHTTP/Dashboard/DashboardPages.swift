@@ -47,6 +47,7 @@ struct DashboardPages: Sendable {
         case keys = "tabKeys"
         case rateLimits = "tabRateLimits"
         case auditLog = "tabAuditLog"
+        case webhooks = "tabWebhooks"
         case ipAddresses = "tabIPs"
         case account = "tabAccount"
         case none = ""

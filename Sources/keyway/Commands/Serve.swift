@@ -68,7 +68,8 @@ struct Serve: AsyncParsableCommand {
             generationLimit: settings.keyGenerationLimit,
             logger: logger
         )
-        let userTokens = try await database.userTokens(settings, store: store, logger: logger)
+        let masterKey = try await database.masterKey(settings, store: store, logger: logger)
+        let userTokens = database.userTokens(settings, store: store, masterKey: masterKey)
         let app = buildApplication(
             configuration: settings.server,
             store: store,
@@ -77,6 +78,7 @@ struct Serve: AsyncParsableCommand {
             userTokens: userTokens,
             attemptLedger: opened.attemptLedger,
             rateLimitExchange: opened.postgres,
+            webhooks: database.webhooks(settings, store: store, masterKey: masterKey),
             logger: logger
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.

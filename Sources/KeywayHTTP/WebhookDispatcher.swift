@@ -1,0 +1,161 @@
+import AsyncHTTPClient
+import Foundation
+public import KeywayCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+
+/// Delivers the outbox, off the request path: claims due deliveries (each by exactly one
+/// instance), makes their attempts concurrently and records what came of each.
+///
+/// Nothing is lost if the process dies mid-attempt: the claim lapses after ``lease`` and
+/// the delivery is made again (at least once; receivers drop repeats by `webhook-id`).
+struct WebhookDispatcher: Service {
+    let webhooks: Webhooks
+    let transport: any WebhookTransport
+    let logger: Logger
+    /// How often to look for due deliveries when the last look found none.
+    var pollInterval: Duration = .milliseconds(200)
+    /// How many deliveries one claim takes at most.
+    var batchSize = 32
+    /// How many attempts may run at once: a slow endpoint holds one slot, not the others' turn.
+    var maximumInFlight = 128
+    /// Longer than an attempt's timeout, with room to record its result.
+    static let lease: TimeInterval = 30
+    /// Called once the dispatcher stops (the HTTP client's shutdown).
+    var onStop: @Sendable () async -> Void = {}
+
+    func run() async {
+        let inFlight = InFlightCount()
+        await MaintenanceService.repeatUntilShutdown(every: pollInterval) {
+            // Claim as long as there is room and work; each attempt runs on its own, so one slow
+            // endpoint (up to the 15 s timeout) delays nobody else's deliveries. At shutdown the
+            // attempts in flight are abandoned: their claims lapse and another round sends them.
+            while true {
+                let room = maximumInFlight - inFlight.value
+                guard room > 0 else { return }
+                let claimed = try await webhooks.store.claimWebhookDeliveries(at: Date(), lease: Self.lease, limit: min(room, batchSize))
+                inFlight.add(claimed.count)
+                for delivery in claimed {
+                    Task {
+                        defer { inFlight.add(-1) }
+                        await deliver(delivery)
+                    }
+                }
+                guard claimed.count == batchSize else { return }
+            }
+        } onFailure: { error in
+            logger.warning("could not claim webhook deliveries", metadata: ["error": "\(String(reflecting: error))"])
+        }
+        await onStop()
+    }
+
+    /// Claims one batch and makes its attempts, waiting for all of them (tests step through retries with it).
+    /// - Returns: How many deliveries it claimed.
+    func deliverOneBatch() async throws -> Int {
+        let claimed = try await webhooks.store.claimWebhookDeliveries(at: Date(), lease: Self.lease, limit: batchSize)
+        await withTaskGroup(of: Void.self) { group in
+            for delivery in claimed { group.addTask { await deliver(delivery) } }
+        }
+        return claimed.count
+    }
+
+    /// One attempt and its record; a record that cannot be written leaves the claim to lapse.
+    private func deliver(_ delivery: ClaimedWebhookDelivery) async {
+        let record = await webhooks.attempt(delivery, through: transport)
+        do {
+            try await webhooks.store.recordWebhookAttempt(record)
+        } catch {
+            logger.warning(
+                "could not record a webhook attempt; it is made again when its claim lapses",
+                metadata: ["webhook.id": "\(record.deliveryID)", "error": "\(String(reflecting: error))"]
+            )
+            return
+        }
+        log(record, delivery)
+    }
+
+    private func log(_ record: WebhookAttemptRecord, _ claimed: ClaimedWebhookDelivery) {
+        var metadata: Logger.Metadata = [
+            "webhook.id": "\(record.deliveryID)", "webhook.endpoint": "\(record.endpointID)",
+            "webhook.event": "\(claimed.delivery.eventType.rawValue)", "webhook.attempt": "\(claimed.delivery.attempts + 1)",
+        ]
+        if let status = record.statusCode { metadata["webhook.status"] = "\(status)" }
+        if let error = record.error { metadata["webhook.error"] = "\(error)" }
+        switch record.next {
+        case .succeeded: logger.debug("webhook delivered", metadata: metadata)
+        case .retry(let at):
+            metadata["webhook.retry_at"] = "\(at.auditTimestamp)"
+            logger.info("webhook delivery failed; will retry", metadata: metadata)
+        case .failed: logger.warning("webhook delivery failed for good", metadata: metadata)
+        }
+        if let reason = record.disableEndpoint {
+            logger.warning("webhook endpoint disabled", metadata: ["webhook.endpoint": "\(record.endpointID)", "reason": "\(reason)"])
+        }
+    }
+}
+
+/// How many attempts run now, shared with the tasks that make them.
+private final class InFlightCount: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
+    func add(_ change: Int) { count.withLock { $0 += change } }
+}
+
+/// Posts deliveries with AsyncHTTPClient: bound to the egress address, redirects not followed,
+/// every attempt within its timeout.
+struct HTTPClientWebhookTransport: WebhookTransport {
+    let client: HTTPClient
+
+    /// - Parameter localAddress: `KEYWAY_EGRESS_BIND`, the source address of every connection.
+    init(localAddress: String?) {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(5), read: .seconds(Int64(WebhookRetrySchedule.timeout))),
+            decompression: .disabled
+        )
+        configuration.localAddress = localAddress
+        // Each attempt resolves the name again before it connects (the SSRF check); a pooled
+        // connection would skip that, so connections are not kept between attempts for long.
+        configuration.connectionPool = .init(idleTimeout: .seconds(5))
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    /// The longest response body read; the rest is dropped.
+    static let responseBodyLimit = 64 * 1024
+
+    func post(url: URL, headers: [(String, String)], body: String, timeout: TimeInterval) async throws -> WebhookResponse {
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = .POST
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await client.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
+        // Read a little of the answer so the connection can be reused; a receiver's long body is not ours to keep.
+        var read = 0
+        for try await chunk in response.body {
+            read += chunk.readableBytes
+            if read >= Self.responseBodyLimit { break }
+        }
+        return WebhookResponse(
+            statusCode: Int(response.status.code),
+            retryAfter: response.headers.first(name: "retry-after").flatMap { Self.retryAfter($0) }
+        )
+    }
+
+    /// `Retry-After` as delta-seconds or an HTTP date, in seconds from now.
+    static func retryAfter(_ value: String, now: Date = Date()) -> TimeInterval? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        if let seconds = Int(trimmed), seconds >= 0 { return TimeInterval(seconds) }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return formatter.date(from: trimmed).map { max(0, $0.timeIntervalSince(now)) }
+    }
+
+    func shutdown() async {
+        try? await client.shutdown()
+    }
+}

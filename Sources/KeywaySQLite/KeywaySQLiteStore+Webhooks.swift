@@ -1,0 +1,382 @@
+public import Foundation
+import GRDB
+public import KeywayCore
+
+/// Webhook endpoints and the outbox. Events are enqueued by the transaction of the change
+/// they report (``enqueue(_:db:)``).
+extension KeywaySQLiteStore {
+    /// Writes `event` to the outbox, once per enabled endpoint of its environment subscribed
+    /// to it, in the caller's transaction. Without such an endpoint it is one indexed read.
+    static func enqueue(_ event: WebhookEvent, db: Database) throws {
+        let endpoints = try String.fetchAll(
+            try db.cachedStatement(
+                sql: "SELECT id FROM webhook_endpoints WHERE account_id = ? AND environment = ? AND disabled_at IS NULL AND instr(events, ?) > 0"
+            ),
+            arguments: [event.environmentID.accountID.rawValue, event.environmentID.environment.rawValue, event.type.subscriptionKey]
+        )
+        guard !endpoints.isEmpty else { return }
+        let payload = event.payload
+        let now = Date().keywayMilliseconds
+        for endpoint in endpoints {
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
+                    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)
+                    """
+            ).execute(arguments: [WebhookDelivery.newID(), endpoint, event.type.rawValue, payload, now, now])
+        }
+    }
+
+    public func insertWebhookEndpoint(_ endpoint: WebhookEndpoint, limit: Int, audit: AuditContext) async throws {
+        let environmentID = endpoint.environmentID
+        try await database.write { db in
+            guard
+                try Bool.fetchOne(
+                    db,
+                    sql: "SELECT 1 FROM environments WHERE account_id = ? AND name = ?",
+                    arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+                ) != nil
+            else { throw KeywayError.accountNotFound(environmentID.accountID) }
+            let count =
+                try Int.fetchOne(
+                    db,
+                    sql: "SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = ? AND environment = ?",
+                    arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
+                ) ?? 0
+            guard count < limit else { throw KeywayError.tooManyWebhookEndpoints(limit: limit) }
+            try db.execute(
+                sql: """
+                    INSERT INTO webhook_endpoints (id, account_id, environment, url, events, sealed_secret, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    endpoint.id.rawValue, environmentID.accountID.rawValue, environmentID.environment.rawValue, endpoint.url,
+                    endpoint.storedEvents, endpoint.sealedSecret, endpoint.createdAt.keywayMilliseconds,
+                ]
+            )
+            try Self.insert(
+                [
+                    .webhook(
+                        .webhookCreated,
+                        id: endpoint.id,
+                        in: environmentID,
+                        at: endpoint.createdAt,
+                        context: audit,
+                        details: ["url": endpoint.url, "events": endpoint.events.sorted().map(\.rawValue).joined(separator: " ")]
+                    )
+                ],
+                db: db
+            )
+        }
+    }
+
+    public func webhookEndpoints(for accountID: AccountID) async throws -> [WebhookEndpoint] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM webhook_endpoints WHERE account_id = ? ORDER BY created_at, id",
+                arguments: [accountID.rawValue]
+            ).map(WebhookEndpoint.init(row:))
+        }
+    }
+
+    public func webhookEndpoint(_ id: WebhookEndpointID, in accountID: AccountID) async throws -> WebhookEndpoint? {
+        try await database.read { db in try Self.endpoint(id, in: accountID, db: db) }
+    }
+
+    private static func endpoint(_ id: WebhookEndpointID, in accountID: AccountID, db: Database) throws -> WebhookEndpoint? {
+        try Row.fetchOne(
+            db,
+            sql: "SELECT * FROM webhook_endpoints WHERE id = ? AND account_id = ?",
+            arguments: [id.rawValue, accountID.rawValue]
+        ).map(WebhookEndpoint.init(row:))
+    }
+
+    public func updateWebhookEndpoint(
+        _ id: WebhookEndpointID,
+        in accountID: AccountID,
+        events: Set<WebhookEventType>?,
+        enabled: Bool?,
+        audit: AuditContext,
+        at date: Date
+    ) async throws -> WebhookEndpoint? {
+        try await database.write { db in
+            guard var endpoint = try Self.endpoint(id, in: accountID, db: db) else { return nil }
+            var details: [String: String] = [:]
+            if let events {
+                endpoint.events = events
+                details["events"] = events.sorted().map(\.rawValue).joined(separator: " ")
+            }
+            if let enabled {
+                endpoint.disabledAt = enabled ? nil : (endpoint.disabledAt ?? date.keywayPrecision)
+                endpoint.disabledReason = enabled ? nil : (endpoint.disabledReason ?? "Disabled by \(audit.actor).")
+                endpoint.failingSince = enabled ? nil : endpoint.failingSince
+                details["enabled"] = String(enabled)
+            }
+            try db.execute(
+                sql: "UPDATE webhook_endpoints SET events = ?, disabled_at = ?, disabled_reason = ?, failing_since = ? WHERE id = ?",
+                arguments: [
+                    endpoint.storedEvents, endpoint.disabledAt?.keywayMilliseconds, endpoint.disabledReason,
+                    endpoint.failingSince?.keywayMilliseconds, id.rawValue,
+                ]
+            )
+            try Self.insert([.webhook(.webhookUpdated, id: id, in: endpoint.environmentID, at: date, context: audit, details: details)], db: db)
+            return endpoint
+        }
+    }
+
+    public func rotateWebhookSecret(
+        _ id: WebhookEndpointID,
+        in accountID: AccountID,
+        sealedSecret: Data,
+        previousExpiresAt: Date,
+        audit: AuditContext,
+        at date: Date
+    ) async throws -> Bool {
+        try await database.write { db in
+            guard let endpoint = try Self.endpoint(id, in: accountID, db: db) else { return false }
+            try db.execute(
+                sql: """
+                    UPDATE webhook_endpoints SET sealed_previous_secret = sealed_secret, previous_secret_expires_at = ?, sealed_secret = ?
+                    WHERE id = ?
+                    """,
+                arguments: [previousExpiresAt.keywayMilliseconds, sealedSecret, id.rawValue]
+            )
+            try Self.insert(
+                [
+                    .webhook(
+                        .webhookSecretRotated,
+                        id: id,
+                        in: endpoint.environmentID,
+                        at: date,
+                        context: audit,
+                        details: ["previousSecretExpiresAt": previousExpiresAt.auditTimestamp]
+                    )
+                ],
+                db: db
+            )
+            return true
+        }
+    }
+
+    public func deleteWebhookEndpoint(_ id: WebhookEndpointID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
+        try await database.write { db in
+            guard let endpoint = try Self.endpoint(id, in: accountID, db: db) else { return false }
+            try db.execute(sql: "DELETE FROM webhook_endpoints WHERE id = ?", arguments: [id.rawValue])
+            try Self.insert(
+                [.webhook(.webhookDeleted, id: id, in: endpoint.environmentID, at: date, context: audit, details: ["url": endpoint.url])],
+                db: db
+            )
+            return true
+        }
+    }
+
+    public func webhookDeliveries(for accountID: AccountID, endpoint: WebhookEndpointID?, limit: Int) async throws -> [WebhookDelivery] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT d.* FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+                    WHERE e.account_id = ? AND (? IS NULL OR e.id = ?)
+                    ORDER BY d.created_at DESC, d.id DESC LIMIT ?
+                    """,
+                arguments: [accountID.rawValue, endpoint?.rawValue, endpoint?.rawValue, limit]
+            ).map(WebhookDelivery.init(row:))
+        }
+    }
+
+    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, claim = NULL, claimed_until = NULL
+                    WHERE id = ? AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE account_id = ? AND disabled_at IS NULL)
+                    """,
+                arguments: [date.keywayMilliseconds, id, accountID.rawValue]
+            )
+            return db.changesCount == 1
+        }
+    }
+
+    public func claimWebhookDeliveries(at date: Date, lease: TimeInterval, limit: Int) async throws -> [ClaimedWebhookDelivery] {
+        let now = date.keywayMilliseconds
+        // Asked several times a second: a read (the partial index) first, the writer only when needed.
+        let due = try await database.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: """
+                    SELECT 1 FROM webhook_deliveries
+                    WHERE status = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1
+                    """,
+                arguments: [now, now]
+            ) != nil
+        }
+        guard due else { return [] }
+        let claim = WebhookDelivery.newID()
+        return try await database.write { db in
+            let deliveries = try Row.fetchAll(
+                db,
+                sql: """
+                    UPDATE webhook_deliveries SET claim = ?, claimed_until = ?
+                    WHERE id IN (
+                        SELECT d.id FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+                        WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
+                          AND e.disabled_at IS NULL
+                        ORDER BY d.next_attempt_at LIMIT ?
+                    )
+                    RETURNING *
+                    """,
+                arguments: [claim, now + Int64(lease * 1000), now, now, limit]
+            ).map(WebhookDelivery.init(row:))
+            var endpoints: [WebhookEndpointID: WebhookEndpoint] = [:]
+            for id in Set(deliveries.map(\.endpointID)) {
+                endpoints[id] = try Row.fetchOne(db, sql: "SELECT * FROM webhook_endpoints WHERE id = ?", arguments: [id.rawValue])
+                    .map(WebhookEndpoint.init(row:))
+            }
+            return deliveries.compactMap { delivery in
+                endpoints[delivery.endpointID].map { ClaimedWebhookDelivery(delivery: delivery, endpoint: $0, claim: claim) }
+            }
+        }
+    }
+
+    public func recordWebhookAttempt(_ record: WebhookAttemptRecord) async throws {
+        let (status, next): (String, Int64?) =
+            switch record.next {
+            case .succeeded: ("succeeded", nil)
+            case .retry(let date): ("pending", date.keywayMilliseconds)
+            case .failed: ("failed", nil)
+            }
+        let at = record.at.keywayMilliseconds
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, attempts = attempts + 1, last_attempt_at = ?,
+                        last_status_code = ?, last_error = ?, claim = NULL, claimed_until = NULL
+                    WHERE id = ? AND claim = ?
+                    """,
+                arguments: [status, next, at, record.statusCode, record.error, record.deliveryID, record.claim]
+            )
+            // A claim that lapsed (another process took the delivery) records nothing.
+            guard db.changesCount == 1 else { return }
+            if case .succeeded = record.next {
+                try db.execute(sql: "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ?", arguments: [record.endpointID.rawValue])
+            } else {
+                try db.execute(
+                    sql: "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?",
+                    arguments: [at, record.endpointID.rawValue]
+                )
+            }
+            guard let reason = record.disableEndpoint,
+                let endpoint = try Row.fetchOne(
+                    db,
+                    sql: "SELECT * FROM webhook_endpoints WHERE id = ? AND disabled_at IS NULL",
+                    arguments: [record.endpointID.rawValue]
+                ).map(WebhookEndpoint.init(row:))
+            else { return }
+            try db.execute(
+                sql: "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE id = ?",
+                arguments: [at, reason, record.endpointID.rawValue]
+            )
+            try db.execute(
+                sql: """
+                    UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = COALESCE(last_error, 'The endpoint was disabled.')
+                    WHERE endpoint_id = ? AND status = 'pending'
+                    """,
+                arguments: [record.endpointID.rawValue]
+            )
+            try Self.insert(
+                [
+                    .webhook(
+                        .webhookDisabled,
+                        id: endpoint.id,
+                        in: endpoint.environmentID,
+                        at: record.at,
+                        context: .system,
+                        details: ["reason": reason]
+                    )
+                ],
+                db: db
+            )
+        }
+    }
+
+    public func recordExpiringGraces(at date: Date) async throws -> Int {
+        let horizon = date.addingTimeInterval(WebhookEventType.expiringNotice).keywayMilliseconds
+        let pending = try await database.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: "SELECT 1 FROM secret_keys WHERE expiry_notice_pending = 1 AND revoked_at <= ? LIMIT 1",
+                arguments: [horizon]
+            ) != nil
+        }
+        guard pending else { return 0 }
+        return try await database.write { db in
+            let keys = try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM secret_keys WHERE expiry_notice_pending = 1 AND revoked_at <= ?",
+                arguments: [horizon]
+            ).map(SecretKeyRecord.init(row:))
+            var announced = 0
+            for key in keys {
+                try db.execute(sql: "UPDATE secret_keys SET expiry_notice_pending = 0 WHERE id = ?", arguments: [key.id.rawValue])
+                // A grace already over is announced by its key.revoked, not as expiring.
+                guard let end = key.revokedAt, end > date else { continue }
+                try Self.enqueue(.keyExpiring(key, at: date), db: db)
+                announced += 1
+            }
+            return announced
+        }
+    }
+
+    public func deleteWebhookDeliveries(before date: Date) async throws -> Int {
+        try await database.write { db in
+            try db.execute(
+                sql: "DELETE FROM webhook_deliveries WHERE created_at < ? AND status <> 'pending'",
+                arguments: [date.keywayMilliseconds]
+            )
+            return db.changesCount
+        }
+    }
+}
+
+extension WebhookEndpoint {
+    init(row: Row) throws {
+        guard let environment = Environment(rawValue: row["environment"]) else {
+            throw SchemaError("A webhook endpoint names environment '\(row["environment"] as String)'.")
+        }
+        self.init(
+            id: WebhookEndpointID(rawValue: row["id"]),
+            environmentID: EnvironmentID(accountID: AccountID(rawValue: row["account_id"]), environment: environment),
+            url: row["url"],
+            events: WebhookEndpoint.events(stored: row["events"]),
+            sealedSecret: row["sealed_secret"],
+            sealedPreviousSecret: row["sealed_previous_secret"],
+            previousSecretExpiresAt: (row["previous_secret_expires_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            disabledAt: (row["disabled_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
+            disabledReason: row["disabled_reason"],
+            failingSince: (row["failing_since"] as Int64?).map(Date.init(keywayMilliseconds:))
+        )
+    }
+}
+
+extension WebhookDelivery {
+    init(row: Row) throws {
+        guard let type = WebhookEventType(rawValue: row["event_type"]), let status = WebhookDeliveryStatus(rawValue: row["status"]) else {
+            throw SchemaError("A webhook delivery has the event '\(row["event_type"] as String)' or status this Keyway does not know.")
+        }
+        self.init(
+            id: row["id"],
+            endpointID: WebhookEndpointID(rawValue: row["endpoint_id"]),
+            eventType: type,
+            payload: row["payload"],
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            status: status,
+            attempts: row["attempts"],
+            nextAttemptAt: (row["next_attempt_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
+            lastAttemptAt: (row["last_attempt_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
+            lastStatusCode: row["last_status_code"],
+            lastError: row["last_error"]
+        )
+    }
+}
