@@ -96,7 +96,7 @@ public struct WebhookEvent: Sendable, Hashable {
             environmentID: environmentID,
             at: date,
             data: [
-                ("id", user.id.rawValue), ("username", user.username), ("fullName", user.fullName),
+                ("userId", user.id.rawValue), ("username", user.username), ("fullName", user.fullName),
                 ("createdAt", user.createdAt.auditTimestamp),
             ]
         )

@@ -53,7 +53,7 @@ import Testing
         let updated = try #require(delivered.first { $0.eventType == .userUpdated })
         let body = try #require(JSONSerialization.jsonObject(with: Data(updated.payload.utf8)) as? [String: Any])
         let data = try #require(body["data"] as? [String: Any])
-        #expect(data["id"] as? String == renamed.id.rawValue && data["username"] as? String == "ada2")
+        #expect(data["userId"] as? String == renamed.id.rawValue && data["username"] as? String == "ada2")
         #expect(try await Self.deliveries(store, account.id, keysOnly).isEmpty, "not subscribed to user events")
         #expect(try await Self.deliveries(store, account.id, disabled).isEmpty, "disabled endpoints get nothing new")
         #expect(try await Self.deliveries(store, account.id, productionEndpoint).isEmpty, "production never sees development's users")

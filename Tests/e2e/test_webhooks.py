@@ -95,8 +95,8 @@ def test_every_event_type_is_delivered_signed_from_the_egress_address(keyway, re
     keyway.cli("limits", "set", *env, "--requests-per-second", "none")
     status, _, user = keyway.request("POST", "/users", key, {"username": "ada@example.com"})  # user.created
     assert status == 200
-    assert keyway.request("PATCH", f"/users/{user['id']}", key, {"fullName": "Ada"})[0] == 200  # user.updated
-    assert keyway.request("DELETE", f"/users/{user['id']}", key)[0] in (200, 204)  # user.deleted
+    assert keyway.request("PUT", f"/users/{user['userId']}", key, {"fullName": "Ada"})[0] == 200  # user.updated
+    assert keyway.request("DELETE", f"/users/{user['userId']}", key)[0] in (200, 204)  # user.deleted
     rolled = keyway.cli("keys", "roll", *env, "--grace", "90s").stdout.strip()  # key.rolled, then key.expiring
     keyway.cli("signing-keys", "rotate", *env)  # signing_key.rotated
     receiver.wait_for(lambda: "key.expiring" in types(receiver.deliveries("/ok/all")), 15, "key.expiring")
@@ -171,7 +171,7 @@ def test_nothing_acknowledged_is_lost_across_a_kill_mid_delivery(keyway, receive
     keyway.start(**SERVER_ENV)
     # The killed process's claims lapse (30 s), then the restarted one delivers both.
     def delivered(user) -> bool:
-        return any(d["status"] == 200 and json.loads(d["body"])["data"]["id"] == user["id"] for d in receiver.deliveries())
+        return any(d["status"] == 200 and json.loads(d["body"])["data"]["userId"] == user["userId"] for d in receiver.deliveries())
     receiver.wait_for(lambda: delivered(first) and delivered(second), 60, "both users' events after the restart")
     assert all(d["verified"] and d["peer"] == EGRESS for d in receiver.deliveries())
 
