@@ -20,9 +20,9 @@ extension KeywayError {
         case .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
             .unauthorized
-        case .userNotFound, .accountNotFound, .routeNotFound: .notFound
+        case .userNotFound, .accountNotFound, .routeNotFound, .webhookEndpointNotFound, .webhookDeliveryNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
-        case .usernameTaken, .emailTaken, .activeKeyChanged, .serviceTokenNameTaken: .conflict
+        case .usernameTaken, .emailTaken, .activeKeyChanged, .serviceTokenNameTaken, .tooManyWebhookEndpoints: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .tooManyKeyGenerations, .rateLimited: .tooManyRequests
         case .serviceUnavailable: .serviceUnavailable

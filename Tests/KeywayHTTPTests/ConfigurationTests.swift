@@ -29,6 +29,29 @@ import Testing
         #expect(configuration.requestHeadTimeoutSeconds == 10)
         #expect(configuration.requestBodyTimeoutSeconds == 30)
         #expect(configuration.maximumConnections == 768)
+        #expect(configuration.egressBind == nil)
+        #expect(configuration.webhookAllowInsecure == false)
+    }
+
+    @Test func theEgressBindMustBeAPublishedAddress() throws {
+        let published = try ServerConfiguration(environment: [
+            "KEYWAY_EGRESS_IPS": "203.0.113.7, 2001:db8::/32", "KEYWAY_EGRESS_BIND": "2001:db8::5", "KEYWAY_WEBHOOK_ALLOW_INSECURE": "1",
+        ])
+        #expect(published.egressBind == "2001:db8::5", "inside a published range")
+        #expect(published.webhookAllowInsecure)
+        for (ips, bind) in [(nil, "203.0.113.7"), ("203.0.113.7", "203.0.113.8"), ("203.0.113.7", "203.0.113.0/24"), ("203.0.113.7", "eth0")] {
+            var environment = ["KEYWAY_EGRESS_BIND": bind]
+            environment["KEYWAY_EGRESS_IPS"] = ips
+            #expect(throws: ConfigurationError.self, "\(bind) with \(ips ?? "nothing") published") {
+                do {
+                    _ = try ServerConfiguration(environment: environment)
+                } catch let error as ConfigurationError {
+                    #expect(error.variable == "KEYWAY_EGRESS_BIND")
+                    throw error
+                }
+            }
+        }
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration(environment: ["KEYWAY_WEBHOOK_ALLOW_INSECURE": "yes"]) }
     }
 
     @Test func everyVariableIsRead() throws {

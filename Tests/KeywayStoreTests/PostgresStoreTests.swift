@@ -13,6 +13,16 @@ import Testing
     /// back from a gap (or just started) is not charged for requests long past.
     @Test func theRateLimitExchangeReturnsEachBatchOnceAndOnlyWithinTheLastSecond() async throws {
         guard TestPostgres.serverURL != nil else { return }
+        // The steps before the pause must fall within the window's second; on a machine too busy
+        // for that (the whole suite runs in parallel), the run proves nothing and is made again.
+        for _ in 0..<5 {
+            if try await exchangeWithinTheWindow() { return }
+        }
+        Issue.record("five runs in a row took longer than the one-second window")
+    }
+
+    /// One run of the exchange's steps. - Returns: `false` when they took too long to judge.
+    private func exchangeWithinTheWindow() async throws -> Bool {
         let store = try await TestPostgres.freshStores(1)[0]
         let account = try await store.createAccount(name: "Acme", at: Date())
         let environment = EnvironmentID(accountID: account.id, environment: .production)
@@ -24,24 +34,27 @@ import Testing
             #expect(rows.allSatisfy { $0.writtenAt > 0 })
             return rows.map { row($0.instance, $0.batch, $0.count) }
         }
+        let started = ContinuousClock.now
         _ = try await store.exchangeRateLimitCounts([row("inst_a", 1, 3)], instance: "inst_a", after: [:])
         let own = try await store.exchangeRateLimitCounts([], instance: "inst_a", after: [:])
-        #expect(own.rows.isEmpty, "its own rows")
-        #expect(own.otherInstances == 0)
         let first = try await store.exchangeRateLimitCounts([row("inst_b", 1, 2)], instance: "inst_b", after: [:])
-        #expect(counts(first.rows) == [row("inst_a", 1, 3)])
-        #expect(first.otherInstances == 1, "inst_a")
         // An idle instance, writing no counts, is alive all the same.
         let idle = try await store.exchangeRateLimitCounts([], instance: "inst_c", after: [:])
-        #expect(idle.otherInstances == 2)
         _ = try await store.exchangeRateLimitCounts([row("inst_a", 2, 5)], instance: "inst_a", after: ["inst_b": 1])
         let second = try await store.exchangeRateLimitCounts([], instance: "inst_b", after: ["inst_a": 1])
+        guard ContinuousClock.now - started < .milliseconds(800) else { return false }
+        #expect(own.rows.isEmpty, "its own rows")
+        #expect(own.otherInstances == 0)
+        #expect(counts(first.rows) == [row("inst_a", 1, 3)])
+        #expect(first.otherInstances == 1, "inst_a")
+        #expect(idle.otherInstances == 2)
         #expect(counts(second.rows) == [row("inst_a", 2, 5)], "only the batch not counted yet")
         #expect(second.otherInstances == 2)
         try await Task.sleep(for: .milliseconds(1100))
         let late = try await store.exchangeRateLimitCounts([], instance: "inst_d", after: [:])
         #expect(late.rows.isEmpty, "older than a second")
         #expect(late.otherInstances == 0, "nobody exchanged in the last second")
+        return true
     }
 
     /// Revocation numbers are drawn under a lock; they stay distinct and in commit order
