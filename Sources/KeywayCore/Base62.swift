@@ -19,7 +19,20 @@ enum Base62 {
     /// Each character carries log2(62) ≈ 5.95 bits of entropy.
     static func randomString(length: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<length).map { _ in alphabet[Int.random(in: 0..<62, using: &generator)] }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(length)
+        // Five characters from each 64-bit draw (62^5 < 2^30), by rejection so each stays uniform:
+        // one system call per five characters instead of one per character.
+        let limit = UInt64.max - UInt64.max % 916_132_832  // 62^5
+        while bytes.count < length {
+            let draw = generator.next()
+            guard draw < limit else { continue }
+            var value = draw % 916_132_832
+            for _ in 0..<min(5, length - bytes.count) {
+                bytes.append(alphabet[Int(value % 62)])
+                value /= 62
+            }
+        }
         return String(decoding: bytes, as: UTF8.self)
     }
 

@@ -48,22 +48,25 @@ public struct WebhookEvent: Sendable, Hashable {
 
     /// The body every delivery of the event sends, byte for byte.
     public var payload: String {
-        var json = "{\"type\":"
+        // Bytes, not string appends: made for every user created with an endpoint subscribed.
+        var json = [UInt8]()
+        json.reserveCapacity(320)
+        json.append(contentsOf: #"{"type":"#.utf8)
         json.appendJSONString(type.rawValue)
-        json += ",\"timestamp\":"
-        json.appendJSONString(at.auditTimestamp)
-        json += ",\"data\":{\"accountId\":"
+        json.append(contentsOf: #","timestamp":"#.utf8)
+        json.appendJSONString(at.keywayTimestamp)
+        json.append(contentsOf: #","data":{"accountId":"#.utf8)
         json.appendJSONString(environmentID.accountID.rawValue)
-        json += ",\"environment\":"
+        json.append(contentsOf: #","environment":"#.utf8)
         json.appendJSONString(environmentID.environment.rawValue)
         for (name, value) in data {
-            json += ","
+            json.append(UInt8(ascii: ","))
             json.appendJSONString(name)
-            json += ":"
-            if let value { json.appendJSONString(value) } else { json += "null" }
+            json.append(UInt8(ascii: ":"))
+            if let value { json.appendJSONString(value) } else { json.append(contentsOf: "null".utf8) }
         }
-        json += "}}"
-        return json
+        json.append(contentsOf: "}}".utf8)
+        return String(decoding: json, as: UTF8.self)
     }
 
     /// The event an audit entry's change sends, if any: key and signing-key events.
@@ -116,24 +119,27 @@ public struct WebhookEvent: Sendable, Hashable {
     }
 }
 
-extension String {
-    /// Appends `value` as a JSON string: quotes, backslashes and control characters escaped.
+extension [UInt8] {
+    /// Appends `value` as a JSON string: quotes, backslashes and control characters escaped,
+    /// everything else (non-ASCII included) as its UTF-8.
     mutating func appendJSONString(_ value: String) {
-        append("\"")
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": append("\\\"")
-            case "\\": append("\\\\")
-            case "\n": append("\\n")
-            case "\r": append("\\r")
-            case "\t": append("\\t")
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                append("\\u" + String(repeating: "0", count: 4 - hex.count) + hex)
-            default: unicodeScalars.append(scalar)
+        append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): append(contentsOf: #"\""#.utf8)
+            case UInt8(ascii: "\\"): append(contentsOf: #"\\"#.utf8)
+            case 0x0A: append(contentsOf: #"\n"#.utf8)
+            case 0x0D: append(contentsOf: #"\r"#.utf8)
+            case 0x09: append(contentsOf: #"\t"#.utf8)
+            case 0..<0x20:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                append(contentsOf: #"\u00"#.utf8)
+                append(hex[Int(byte >> 4)])
+                append(hex[Int(byte & 0x0F)])
+            default: append(byte)
             }
         }
-        append("\"")
+        append(UInt8(ascii: "\""))
     }
 }
 
@@ -211,7 +217,8 @@ public enum WebhookDeliveryStatus: String, Sendable, Hashable, Codable {
 /// One event on its way to one endpoint: a row of the outbox. Its id is the `webhook-id`
 /// every attempt sends, so a receiver can drop repeats.
 public struct WebhookDelivery: Sendable, Hashable {
-    /// `msg_` and 24 base62 characters.
+    /// `msg_`, the creation time (8 base62 characters, milliseconds) and 16 random base62
+    /// characters: ordered by time, so the outbox's index grows at one end.
     public var id: String
     public var endpointID: WebhookEndpointID
     public var eventType: WebhookEventType
@@ -253,8 +260,15 @@ public struct WebhookDelivery: Sendable, Hashable {
         self.lastError = lastError
     }
 
-    /// A new delivery id.
-    public static func newID() -> String { "msg_" + Base62.randomString(length: 24) }
+    /// A new delivery id for `date`.
+    public static func newID(at date: Date = Date()) -> String {
+        timePrefix(date) + Base62.randomString(length: 16)
+    }
+
+    /// `msg_` and the time, the part of an id that orders it (PostgreSQL adds its own random part).
+    public static func timePrefix(_ date: Date) -> String {
+        "msg_" + String(decoding: Base62.encode(UInt64(max(0, date.keywayMilliseconds)), width: 8), as: UTF8.self)
+    }
 }
 
 /// A delivery one process has claimed, with what it needs to send it.

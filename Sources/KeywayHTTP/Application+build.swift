@@ -74,7 +74,7 @@ public func buildApplication(
             auditRetentionDays: configuration.auditRetentionDays
         )
     ]
-    if let webhooks {
+    if let webhooks, configuration.webhookDelivery {
         if let webhookTransport {
             services.append(WebhookDispatcher(webhooks: webhooks, transport: webhookTransport, logger: logger))
         } else {

@@ -28,6 +28,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `KEYWAY_WEBHOOK_ALLOW_INSECURE=1`: webhook URLs may be `http` to loopback and resolve to
     /// any address, for development. Off, only `https` to public addresses is called.
     public var webhookAllowInsecure = false
+    /// `KEYWAY_WEBHOOK_DELIVERY=off`: this instance writes events to the outbox but delivers
+    /// none; on PostgreSQL, other instances (say, ones that serve no API traffic) deliver them.
+    public var webhookDelivery = true
     /// `KEYWAY_REVOCATION_POLL_MS`: how often to look for keys revoked by other
     /// processes (the CLI, other instances) when no notification channel is up:
     /// always on SQLite, and on PostgreSQL while the LISTEN connection is down.
@@ -107,6 +110,12 @@ public struct ServerConfiguration: Sendable, Equatable {
                 )
             }
             self.egressBind = bind
+        }
+        if let delivery = settings.string("KEYWAY_WEBHOOK_DELIVERY") {
+            guard delivery == "on" || delivery == "off" else {
+                throw ConfigurationError(variable: "KEYWAY_WEBHOOK_DELIVERY", message: "must be on or off, not '\(delivery)'")
+            }
+            self.webhookDelivery = delivery == "on"
         }
         if let insecure = settings.string("KEYWAY_WEBHOOK_ALLOW_INSECURE") {
             guard insecure == "1" || insecure == "0" else {

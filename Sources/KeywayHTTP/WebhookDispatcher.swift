@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-public import KeywayCore
+import KeywayCore
 import Logging
 import NIOCore
 import NIOHTTP1

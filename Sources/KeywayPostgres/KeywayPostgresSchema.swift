@@ -277,7 +277,6 @@ enum KeywayPostgresSchema {
                 """,
                 "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending'",
                 "CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, created_at)",
-                "CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at)",
                 // true while a rolled key's grace runs and its key.expiring event is not yet written.
                 "ALTER TABLE secret_keys ADD COLUMN expiry_notice_pending BOOLEAN NOT NULL DEFAULT false",
                 "CREATE INDEX secret_keys_expiry_notice_pending ON secret_keys(revoked_at) WHERE expiry_notice_pending",

@@ -6,8 +6,9 @@ import PostgresNIO
 /// Webhook endpoints and the outbox. Events are enqueued by the transaction of the change
 /// they report (``enqueue(_:connection:logger:)``).
 extension KeywayPostgresStore {
-    /// A new delivery id, drawn by the server for each row an `INSERT … SELECT` writes.
-    static let newDeliveryID = "'msg_' || replace(gen_random_uuid()::text, '-', '')"
+    /// The random part of a new delivery id, drawn by the server for each row an `INSERT … SELECT`
+    /// writes, after ``WebhookDelivery/timePrefix(_:)``.
+    static let randomDeliveryIDPart = "replace(gen_random_uuid()::text, '-', '')"
 
     static let endpointColumns = """
         id, account_id, environment, url, events, sealed_secret, sealed_previous_secret, previous_secret_expires_at, created_at,
@@ -27,7 +28,8 @@ extension KeywayPostgresStore {
         try await connection.query(
             """
             INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
-            SELECT \(unescaped: newDeliveryID), id, \(event.type.rawValue), \(event.payload), \(now), 'pending', 0, \(now)
+            SELECT \(WebhookDelivery.timePrefix(Date())) || \(unescaped: randomDeliveryIDPart), id, \(event.type.rawValue), \(event.payload),
+                \(now), 'pending', 0, \(now)
             FROM webhook_endpoints
             WHERE account_id = \(event.environmentID.accountID.rawValue) AND environment = \(event.environmentID.environment.rawValue)
               AND disabled_at IS NULL AND position(\(event.type.subscriptionKey) in events) > 0
@@ -275,8 +277,9 @@ extension KeywayPostgresStore {
             guard recorded else { return }
             try await connection.query(
                 """
-                UPDATE webhook_endpoints SET failing_since = CASE WHEN \(succeeded) THEN NULL ELSE COALESCE(failing_since, \(at)) END
+                UPDATE webhook_endpoints SET failing_since = CASE WHEN \(succeeded) THEN NULL ELSE \(at) END
                 WHERE id = \(record.endpointID.rawValue)
+                  AND CASE WHEN \(succeeded) THEN failing_since IS NOT NULL ELSE failing_since IS NULL END
                 """,
                 logger: logger
             )
@@ -344,7 +347,11 @@ extension KeywayPostgresStore {
     public func deleteWebhookDeliveries(before date: Date) async throws -> Int {
         try await first(
             """
-            WITH deleted AS (DELETE FROM webhook_deliveries WHERE created_at < \(date.keywayMilliseconds) AND status <> 'pending' RETURNING 1)
+            WITH deleted AS (
+                DELETE FROM webhook_deliveries
+                WHERE endpoint_id IN (SELECT id FROM webhook_endpoints) AND created_at < \(date.keywayMilliseconds) AND status <> 'pending'
+                RETURNING 1
+            )
             SELECT count(*) FROM deleted
             """,
             as: Int64.self

@@ -235,9 +235,11 @@ enum KeywaySQLiteSchema {
                     ) STRICT;
                     CREATE INDEX webhook_endpoints_by_environment ON webhook_endpoints(account_id, environment);
                     -- The outbox: one row per event and endpoint, inserted by the change's own transaction.
+                    -- Clustered by endpoint and time-ordered id: an insert is two index appends (this
+                    -- and the due index), and an endpoint's newest deliveries are one range.
                     CREATE TABLE webhook_deliveries (
-                        id TEXT PRIMARY KEY NOT NULL,
                         endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                        id TEXT NOT NULL,
                         event_type TEXT NOT NULL,
                         payload TEXT NOT NULL,
                         created_at INTEGER NOT NULL,
@@ -248,11 +250,10 @@ enum KeywaySQLiteSchema {
                         claimed_until INTEGER,
                         last_attempt_at INTEGER,
                         last_status_code INTEGER,
-                        last_error TEXT
-                    ) STRICT;
+                        last_error TEXT,
+                        PRIMARY KEY (endpoint_id, id)
+                    ) STRICT, WITHOUT ROWID;
                     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
-                    CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, created_at);
-                    CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at);
                     -- 1 while a rolled key's grace runs and its key.expiring event is not yet written.
                     ALTER TABLE secret_keys ADD COLUMN expiry_notice_pending INTEGER NOT NULL DEFAULT 0 CHECK (expiry_notice_pending IN (0, 1));
                     CREATE INDEX secret_keys_expiry_notice_pending ON secret_keys(revoked_at) WHERE expiry_notice_pending = 1;

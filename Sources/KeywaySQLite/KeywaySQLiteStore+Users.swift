@@ -6,7 +6,12 @@ import Synchronization
 /// The users of an environment.
 extension KeywaySQLiteStore {
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        try await userCreations.submit(UserCreation(user: user, environmentID: environmentID, date: date)).created(username: user.username)
+        // The identifier and the user.created body are made here, in parallel with other requests,
+        // not in the one writer that commits them; the writer redoes them only on a collision.
+        let created = User(id: makeUserID(date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
+        let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
+        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: (created.id, event.payload))
+        return try await userCreations.submit(creation).created(username: user.username)
     }
 
     public func createUsers(_ users: [NewUser], in environmentID: EnvironmentID, at date: Date) async throws -> BatchCreation {
@@ -23,6 +28,8 @@ extension KeywaySQLiteStore {
         let user: NewUser
         let environmentID: EnvironmentID
         let date: Date
+        /// An identifier drawn before the writer took the creation, and the body of its event.
+        var drawn: (id: UserID, payload: String)?
     }
 
     /// Inserts a user unless its username is taken or is a user's identifier, and never
@@ -33,12 +40,13 @@ extension KeywaySQLiteStore {
         in environmentID: EnvironmentID,
         at date: Date,
         makeUserID: (Date) -> UserID,
+        drawn: (id: UserID, payload: String)? = nil,
         db: Database
     ) throws -> UserInsertion {
         if try isUserID(user.username, in: environmentID, db: db) {
             return .usernameIsAUserID
         }
-        var id = makeUserID(date)
+        var id = drawn?.id ?? makeUserID(date)
         while try Bool.fetchOne(
             db,
             sql: "SELECT 1 FROM users WHERE account_id = ? AND environment = ? AND username = ?",
@@ -59,7 +67,10 @@ extension KeywaySQLiteStore {
             ]
         )
         guard db.changesCount == 1 else { return .usernameTaken }
-        try enqueue(.user(.userCreated, created, in: environmentID, at: created.createdAt), db: db)
+        let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
+        // The body drawn beforehand, unless the identifier had to be drawn again.
+        let payload = drawn.flatMap { $0.id == id ? $0.payload : nil }
+        try enqueue(event, payload: payload, db: db)
         return .created(created)
     }
 

@@ -7,7 +7,8 @@ public import KeywayCore
 extension KeywaySQLiteStore {
     /// Writes `event` to the outbox, once per enabled endpoint of its environment subscribed
     /// to it, in the caller's transaction. Without such an endpoint it is one indexed read.
-    static func enqueue(_ event: WebhookEvent, db: Database) throws {
+    /// - Parameter payload: `event`'s body when it was made already (off the writer).
+    static func enqueue(_ event: WebhookEvent, payload: String? = nil, db: Database) throws {
         let endpoints = try String.fetchAll(
             try db.cachedStatement(
                 sql: "SELECT id FROM webhook_endpoints WHERE account_id = ? AND environment = ? AND disabled_at IS NULL AND instr(events, ?) > 0"
@@ -15,7 +16,7 @@ extension KeywaySQLiteStore {
             arguments: [event.environmentID.accountID.rawValue, event.environmentID.environment.rawValue, event.type.subscriptionKey]
         )
         guard !endpoints.isEmpty else { return }
-        let payload = event.payload
+        let payload = payload ?? event.payload
         let now = Date().keywayMilliseconds
         for endpoint in endpoints {
             try db.cachedStatement(
@@ -173,15 +174,21 @@ extension KeywaySQLiteStore {
 
     public func webhookDeliveries(for accountID: AccountID, endpoint: WebhookEndpointID?, limit: Int) async throws -> [WebhookDelivery] {
         try await database.read { db in
-            try Row.fetchAll(
+            let endpoints = try String.fetchAll(
                 db,
-                sql: """
-                    SELECT d.* FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-                    WHERE e.account_id = ? AND (? IS NULL OR e.id = ?)
-                    ORDER BY d.created_at DESC, d.id DESC LIMIT ?
-                    """,
-                arguments: [accountID.rawValue, endpoint?.rawValue, endpoint?.rawValue, limit]
-            ).map(WebhookDelivery.init(row:))
+                sql: "SELECT id FROM webhook_endpoints WHERE account_id = ? AND (? IS NULL OR id = ?)",
+                arguments: [accountID.rawValue, endpoint?.rawValue, endpoint?.rawValue]
+            )
+            // Each endpoint's newest, one range of the primary key each; then the newest of those.
+            var deliveries: [WebhookDelivery] = []
+            for endpoint in endpoints {
+                deliveries += try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM webhook_deliveries WHERE endpoint_id = ? ORDER BY id DESC LIMIT ?",
+                    arguments: [endpoint, limit]
+                ).map(WebhookDelivery.init(row:))
+            }
+            return Array(deliveries.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit))
         }
     }
 
@@ -218,8 +225,8 @@ extension KeywaySQLiteStore {
                 db,
                 sql: """
                     UPDATE webhook_deliveries SET claim = ?, claimed_until = ?
-                    WHERE id IN (
-                        SELECT d.id FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+                    WHERE (endpoint_id, id) IN (
+                        SELECT d.endpoint_id, d.id FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
                         WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
                           AND e.disabled_at IS NULL
                         ORDER BY d.next_attempt_at LIMIT ?
@@ -240,6 +247,11 @@ extension KeywaySQLiteStore {
     }
 
     public func recordWebhookAttempt(_ record: WebhookAttemptRecord) async throws {
+        try await webhookAttempts.submit(record)
+    }
+
+    /// Records one attempt in the caller's transaction (see ``recordWebhookAttempt(_:)``).
+    static func record(_ record: WebhookAttemptRecord, db: Database) throws {
         let (status, next): (String, Int64?) =
             switch record.next {
             case .succeeded: ("succeeded", nil)
@@ -247,57 +259,54 @@ extension KeywaySQLiteStore {
             case .failed: ("failed", nil)
             }
         let at = record.at.keywayMilliseconds
-        try await database.write { db in
-            try db.execute(
-                sql: """
-                    UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, attempts = attempts + 1, last_attempt_at = ?,
-                        last_status_code = ?, last_error = ?, claim = NULL, claimed_until = NULL
-                    WHERE id = ? AND claim = ?
-                    """,
-                arguments: [status, next, at, record.statusCode, record.error, record.deliveryID, record.claim]
-            )
-            // A claim that lapsed (another process took the delivery) records nothing.
-            guard db.changesCount == 1 else { return }
-            if case .succeeded = record.next {
-                try db.execute(sql: "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ?", arguments: [record.endpointID.rawValue])
-            } else {
-                try db.execute(
-                    sql: "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?",
-                    arguments: [at, record.endpointID.rawValue]
-                )
-            }
-            guard let reason = record.disableEndpoint,
-                let endpoint = try Row.fetchOne(
-                    db,
-                    sql: "SELECT * FROM webhook_endpoints WHERE id = ? AND disabled_at IS NULL",
-                    arguments: [record.endpointID.rawValue]
-                ).map(WebhookEndpoint.init(row:))
-            else { return }
-            try db.execute(
-                sql: "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE id = ?",
-                arguments: [at, reason, record.endpointID.rawValue]
-            )
-            try db.execute(
-                sql: """
-                    UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = COALESCE(last_error, 'The endpoint was disabled.')
-                    WHERE endpoint_id = ? AND status = 'pending'
-                    """,
-                arguments: [record.endpointID.rawValue]
-            )
-            try Self.insert(
-                [
-                    .webhook(
-                        .webhookDisabled,
-                        id: endpoint.id,
-                        in: endpoint.environmentID,
-                        at: record.at,
-                        context: .system,
-                        details: ["reason": reason]
-                    )
-                ],
-                db: db
-            )
+        try db.cachedStatement(
+            sql: """
+                UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, attempts = attempts + 1, last_attempt_at = ?,
+                    last_status_code = ?, last_error = ?, claim = NULL, claimed_until = NULL
+                WHERE endpoint_id = ? AND id = ? AND claim = ?
+                """
+        ).execute(arguments: [status, next, at, record.statusCode, record.error, record.endpointID.rawValue, record.deliveryID, record.claim])
+        // A claim that lapsed (another process took the delivery) records nothing.
+        guard db.changesCount == 1 else { return }
+        if case .succeeded = record.next {
+            // Only when it was failing: a success on a healthy endpoint writes nothing more.
+            try db.cachedStatement(sql: "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL")
+                .execute(arguments: [record.endpointID.rawValue])
+        } else {
+            try db.cachedStatement(sql: "UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL")
+                .execute(arguments: [at, record.endpointID.rawValue])
         }
+        guard let reason = record.disableEndpoint,
+            let endpoint = try Row.fetchOne(
+                db,
+                sql: "SELECT * FROM webhook_endpoints WHERE id = ? AND disabled_at IS NULL",
+                arguments: [record.endpointID.rawValue]
+            ).map(WebhookEndpoint.init(row:))
+        else { return }
+        try db.execute(
+            sql: "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE id = ?",
+            arguments: [at, reason, record.endpointID.rawValue]
+        )
+        try db.execute(
+            sql: """
+                UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = COALESCE(last_error, 'The endpoint was disabled.')
+                WHERE endpoint_id = ? AND status = 'pending'
+                """,
+            arguments: [record.endpointID.rawValue]
+        )
+        try Self.insert(
+            [
+                .webhook(
+                    .webhookDisabled,
+                    id: endpoint.id,
+                    in: endpoint.environmentID,
+                    at: record.at,
+                    context: .system,
+                    details: ["reason": reason]
+                )
+            ],
+            db: db
+        )
     }
 
     public func recordExpiringGraces(at date: Date) async throws -> Int {
@@ -331,8 +340,12 @@ extension KeywaySQLiteStore {
     public func deleteWebhookDeliveries(before date: Date) async throws -> Int {
         try await database.write { db in
             try db.execute(
-                sql: "DELETE FROM webhook_deliveries WHERE created_at < ? AND status <> 'pending'",
-                arguments: [date.keywayMilliseconds]
+                // Ids begin with their time: older than `date` is a range of each endpoint's key.
+                sql: """
+                    DELETE FROM webhook_deliveries
+                    WHERE endpoint_id IN (SELECT id FROM webhook_endpoints) AND id < ? AND status <> 'pending'
+                    """,
+                arguments: [WebhookDelivery.timePrefix(date)]
             )
             return db.changesCount
         }

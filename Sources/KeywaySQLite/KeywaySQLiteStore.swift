@@ -13,6 +13,9 @@ public final class KeywaySQLiteStore: KeywayStore {
     let makeUserID: @Sendable (Date) -> UserID
     /// `createUser` calls that arrive together share a transaction (and a sync to disk).
     let userCreations: GroupCommit<UserCreation, UserInsertion>
+    /// Webhook attempts finished together are recorded in one transaction: a sync to disk per
+    /// attempt would take the writer from the requests (bench/webhooks).
+    let webhookAttempts: GroupCommit<WebhookAttemptRecord, Void>
     /// Point reads that found the database busy and went through the pool instead.
     package let pointReadFallbacks = Atomic<Int>(0)
 
@@ -35,9 +38,19 @@ public final class KeywaySQLiteStore: KeywayStore {
         self.userCreations = GroupCommit(maximumBatch: 500) { creations in
             try await database.write { db in
                 try creations.map { creation in
-                    try Self.insert(creation.user, in: creation.environmentID, at: creation.date, makeUserID: makeUserID, db: db)
+                    try Self.insert(
+                        creation.user,
+                        in: creation.environmentID,
+                        at: creation.date,
+                        makeUserID: makeUserID,
+                        drawn: creation.drawn,
+                        db: db
+                    )
                 }
             }
+        }
+        self.webhookAttempts = GroupCommit(maximumBatch: 500) { records in
+            try await database.write { db in try records.map { try Self.record($0, db: db) } }
         }
         self.pointReader = SQLitePointReader(path: path)
         if migrate {

@@ -31,6 +31,7 @@ import Testing
         #expect(configuration.maximumConnections == 768)
         #expect(configuration.egressBind == nil)
         #expect(configuration.webhookAllowInsecure == false)
+        #expect(configuration.webhookDelivery)
     }
 
     @Test func theEgressBindMustBeAPublishedAddress() throws {
@@ -52,6 +53,8 @@ import Testing
             }
         }
         #expect(throws: ConfigurationError.self) { try ServerConfiguration(environment: ["KEYWAY_WEBHOOK_ALLOW_INSECURE": "yes"]) }
+        #expect(try ServerConfiguration(environment: ["KEYWAY_WEBHOOK_DELIVERY": "off"]).webhookDelivery == false)
+        #expect(throws: ConfigurationError.self) { try ServerConfiguration(environment: ["KEYWAY_WEBHOOK_DELIVERY": "no"]) }
     }
 
     @Test func everyVariableIsRead() throws {

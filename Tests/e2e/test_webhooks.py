@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from conftest import Keyway
@@ -116,6 +117,12 @@ def test_every_event_type_is_delivered_signed_from_the_egress_address(keyway, re
         body = json.loads(delivery["body"])
         assert set(body) == {"type", "timestamp", "data"}
         assert body["data"]["accountId"] == account and body["data"]["environment"] == "development"
+    # Each body is what the OpenAPI document's `webhooks` object says it is.
+    _, _, document = keyway.request("GET", "/openapi.json")
+    for delivery in deliveries:
+        body = json.loads(delivery["body"])
+        schema = document["webhooks"][body["type"]]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        jsonschema.validate(body, {**schema, "components": document["components"]}, cls=jsonschema.Draft202012Validator)
     revoked = [json.loads(d["body"])["data"] for d in deliveries if json.loads(d["body"])["type"] == "key.revoked"]
     assert {r["revocationReason"] for r in revoked} <= {"regenerated", "expired_after_roll"}
     listed = keyway.cli("webhooks", "list", "--account", account).stdout
