@@ -78,6 +78,8 @@ struct WebhookDispatcher: Service {
     }
 
     private func log(_ record: WebhookAttemptRecord, _ claimed: ClaimedWebhookDelivery) {
+        // A success is logged at debug: skip building its metadata when that is off.
+        if case .succeeded = record.next, logger.logLevel > .debug { return }
         var metadata: Logger.Metadata = [
             "webhook.id": "\(record.deliveryID)", "webhook.endpoint": "\(record.endpointID)",
             "webhook.event": "\(claimed.delivery.eventType.rawValue)", "webhook.attempt": "\(claimed.delivery.attempts + 1)",

@@ -204,7 +204,9 @@ import Testing
     }
 
     static func secret(in html: String) -> String? {
-        guard let range = html.range(of: #"<code id="webhook-secret">"#) else { return nil }
-        return String(html[range.upperBound...].prefix { $0 != "<" })
+        guard let field = html.range(of: #"id="webhook-secret""#), let value = html[field.upperBound...].range(of: #"value=""#) else {
+            return nil
+        }
+        return String(html[value.upperBound...].prefix { $0 != "\"" })
     }
 }

@@ -307,3 +307,60 @@ def test_rolling_a_key_keeps_the_old_one_working_until_its_grace_ends(keyway, br
     assert "key.rolled" in page.text("#audit-entries") and "key.generated" in page.text("#audit-entries")
     assert old_key not in page.driver.page_source and new_key not in page.driver.page_source
     page.shot("audit-log")
+
+
+def test_webhooks_are_added_and_followed_from_settings(keyway, browser, tmp_path):
+    from test_webhooks import EGRESS, SERVER_ENV, Receiver
+
+    folder = tmp_path / "receiver"
+    folder.mkdir()
+    receiver = Receiver(folder)
+    try:
+        keyway.start(**SERVER_ENV)
+        page = Dashboard(browser, keyway)
+        page.open("/dashboard/signup")
+        page.type("#company", "Hook Co")
+        page.type("#email", "owner@hook.test")
+        page.type("#password", PASSWORD)
+        page.click("#sign-up")
+        page.wait_for_path("/dashboard/settings/api-keys")
+
+        # Settings → Webhooks: a development endpoint for key events.
+        page.click("nav.tabs a[href='/dashboard/settings/webhooks']")
+        assert "No endpoints." in page.text("#development-no-endpoints")
+        assert EGRESS in page.text("main"), "the page says where deliveries come from"
+        page.type("#development-webhook-url", receiver.url("/ok/browser"))
+        for box in page.driver.find_elements(By.CSS_SELECTOR, "#development-webhooks input[name=events]"):
+            if box.get_attribute("value") != "key.generated":
+                box.click()
+        page.click("#development-add-webhook")
+        secret = page.driver.find_element(By.CSS_SELECTOR, "#webhook-secret").get_attribute("value")
+        assert secret.startswith("whsec_")
+        assert "shown only once" in page.text("#webhook-secret-reveal")
+        receiver.trust("/ok/browser", secret)
+        page.shot("webhooks-added")
+
+        # Generating a key sends key.generated; the page lists it once delivered.
+        page.open("/dashboard/settings/api-keys")
+        page.click("#development-generate")
+        receiver.wait_for(lambda: len(receiver.deliveries("/ok/browser")) == 1, 15, "key.generated")
+        delivery = receiver.deliveries("/ok/browser")[0]
+        assert delivery["verified"] and delivery["peer"] == EGRESS
+        message = delivery["headers"]["webhook-id"]
+        end = time.monotonic() + 10
+        while True:
+            page.open("/dashboard/settings/webhooks")
+            row = page.driver.find_elements(By.ID, message)
+            if row and "succeeded" in row[0].text or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert "key.generated" in row[0].text and "HTTP 200" in row[0].text, row[0].text if row else page.text("main")
+        assert secret not in page.driver.page_source, "the secret is shown once"
+        page.shot("webhooks")
+
+        # Resend: the same message again.
+        page.click(f"#{message}-resend")
+        receiver.wait_for(lambda: len(receiver.deliveries("/ok/browser")) == 2, 15, "the resent delivery")
+        assert receiver.deliveries("/ok/browser")[1]["headers"]["webhook-id"] == message
+    finally:
+        receiver.stop()
