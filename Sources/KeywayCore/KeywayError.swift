@@ -191,8 +191,14 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         KeywayError(.webhookEndpointNotFound, "No webhook endpoint '\(id)' exists in this account.")
     }
 
-    /// The account has no delivery with this id, or its endpoint is disabled.
+    /// The account has no delivery with this id, its endpoint is disabled, or it is being delivered now.
     public static func webhookDeliveryNotFound(_ id: String) -> KeywayError {
-        KeywayError(.webhookDeliveryNotFound, "No delivery '\(id)' of an enabled endpoint exists in this account.")
+        KeywayError(
+            .webhookDeliveryNotFound,
+            "No delivery '\(id)' of an enabled endpoint exists in this account, or it is being delivered now."
+        )
     }
+
+    /// The environment has an endpoint with this URL already.
+    public static let duplicateWebhookURL = KeywayError.invalidInput(field: "url", "This environment already has an endpoint with this URL.")
 }

@@ -1,4 +1,5 @@
 public import Foundation
+import Synchronization
 
 /// An HTTP client that posts one delivery. The server's is AsyncHTTPClient, bound to the
 /// egress address; tests give their own.
@@ -6,6 +7,13 @@ public protocol WebhookTransport: Sendable {
     /// Posts `body` to `url` and answers with the response's status, or throws when none
     /// came within `timeout`. Redirects are answers, never followed.
     func post(url: URL, headers: [(String, String)], body: String, timeout: TimeInterval) async throws -> WebhookResponse
+}
+
+/// Why a post got no answer, in a few words that say nothing about the network behind the URL
+/// (no address, no port): what the delivery list shows.
+public struct WebhookTransportError: Error, Sendable {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
 }
 
 /// What an endpoint answered.
@@ -113,8 +121,6 @@ public struct Webhooks: Sendable {
         var retryAfter: TimeInterval?
         var failure: String?
         do {
-            // Again at every attempt: the name may resolve elsewhere now (see docs/webhooks.md).
-            let url = try await policy.check(claimed.endpoint.url)
             let timestamp = Int64(date.timeIntervalSince1970)
             let signature = WebhookSecret.signatureHeader(
                 id: delivery.id,
@@ -122,15 +128,23 @@ public struct Webhooks: Sendable {
                 body: delivery.payload,
                 secrets: try secrets(of: claimed.endpoint, at: date)
             )
-            let response = try await transport.post(
-                url: url,
-                headers: [
-                    ("content-type", "application/json"), ("user-agent", "Keyway-Webhooks/1"),
-                    ("webhook-id", delivery.id), ("webhook-timestamp", String(timestamp)), ("webhook-signature", signature),
-                ],
-                body: delivery.payload,
-                timeout: WebhookRetrySchedule.timeout
-            )
+            let policy = policy
+            let url = claimed.endpoint.url
+            // One deadline for everything the attempt waits on — the name's resolution, the
+            // connection, the answer and its body — well inside the claim's lease.
+            let response = try await Self.within(WebhookRetrySchedule.timeout) {
+                // Again at every attempt: the name may resolve elsewhere now (see docs/webhooks.md).
+                let checked = try await policy.check(url)
+                return try await transport.post(
+                    url: checked,
+                    headers: [
+                        ("content-type", "application/json"), ("user-agent", "Keyway-Webhooks/1"),
+                        ("webhook-id", delivery.id), ("webhook-timestamp", String(timestamp)), ("webhook-signature", signature),
+                    ],
+                    body: delivery.payload,
+                    timeout: WebhookRetrySchedule.timeout
+                )
+            }
             statusCode = response.statusCode
             retryAfter = response.retryAfter
         } catch let error as KeywayError {
@@ -144,7 +158,7 @@ public struct Webhooks: Sendable {
             afterAttempt: attempts,
             statusCode: statusCode,
             retryAfter: retryAfter,
-            failingSince: failed ? (claimed.endpoint.failingSince ?? date) : nil,
+            failingSince: failed ? claimed.endpoint.failureStreak(failingAt: date) : nil,
             at: date
         )
         return WebhookAttemptRecord(
@@ -159,14 +173,73 @@ public struct Webhooks: Sendable {
         )
     }
 
-    /// A transport error in a line, without anything but its kind (no URL, no body).
+    /// A transport error in a few words, never more than its kind: no address, port or body.
     static func describe(_ error: any Error) -> String {
-        let text = String(describing: error)
-        return String(text.prefix(200))
+        switch error {
+        case let error as WebhookTransportError: error.reason
+        case is AttemptTimedOut: "No answer within \(Int(WebhookRetrySchedule.timeout)) seconds."
+        default: "The request failed."
+        }
+    }
+
+    struct AttemptTimedOut: Error {}
+
+    /// Runs `work` and answers with its result, or throws ``AttemptTimedOut`` after `timeout`,
+    /// cancelling it: whichever comes first. Work that ignores cancellation (a `getaddrinfo`
+    /// on another thread) is left to finish on its own; its answer is dropped.
+    static func within<Value: Sendable>(_ timeout: TimeInterval, _ work: @escaping @Sendable () async throws -> Value) async throws -> Value {
+        let race = Race<Value>()
+        return try await withCheckedThrowingContinuation { continuation in
+            race.start(continuation, timeout: timeout, work: work)
+        }
     }
 
     /// Binds a sealed secret to its endpoint, so a sealed blob cannot be moved to another row.
     static func sealingContext(_ id: WebhookEndpointID) -> String {
         "keyway-webhook-secret:\(id.rawValue)"
+    }
+}
+
+/// The first of a piece of work and its deadline to finish, for ``Webhooks/within(_:_:)``.
+private final class Race<Value: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Value, any Error>?
+        var worker: Task<Void, Never>?
+        var timer: Task<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func start(_ continuation: CheckedContinuation<Value, any Error>, timeout: TimeInterval, work: @escaping @Sendable () async throws -> Value) {
+        state.withLock { $0.continuation = continuation }
+        let worker = Task {
+            do {
+                self.finish(.success(try await work()))
+            } catch {
+                self.finish(.failure(error))
+            }
+        }
+        let timer = Task {
+            try? await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+            if !Task.isCancelled { self.finish(.failure(Webhooks.AttemptTimedOut())) }
+        }
+        let finished = state.withLock { state in
+            state.worker = worker
+            state.timer = timer
+            return state.continuation == nil
+        }
+        // The work may have finished before its timer was known: stop the timer now.
+        if finished { timer.cancel() }
+    }
+
+    private func finish(_ result: Result<Value, any Error>) {
+        let (continuation, worker, timer) = state.withLock { state in
+            defer { state.continuation = nil }
+            return (state.continuation, state.worker, state.timer)
+        }
+        guard let continuation else { return }
+        worker?.cancel()
+        timer?.cancel()
+        continuation.resume(with: result)
     }
 }

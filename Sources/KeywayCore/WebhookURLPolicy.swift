@@ -31,17 +31,15 @@ public struct WebhookURLPolicy: Sendable {
     /// Checks `text` as an endpoint URL and the addresses its host has now.
     /// - Returns: The URL as it will be stored and called.
     /// - Throws: ``KeywayError`` `invalid_input` (field `url`) saying what is wrong.
+    ///
+    /// The message never says what a name resolved to, nor tells a name that does not resolve
+    /// from one that resolves to a private address: a tenant must not map Keyway's network.
     @discardableResult
     public func check(_ text: String) async throws -> URL {
         let url = try Self.parse(text)
         let host = url.host ?? ""
-        let addresses: [[UInt8]]
-        do {
-            addresses = try await resolve(host)
-        } catch {
-            throw Self.refused("The host '\(host)' could not be resolved.")
-        }
-        guard !addresses.isEmpty else { throw Self.refused("The host '\(host)' has no address.") }
+        let notPublic = Self.refused("The host '\(host)' must resolve to public addresses only.")
+        guard let addresses = try? await resolve(host), !addresses.isEmpty else { throw notPublic }
         if url.scheme == "http" {
             guard allowInsecure else { throw Self.refused("The URL must be https.") }
             guard addresses.allSatisfy(Self.isLoopback) else {
@@ -49,18 +47,21 @@ public struct WebhookURLPolicy: Sendable {
             }
             return url
         }
-        if !allowInsecure, let refused = addresses.first(where: { !Self.isPublic($0) }) {
-            throw Self.refused("The host '\(host)' resolves to \(Self.format(refused)), which is not a public address.")
-        }
+        if !allowInsecure, !addresses.allSatisfy(Self.isPublic) { throw notPublic }
         return url
     }
 
     /// The URL's shape alone: http(s), a host, no user or password, not too long.
+    /// - Returns: The URL with its scheme in lowercase (`HTTP://` is http, not https).
     public static func parse(_ text: String) throws -> URL {
         guard text.utf8.count <= longestURL else { throw refused("The URL is longer than \(longestURL) characters.") }
-        guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http" else {
+        guard var components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+            scheme == "https" || scheme == "http"
+        else {
             throw refused("Give an https URL, such as https://example.com/webhooks.")
         }
+        components.scheme = scheme
+        guard let url = components.url else { throw refused("Give an https URL, such as https://example.com/webhooks.") }
         guard let host = url.host, !host.isEmpty else { throw refused("The URL has no host.") }
         guard url.user == nil, url.password == nil else { throw refused("The URL must not carry a user or password.") }
         guard url.fragment == nil else { throw refused("The URL must not have a fragment (#…).") }

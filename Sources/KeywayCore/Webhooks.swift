@@ -168,6 +168,8 @@ public struct WebhookEndpoint: Sendable, Hashable {
     public var disabledReason: String?
     /// Since when every attempt has failed; `nil` after a success.
     public var failingSince: Date?
+    /// When the last attempt failed: a failure a day after the last one starts a new streak.
+    public var lastFailureAt: Date?
 
     public init(
         id: WebhookEndpointID,
@@ -180,7 +182,8 @@ public struct WebhookEndpoint: Sendable, Hashable {
         createdAt: Date,
         disabledAt: Date? = nil,
         disabledReason: String? = nil,
-        failingSince: Date? = nil
+        failingSince: Date? = nil,
+        lastFailureAt: Date? = nil
     ) {
         self.id = id
         self.environmentID = environmentID
@@ -193,6 +196,17 @@ public struct WebhookEndpoint: Sendable, Hashable {
         self.disabledAt = disabledAt.map(\.keywayPrecision)
         self.disabledReason = disabledReason
         self.failingSince = failingSince.map(\.keywayPrecision)
+        self.lastFailureAt = lastFailureAt.map(\.keywayPrecision)
+    }
+
+    /// Since when the endpoint has failed, counting an attempt failing at `date`: its streak goes
+    /// on unless the last failure is more than a day old (longer than any wait between retries,
+    /// so the endpoint was not being tried, not failing, in between).
+    public func failureStreak(failingAt date: Date) -> Date {
+        guard let since = failingSince, let last = lastFailureAt, date.timeIntervalSince(last) <= WebhookRetrySchedule.longestWait else {
+            return date
+        }
+        return since
     }
 
     /// How a store keeps `events`: sorted, comma-separated, with a comma at each end so
@@ -329,13 +343,14 @@ public struct WebhookAttemptRecord: Sendable, Hashable {
 /// report (the other stores' methods); these manage endpoints and move deliveries along.
 public protocol WebhookStore: Sendable {
     /// Adds an endpoint unless the environment has `limit` already (counted in the same
-    /// transaction), recorded (`webhook.created`) in the same transaction.
-    /// - Throws: ``KeywayError`` `too_many_webhook_endpoints`, `account_not_found`.
+    /// transaction) or one with its URL, recorded (`webhook.created`) in the same transaction.
+    /// - Throws: ``KeywayError`` `too_many_webhook_endpoints`, `account_not_found`, `invalid_input` (a duplicate URL).
     func insertWebhookEndpoint(_ endpoint: WebhookEndpoint, limit: Int, audit: AuditContext) async throws
     /// An account's endpoints, both environments, oldest first.
     func webhookEndpoints(for accountID: AccountID) async throws -> [WebhookEndpoint]
     func webhookEndpoint(_ id: WebhookEndpointID, in accountID: AccountID) async throws -> WebhookEndpoint?
-    /// Changes an endpoint's events, and enables (clearing its failure) or disables it.
+    /// Changes an endpoint's events, and enables (clearing its failure) or disables it; disabling
+    /// fails its waiting deliveries, as Keyway's own disabling does.
     /// Recorded (`webhook.updated`). - Returns: The endpoint as changed, `nil` when not found.
     func updateWebhookEndpoint(
         _ id: WebhookEndpointID,
@@ -359,8 +374,10 @@ public protocol WebhookStore: Sendable {
     func deleteWebhookEndpoint(_ id: WebhookEndpointID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool
     /// An account's deliveries (one endpoint's with `endpoint`), newest first.
     func webhookDeliveries(for accountID: AccountID, endpoint: WebhookEndpointID?, limit: Int) async throws -> [WebhookDelivery]
-    /// Makes a delivery pending again, due at `date`, whatever its status; not when its endpoint is disabled.
-    /// - Returns: `false` when the account has no such delivery or its endpoint is disabled.
+    /// Makes a delivery pending again, due at `date`, with a whole new retry schedule (its
+    /// attempts count from zero), whatever its status — not while it is claimed (an attempt is in
+    /// flight), nor when its endpoint is disabled.
+    /// - Returns: `false` when the account has no such delivery, its endpoint is disabled, or it is claimed.
     func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool
 
     /// Claims up to `limit` due deliveries of enabled endpoints for `lease`: no other process
@@ -481,6 +498,8 @@ public enum WebhookRetrySchedule {
     public static let disableAfter: TimeInterval = 5 * 86_400
     /// The longest `Retry-After` honoured.
     public static let longestRetryAfter: TimeInterval = 86_400
+    /// The longest wait between two attempts (the last step, with its jitter).
+    public static let longestWait: TimeInterval = 86_400 * 1.1
 
     /// What to record after attempt number `attempts` (1 for the first) of a delivery ended
     /// with `statusCode` (or none), at `date`.

@@ -4,6 +4,7 @@ import KeywayCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -26,9 +27,12 @@ struct WebhookDispatcher: Service {
     static let lease: TimeInterval = 30
     /// Called once the dispatcher stops (the HTTP client's shutdown).
     var onStop: @Sendable () async -> Void = {}
+    /// Set when the dispatcher stops: attempts cut short by the shutdown record nothing.
+    private let stopping = StopFlag()
 
     func run() async {
         let inFlight = InFlightCount()
+        let warnings = WarningThrottle()
         await MaintenanceService.repeatUntilShutdown(every: pollInterval) {
             // Claim as long as there is room and work; each attempt runs on its own, so one slow
             // endpoint (up to the 15 s timeout) delays nobody else's deliveries. At shutdown the
@@ -47,8 +51,14 @@ struct WebhookDispatcher: Service {
                 guard claimed.count == batchSize else { return }
             }
         } onFailure: { error in
-            logger.warning("could not claim webhook deliveries", metadata: ["error": "\(String(reflecting: error))"])
+            // At most every ten seconds while the database is away: each poll would fail alike.
+            if warnings.mayWarn() {
+                logger.warning("could not claim webhook deliveries", metadata: ["error": "\(String(reflecting: error))"])
+            }
         }
+        // Attempts still in flight are abandoned, not failed: their claims lapse and they are
+        // made again (the HTTP client's shutdown cancels them; nothing of that is recorded).
+        stopping.stop()
         await onStop()
     }
 
@@ -65,6 +75,7 @@ struct WebhookDispatcher: Service {
     /// One attempt and its record; a record that cannot be written leaves the claim to lapse.
     private func deliver(_ delivery: ClaimedWebhookDelivery) async {
         let record = await webhooks.attempt(delivery, through: transport)
+        guard !stopping.isStopped else { return }
         do {
             try await webhooks.store.recordWebhookAttempt(record)
         } catch {
@@ -99,6 +110,26 @@ struct WebhookDispatcher: Service {
     }
 }
 
+/// Whether the dispatcher has stopped.
+private final class StopFlag: Sendable {
+    private let stopped = Mutex(false)
+    var isStopped: Bool { stopped.withLock { $0 } }
+    func stop() { stopped.withLock { $0 = true } }
+}
+
+/// Lets a repeated warning through at most every ten seconds.
+private final class WarningThrottle: Sendable {
+    private let last = Mutex(ContinuousClock.Instant?.none)
+
+    func mayWarn(now: ContinuousClock.Instant = .now) -> Bool {
+        last.withLock { last in
+            if let previous = last, now - previous < .seconds(10) { return false }
+            last = now
+            return true
+        }
+    }
+}
+
 /// How many attempts run now, shared with the tasks that make them.
 private final class InFlightCount: Sendable {
     private let count = Mutex(0)
@@ -122,6 +153,9 @@ struct HTTPClientWebhookTransport: WebhookTransport {
         // Each attempt resolves the name again before it connects (the SSRF check); a pooled
         // connection would skip that, so connections are not kept between attempts for long.
         configuration.connectionPool = .init(idleTimeout: .seconds(5))
+        // And not for ever while busy: a connection that won the DNS-rebinding race once is
+        // replaced after this many requests (docs/webhooks.md).
+        configuration.maximumUsesPerConnection = 50
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -133,17 +167,42 @@ struct HTTPClientWebhookTransport: WebhookTransport {
         request.method = .POST
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(ByteBuffer(string: body))
-        let response = try await client.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
-        // Read a little of the answer so the connection can be reused; a receiver's long body is not ours to keep.
-        var read = 0
-        for try await chunk in response.body {
-            read += chunk.readableBytes
-            if read >= Self.responseBodyLimit { break }
+        do {
+            let response = try await client.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
+            // Read a little of the answer so the connection can be reused; a receiver's long body is not
+            // ours to keep. The caller's deadline bounds this read too.
+            var read = 0
+            for try await chunk in response.body {
+                read += chunk.readableBytes
+                if read >= Self.responseBodyLimit { break }
+            }
+            return WebhookResponse(
+                statusCode: Int(response.status.code),
+                retryAfter: response.headers.first(name: "retry-after").flatMap { Self.retryAfter($0) }
+            )
+        } catch {
+            throw Self.reason(error)
         }
-        return WebhookResponse(
-            statusCode: Int(response.status.code),
-            retryAfter: response.headers.first(name: "retry-after").flatMap { Self.retryAfter($0) }
-        )
+    }
+
+    /// What went wrong, in a few words: never the address, the port or the system's message,
+    /// which would tell a tenant about the network behind their URL.
+    static func reason(_ error: any Error) -> WebhookTransportError {
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .connectTimeout, .readTimeout, .writeTimeout, .deadlineExceeded:
+                return WebhookTransportError("No answer in time.")
+            case .remoteConnectionClosed:
+                return WebhookTransportError("The connection closed before an answer.")
+            case .cancelled:
+                return WebhookTransportError("The attempt was cancelled.")
+            default:
+                break
+            }
+        }
+        if error is NIOSSLError { return WebhookTransportError("The TLS handshake failed.") }
+        if error is CancellationError { return WebhookTransportError("The attempt was cancelled.") }
+        return WebhookTransportError("Could not connect.")
     }
 
     /// `Retry-After` as delta-seconds or an HTTP date, in seconds from now.

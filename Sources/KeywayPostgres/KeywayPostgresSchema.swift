@@ -254,6 +254,7 @@ enum KeywayPostgresSchema {
                     disabled_at BIGINT,
                     disabled_reason TEXT,
                     failing_since BIGINT,
+                    last_failure_at BIGINT,
                     FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
                 )
                 """,

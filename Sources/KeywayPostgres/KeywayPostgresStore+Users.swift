@@ -63,6 +63,7 @@ extension KeywayPostgresStore {
                     FROM webhook_endpoints AS e, created
                     WHERE e.account_id = \(account) AND e.environment = \(environment) AND e.disabled_at IS NULL
                       AND position(\(event.type.subscriptionKey) in e.events) > 0
+                    FOR KEY SHARE OF e
                 )
                 SELECT id FROM created
                 """,

@@ -12,9 +12,9 @@ extension KeywayPostgresStore {
 
     static let endpointColumns = """
         id, account_id, environment, url, events, sealed_secret, sealed_previous_secret, previous_secret_expires_at, created_at,
-        disabled_at, disabled_reason, failing_since
+        disabled_at, disabled_reason, failing_since, last_failure_at
         """
-    typealias EndpointRow = (String, String, String, String, String, Data, Data?, Int64?, Int64, Int64?, String?, Int64?)
+    typealias EndpointRow = (String, String, String, String, String, Data, Data?, Int64?, Int64, Int64?, String?, Int64?, Int64?)
 
     static let deliveryColumns = """
         id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at, last_attempt_at, last_status_code, last_error
@@ -22,7 +22,9 @@ extension KeywayPostgresStore {
     typealias DeliveryRow = (String, String, String, String, Int64, String, Int32, Int64?, Int64?, Int32?, String?)
 
     /// Writes `event` to the outbox, once per enabled endpoint of its environment subscribed to
-    /// it, on the caller's connection inside its transaction: one statement.
+    /// it, on the caller's connection inside its transaction: one statement. `FOR KEY SHARE`: an
+    /// endpoint being deleted meanwhile is waited for and then skipped, never a foreign-key error
+    /// that would fail the change itself.
     static func enqueue(_ event: WebhookEvent, connection: PostgresConnection, logger: Logger) async throws {
         let now = Date().keywayMilliseconds
         try await connection.query(
@@ -33,6 +35,7 @@ extension KeywayPostgresStore {
             FROM webhook_endpoints
             WHERE account_id = \(event.environmentID.accountID.rawValue) AND environment = \(event.environmentID.environment.rawValue)
               AND disabled_at IS NULL AND position(\(event.type.subscriptionKey) in events) > 0
+            FOR KEY SHARE
             """,
             logger: logger
         )
@@ -42,6 +45,8 @@ extension KeywayPostgresStore {
         let account = endpoint.environmentID.accountID.rawValue
         let environment = endpoint.environmentID.environment.rawValue
         try await transaction { connection in
+            // The count must see what the additions before it committed, whatever the default isolation.
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
             // The environment's row, locked: racing additions are counted one after the other.
             let found = try await connection.query(
                 "SELECT 1 FROM environments WHERE account_id = \(account) AND name = \(environment) FOR UPDATE",
@@ -58,6 +63,14 @@ extension KeywayPostgresStore {
                 count = value
             }
             guard count < limit else { throw KeywayError.tooManyWebhookEndpoints(limit: limit) }
+            var duplicate = false
+            for try await _ in try await connection.query(
+                "SELECT 1 FROM webhook_endpoints WHERE account_id = \(account) AND environment = \(environment) AND url = \(endpoint.url)",
+                logger: logger
+            ).decode(Int32.self) {
+                duplicate = true
+            }
+            guard !duplicate else { throw KeywayError.duplicateWebhookURL }
             try await connection.query(
                 """
                 INSERT INTO webhook_endpoints (id, account_id, environment, url, events, sealed_secret, created_at)
@@ -139,6 +152,9 @@ extension KeywayPostgresStore {
                 """,
                 logger: logger
             )
+            if enabled == false {
+                try await connection.query(Self.failPending(id), logger: logger)
+            }
             try await Self.insert(
                 [.webhook(.webhookUpdated, id: id, in: endpoint.environmentID, at: date, context: audit, details: details)],
                 connection: connection,
@@ -197,11 +213,26 @@ extension KeywayPostgresStore {
         }
     }
 
+    /// Fails a disabled endpoint's waiting deliveries, and drops their claims: an attempt in
+    /// flight records nothing over it.
+    static func failPending(_ endpoint: WebhookEndpointID) -> PostgresQuery {
+        """
+        UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, claim = NULL, claimed_until = NULL,
+            last_error = COALESCE(last_error, 'The endpoint was disabled.')
+        WHERE endpoint_id = \(endpoint.rawValue) AND status = 'pending'
+        """
+    }
+
     public func webhookDeliveries(for accountID: AccountID, endpoint: WebhookEndpointID?, limit: Int) async throws -> [WebhookDelivery] {
+        // Each endpoint's newest (one range of its index), then the newest of those: never a sort
+        // of everything the account was ever sent.
         try await all(
             """
-            SELECT \(unescaped: Self.deliveryColumns.split(separator: ",").map { "d." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", "))
-            FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+            SELECT d.* FROM webhook_endpoints AS e
+            CROSS JOIN LATERAL (
+                SELECT \(unescaped: Self.deliveryColumns) FROM webhook_deliveries
+                WHERE endpoint_id = e.id ORDER BY created_at DESC, id DESC LIMIT \(limit)
+            ) AS d
             WHERE e.account_id = \(accountID.rawValue) AND (\(endpoint?.rawValue)::text IS NULL OR e.id = \(endpoint?.rawValue))
             ORDER BY d.created_at DESC, d.id DESC LIMIT \(limit)
             """,
@@ -212,8 +243,10 @@ extension KeywayPostgresStore {
     public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
         try await first(
             """
-            UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = \(date.keywayMilliseconds), claim = NULL, claimed_until = NULL
+            UPDATE webhook_deliveries
+            SET status = 'pending', next_attempt_at = \(date.keywayMilliseconds), attempts = 0, claim = NULL, claimed_until = NULL
             WHERE id = \(id) AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE account_id = \(accountID.rawValue) AND disabled_at IS NULL)
+              AND (claimed_until IS NULL OR claimed_until <= \(date.keywayMilliseconds))
             RETURNING 1
             """,
             as: Int32.self
@@ -260,6 +293,8 @@ extension KeywayPostgresStore {
             }
         let at = record.at.keywayMilliseconds
         let succeeded = status == "succeeded"
+        // A failure more than a day after the last one starts a new streak (see `failureStreak`).
+        let streakStart = at - Int64(WebhookRetrySchedule.longestWait * 1000)
         try await transaction { connection in
             let updated = try await connection.query(
                 """
@@ -277,9 +312,13 @@ extension KeywayPostgresStore {
             guard recorded else { return }
             try await connection.query(
                 """
-                UPDATE webhook_endpoints SET failing_since = CASE WHEN \(succeeded) THEN NULL ELSE \(at) END
-                WHERE id = \(record.endpointID.rawValue)
-                  AND CASE WHEN \(succeeded) THEN failing_since IS NOT NULL ELSE failing_since IS NULL END
+                UPDATE webhook_endpoints
+                SET failing_since = CASE
+                        WHEN \(succeeded) THEN NULL
+                        WHEN failing_since IS NULL OR last_failure_at IS NULL OR last_failure_at < \(streakStart) THEN \(at)
+                        ELSE failing_since END,
+                    last_failure_at = CASE WHEN \(succeeded) THEN last_failure_at ELSE \(at) END
+                WHERE id = \(record.endpointID.rawValue) AND (NOT \(succeeded) OR failing_since IS NOT NULL)
                 """,
                 logger: logger
             )
@@ -297,14 +336,7 @@ extension KeywayPostgresStore {
                 environmentID = EnvironmentID(accountID: AccountID(rawValue: account), environment: try Self.environment(environment))
             }
             guard let environmentID else { return }
-            try await connection.query(
-                """
-                UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
-                    last_error = COALESCE(last_error, 'The endpoint was disabled.')
-                WHERE endpoint_id = \(record.endpointID.rawValue) AND status = 'pending'
-                """,
-                logger: logger
-            )
+            try await connection.query(Self.failPending(record.endpointID), logger: logger)
             try await Self.insert(
                 [.webhook(.webhookDisabled, id: record.endpointID, in: environmentID, at: record.at, context: .system, details: ["reason": reason])],
                 connection: connection,
@@ -371,7 +403,8 @@ extension KeywayPostgresStore {
             createdAt: Date(keywayMilliseconds: row.8),
             disabledAt: row.9.map(Date.init(keywayMilliseconds:)),
             disabledReason: row.10,
-            failingSince: row.11.map(Date.init(keywayMilliseconds:))
+            failingSince: row.11.map(Date.init(keywayMilliseconds:)),
+            lastFailureAt: row.12.map(Date.init(keywayMilliseconds:))
         )
     }
 

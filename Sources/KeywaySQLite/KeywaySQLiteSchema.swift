@@ -231,6 +231,7 @@ enum KeywaySQLiteSchema {
                         disabled_at INTEGER,
                         disabled_reason TEXT,
                         failing_since INTEGER,
+                        last_failure_at INTEGER,
                         FOREIGN KEY (account_id, environment) REFERENCES environments(account_id, name) ON DELETE CASCADE
                     ) STRICT;
                     CREATE INDEX webhook_endpoints_by_environment ON webhook_endpoints(account_id, environment);

@@ -45,6 +45,13 @@ extension KeywaySQLiteStore {
                     arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue]
                 ) ?? 0
             guard count < limit else { throw KeywayError.tooManyWebhookEndpoints(limit: limit) }
+            guard
+                try Bool.fetchOne(
+                    db,
+                    sql: "SELECT 1 FROM webhook_endpoints WHERE account_id = ? AND environment = ? AND url = ?",
+                    arguments: [environmentID.accountID.rawValue, environmentID.environment.rawValue, endpoint.url]
+                ) == nil
+            else { throw KeywayError.duplicateWebhookURL }
             try db.execute(
                 sql: """
                     INSERT INTO webhook_endpoints (id, account_id, environment, url, events, sealed_secret, created_at)
@@ -121,9 +128,23 @@ extension KeywaySQLiteStore {
                     endpoint.failingSince?.keywayMilliseconds, id.rawValue,
                 ]
             )
+            if enabled == false { try Self.failPending(id, db: db) }
             try Self.insert([.webhook(.webhookUpdated, id: id, in: endpoint.environmentID, at: date, context: audit, details: details)], db: db)
             return endpoint
         }
+    }
+
+    /// Fails a disabled endpoint's waiting deliveries, and drops their claims: an attempt in
+    /// flight records nothing over it.
+    static func failPending(_ endpoint: WebhookEndpointID, db: Database) throws {
+        try db.execute(
+            sql: """
+                UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, claim = NULL, claimed_until = NULL,
+                    last_error = COALESCE(last_error, 'The endpoint was disabled.')
+                WHERE endpoint_id = ? AND status = 'pending'
+                """,
+            arguments: [endpoint.rawValue]
+        )
     }
 
     public func rotateWebhookSecret(
@@ -196,10 +217,11 @@ extension KeywaySQLiteStore {
         try await database.write { db in
             try db.execute(
                 sql: """
-                    UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, claim = NULL, claimed_until = NULL
+                    UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, attempts = 0, claim = NULL, claimed_until = NULL
                     WHERE id = ? AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE account_id = ? AND disabled_at IS NULL)
+                      AND (claimed_until IS NULL OR claimed_until <= ?)
                     """,
-                arguments: [date.keywayMilliseconds, id, accountID.rawValue]
+                arguments: [date.keywayMilliseconds, id, accountID.rawValue, date.keywayMilliseconds]
             )
             return db.changesCount == 1
         }
@@ -212,8 +234,10 @@ extension KeywaySQLiteStore {
             try Bool.fetchOne(
                 db,
                 sql: """
-                    SELECT 1 FROM webhook_deliveries
-                    WHERE status = 'pending' AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1
+                    SELECT 1 FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
+                      AND e.disabled_at IS NULL
+                    LIMIT 1
                     """,
                 arguments: [now, now]
             ) != nil
@@ -273,8 +297,15 @@ extension KeywaySQLiteStore {
             try db.cachedStatement(sql: "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL")
                 .execute(arguments: [record.endpointID.rawValue])
         } else {
-            try db.cachedStatement(sql: "UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL")
-                .execute(arguments: [at, record.endpointID.rawValue])
+            // A failure more than a day after the last one starts a new streak (see `failureStreak`).
+            try db.cachedStatement(
+                sql: """
+                    UPDATE webhook_endpoints
+                    SET failing_since = CASE WHEN failing_since IS NULL OR last_failure_at IS NULL OR last_failure_at < ? THEN ? ELSE failing_since END,
+                        last_failure_at = ?
+                    WHERE id = ?
+                    """
+            ).execute(arguments: [at - Int64(WebhookRetrySchedule.longestWait * 1000), at, at, record.endpointID.rawValue])
         }
         guard let reason = record.disableEndpoint,
             let endpoint = try Row.fetchOne(
@@ -287,13 +318,7 @@ extension KeywaySQLiteStore {
             sql: "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE id = ?",
             arguments: [at, reason, record.endpointID.rawValue]
         )
-        try db.execute(
-            sql: """
-                UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = COALESCE(last_error, 'The endpoint was disabled.')
-                WHERE endpoint_id = ? AND status = 'pending'
-                """,
-            arguments: [record.endpointID.rawValue]
-        )
+        try failPending(record.endpointID, db: db)
         try Self.insert(
             [
                 .webhook(
@@ -338,16 +363,24 @@ extension KeywaySQLiteStore {
     }
 
     public func deleteWebhookDeliveries(before date: Date) async throws -> Int {
-        try await database.write { db in
-            try db.execute(
+        // A thousand rows a transaction: the one writer is never held for long by a large sweep.
+        var deleted = 0
+        while true {
+            let batch = try await database.write { db in
                 // Ids begin with their time: older than `date` is a range of each endpoint's key.
-                sql: """
-                    DELETE FROM webhook_deliveries
-                    WHERE endpoint_id IN (SELECT id FROM webhook_endpoints) AND id < ? AND status <> 'pending'
-                    """,
-                arguments: [WebhookDelivery.timePrefix(date)]
-            )
-            return db.changesCount
+                try db.execute(
+                    sql: """
+                        DELETE FROM webhook_deliveries WHERE (endpoint_id, id) IN (
+                            SELECT endpoint_id, id FROM webhook_deliveries
+                            WHERE endpoint_id IN (SELECT id FROM webhook_endpoints) AND id < ? AND status <> 'pending' LIMIT 1000
+                        )
+                        """,
+                    arguments: [WebhookDelivery.timePrefix(date)]
+                )
+                return db.changesCount
+            }
+            deleted += batch
+            if batch < 1000 { return deleted }
         }
     }
 }
@@ -368,7 +401,8 @@ extension WebhookEndpoint {
             createdAt: Date(keywayMilliseconds: row["created_at"]),
             disabledAt: (row["disabled_at"] as Int64?).map(Date.init(keywayMilliseconds:)),
             disabledReason: row["disabled_reason"],
-            failingSince: (row["failing_since"] as Int64?).map(Date.init(keywayMilliseconds:))
+            failingSince: (row["failing_since"] as Int64?).map(Date.init(keywayMilliseconds:)),
+            lastFailureAt: (row["last_failure_at"] as Int64?).map(Date.init(keywayMilliseconds:))
         )
     }
 }

@@ -125,14 +125,16 @@ import Testing
         let strict = WebhookURLPolicy(allowInsecure: false, resolve: Self.resolver(Self.names))
         try await strict.check("https://hooks.example.com/keyway")
         try await strict.check("https://v6.example.com/")
+        let notPublic = "must resolve to public addresses only"
         for (url, reason) in [
             ("http://hooks.example.com/", "https"),
-            ("https://internal.example.com/", "10.0.0.5"),
-            ("https://mixed.example.com/", "192.168.1.1"),
-            ("https://metadata.example.com/", "169.254.169.254"),
-            ("https://localhost:8080/", "127.0.0.1"),
-            ("https://mapped.example.com/", "not a public address"),
-            ("https://nowhere.example.com/", "could not be resolved"),
+            ("HTTP://hooks.example.com/", "https"),
+            ("https://internal.example.com/", notPublic),
+            ("https://mixed.example.com/", notPublic),
+            ("https://metadata.example.com/", notPublic),
+            ("https://localhost:8080/", notPublic),
+            ("https://mapped.example.com/", notPublic),
+            ("https://nowhere.example.com/", notPublic),
             ("https://user:pw@hooks.example.com/", "user or password"),
             ("ftp://hooks.example.com/", "https URL"),
             ("not a url", "https URL"),
@@ -145,10 +147,47 @@ import Testing
                     #expect(error.code == .invalidInput)
                     #expect(error.details["field"] == "url")
                     #expect(error.message.contains(reason), "\(url): \(error.message)")
+                    #expect(!error.message.contains("10.0") && !error.message.contains("192.168"), "never what a name resolved to")
                     throw error
                 }
             }
         }
+    }
+
+    @Test func theSchemeIsStoredInLowercase() async throws {
+        let strict = WebhookURLPolicy(allowInsecure: false, resolve: Self.resolver(Self.names))
+        #expect(try await strict.check("HTTPS://hooks.example.com/In").absoluteString == "https://hooks.example.com/In")
+    }
+
+    @Test func anAttemptIsCutAtItsDeadlineEvenWhenItsWorkIgnoresCancellation() async throws {
+        let started = ContinuousClock.now
+        await #expect(throws: Webhooks.AttemptTimedOut.self) {
+            try await Webhooks.within(0.05) { () async throws -> Int in
+                await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }  // a resolver that never answers
+                return 1
+            }
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(try await Webhooks.within(5) { 42 } == 42, "work that ends first answers")
+        #expect(Webhooks.describe(Webhooks.AttemptTimedOut()) == "No answer within 15 seconds.")
+        #expect(Webhooks.describe(URLError(.cannotConnectToHost)) == "The request failed.", "never the system's words")
+    }
+
+    @Test func aFailureADayAfterTheLastStartsANewStreak() {
+        var endpoint = WebhookEndpoint(
+            id: .generate(),
+            environmentID: EnvironmentID(accountID: AccountID(rawValue: "acct_1"), environment: .development),
+            url: "https://hooks.example.com/",
+            events: [],
+            sealedSecret: Data(),
+            createdAt: now
+        )
+        #expect(endpoint.failureStreak(failingAt: now) == now, "the first failure")
+        endpoint.failingSince = now.addingTimeInterval(-4 * 86_400)
+        endpoint.lastFailureAt = now.addingTimeInterval(-3600)
+        #expect(endpoint.failureStreak(failingAt: now) == endpoint.failingSince, "failing on")
+        endpoint.lastFailureAt = now.addingTimeInterval(-2 * 86_400)
+        #expect(endpoint.failureStreak(failingAt: now) == now, "tried again after a quiet day: a new streak")
     }
 
     @Test func insecureAllowsHTTPToLoopbackOnlyAndHTTPSAnywhere() async throws {

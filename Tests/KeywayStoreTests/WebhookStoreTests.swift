@@ -32,8 +32,8 @@ import Testing
         let development = EnvironmentID(accountID: account.id, environment: .development)
         let production = EnvironmentID(accountID: account.id, environment: .production)
         let all = try await Self.endpoint(store, development)
-        let keysOnly = try await Self.endpoint(store, development, events: [.keyGenerated])
-        let disabled = try await Self.endpoint(store, development)
+        let keysOnly = try await Self.endpoint(store, development, events: [.keyGenerated], url: "https://hooks.example.com/keys")
+        let disabled = try await Self.endpoint(store, development, url: "https://hooks.example.com/off")
         _ = try await store.updateWebhookEndpoint(disabled.id, in: account.id, events: nil, enabled: false, audit: .cli, at: Date())
         let productionEndpoint = try await Self.endpoint(store, production)
 
@@ -277,5 +277,100 @@ import Testing
         #expect(try await store.hasSigningKeys(), "a sealed secret is stored: the master key must not be replaced")
         #expect(try await store.deleteWebhookEndpoint(endpoint.id, in: account.id, audit: .cli, at: Date()))
         #expect(try await store.webhookEndpoints(for: account.id).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func resendWaitsForAnAttemptInFlightAndStartsTheScheduleAgain(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let endpoint = try await Self.endpoint(store, environment)
+        _ = try await store.createUser(try NewUser(username: "ada", fullName: nil), in: environment, at: Date())
+        let now = Date().addingTimeInterval(1)
+        let claimed = try #require(try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 1).first)
+        #expect(try await store.resendWebhookDelivery(claimed.delivery.id, in: account.id, at: now) == false, "in flight: no second send")
+        try await store.recordWebhookAttempt(
+            WebhookAttemptRecord(
+                deliveryID: claimed.delivery.id,
+                endpointID: endpoint.id,
+                claim: claimed.claim,
+                at: now,
+                statusCode: 500,
+                error: nil,
+                next: .failed,
+                disableEndpoint: nil
+            )
+        )
+        #expect(try await store.resendWebhookDelivery(claimed.delivery.id, in: account.id, at: now))
+        let resent = try #require(try await Self.deliveries(store, account.id).first)
+        #expect(resent.status == .pending && resent.attempts == 0, "a whole schedule again")
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func disablingFailsWhatWaitsAndAnInFlightAttemptRecordsNothingOverIt(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let endpoint = try await Self.endpoint(store, environment)
+        for name in ["ada", "grace"] { _ = try await store.createUser(try NewUser(username: name, fullName: nil), in: environment, at: Date()) }
+        let now = Date().addingTimeInterval(1)
+        let inFlight = try #require(try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 1).first)
+        _ = try await store.updateWebhookEndpoint(endpoint.id, in: account.id, events: nil, enabled: false, audit: .cli, at: now)
+        try await store.recordWebhookAttempt(
+            WebhookAttemptRecord(
+                deliveryID: inFlight.delivery.id,
+                endpointID: endpoint.id,
+                claim: inFlight.claim,
+                at: now,
+                statusCode: 500,
+                error: nil,
+                next: .retry(at: now.addingTimeInterval(5)),
+                disableEndpoint: nil
+            )
+        )
+        let deliveries = try await Self.deliveries(store, account.id)
+        #expect(deliveries.count == 2 && deliveries.allSatisfy { $0.status == .failed && $0.attempts == 0 }, "\(deliveries)")
+        #expect(try await store.claimWebhookDeliveries(at: now.addingTimeInterval(60), lease: 30, limit: 10).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anEndpointURLIsAddedOncePerEnvironmentAndHTTPIsNeverHTTPS(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        _ = try await Self.endpoint(store, environment, url: "https://hooks.example.com/a")
+        await #expect(throws: KeywayError.self) { _ = try await Self.endpoint(store, environment, url: "https://hooks.example.com/a") }
+        _ = try await Self.endpoint(store, EnvironmentID(accountID: account.id, environment: .production), url: "https://hooks.example.com/a")
+        await #expect(throws: KeywayError.self) { _ = try await Self.endpoint(store, environment, url: "HTTP://hooks.example.com/b") }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aFailureStreakIsRecordedAndRestartsAfterAQuietDay(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let endpoint = try await Self.endpoint(store, environment)
+        func fail(at date: Date) async throws {
+            _ = try await store.createUser(try NewUser(username: "u\(date.timeIntervalSince1970)", fullName: nil), in: environment, at: Date())
+            let claimed = try #require(try await store.claimWebhookDeliveries(at: date, lease: 30, limit: 1).first)
+            try await store.recordWebhookAttempt(
+                WebhookAttemptRecord(
+                    deliveryID: claimed.delivery.id,
+                    endpointID: endpoint.id,
+                    claim: claimed.claim,
+                    at: date,
+                    statusCode: 502,
+                    error: nil,
+                    next: .failed,
+                    disableEndpoint: nil
+                )
+            )
+        }
+        let start = Date().addingTimeInterval(1)
+        try await fail(at: start)
+        try await fail(at: start.addingTimeInterval(3600))
+        var stored = try #require(try await store.webhookEndpoint(endpoint.id, in: account.id))
+        #expect(stored.failingSince?.keywayMilliseconds == start.keywayPrecision.keywayMilliseconds)
+        #expect(stored.lastFailureAt?.keywayMilliseconds == start.addingTimeInterval(3600).keywayPrecision.keywayMilliseconds)
+        let later = start.addingTimeInterval(3 * 86_400)
+        try await fail(at: later)
+        stored = try #require(try await store.webhookEndpoint(endpoint.id, in: account.id))
+        #expect(stored.failingSince?.keywayMilliseconds == later.keywayPrecision.keywayMilliseconds, "a quiet day ends a streak")
     }
 }
