@@ -380,9 +380,19 @@ public protocol WebhookStore: Sendable {
     /// - Returns: `false` when the account has no such delivery, its endpoint is disabled, or it is claimed.
     func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool
 
-    /// Claims up to `limit` due deliveries of enabled endpoints for `lease`: no other process
-    /// takes them until the lease ends (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
-    func claimWebhookDeliveries(at date: Date, lease: TimeInterval, limit: Int) async throws -> [ClaimedWebhookDelivery]
+    /// Claims up to `limit` due deliveries of enabled endpoints for `lease`, oldest due first: no
+    /// other process takes them until the lease ends (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    /// - Parameters:
+    ///   - perEndpoint: At most this many of one endpoint's deliveries: a backlog at one endpoint
+    ///     leaves room in the claim for the others.
+    ///   - excluding: Endpoints to take nothing of (the caller has as many of theirs in flight as it allows).
+    func claimWebhookDeliveries(
+        at date: Date,
+        lease: TimeInterval,
+        limit: Int,
+        perEndpoint: Int,
+        excluding: Set<WebhookEndpointID>
+    ) async throws -> [ClaimedWebhookDelivery]
     /// Records an attempt, if the claim is still the caller's; disables the endpoint (failing its
     /// pending deliveries, with a `webhook.disabled` entry) when the record says so.
     func recordWebhookAttempt(_ record: WebhookAttemptRecord) async throws
@@ -446,13 +456,30 @@ extension ForwardingWebhookStore {
     public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
         try await webhookStore.resendWebhookDelivery(id, in: accountID, at: date)
     }
-    public func claimWebhookDeliveries(at date: Date, lease: TimeInterval, limit: Int) async throws -> [ClaimedWebhookDelivery] {
-        try await webhookStore.claimWebhookDeliveries(at: date, lease: lease, limit: limit)
+    public func claimWebhookDeliveries(
+        at date: Date,
+        lease: TimeInterval,
+        limit: Int,
+        perEndpoint: Int,
+        excluding: Set<WebhookEndpointID>
+    ) async throws -> [ClaimedWebhookDelivery] {
+        try await webhookStore.claimWebhookDeliveries(at: date, lease: lease, limit: limit, perEndpoint: perEndpoint, excluding: excluding)
     }
     public func recordWebhookAttempt(_ record: WebhookAttemptRecord) async throws { try await webhookStore.recordWebhookAttempt(record) }
     public func recordExpiringGraces(at date: Date) async throws -> Int { try await webhookStore.recordExpiringGraces(at: date) }
     public func deleteWebhookDeliveries(before date: Date) async throws -> Int { try await webhookStore.deleteWebhookDeliveries(before: date) }
 }
+
+extension WebhookStore {
+    /// Claims up to `limit` due deliveries, however many of them one endpoint has.
+    public func claimWebhookDeliveries(at date: Date, lease: TimeInterval, limit: Int) async throws -> [ClaimedWebhookDelivery] {
+        try await claimWebhookDeliveries(at: date, lease: lease, limit: limit, perEndpoint: limit, excluding: [])
+    }
+}
+
+/// How many due deliveries a claim looks at before it picks, per endpoint, the ones it takes:
+/// bounded, so a claim costs the same however long the outbox is.
+public let webhookClaimCandidates = 1000
 
 /// The signing secret of an endpoint, as the Standard Webhooks specification writes it:
 /// `whsec_` and the base64 of 32 random bytes. The bytes are the HMAC key.
@@ -488,7 +515,9 @@ public struct WebhookSecret: Sendable {
     }
 }
 
-/// When to try a delivery again: the Standard Webhooks specification's example schedule.
+/// When to try a delivery again: the steps of the Standard Webhooks specification's example
+/// (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h), then 14 h, 20 h and 24 h: ten attempts
+/// over about three days.
 public enum WebhookRetrySchedule {
     /// The wait before each attempt: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
     public static let delays: [TimeInterval] = [0, 5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400]

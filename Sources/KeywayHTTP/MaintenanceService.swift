@@ -164,13 +164,19 @@ struct MaintenanceService: Service {
     /// shutdown past its bound until the process is aborted. Abandoned work is cancelled
     /// (closing its connection) and ends on its own or with the process; none of it is
     /// more than best effort that another round or instance redoes.
+    /// - Parameter waker: Ends a wait early when it is woken (the dispatcher, when an attempt ends).
     static func repeatUntilShutdown(
         every interval: Duration,
+        waker: Waker? = nil,
         _ work: @escaping @Sendable () async throws -> Void,
         onFailure: @escaping @Sendable (any Error) -> Void
     ) async {
         while !Task.isCancelled {
-            let waited = await cancelWhenGracefulShutdown { (try? await Task.sleep(for: interval)) != nil }
+            let waited = await cancelWhenGracefulShutdown {
+                guard let waker else { return (try? await Task.sleep(for: interval)) != nil }
+                await waker.wait(upTo: interval)
+                return !Task.isCancelled
+            }
             guard waited, !Task.isCancelled else { return }
             switch await outcome(within: nil, endingAtGracefulShutdown: true, work) {
             case .written: continue
@@ -271,6 +277,47 @@ final class ListenerState: Sendable {
             guard !state.listening || now.timeIntervalSince(state.lastPoll) >= Self.safetyNetInterval else { return false }
             state.lastPoll = now
             return true
+        }
+    }
+}
+
+/// A wait that ends after a time or when woken, whichever is first; a wake with nobody waiting
+/// ends the next wait at once.
+final class Waker: Sendable {
+    private let state = Mutex((waiter: CheckedContinuation<Void, Never>?.none, woken: false))
+
+    func wake() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.woken = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait(upTo duration: Duration) async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.woken {
+                    state.woken = false
+                    return true
+                }
+                state.waiter = waiter
+                return false
+            }
+            if now {
+                waiter.resume()
+            } else {
+                // The timer's wake may come after an earlier one ended this wait: it then ends the
+                // next wait early, which costs one look more and loses nothing.
+                Task {
+                    try? await Task.sleep(for: duration)
+                    self.wake()
+                }
+            }
         }
     }
 }

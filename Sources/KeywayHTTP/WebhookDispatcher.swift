@@ -21,8 +21,12 @@ struct WebhookDispatcher: Service {
     var pollInterval: Duration = .milliseconds(200)
     /// How many deliveries one claim takes at most.
     var batchSize = 32
-    /// How many attempts may run at once: a slow endpoint holds one slot, not the others' turn.
+    /// How many attempts may run at once.
     var maximumInFlight = 128
+    /// How many of one endpoint's attempts one claim takes; an endpoint with more than this many
+    /// running is left out of the next claims, so a slow or backlogged endpoint holds at most
+    /// twice this many slots and never the others' turn.
+    var maximumInFlightPerEndpoint = 8
     /// Longer than an attempt's timeout, with room to record its result.
     static let lease: TimeInterval = 30
     /// Called once the dispatcher stops (the HTTP client's shutdown).
@@ -33,22 +37,32 @@ struct WebhookDispatcher: Service {
     func run() async {
         let inFlight = InFlightCount()
         let warnings = WarningThrottle()
-        await MaintenanceService.repeatUntilShutdown(every: pollInterval) {
+        // A finished attempt makes room: look again at once rather than at the next poll.
+        let waker = Waker()
+        await MaintenanceService.repeatUntilShutdown(every: pollInterval, waker: waker) {
             // Claim as long as there is room and work; each attempt runs on its own, so one slow
             // endpoint (up to the 15 s timeout) delays nobody else's deliveries. At shutdown the
             // attempts in flight are abandoned: their claims lapse and another round sends them.
             while true {
-                let room = maximumInFlight - inFlight.value
+                let (room, busy) = inFlight.room(total: maximumInFlight, perEndpoint: maximumInFlightPerEndpoint)
                 guard room > 0 else { return }
-                let claimed = try await webhooks.store.claimWebhookDeliveries(at: Date(), lease: Self.lease, limit: min(room, batchSize))
-                inFlight.add(claimed.count)
+                let claimed = try await webhooks.store.claimWebhookDeliveries(
+                    at: Date(),
+                    lease: Self.lease,
+                    limit: min(room, batchSize),
+                    perEndpoint: maximumInFlightPerEndpoint,
+                    excluding: busy
+                )
                 for delivery in claimed {
+                    let endpoint = delivery.endpoint.id
+                    inFlight.add(endpoint)
                     Task {
-                        defer { inFlight.add(-1) }
                         await deliver(delivery)
+                        // Only when this makes room a claim could use: not after every attempt.
+                        if inFlight.remove(endpoint, total: maximumInFlight, perEndpoint: maximumInFlightPerEndpoint) { waker.wake() }
                     }
                 }
-                guard claimed.count == batchSize else { return }
+                guard !claimed.isEmpty else { return }
             }
         } onFailure: { error in
             // At most every ten seconds while the database is away: each poll would fail alike.
@@ -130,11 +144,36 @@ private final class WarningThrottle: Sendable {
     }
 }
 
-/// How many attempts run now, shared with the tasks that make them.
+/// How many attempts run now, in all and per endpoint, shared with the tasks that make them.
 private final class InFlightCount: Sendable {
-    private let count = Mutex(0)
-    var value: Int { count.withLock { $0 } }
-    func add(_ change: Int) { count.withLock { $0 += change } }
+    private let counts = Mutex((total: 0, byEndpoint: [WebhookEndpointID: Int]()))
+
+    /// How many more attempts may start, and the endpoints with more than `perEndpoint` running,
+    /// which the next claim leaves out (it may take `perEndpoint` more of any other).
+    func room(total: Int, perEndpoint: Int) -> (Int, Set<WebhookEndpointID>) {
+        counts.withLock { counts in
+            (total - counts.total, Set(counts.byEndpoint.filter { $0.value > perEndpoint }.keys))
+        }
+    }
+
+    func add(_ endpoint: WebhookEndpointID) {
+        counts.withLock { counts in
+            counts.total += 1
+            counts.byEndpoint[endpoint, default: 0] += 1
+        }
+    }
+
+    /// - Returns: Whether this made room that the last claim lacked: the endpoint is claimable
+    ///   again, or the dispatcher was full.
+    func remove(_ endpoint: WebhookEndpointID, total: Int, perEndpoint: Int) -> Bool {
+        counts.withLock { counts in
+            let wasFull = counts.total >= total
+            counts.total -= 1
+            let left = counts.byEndpoint[endpoint, default: 1] - 1
+            counts.byEndpoint[endpoint] = left == 0 ? nil : left
+            return wasFull || left == perEndpoint
+        }
+    }
 }
 
 /// Posts deliveries with AsyncHTTPClient: bound to the egress address, redirects not followed,

@@ -253,8 +253,15 @@ extension KeywayPostgresStore {
         ) != nil
     }
 
-    public func claimWebhookDeliveries(at date: Date, lease: TimeInterval, limit: Int) async throws -> [ClaimedWebhookDelivery] {
+    public func claimWebhookDeliveries(
+        at date: Date,
+        lease: TimeInterval,
+        limit: Int,
+        perEndpoint: Int,
+        excluding: Set<WebhookEndpointID>
+    ) async throws -> [ClaimedWebhookDelivery] {
         let now = date.keywayMilliseconds
+        let excluded = excluding.map(\.rawValue)
         let claim = WebhookDelivery.newID()
         // SKIP LOCKED: instances claiming at once take disjoint rows; the claim, committed with the
         // statement, keeps the rows from the others until the lease ends.
@@ -262,11 +269,18 @@ extension KeywayPostgresStore {
             """
             UPDATE webhook_deliveries SET claim = \(claim), claimed_until = \(now + Int64(lease * 1000))
             WHERE id IN (
-                SELECT d.id FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-                WHERE d.status = 'pending' AND d.next_attempt_at <= \(now) AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
-                  AND e.disabled_at IS NULL
-                ORDER BY d.next_attempt_at LIMIT \(limit)
-                FOR UPDATE OF d SKIP LOCKED
+                SELECT id FROM (
+                    SELECT id, next_attempt_at, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
+                    FROM (
+                        SELECT d.id, d.endpoint_id, d.next_attempt_at
+                        FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+                        WHERE d.status = 'pending' AND d.next_attempt_at <= \(now) AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
+                          AND e.disabled_at IS NULL AND d.endpoint_id <> ALL(\(excluded)::text[])
+                        ORDER BY d.next_attempt_at LIMIT \(webhookClaimCandidates)
+                        FOR UPDATE OF d SKIP LOCKED
+                    ) AS candidates
+                ) AS ranked
+                WHERE place <= \(perEndpoint) ORDER BY next_attempt_at LIMIT \(limit)
             )
             RETURNING \(unescaped: Self.deliveryColumns)
             """,

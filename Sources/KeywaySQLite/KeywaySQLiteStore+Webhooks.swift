@@ -227,8 +227,15 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func claimWebhookDeliveries(at date: Date, lease: TimeInterval, limit: Int) async throws -> [ClaimedWebhookDelivery] {
+    public func claimWebhookDeliveries(
+        at date: Date,
+        lease: TimeInterval,
+        limit: Int,
+        perEndpoint: Int,
+        excluding: Set<WebhookEndpointID>
+    ) async throws -> [ClaimedWebhookDelivery] {
         let now = date.keywayMilliseconds
+        let excluded = String(decoding: try JSONEncoder().encode(excluding.map(\.rawValue)), as: UTF8.self)
         // Asked several times a second: a read (the partial index) first, the writer only when needed.
         let due = try await database.read { db in
             try Bool.fetchOne(
@@ -236,10 +243,10 @@ extension KeywaySQLiteStore {
                 sql: """
                     SELECT 1 FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
                     WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-                      AND e.disabled_at IS NULL
+                      AND e.disabled_at IS NULL AND d.endpoint_id NOT IN (SELECT value FROM json_each(?))
                     LIMIT 1
                     """,
-                arguments: [now, now]
+                arguments: [now, now, excluded]
             ) != nil
         }
         guard due else { return [] }
@@ -250,14 +257,22 @@ extension KeywaySQLiteStore {
                 sql: """
                     UPDATE webhook_deliveries SET claim = ?, claimed_until = ?
                     WHERE (endpoint_id, id) IN (
-                        SELECT d.endpoint_id, d.id FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-                        WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-                          AND e.disabled_at IS NULL
-                        ORDER BY d.next_attempt_at LIMIT ?
+                        SELECT endpoint_id, id FROM (
+                            SELECT endpoint_id, id, next_attempt_at,
+                                row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
+                            FROM (
+                                SELECT d.endpoint_id, d.id, d.next_attempt_at
+                                FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
+                                WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
+                                  AND e.disabled_at IS NULL AND d.endpoint_id NOT IN (SELECT value FROM json_each(?))
+                                ORDER BY d.next_attempt_at LIMIT ?
+                            )
+                        )
+                        WHERE place <= ? ORDER BY next_attempt_at LIMIT ?
                     )
                     RETURNING *
                     """,
-                arguments: [claim, now + Int64(lease * 1000), now, now, limit]
+                arguments: [claim, now + Int64(lease * 1000), now, now, excluded, webhookClaimCandidates, perEndpoint, limit]
             ).map(WebhookDelivery.init(row:))
             var endpoints: [WebhookEndpointID: WebhookEndpoint] = [:]
             for id in Set(deliveries.map(\.endpointID)) {

@@ -175,9 +175,16 @@ import Testing
             #expect(Set(server.webhookTransport.posts.compactMap { $0.headers["webhook-id"] }) == [delivery.id])
 
             // Rotating shows the new secret once; both sign for a day.
-            page = try await browser.post("/dashboard/settings/webhooks/endpoints/\(endpoint.id)/rotate", [:])
+            page = try await browser.get("/dashboard/settings/webhooks")
+            let form = ["current": try #require(hiddenField("current", in: page.html))]
+            page = try await browser.post("/dashboard/settings/webhooks/endpoints/\(endpoint.id)/rotate", form)
             let rotated = try #require(Self.secret(in: page.html))
             #expect(rotated != secret && page.html.contains("previous secret also signs"))
+            // The same form again (a reload) rotates nothing: the secret receivers just got stays.
+            page = try await browser.post("/dashboard/settings/webhooks/endpoints/\(endpoint.id)/rotate", form)
+            #expect(page.status == .seeOther && page.location?.contains("notice=stale") == true)
+            let stored = try #require(try await server.store.webhookEndpoint(endpoint.id, in: accountID))
+            #expect(try server.webhooks.secrets(of: stored, at: Date()).map(\.serialized) == [rotated, secret])
 
             // Another account's endpoint is not found from here.
             let other = try await server.webhooks.createEndpoint(
@@ -188,7 +195,7 @@ import Testing
             ).0
             for action in ["rotate", "delete"] {
                 try await browser.get("/dashboard/settings/webhooks")
-                page = try await browser.post("/dashboard/settings/webhooks/endpoints/\(other.id)/\(action)", [:])
+                page = try await browser.post("/dashboard/settings/webhooks/endpoints/\(other.id)/\(action)", ["current": "none"])
                 #expect(page.status == .notFound)
             }
             #expect(try await server.store.webhookEndpoint(other.id, in: server.globex.id) != nil)

@@ -373,4 +373,21 @@ import Testing
         stored = try #require(try await store.webhookEndpoint(endpoint.id, in: account.id))
         #expect(stored.failingSince?.keywayMilliseconds == later.keywayPrecision.keywayMilliseconds, "a quiet day ends a streak")
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func aBackloggedEndpointLeavesRoomInEveryClaimForTheOthers(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let environment = EnvironmentID(accountID: account.id, environment: .development)
+        let busy = try await Self.endpoint(store, environment, events: [.userCreated], url: "https://hooks.example.com/busy")
+        _ = try await store.createUsers((0..<50).map { try NewUser(username: "user\($0)", fullName: nil) }, in: environment, at: Date())
+        let quiet = try await Self.endpoint(store, environment, events: [.keyGenerated], url: "https://hooks.example.com/quiet")
+        _ = try await SecretKeys(store: store).generate(for: environment, audit: .cli)  // due after the fifty
+        let now = Date().addingTimeInterval(1)
+        let first = try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 10, perEndpoint: 4, excluding: [])
+        #expect(first.filter { $0.endpoint.id == busy.id }.count == 4, "no more than its share")
+        #expect(first.filter { $0.endpoint.id == quiet.id }.count == 1, "the later event is not stuck behind the backlog")
+        let second = try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 10, perEndpoint: 4, excluding: [busy.id])
+        #expect(second.isEmpty, "the busy endpoint is left out; the quiet one has nothing more")
+        #expect(try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 10, perEndpoint: 4, excluding: []).count == 4)
+    }
 }

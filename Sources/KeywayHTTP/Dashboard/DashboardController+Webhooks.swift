@@ -10,7 +10,15 @@ extension DashboardController {
     static let deliveriesShown = 50
 
     @Sendable func webhooksPage(_ request: Request, context: SignedInRequestContext) async throws -> Response {
-        try await renderWebhooks(context: context)
+        let notice: String? =
+            request.uri.queryParameters["notice"] == "stale" ? "The secret changed since that page was loaded, so nothing was rotated." : nil
+        return try await renderWebhooks(context: context, notice: notice)
+    }
+
+    /// Which rotation a page showed: a resubmitted form (a reload) must not rotate again and throw
+    /// away the secret receivers still verify with.
+    static func rotation(of endpoint: WebhookEndpoint) -> String {
+        endpoint.previousSecretExpiresAt.map { String($0.keywayMilliseconds) } ?? "none"
     }
 
     @Sendable func addWebhookEndpoint(_ request: Request, context: SignedInRequestContext) async throws -> Response {
@@ -49,6 +57,9 @@ extension DashboardController {
         let webhooks = try requireWebhooks()
         let id = try endpointID(context)
         guard let endpoint = try await store.webhookEndpoint(id, in: context.account.id) else { throw DashboardErrorPage.notFound }
+        guard context.form["current"] == Self.rotation(of: endpoint) else {
+            throw DashboardRedirect(location: "/dashboard/settings/webhooks?notice=stale")
+        }
         let now = Date()
         let secret = try await webhooks.rotateSecret(id, in: context.account.id, audit: audit(request, context), at: now)
         context.logger.info("webhook secret rotated", metadata: ["webhook.endpoint": "\(id)"])
@@ -104,6 +115,7 @@ extension DashboardController {
         context: SignedInRequestContext,
         revealed: (url: String, secret: WebhookSecret, previousUntil: Date?)? = nil,
         urlError: (environment: Environment, url: String, message: String)? = nil,
+        notice: String? = nil,
         status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let account = context.account.id
@@ -122,6 +134,7 @@ extension DashboardController {
                         "csrf": context.csrfToken,
                         "events": endpoint.events.sorted().map(\.rawValue).joined(separator: ", "),
                         "disabled": endpoint.disabledAt != nil,
+                        "rotation": Self.rotation(of: endpoint),
                     ]
                     if let reason = endpoint.disabledReason { row["disabledReason"] = reason }
                     if let since = endpoint.failingSince, endpoint.disabledAt == nil {
@@ -180,6 +193,7 @@ extension DashboardController {
             section: .webhooks,
             csrf: context.csrfToken,
             signedIn: context.signedIn,
+            notice: notice,
             data: data,
             status: status
         )

@@ -8,8 +8,8 @@ struct WebhooksCommand: AsyncParsableCommand {
         commandName: "webhooks",
         abstract: "Manage an account's webhook endpoints and see their deliveries.",
         discussion: """
-            Each environment may have up to \(Webhooks.endpointLimit) endpoints. URLs must be https to a public address; \
-            KEYWAY_WEBHOOK_ALLOW_INSECURE=1 allows http to loopback and private addresses, for development. A running \
+            Each environment may have up to \(Webhooks.endpointLimit) endpoints, one per URL. URLs must be https to public \
+            addresses; KEYWAY_WEBHOOK_ALLOW_INSECURE=1 allows any address, and http to loopback, for development. A running \
             server delivers what these commands change; secrets are printed once.
             """,
         subcommands: [List.self, Add.self, RotateSecret.self, Enable.self, Disable.self, Remove.self, Deliveries.self, Resend.self]
@@ -129,7 +129,7 @@ struct WebhooksCommand: AsyncParsableCommand {
     }
 
     struct Disable: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Stop delivering to an endpoint; its pending deliveries wait.")
+        static let configuration = CommandConfiguration(abstract: "Stop delivering to an endpoint; its waiting deliveries fail.")
 
         @OptionGroup var target: EndpointOptions
         @OptionGroup var database: DatabaseOptions
@@ -216,7 +216,9 @@ struct WebhooksCommand: AsyncParsableCommand {
     }
 
     struct Resend: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Deliver one delivery again, now.")
+        static let configuration = CommandConfiguration(
+            abstract: "Deliver one delivery again, now, with a new schedule of ten attempts (not while it is being attempted)."
+        )
 
         @OptionGroup var target: AccountOptions
 
