@@ -356,6 +356,7 @@ def test_webhooks_are_added_and_followed_from_settings(keyway, browser, tmp_path
             time.sleep(0.2)
         assert "key.generated" in row[0].text and "HTTP 200" in row[0].text, row[0].text if row else page.text("main")
         assert secret not in page.driver.page_source, "the secret is shown once"
+        page.driver.execute_script("document.getElementById('webhook-deliveries').scrollIntoView({block: 'center'})")
         page.shot("webhooks")
 
         # Resend: the same message again.
