@@ -49,17 +49,24 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     ///   - connectTimeout: How long to wait for a new connection.
     ///   - lookupTimeout: How long a lookup of a key no cache knows may wait for the database
     ///     before it fails with `service_unavailable`.
+    ///   - keepPoolOpen: Open all `poolSize` connections and keep them (a server), rather than
+    ///     as needed (a command). PostgresNIO queues every request while a connection attempt
+    ///     is failing, even with idle connections open; a pool that never needs a new login keeps
+    ///     serving when the database refuses new ones (too many clients, a role locked in a
+    ///     failover), and revocations keep their bound.
     /// - Throws: when the TLS context cannot be built.
     public convenience init(
         settings: PostgresConnectionSettings,
         poolSize: Int = 10,
         connectTimeout: Duration = .seconds(5),
         lookupTimeout: Duration = .seconds(5),
+        keepPoolOpen: Bool = false,
         logger: Logger
     ) throws {
         try self.init(
             settings: settings,
             poolSize: poolSize,
+            keepPoolOpen: keepPoolOpen,
             connectTimeout: connectTimeout,
             lookupTimeout: lookupTimeout,
             logger: logger,
@@ -71,6 +78,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
     package init(
         settings: PostgresConnectionSettings,
         poolSize: Int,
+        keepPoolOpen: Bool = false,
         connectTimeout: Duration,
         lookupTimeout: Duration = .seconds(5),
         logger: Logger,
@@ -86,6 +94,7 @@ public final class KeywayPostgresStore: KeywayStore, Service {
             tls: settings.clientTLS
         )
         configuration.options.maximumConnections = poolSize
+        if keepPoolOpen { configuration.options.minimumConnections = poolSize }
         configuration.options.connectTimeout = connectTimeout
         configuration.options.additionalStartupParameters = [("application_name", "keyway")]
         self.configuration = configuration

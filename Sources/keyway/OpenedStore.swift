@@ -37,8 +37,10 @@ struct OpenedStore: Sendable {
 /// For PostgreSQL one connection is tried first, so a bad address, TLS setting or certificate
 /// stops the command at once with a plain message. Its schema is left as it is: `serve` and
 /// the commands refuse an out-of-date one, `migrate` upgrades it.
-/// - Parameter poolSize: PostgreSQL's connection count; the configured one when `nil`.
-func openStore(_ settings: Settings, poolSize: Int? = nil, logger: Logger) async throws -> OpenedStore {
+/// - Parameters:
+///   - poolSize: PostgreSQL's connection count; the configured one when `nil`.
+///   - keepPoolOpen: Keep every connection open (the server), not only those in use (a command).
+func openStore(_ settings: Settings, poolSize: Int? = nil, keepPoolOpen: Bool = false, logger: Logger) async throws -> OpenedStore {
     do {
         guard let postgres = settings.postgres else {
             let applied = try KeywaySQLiteStore.migrate(path: settings.databasePath)
@@ -50,6 +52,7 @@ func openStore(_ settings: Settings, poolSize: Int? = nil, logger: Logger) async
             poolSize: poolSize ?? settings.databasePoolSize,
             connectTimeout: .milliseconds(settings.databaseConnectTimeoutMilliseconds),
             lookupTimeout: .milliseconds(settings.keyLookupTimeoutMilliseconds),
+            keepPoolOpen: keepPoolOpen,
             logger: logger
         )
         try await store.checkConnection()

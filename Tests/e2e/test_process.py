@@ -219,6 +219,14 @@ COMMANDS_TAKING_AN_ACCOUNT = {
     ("limits", "set"): ["--environment", "development", "--requests-per-second", "none"],
     ("limits", "show"): [],
     ("audit", "export"): [],
+    ("webhooks", "list"): [],
+    ("webhooks", "add"): ["--environment", "development", "--url", "https://hooks.example.com/"],
+    ("webhooks", "rotate-secret"): ["--endpoint", "we_nope"],
+    ("webhooks", "enable"): ["--endpoint", "we_nope"],
+    ("webhooks", "disable"): ["--endpoint", "we_nope"],
+    ("webhooks", "remove"): ["--endpoint", "we_nope"],
+    ("webhooks", "deliveries"): [],
+    ("webhooks", "resend"): ["--delivery", "msg_nope"],
 }
 
 

@@ -52,7 +52,7 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "keyway")
 
         // PostgreSQL: `serve` never migrates; it refuses an out-of-date schema before listening.
-        let opened = try await openStore(settings, logger: logger)
+        let opened = try await openStore(settings, keepPoolOpen: true, logger: logger)
         let store = opened.store
         if let postgres = opened.postgres {
             logger.info(

@@ -112,6 +112,7 @@ struct WebhooksCommand: AsyncParsableCommand {
         func run() async throws {
             let settings = try database.settings()
             try await database.withStore(settings) { (store: any KeywayStore) async throws -> Void in
+                try await store.requireAccount(target.target.accountID)
                 let webhooks = try await database.webhooks(settings, store: store)
                 let secret = try await webhooks.rotateSecret(target.endpointID, in: target.target.accountID, audit: .cli)
                 print(secret.serialized)
@@ -139,6 +140,7 @@ struct WebhooksCommand: AsyncParsableCommand {
 
     static func setEnabled(_ enabled: Bool, target: EndpointOptions, database: DatabaseOptions) async throws {
         try await database.withStore { (store: any KeywayStore) async throws -> Void in
+            try await store.requireAccount(target.target.accountID)
             guard
                 try await store.updateWebhookEndpoint(
                     target.endpointID,
@@ -161,6 +163,7 @@ struct WebhooksCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                try await store.requireAccount(target.target.accountID)
                 guard try await store.deleteWebhookEndpoint(target.endpointID, in: target.target.accountID, audit: .cli, at: Date()) else {
                     throw KeywayError.webhookEndpointNotFound(target.endpoint)
                 }
@@ -229,6 +232,7 @@ struct WebhooksCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                try await store.requireAccount(target.accountID)
                 guard try await store.resendWebhookDelivery(delivery, in: target.accountID, at: Date()) else {
                     throw KeywayError.webhookDeliveryNotFound(delivery)
                 }
