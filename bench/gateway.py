@@ -19,9 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
-from conftest import Keyway  # noqa: E402
 from gateway import Nginx, Traefik, config, free_port, traefik_binary  # noqa: E402
-from run import Store  # noqa: E402  (bench/run.py, beside this file)
+from run import Store, StoreKeyway  # noqa: E402  (bench/run.py, beside this file)
 
 LUA = """
 local headers = {}
@@ -31,17 +30,6 @@ request = function() return wrk.format("GET", "/v1/workflows", headers) end
 # valid via Keyway / valid via nginx's `return 204`: what asking Keyway costs next to the cheapest
 # possible auth server, both through the same nginx.
 IDEAL_TARGET = 0.5
-
-
-class StoreKeyway(Keyway):
-    """Keyway whose CLI and server all use the bench's store (SQLite file or PostgreSQL database)."""
-
-    def __init__(self, workdir, store_env):
-        super().__init__(workdir)
-        self.store_env = store_env
-
-    def env(self, **extra):
-        return super().env(**{**self.store_env, **extra})
 
 
 def wrk(port, key, seconds, connections, script):

@@ -120,6 +120,17 @@ def rss_mib(pid, field):
     return 0.0
 
 
+class StoreKeyway(Keyway):
+    """Keyway whose CLI and server all use the bench's store (SQLite file or PostgreSQL database)."""
+
+    def __init__(self, workdir, store_env):
+        super().__init__(workdir)
+        self.store_env = store_env
+
+    def env(self, **extra):
+        return super().env(**{**self.store_env, **extra})
+
+
 class Store:
     def __init__(self, kind, work):
         self.kind = kind

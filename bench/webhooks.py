@@ -12,20 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
-from conftest import Keyway  # noqa: E402
 from gateway import Nginx, free_port  # noqa: E402
-from run import LUA, Store, wrk  # noqa: E402  (bench/run.py, beside this file)
+from run import LUA, Store, StoreKeyway, wrk  # noqa: E402  (bench/run.py, beside this file)
 
 TARGET = 0.90  # with webhooks / without
-
-
-class StoreKeyway(Keyway):
-    def __init__(self, workdir, store_env):
-        super().__init__(workdir)
-        self.store_env = store_env
-
-    def env(self, **extra):
-        return super().env(**{**self.store_env, **extra})
 
 
 def pending(store) -> int:

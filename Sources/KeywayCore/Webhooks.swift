@@ -209,6 +209,24 @@ public struct WebhookEndpoint: Sendable, Hashable {
         return since
     }
 
+    /// The endpoint as an owner's change leaves it — `events` replaced, enabled (its failure
+    /// forgotten) or disabled — and the details its `webhook.updated` entry records.
+    public func changed(events: Set<WebhookEventType>?, enabled: Bool?, by actor: String, at date: Date) -> (WebhookEndpoint, [String: String]) {
+        var endpoint = self
+        var details: [String: String] = [:]
+        if let events {
+            endpoint.events = events
+            details["events"] = events.sorted().map(\.rawValue).joined(separator: " ")
+        }
+        if let enabled {
+            endpoint.disabledAt = enabled ? nil : (disabledAt ?? date.keywayPrecision)
+            endpoint.disabledReason = enabled ? nil : (disabledReason ?? "Disabled by \(actor).")
+            endpoint.failingSince = enabled ? nil : failingSince
+            details["enabled"] = String(enabled)
+        }
+        return (endpoint, details)
+    }
+
     /// How a store keeps `events`: sorted, comma-separated, with a comma at each end so
     /// `,type,` finds one by substring.
     public var storedEvents: String { "," + events.sorted().map(\.rawValue).joined(separator: ",") + "," }

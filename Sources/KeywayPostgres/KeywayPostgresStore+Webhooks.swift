@@ -132,18 +132,8 @@ extension KeywayPostgresStore {
         at date: Date
     ) async throws -> WebhookEndpoint? {
         try await transaction { connection in
-            guard var endpoint = try await lockedEndpoint(id, in: accountID, connection: connection) else { return nil }
-            var details: [String: String] = [:]
-            if let events {
-                endpoint.events = events
-                details["events"] = events.sorted().map(\.rawValue).joined(separator: " ")
-            }
-            if let enabled {
-                endpoint.disabledAt = enabled ? nil : (endpoint.disabledAt ?? date.keywayPrecision)
-                endpoint.disabledReason = enabled ? nil : (endpoint.disabledReason ?? "Disabled by \(audit.actor).")
-                endpoint.failingSince = enabled ? nil : endpoint.failingSince
-                details["enabled"] = String(enabled)
-            }
+            guard let found = try await lockedEndpoint(id, in: accountID, connection: connection) else { return nil }
+            let (endpoint, details) = found.changed(events: events, enabled: enabled, by: audit.actor, at: date)
             try await connection.query(
                 """
                 UPDATE webhook_endpoints SET events = \(endpoint.storedEvents), disabled_at = \(endpoint.disabledAt?.keywayMilliseconds),

@@ -109,18 +109,8 @@ extension KeywaySQLiteStore {
         at date: Date
     ) async throws -> WebhookEndpoint? {
         try await database.write { db in
-            guard var endpoint = try Self.endpoint(id, in: accountID, db: db) else { return nil }
-            var details: [String: String] = [:]
-            if let events {
-                endpoint.events = events
-                details["events"] = events.sorted().map(\.rawValue).joined(separator: " ")
-            }
-            if let enabled {
-                endpoint.disabledAt = enabled ? nil : (endpoint.disabledAt ?? date.keywayPrecision)
-                endpoint.disabledReason = enabled ? nil : (endpoint.disabledReason ?? "Disabled by \(audit.actor).")
-                endpoint.failingSince = enabled ? nil : endpoint.failingSince
-                details["enabled"] = String(enabled)
-            }
+            guard let found = try Self.endpoint(id, in: accountID, db: db) else { return nil }
+            let (endpoint, details) = found.changed(events: events, enabled: enabled, by: audit.actor, at: date)
             try db.execute(
                 sql: "UPDATE webhook_endpoints SET events = ?, disabled_at = ?, disabled_reason = ?, failing_since = ? WHERE id = ?",
                 arguments: [

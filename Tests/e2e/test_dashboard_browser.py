@@ -89,6 +89,15 @@ class Dashboard:
         )
         self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
+    def sign_up(self, company, email):
+        """Signs a new owner up and waits for Settings → API Keys."""
+        self.open("/dashboard/signup")
+        self.type("#company", company)
+        self.type("#email", email)
+        self.type("#password", PASSWORD)
+        self.click("#sign-up")
+        self.wait_for_path("/dashboard/settings/api-keys")
+
     def wait_for_path(self, path):
         WebDriverWait(self.driver, 10).until(lambda driver: driver.current_url.split("?")[0].endswith(path))
 
@@ -263,12 +272,7 @@ def test_the_frontend_example_reads_me_across_origins(keyway, browser, tmp_path)
 def test_rolling_a_key_keeps_the_old_one_working_until_its_grace_ends(keyway, browser):
     keyway.start()
     page = Dashboard(browser, keyway)
-    page.open("/dashboard/signup")
-    page.type("#company", "Roll Co")
-    page.type("#email", "owner@roll.test")
-    page.type("#password", PASSWORD)
-    page.click("#sign-up")
-    page.wait_for_path("/dashboard/settings/api-keys")
+    page.sign_up("Roll Co", "owner@roll.test")
     page.click("#development-generate")
     old_key = page.driver.find_element(By.CSS_SELECTOR, "#development-key").get_attribute("value")
     assert api(keyway, "GET", "/whoami", old_key)[0] == 200
@@ -318,12 +322,7 @@ def test_webhooks_are_added_and_followed_from_settings(keyway, browser, tmp_path
     try:
         keyway.start(**SERVER_ENV)
         page = Dashboard(browser, keyway)
-        page.open("/dashboard/signup")
-        page.type("#company", "Hook Co")
-        page.type("#email", "owner@hook.test")
-        page.type("#password", PASSWORD)
-        page.click("#sign-up")
-        page.wait_for_path("/dashboard/settings/api-keys")
+        page.sign_up("Hook Co", "owner@hook.test")
 
         # Settings → Webhooks: a development endpoint for key events.
         page.click("nav.tabs a[href='/dashboard/settings/webhooks']")
