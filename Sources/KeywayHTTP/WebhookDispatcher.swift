@@ -26,7 +26,7 @@ struct WebhookDispatcher: Service {
     /// How many of one endpoint's attempts one claim takes; an endpoint with more than this many
     /// running is left out of the next claims, so a slow or backlogged endpoint holds at most
     /// twice this many slots and never the others' turn.
-    var maximumInFlightPerEndpoint = 8
+    var maximumInFlightPerEndpoint = 32
     /// Longer than an attempt's timeout, with room to record its result.
     static let lease: TimeInterval = 30
     /// Called once the dispatcher stops (the HTTP client's shutdown).

@@ -260,17 +260,17 @@ extension KeywayPostgresStore {
             UPDATE webhook_deliveries SET claim = \(claim), claimed_until = \(now + Int64(lease * 1000))
             WHERE id IN (
                 SELECT id FROM (
-                    SELECT id, next_attempt_at, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
+                    SELECT id, endpoint_id, next_attempt_at, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
                     FROM (
                         SELECT d.id, d.endpoint_id, d.next_attempt_at
                         FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
                         WHERE d.status = 'pending' AND d.next_attempt_at <= \(now) AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
-                          AND e.disabled_at IS NULL AND d.endpoint_id <> ALL(\(excluded)::text[])
+                          AND e.disabled_at IS NULL
                         ORDER BY d.next_attempt_at LIMIT \(webhookClaimCandidates)
                         FOR UPDATE OF d SKIP LOCKED
                     ) AS candidates
                 ) AS ranked
-                WHERE place <= \(perEndpoint) ORDER BY next_attempt_at LIMIT \(limit)
+                WHERE place <= \(perEndpoint) AND endpoint_id <> ALL(\(excluded)::text[]) ORDER BY next_attempt_at LIMIT \(limit)
             )
             RETURNING \(unescaped: Self.deliveryColumns)
             """,

@@ -233,10 +233,10 @@ extension KeywaySQLiteStore {
                 sql: """
                     SELECT 1 FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
                     WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-                      AND e.disabled_at IS NULL AND d.endpoint_id NOT IN (SELECT value FROM json_each(?))
+                      AND e.disabled_at IS NULL
                     LIMIT 1
                     """,
-                arguments: [now, now, excluded]
+                arguments: [now, now]
             ) != nil
         }
         guard due else { return [] }
@@ -254,15 +254,15 @@ extension KeywaySQLiteStore {
                                 SELECT d.endpoint_id, d.id, d.next_attempt_at
                                 FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
                                 WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-                                  AND e.disabled_at IS NULL AND d.endpoint_id NOT IN (SELECT value FROM json_each(?))
+                                  AND e.disabled_at IS NULL
                                 ORDER BY d.next_attempt_at LIMIT ?
                             )
                         )
-                        WHERE place <= ? ORDER BY next_attempt_at LIMIT ?
+                        WHERE place <= ? AND endpoint_id NOT IN (SELECT value FROM json_each(?)) ORDER BY next_attempt_at LIMIT ?
                     )
                     RETURNING *
                     """,
-                arguments: [claim, now + Int64(lease * 1000), now, now, excluded, webhookClaimCandidates, perEndpoint, limit]
+                arguments: [claim, now + Int64(lease * 1000), now, now, webhookClaimCandidates, perEndpoint, excluded, limit]
             ).map(WebhookDelivery.init(row:))
             var endpoints: [WebhookEndpointID: WebhookEndpoint] = [:]
             for id in Set(deliveries.map(\.endpointID)) {
