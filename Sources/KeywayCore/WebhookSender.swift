@@ -120,12 +120,13 @@ public struct Webhooks: Sendable {
         var statusCode: Int?
         var retryAfter: TimeInterval?
         var failure: String?
+        let body = delivery.body(for: claimed.endpoint)
         do {
             let timestamp = Int64(date.timeIntervalSince1970)
             let signature = WebhookSecret.signatureHeader(
                 id: delivery.id,
                 timestamp: timestamp,
-                body: delivery.payload,
+                body: body,
                 secrets: try secrets(of: claimed.endpoint, at: date)
             )
             let policy = policy
@@ -141,7 +142,7 @@ public struct Webhooks: Sendable {
                         ("content-type", "application/json"), ("user-agent", "Keyway-Webhooks/1"),
                         ("webhook-id", delivery.id), ("webhook-timestamp", String(timestamp)), ("webhook-signature", signature),
                     ],
-                    body: delivery.payload,
+                    body: body,
                     timeout: WebhookRetrySchedule.timeout
                 )
             }

@@ -48,22 +48,40 @@ public struct WebhookEvent: Sendable, Hashable {
 
     /// The body every delivery of the event sends, byte for byte.
     public var payload: String {
+        Self.body(type: type, at: at, environmentID: environmentID, storedData: storedData)
+    }
+
+    /// What the outbox keeps of the body: the `data` fields after `accountId` and `environment`.
+    /// The rest comes back from the delivery's row (type, time) and its endpoint (account,
+    /// environment): fewer bytes in the commit every change with a subscriber shares.
+    public var storedData: String {
         // Bytes, not string appends: made for every user created with an endpoint subscribed.
         var json = [UInt8]()
-        json.reserveCapacity(320)
+        json.reserveCapacity(200)
+        for (index, (name, value)) in data.enumerated() {
+            if index > 0 { json.append(UInt8(ascii: ",")) }
+            json.appendJSONString(name)
+            json.append(UInt8(ascii: ":"))
+            if let value { json.appendJSONString(value) } else { json.append(contentsOf: "null".utf8) }
+        }
+        return String(decoding: json, as: UTF8.self)
+    }
+
+    /// `{"type","timestamp","data":{"accountId","environment",…}}` around ``storedData``.
+    public static func body(type: WebhookEventType, at date: Date, environmentID: EnvironmentID, storedData: String) -> String {
+        var json = [UInt8]()
+        json.reserveCapacity(storedData.utf8.count + 160)
         json.append(contentsOf: #"{"type":"#.utf8)
         json.appendJSONString(type.rawValue)
         json.append(contentsOf: #","timestamp":"#.utf8)
-        json.appendJSONString(at.keywayTimestamp)
+        json.appendJSONString(date.keywayTimestamp)
         json.append(contentsOf: #","data":{"accountId":"#.utf8)
         json.appendJSONString(environmentID.accountID.rawValue)
         json.append(contentsOf: #","environment":"#.utf8)
         json.appendJSONString(environmentID.environment.rawValue)
-        for (name, value) in data {
+        if !storedData.isEmpty {
             json.append(UInt8(ascii: ","))
-            json.appendJSONString(name)
-            json.append(UInt8(ascii: ":"))
-            if let value { json.appendJSONString(value) } else { json.append(contentsOf: "null".utf8) }
+            json.append(contentsOf: storedData.utf8)
         }
         json.append(contentsOf: "}}".utf8)
         return String(decoding: json, as: UTF8.self)
@@ -254,7 +272,10 @@ public struct WebhookDelivery: Sendable, Hashable {
     public var id: String
     public var endpointID: WebhookEndpointID
     public var eventType: WebhookEventType
+    /// The body's `data` fields after `accountId` and `environment` (``WebhookEvent/storedData``);
+    /// ``body(for:)`` is what is sent.
     public var payload: String
+    /// When the event happened: the body's `timestamp`.
     public var createdAt: Date
     public var status: WebhookDeliveryStatus
     public var attempts: Int
@@ -290,6 +311,11 @@ public struct WebhookDelivery: Sendable, Hashable {
         self.lastAttemptAt = lastAttemptAt
         self.lastStatusCode = lastStatusCode
         self.lastError = lastError
+    }
+
+    /// The body sent to `endpoint`, byte for byte the event's ``WebhookEvent/payload``.
+    public func body(for endpoint: WebhookEndpoint) -> String {
+        WebhookEvent.body(type: eventType, at: createdAt, environmentID: endpoint.environmentID, storedData: payload)
     }
 
     /// A new delivery id for `date`.

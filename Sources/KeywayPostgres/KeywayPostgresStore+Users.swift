@@ -59,7 +59,7 @@ extension KeywayPostgresStore {
                 ), outbox AS (
                     INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
                     SELECT \(WebhookDelivery.timePrefix(created.createdAt)) || \(unescaped: Self.randomDeliveryIDPart), e.id,
-                        \(event.type.rawValue), \(event.payload), \(now), 'pending', 0, \(now)
+                        \(event.type.rawValue), \(event.storedData), \(created.createdAt.keywayMilliseconds), 'pending', 0, \(now)
                     FROM webhook_endpoints AS e, created
                     WHERE e.account_id = \(account) AND e.environment = \(environment) AND e.disabled_at IS NULL
                       AND position(\(event.type.subscriptionKey) in e.events) > 0

@@ -30,8 +30,8 @@ extension KeywayPostgresStore {
         try await connection.query(
             """
             INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
-            SELECT \(WebhookDelivery.timePrefix(Date())) || \(unescaped: randomDeliveryIDPart), id, \(event.type.rawValue), \(event.payload),
-                \(now), 'pending', 0, \(now)
+            SELECT \(WebhookDelivery.timePrefix(event.at)) || \(unescaped: randomDeliveryIDPart), id, \(event.type.rawValue),
+                \(event.storedData), \(event.at.keywayMilliseconds), 'pending', 0, \(now)
             FROM webhook_endpoints
             WHERE account_id = \(event.environmentID.accountID.rawValue) AND environment = \(event.environmentID.environment.rawValue)
               AND disabled_at IS NULL AND position(\(event.type.subscriptionKey) in events) > 0

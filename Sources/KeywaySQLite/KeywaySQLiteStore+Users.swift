@@ -10,7 +10,7 @@ extension KeywaySQLiteStore {
         // not in the one writer that commits them; the writer redoes them only on a collision.
         let created = User(id: makeUserID(date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
         let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
-        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: (created.id, event.payload))
+        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: (created.id, event.storedData))
         return try await userCreations.submit(creation).created(username: user.username)
     }
 
@@ -28,8 +28,8 @@ extension KeywaySQLiteStore {
         let user: NewUser
         let environmentID: EnvironmentID
         let date: Date
-        /// An identifier drawn before the writer took the creation, and the body of its event.
-        var drawn: (id: UserID, payload: String)?
+        /// An identifier drawn before the writer took the creation, and its event's stored data.
+        var drawn: (id: UserID, storedData: String)?
     }
 
     /// Inserts a user unless its username is taken or is a user's identifier, and never
@@ -40,7 +40,7 @@ extension KeywaySQLiteStore {
         in environmentID: EnvironmentID,
         at date: Date,
         makeUserID: (Date) -> UserID,
-        drawn: (id: UserID, payload: String)? = nil,
+        drawn: (id: UserID, storedData: String)? = nil,
         db: Database
     ) throws -> UserInsertion {
         if try isUserID(user.username, in: environmentID, db: db) {
@@ -68,9 +68,8 @@ extension KeywaySQLiteStore {
         )
         guard db.changesCount == 1 else { return .usernameTaken }
         let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
-        // The body drawn beforehand, unless the identifier had to be drawn again.
-        let payload = drawn.flatMap { $0.id == id ? $0.payload : nil }
-        try enqueue(event, payload: payload, db: db)
+        // The data drawn beforehand, unless the identifier had to be drawn again.
+        try enqueue(event, storedData: drawn.flatMap { $0.id == id ? $0.storedData : nil }, db: db)
         return .created(created)
     }
 

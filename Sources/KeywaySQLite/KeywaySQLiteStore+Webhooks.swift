@@ -7,8 +7,8 @@ public import KeywayCore
 extension KeywaySQLiteStore {
     /// Writes `event` to the outbox, once per enabled endpoint of its environment subscribed
     /// to it, in the caller's transaction. Without such an endpoint it is one indexed read.
-    /// - Parameter payload: `event`'s body when it was made already (off the writer).
-    static func enqueue(_ event: WebhookEvent, payload: String? = nil, db: Database) throws {
+    /// - Parameter storedData: `event`'s ``WebhookEvent/storedData`` when it was made already (off the writer).
+    static func enqueue(_ event: WebhookEvent, storedData: String? = nil, db: Database) throws {
         let endpoints = try String.fetchAll(
             try db.cachedStatement(
                 sql: "SELECT id FROM webhook_endpoints WHERE account_id = ? AND environment = ? AND disabled_at IS NULL AND instr(events, ?) > 0"
@@ -16,7 +16,8 @@ extension KeywaySQLiteStore {
             arguments: [event.environmentID.accountID.rawValue, event.environmentID.environment.rawValue, event.type.subscriptionKey]
         )
         guard !endpoints.isEmpty else { return }
-        let payload = payload ?? event.payload
+        let payload = storedData ?? event.storedData
+        let at = event.at.keywayMilliseconds
         let now = Date().keywayMilliseconds
         for endpoint in endpoints {
             try db.cachedStatement(
@@ -24,7 +25,7 @@ extension KeywaySQLiteStore {
                     INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
                     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)
                     """
-            ).execute(arguments: [WebhookDelivery.newID(), endpoint, event.type.rawValue, payload, now, now])
+            ).execute(arguments: [WebhookDelivery.newID(at: event.at), endpoint, event.type.rawValue, payload, at, now])
         }
     }
 
