@@ -260,14 +260,33 @@ extension AuditEntry {
         context: AuditContext,
         details: [String: String]
     ) -> AuditEntry {
+        inEnvironment(
+            event,
+            environmentID,
+            at: date,
+            context: context,
+            resource: ("environment", environmentID.environment.rawValue),
+            details: details
+        )
+    }
+
+    /// An entry about `resource` (its type and id) in one environment.
+    private static func inEnvironment(
+        _ event: AuditEvent,
+        _ environmentID: EnvironmentID,
+        at date: Date,
+        context: AuditContext,
+        resource: (type: String, id: String),
+        details: [String: String]
+    ) -> AuditEntry {
         AuditEntry(
             at: date,
             accountID: environmentID.accountID,
             environment: environmentID.environment,
             event: event,
             context: context,
-            resourceType: "environment",
-            resourceID: environmentID.environment.rawValue,
+            resourceType: resource.type,
+            resourceID: resource.id,
             details: details
         )
     }
@@ -309,16 +328,7 @@ extension AuditEntry {
         context: AuditContext,
         details: [String: String] = [:]
     ) -> AuditEntry {
-        AuditEntry(
-            at: date,
-            accountID: environmentID.accountID,
-            environment: environmentID.environment,
-            event: event,
-            context: context,
-            resourceType: "webhook_endpoint",
-            resourceID: id.rawValue,
-            details: details
-        )
+        inEnvironment(event, environmentID, at: date, context: context, resource: ("webhook_endpoint", id.rawValue), details: details)
     }
 
     /// A member's own event (signed up, in, out, a failed sign-in, a new password).

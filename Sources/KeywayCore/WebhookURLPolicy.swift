@@ -112,8 +112,8 @@ public struct WebhookURLPolicy: Sendable {
         return address[0..<10].allSatisfy { $0 == 0 } && address[10] == 0xFF && address[11] == 0xFF && address[12] == 127
     }
 
-    /// An address as text, for messages.
-    public static func format(_ address: [UInt8]) -> String {
+    /// An address as text, for test messages (refusals never show one).
+    static func format(_ address: [UInt8]) -> String {
         if address.count == 4 { return address.map(String.init).joined(separator: ".") }
         return stride(from: 0, to: address.count, by: 2).map { String(UInt16(address[$0]) << 8 | UInt16(address[$0 + 1]), radix: 16) }
             .joined(separator: ":")
