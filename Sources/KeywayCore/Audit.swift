@@ -19,6 +19,12 @@ public enum AuditEvent: String, Sendable, Hashable, CaseIterable, Codable {
     case signInFailed = "member.sign_in_failed"
     case signedOut = "member.signed_out"
     case passwordChanged = "member.password_changed"
+    case memberInvited = "member.invited"
+    case invitationRevoked = "member.invitation_revoked"
+    case memberJoined = "member.joined"
+    case roleChanged = "member.role_changed"
+    case memberRemoved = "member.removed"
+    case accountPolicyChanged = "account.policy_changed"
     case webhookCreated = "webhook.created"
     case webhookUpdated = "webhook.updated"
     case webhookDeleted = "webhook.deleted"
@@ -331,8 +337,15 @@ extension AuditEntry {
         inEnvironment(event, environmentID, at: date, context: context, resource: ("webhook_endpoint", id.rawValue), details: details)
     }
 
-    /// A member's own event (signed up, in, out, a failed sign-in, a new password).
-    public static func member(_ event: AuditEvent, _ member: Member, at date: Date, context: AuditContext) -> AuditEntry {
+    /// A member's event (signed up, in, out, a failed sign-in, a new password, joined,
+    /// a new role, removed), in the account of `member`.
+    public static func member(
+        _ event: AuditEvent,
+        _ member: Member,
+        at date: Date,
+        context: AuditContext,
+        details: [String: String] = [:]
+    ) -> AuditEntry {
         AuditEntry(
             at: date,
             accountID: member.accountID,
@@ -340,7 +353,33 @@ extension AuditEntry {
             context: context,
             resourceType: "member",
             resourceID: member.id.rawValue,
-            details: ["email": member.email]
+            details: details.merging(["email": member.email]) { own, _ in own }
+        )
+    }
+
+    /// An invitation sent or revoked; never its token.
+    public static func invitation(_ event: AuditEvent, _ invitation: Invitation, at date: Date, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: date,
+            accountID: invitation.accountID,
+            event: event,
+            context: context,
+            resourceType: "invitation",
+            resourceID: invitation.id.rawValue,
+            details: ["email": invitation.email, "role": invitation.role.rawValue]
+        )
+    }
+
+    /// The account's rules changed.
+    public static func accountPolicy(_ policy: AccountPolicy, of accountID: AccountID, at date: Date, context: AuditContext) -> AuditEntry {
+        AuditEntry(
+            at: date,
+            accountID: accountID,
+            event: .accountPolicyChanged,
+            context: context,
+            resourceType: "account",
+            resourceID: accountID.rawValue,
+            details: ["developersManageProductionKeys": String(policy.developersManageProductionKeys)]
         )
     }
 }

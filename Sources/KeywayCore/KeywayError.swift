@@ -68,6 +68,11 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tooManyWebhookEndpoints = Code(rawValue: "too_many_webhook_endpoints")
         public static let webhookEndpointNotFound = Code(rawValue: "webhook_endpoint_not_found")
         public static let webhookDeliveryNotFound = Code(rawValue: "webhook_delivery_not_found")
+        public static let forbiddenByRole = Code(rawValue: "forbidden_by_role")
+        public static let lastOwner = Code(rawValue: "last_owner")
+        public static let memberNotFound = Code(rawValue: "member_not_found")
+        public static let invitationNotValid = Code(rawValue: "invitation_not_valid")
+        public static let alreadyAMember = Code(rawValue: "already_a_member")
         // Operations.
         public static let serviceUnavailable = Code(rawValue: "service_unavailable")
         public static let internalError = Code(rawValue: "internal_error")
@@ -83,6 +88,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
             .requestTimeout, .metricsTokenRequired, .rateLimited,
             .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations, .serviceTokenNameTaken,
             .tooManyWebhookEndpoints, .webhookEndpointNotFound, .webhookDeliveryNotFound,
+            .forbiddenByRole, .lastOwner, .memberNotFound, .invitationNotValid, .alreadyAMember,
             .serviceUnavailable, .internalError,
         ]
 
@@ -90,6 +96,7 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let outsideTheAPI: Set<Code> = [
             .accountNotFound, .emailTaken, .activeKeyChanged, .tooManyKeyGenerations, .serviceTokenNameTaken,
             .tooManyWebhookEndpoints, .webhookEndpointNotFound, .webhookDeliveryNotFound,
+            .forbiddenByRole, .lastOwner, .memberNotFound, .invitationNotValid, .alreadyAMember,
         ]
     }
 

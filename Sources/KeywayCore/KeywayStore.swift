@@ -9,7 +9,8 @@ public import Foundation
 /// It is the sum of one protocol per aggregate, so a service names the part it
 /// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
 /// each tells the server about revocations other processes make (``RevocationNotifying``).
-public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, SigningKeyStore, OriginStore, RateLimitStore,
+public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, MembershipStore, SigningKeyStore, OriginStore,
+    RateLimitStore,
     ServiceTokenStore, AuditStore, WebhookStore,
     RevocationNotifying
 {
@@ -113,9 +114,11 @@ public protocol MemberStore: Sendable {
     ) async throws -> (
         Account, Member
     )
-    /// The member who signs in with `email`, with their bcrypt hash.
+    /// The person who signs in with `email`, as a member of the account they joined first,
+    /// with their bcrypt hash; `nil` when no one signs in with it.
     func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)?
-    func member(_ id: MemberID) async throws -> Member?
+    /// The member `id` as a member of `accountID`; `nil` when they are not one.
+    func member(_ id: MemberID, in accountID: AccountID) async throws -> Member?
     /// The password hash of a member, to re-check before sensitive actions.
     func passwordHash(of id: MemberID) async throws -> String?
     /// Replaces a member's password and ends all their sessions, in one transaction with `audit`.
@@ -128,6 +131,49 @@ public protocol MemberStore: Sendable {
     func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws
     /// Ends sessions that expired before `date`.
     func deleteExpiredSessions(before date: Date) async throws
+}
+
+/// Who belongs to which account, with which role; invitations; the account a session works in.
+public protocol MembershipStore: Sendable {
+    /// Every account the person `id` belongs to, oldest membership first, with their role in each.
+    func memberships(of id: MemberID) async throws -> [Member]
+    /// The members of an account, owners first, then by email.
+    func members(of accountID: AccountID) async throws -> [Member]
+    /// Changes a member's role, in one transaction with its `member.role_changed` entry.
+    /// - Returns: The member with the new role; `nil` when they are not a member.
+    /// - Throws: ``KeywayError`` `last_owner` when the account's last owner would be demoted,
+    ///   decided in the same transaction as the change, so two owners demoting each other
+    ///   at once leave one owner.
+    func setRole(_ role: MemberRole, of id: MemberID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Member?
+    /// Removes a member from an account and ends their sessions in it, in one transaction
+    /// with `member.removed`. A person left in no account is deleted, so their email is free.
+    /// - Returns: Whether they were a member.
+    /// - Throws: ``KeywayError`` `last_owner` for the account's last owner.
+    func removeMember(_ id: MemberID, from accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool
+    /// Changes the account's rules, with `account.policy_changed`.
+    func setPolicy(_ policy: AccountPolicy, of accountID: AccountID, audit: AuditContext, at date: Date) async throws
+
+    /// Stores an invitation under its token's digest, with `member.invited`; an open
+    /// invitation of the same email to the same account is revoked (its link stops working).
+    /// - Throws: ``KeywayError`` `already_a_member`.
+    func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws
+    /// The invitation whose link carries a token with this digest, unless revoked (used or expired ones too).
+    func invitation(digest: KeyDigest) async throws -> Invitation?
+    /// The account's invitations not yet accepted (expired ones too), newest first.
+    func openInvitations(of accountID: AccountID) async throws -> [Invitation]
+    /// Revokes an invitation not yet accepted, with `member.invitation_revoked`.
+    /// - Returns: Whether there was one to revoke.
+    func revokeInvitation(_ id: InvitationID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool
+    /// Uses an invitation: marks it accepted and makes the member, in one transaction with
+    /// `member.joined`. The mark is conditional on the link being open, so of two
+    /// concurrent acceptances exactly one succeeds.
+    /// - Throws: ``KeywayError`` `invitation_not_valid` when the link is unknown, used,
+    ///   revoked or expired at `date`; `email_taken` when someone new accepts for an email
+    ///   someone already signs in with; `already_a_member`.
+    func acceptInvitation(digest: KeyDigest, as acceptance: InvitationAcceptance, at date: Date, audit: AuditContext) async throws -> Member
+    /// Moves a session to another account of its member.
+    /// - Returns: Whether it moved: `false` when the member does not belong to `accountID`.
+    func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool
 }
 
 /// The keys that sign user tokens.

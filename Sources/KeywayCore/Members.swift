@@ -18,14 +18,18 @@ public struct MemberID: RawRepresentable, Sendable, Hashable, Codable, CustomStr
     public var description: String { rawValue }
 }
 
-/// What a member may do in their account's dashboard.
-public enum MemberRole: String, Sendable, Hashable, Codable {
-    /// Created the account; may do everything.
+/// What a member may do in an account's dashboard; ``MemberRole/may(_:under:)`` is the rule.
+public enum MemberRole: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Everything, including members and the account.
     case owner
+    /// The development environment's key, webhooks and limits; reads production's.
+    case developer
+    /// Reads; changes nothing.
+    case viewer
 }
 
-/// A person who signs in to an account's dashboard. An account has one owner
-/// today; the model allows more members later.
+/// A person as a member of one account: the same person (one id, one email, one
+/// password) may belong to several accounts, with a role in each.
 public struct Member: Sendable, Hashable {
     public var id: MemberID
     public var accountID: AccountID
@@ -49,6 +53,8 @@ public struct DashboardSession: Sendable, Hashable {
     /// SHA-256 of the session token.
     public var digest: KeyDigest
     public var memberID: MemberID
+    /// The account the member is working in; switching changes it, a removal ends the session.
+    public var accountID: AccountID
     /// Sent back in every state-changing form and compared in constant time.
     public var csrfToken: String
     public var createdAt: Date
@@ -56,9 +62,10 @@ public struct DashboardSession: Sendable, Hashable {
     public var expiresAt: Date
 
     /// Builds a session value.
-    public init(digest: KeyDigest, memberID: MemberID, csrfToken: String, createdAt: Date, expiresAt: Date) {
+    public init(digest: KeyDigest, memberID: MemberID, accountID: AccountID, csrfToken: String, createdAt: Date, expiresAt: Date) {
         self.digest = digest
         self.memberID = memberID
+        self.accountID = accountID
         self.csrfToken = csrfToken
         self.createdAt = createdAt
         self.expiresAt = expiresAt

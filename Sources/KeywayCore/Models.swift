@@ -6,12 +6,15 @@ public struct Account: Sendable, Hashable, Codable {
     /// The company's name.
     public var name: String
     public var createdAt: Date
+    /// The account's rules for its members.
+    public var policy: AccountPolicy
 
     /// Builds an account value; use ``KeywayStore/createAccount(name:at:)`` to create one.
-    public init(id: AccountID, name: String, createdAt: Date) {
+    public init(id: AccountID, name: String, createdAt: Date, policy: AccountPolicy = AccountPolicy()) {
         self.id = id
         self.name = name
         self.createdAt = createdAt
+        self.policy = policy
     }
 }
 

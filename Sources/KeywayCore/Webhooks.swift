@@ -421,8 +421,10 @@ public protocol WebhookStore: Sendable {
     /// Makes a delivery pending again, due at `date`, with a whole new retry schedule (its
     /// attempts count from zero), whatever its status — not while it is claimed (an attempt is in
     /// flight), nor when its endpoint is disabled.
-    /// - Returns: `false` when the account has no such delivery, its endpoint is disabled, or it is claimed.
-    func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool
+    /// - Parameter environment: Only a delivery of this environment's endpoints; any when `nil`.
+    /// - Returns: `false` when the account (or the environment) has no such delivery, its endpoint
+    ///   is disabled, or it is claimed.
+    func resendWebhookDelivery(_ id: String, in accountID: AccountID, environment: Environment?, at date: Date) async throws -> Bool
 
     /// Claims up to `limit` due deliveries of enabled endpoints for `lease`, oldest due first: no
     /// other process takes them until the lease ends (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
@@ -497,8 +499,8 @@ extension ForwardingWebhookStore {
     public func webhookDeliveries(for accountID: AccountID, endpoint: WebhookEndpointID?, limit: Int) async throws -> [WebhookDelivery] {
         try await webhookStore.webhookDeliveries(for: accountID, endpoint: endpoint, limit: limit)
     }
-    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
-        try await webhookStore.resendWebhookDelivery(id, in: accountID, at: date)
+    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, environment: Environment?, at date: Date) async throws -> Bool {
+        try await webhookStore.resendWebhookDelivery(id, in: accountID, environment: environment, at: date)
     }
     public func claimWebhookDeliveries(
         at date: Date,
@@ -602,5 +604,12 @@ public enum WebhookRetrySchedule {
             wait = max(wait, min(retryAfter, longestRetryAfter))
         }
         return (.retry(at: date.addingTimeInterval(wait)), nil)
+    }
+}
+
+extension WebhookStore {
+    /// Resends a delivery of any of the account's environments.
+    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
+        try await resendWebhookDelivery(id, in: accountID, environment: nil, at: date)
     }
 }

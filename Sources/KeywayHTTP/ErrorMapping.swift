@@ -20,9 +20,12 @@ extension KeywayError {
         case .missingUserToken, .malformedUserToken, .secretKeyNotAccepted, .unsupportedTokenAlgorithm, .invalidTokenSignature,
             .invalidTokenAudience, .invalidTokenIssuer, .tokenExpired, .tokenNotYetValid, .tokenUserDeleted:
             .unauthorized
-        case .userNotFound, .accountNotFound, .routeNotFound, .webhookEndpointNotFound, .webhookDeliveryNotFound: .notFound
+        case .userNotFound, .accountNotFound, .routeNotFound, .webhookEndpointNotFound, .webhookDeliveryNotFound, .memberNotFound: .notFound
+        case .forbiddenByRole: .forbidden
+        case .invitationNotValid: .gone
         case .methodNotAllowed: .methodNotAllowed
-        case .usernameTaken, .emailTaken, .activeKeyChanged, .serviceTokenNameTaken, .tooManyWebhookEndpoints: .conflict
+        case .usernameTaken, .emailTaken, .activeKeyChanged, .serviceTokenNameTaken, .tooManyWebhookEndpoints, .lastOwner, .alreadyAMember:
+            .conflict
         case .bodyTooLarge: .contentTooLarge
         case .tooManyKeyGenerations, .rateLimited: .tooManyRequests
         case .serviceUnavailable: .serviceUnavailable

@@ -283,6 +283,50 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX secret_keys_expiry_notice_pending ON secret_keys(revoked_at) WHERE expiry_notice_pending",
             ]
         ),
+        (
+            // A person (members) may belong to several accounts (memberships), with a role in each.
+            // Sessions name the account they work in; removing a membership ends them by cascade.
+            // Existing sessions end here: everyone signs in again once.
+            "v11: members of several accounts, roles, invitations",
+            [
+                """
+                CREATE TABLE memberships (
+                    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'developer', 'viewer')),
+                    created_at BIGINT NOT NULL,
+                    PRIMARY KEY (account_id, member_id)
+                )
+                """,
+                "CREATE INDEX memberships_by_member ON memberships(member_id)",
+                "INSERT INTO memberships (account_id, member_id, role, created_at) SELECT account_id, id, role, created_at FROM members",
+                "DELETE FROM sessions",
+                "ALTER TABLE sessions ADD COLUMN account_id TEXT NOT NULL",
+                """
+                ALTER TABLE sessions ADD FOREIGN KEY (account_id, member_id)
+                    REFERENCES memberships(account_id, member_id) ON DELETE CASCADE
+                """,
+                "CREATE INDEX sessions_by_membership ON sessions(account_id, member_id)",
+                "ALTER TABLE members DROP COLUMN account_id, DROP COLUMN role",
+                "ALTER TABLE accounts ADD COLUMN developers_manage_production_keys BOOLEAN NOT NULL DEFAULT false",
+                // Only the digest of a link's token is stored.
+                """
+                CREATE TABLE invitations (
+                    id TEXT PRIMARY KEY,
+                    digest BYTEA NOT NULL UNIQUE CHECK (length(digest) = 32),
+                    account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                    email TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('owner', 'developer', 'viewer')),
+                    invited_by TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL,
+                    accepted_at BIGINT,
+                    revoked_at BIGINT
+                )
+                """,
+                "CREATE INDEX invitations_by_account ON invitations(account_id, created_at)",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -31,17 +31,23 @@ extension KeywayPostgresStore {
 
     public func account(_ id: AccountID) async throws -> Account? {
         try await first(
-            "SELECT id, name, created_at FROM accounts WHERE id = \(id.rawValue)",
-            as: (String, String, Int64).self
+            "SELECT id, name, created_at, developers_manage_production_keys FROM accounts WHERE id = \(id.rawValue)",
+            as: (String, String, Int64, Bool).self
         ).map(Account.init(row:))
     }
 
     public func accounts() async throws -> [Account] {
-        try await all("SELECT id, name, created_at FROM accounts ORDER BY created_at, id", as: (String, String, Int64).self)
-            .map(Account.init(row:))
+        try await all(
+            "SELECT id, name, created_at, developers_manage_production_keys FROM accounts ORDER BY created_at, id",
+            as: (String, String, Int64, Bool).self
+        )
+        .map(Account.init(row:))
     }
 
     // MARK: Dashboard members and sessions
+
+    /// A person's membership rows, read as ``MemberRow``.
+    static let memberColumns = "m.id, ms.account_id, m.email, ms.role, ms.created_at"
 
     public func createAccount(
         name: String,
@@ -59,12 +65,12 @@ extension KeywayPostgresStore {
                 try await Self.insert(account, on: connection, logger: logger)
                 try await connection.query(
                     """
-                    INSERT INTO members (id, account_id, email, password_hash, role, created_at)
-                    VALUES (\(owner.id.rawValue), \(account.id.rawValue), \(owner.email), \(passwordHash), \(owner.role.rawValue),
-                            \(owner.createdAt.keywayMilliseconds))
+                    INSERT INTO members (id, email, password_hash, created_at)
+                    VALUES (\(owner.id.rawValue), \(owner.email), \(passwordHash), \(owner.createdAt.keywayMilliseconds))
                     """,
                     logger: logger
                 )
+                try await Self.insertMembership(owner, on: connection, logger: logger)
                 try await Self.insert([.member(.signedUp, owner, at: account.createdAt, context: audit)], connection: connection, logger: logger)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
@@ -73,16 +79,315 @@ extension KeywayPostgresStore {
         return (account, owner)
     }
 
+    static func insertMembership(_ member: Member, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query(
+            """
+            INSERT INTO memberships (account_id, member_id, role, created_at)
+            VALUES (\(member.accountID.rawValue), \(member.id.rawValue), \(member.role.rawValue), \(member.createdAt.keywayMilliseconds))
+            """,
+            logger: logger
+        )
+    }
+
+    /// The first row of `query` on a connection (inside a transaction).
+    static func first<each Column: PostgresDecodable & Sendable>(
+        _ query: PostgresQuery,
+        as type: (repeat each Column).Type,
+        on connection: PostgresConnection,
+        logger: Logger
+    ) async throws -> (repeat each Column)? {
+        for try await row in try await connection.query(query, logger: logger).decode((repeat each Column).self) { return row }
+        return nil
+    }
+
     public func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? {
         try await first(
-            "SELECT id, account_id, email, role, created_at, password_hash FROM members WHERE email = \(email)",
+            """
+            SELECT \(unescaped: Self.memberColumns), m.password_hash FROM members m JOIN memberships ms ON ms.member_id = m.id
+            WHERE m.email = \(email) ORDER BY ms.created_at, ms.account_id LIMIT 1
+            """,
             as: (String, String, String, String, Int64, String).self
         ).map { row in (Member(row: (row.0, row.1, row.2, row.3, row.4)), row.5) }
     }
 
-    public func member(_ id: MemberID) async throws -> Member? {
-        try await first("SELECT id, account_id, email, role, created_at FROM members WHERE id = \(id.rawValue)", as: MemberRow.self)
-            .map(Member.init(row:))
+    public func member(_ id: MemberID, in accountID: AccountID) async throws -> Member? {
+        try await first(Self.memberQuery(id, in: accountID, locking: false), as: MemberRow.self).map(Member.init(row:))
+    }
+
+    static func memberQuery(_ id: MemberID, in accountID: AccountID, locking: Bool) -> PostgresQuery {
+        """
+        SELECT \(unescaped: memberColumns) FROM memberships ms JOIN members m ON m.id = ms.member_id
+        WHERE ms.account_id = \(accountID.rawValue) AND ms.member_id = \(id.rawValue)\(unescaped: locking ? " FOR UPDATE OF ms" : "")
+        """
+    }
+
+    public func memberships(of id: MemberID) async throws -> [Member] {
+        try await all(
+            """
+            SELECT \(unescaped: Self.memberColumns) FROM memberships ms JOIN members m ON m.id = ms.member_id
+            WHERE ms.member_id = \(id.rawValue) ORDER BY ms.created_at, ms.account_id
+            """,
+            as: MemberRow.self
+        ).map(Member.init(row:))
+    }
+
+    public func members(of accountID: AccountID) async throws -> [Member] {
+        try await all(
+            """
+            SELECT \(unescaped: Self.memberColumns) FROM memberships ms JOIN members m ON m.id = ms.member_id
+            WHERE ms.account_id = \(accountID.rawValue) ORDER BY ms.role = 'owner' DESC, m.email
+            """,
+            as: MemberRow.self
+        ).map(Member.init(row:))
+    }
+
+    /// Locks the account's owner rows and the member's, then throws `last_owner` when the
+    /// member is the only owner. Two owners demoting each other at once both lock every
+    /// owner row: the second waits, re-reads, finds one owner left and is refused.
+    static func lockedMember(
+        _ id: MemberID,
+        in accountID: AccountID,
+        requiringAnotherOwner: Bool,
+        on connection: PostgresConnection,
+        logger: Logger
+    ) async throws -> Member? {
+        var owners = 0
+        let rows = try await connection.query(
+            "SELECT member_id FROM memberships WHERE account_id = \(accountID.rawValue) AND role = 'owner' FOR UPDATE",
+            logger: logger
+        ).decode(String.self)
+        for try await _ in rows { owners += 1 }
+        guard let row = try await first(memberQuery(id, in: accountID, locking: true), as: MemberRow.self, on: connection, logger: logger)
+        else { return nil }
+        let member = Member(row: row)
+        if requiringAnotherOwner, member.role == .owner, owners <= 1 { throw KeywayError.lastOwner() }
+        return member
+    }
+
+    public func setRole(_ role: MemberRole, of id: MemberID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Member? {
+        try await transaction { connection in
+            guard
+                var member = try await Self.lockedMember(
+                    id,
+                    in: accountID,
+                    requiringAnotherOwner: role != .owner,
+                    on: connection,
+                    logger: logger
+                )
+            else { return nil }
+            guard member.role != role else { return member }
+            let previous = member.role
+            try await connection.query(
+                """
+                UPDATE memberships SET role = \(role.rawValue) WHERE account_id = \(accountID.rawValue) AND member_id = \(id.rawValue)
+                """,
+                logger: logger
+            )
+            member.role = role
+            try await Self.insert(
+                [.member(.roleChanged, member, at: date.keywayPrecision, context: audit, details: ["from": previous.rawValue, "to": role.rawValue])],
+                connection: connection,
+                logger: logger
+            )
+            return member
+        }
+    }
+
+    public func removeMember(_ id: MemberID, from accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
+        try await transaction { connection in
+            guard
+                let member = try await Self.lockedMember(id, in: accountID, requiringAnotherOwner: true, on: connection, logger: logger)
+            else { return false }
+            // Sessions in this account end by cascade.
+            try await connection.query(
+                "DELETE FROM memberships WHERE account_id = \(accountID.rawValue) AND member_id = \(id.rawValue)",
+                logger: logger
+            )
+            try await connection.query(
+                """
+                DELETE FROM members WHERE id = \(id.rawValue) AND NOT EXISTS (SELECT 1 FROM memberships WHERE member_id = \(id.rawValue))
+                """,
+                logger: logger
+            )
+            try await Self.insert([.member(.memberRemoved, member, at: date.keywayPrecision, context: audit)], connection: connection, logger: logger)
+            return true
+        }
+    }
+
+    public func setPolicy(_ policy: AccountPolicy, of accountID: AccountID, audit: AuditContext, at date: Date) async throws {
+        try await transaction { connection in
+            let updated = try await Self.first(
+                """
+                UPDATE accounts SET developers_manage_production_keys = \(policy.developersManageProductionKeys)
+                WHERE id = \(accountID.rawValue) RETURNING 1
+                """,
+                as: (Int32).self,
+                on: connection,
+                logger: logger
+            )
+            guard updated != nil else { throw KeywayError(.accountNotFound, "No account \(accountID).") }
+            try await Self.insert(
+                [.accountPolicy(policy, of: accountID, at: date.keywayPrecision, context: audit)],
+                connection: connection,
+                logger: logger
+            )
+        }
+    }
+
+    // MARK: Invitations
+
+    typealias InvitationRow = (String, String, String, String, String, Int64, Int64, Int64?)
+    static let invitationColumns = "id, account_id, email, role, invited_by, created_at, expires_at, accepted_at"
+
+    public func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
+        try await transaction { connection in
+            let isMember = try await Self.first(
+                """
+                SELECT 1 FROM memberships ms JOIN members m ON m.id = ms.member_id
+                WHERE ms.account_id = \(invitation.accountID.rawValue) AND m.email = \(invitation.email)
+                """,
+                as: (Int32).self,
+                on: connection,
+                logger: logger
+            )
+            if isMember != nil { throw KeywayError.alreadyAMember() }
+            // One open link per person and account: a new invitation replaces the last.
+            try await connection.query(
+                """
+                UPDATE invitations SET revoked_at = \(invitation.createdAt.keywayMilliseconds)
+                WHERE account_id = \(invitation.accountID.rawValue) AND email = \(invitation.email)
+                  AND accepted_at IS NULL AND revoked_at IS NULL
+                """,
+                logger: logger
+            )
+            try await connection.query(
+                """
+                INSERT INTO invitations (id, digest, account_id, email, role, invited_by, created_at, expires_at)
+                VALUES (\(invitation.id.rawValue), \(Data(digest.bytes)), \(invitation.accountID.rawValue), \(invitation.email),
+                        \(invitation.role.rawValue), \(invitation.invitedBy), \(invitation.createdAt.keywayMilliseconds),
+                        \(invitation.expiresAt.keywayMilliseconds))
+                """,
+                logger: logger
+            )
+            try await Self.insert(
+                [.invitation(.memberInvited, invitation, at: invitation.createdAt, context: audit)],
+                connection: connection,
+                logger: logger
+            )
+        }
+    }
+
+    public func invitation(digest: KeyDigest) async throws -> Invitation? {
+        try await first(
+            """
+            SELECT \(unescaped: Self.invitationColumns) FROM invitations WHERE digest = \(Data(digest.bytes)) AND revoked_at IS NULL
+            """,
+            as: InvitationRow.self
+        ).map(Invitation.init(row:))
+    }
+
+    public func openInvitations(of accountID: AccountID) async throws -> [Invitation] {
+        try await all(
+            """
+            SELECT \(unescaped: Self.invitationColumns) FROM invitations
+            WHERE account_id = \(accountID.rawValue) AND accepted_at IS NULL AND revoked_at IS NULL
+            ORDER BY created_at DESC, id
+            """,
+            as: InvitationRow.self
+        ).map(Invitation.init(row:))
+    }
+
+    public func revokeInvitation(_ id: InvitationID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
+        try await transaction { connection in
+            guard
+                let row = try await Self.first(
+                    """
+                    UPDATE invitations SET revoked_at = \(date.keywayMilliseconds)
+                    WHERE id = \(id.rawValue) AND account_id = \(accountID.rawValue) AND accepted_at IS NULL AND revoked_at IS NULL
+                    RETURNING \(unescaped: Self.invitationColumns)
+                    """,
+                    as: InvitationRow.self,
+                    on: connection,
+                    logger: logger
+                )
+            else { return false }
+            try await Self.insert(
+                [.invitation(.invitationRevoked, Invitation(row: row), at: date.keywayPrecision, context: audit)],
+                connection: connection,
+                logger: logger
+            )
+            return true
+        }
+    }
+
+    public func acceptInvitation(digest: KeyDigest, as acceptance: InvitationAcceptance, at date: Date, audit: AuditContext) async throws -> Member {
+        let now = date.keywayPrecision
+        do {
+            return try await transaction { connection in
+                // The mark is the check: of two acceptances at once, one updates the row.
+                guard
+                    let row = try await Self.first(
+                        """
+                        UPDATE invitations SET accepted_at = \(now.keywayMilliseconds)
+                        WHERE digest = \(Data(digest.bytes)) AND accepted_at IS NULL AND revoked_at IS NULL
+                          AND expires_at > \(now.keywayMilliseconds)
+                        RETURNING \(unescaped: Self.invitationColumns)
+                        """,
+                        as: InvitationRow.self,
+                        on: connection,
+                        logger: logger
+                    )
+                else { throw KeywayError.invitationNotValid() }
+                let invitation = Invitation(row: row)
+                let memberID: MemberID
+                var email = invitation.email
+                switch acceptance {
+                case .newMember(let passwordHash):
+                    memberID = .generate()
+                    // A taken email is a unique violation, mapped below.
+                    try await connection.query(
+                        """
+                        INSERT INTO members (id, email, password_hash, created_at)
+                        VALUES (\(memberID.rawValue), \(invitation.email), \(passwordHash), \(now.keywayMilliseconds))
+                        """,
+                        logger: logger
+                    )
+                case .existingMember(let id):
+                    guard
+                        let existing = try await Self.first(
+                            "SELECT email FROM members WHERE id = \(id.rawValue)",
+                            as: (String).self,
+                            on: connection,
+                            logger: logger
+                        )
+                    else { throw KeywayError.memberNotFound() }
+                    if try await Self.first(
+                        Self.memberQuery(id, in: invitation.accountID, locking: false),
+                        as: MemberRow.self,
+                        on: connection,
+                        logger: logger
+                    )
+                        != nil
+                    {
+                        throw KeywayError.alreadyAMember()
+                    }
+                    memberID = id
+                    email = existing
+                }
+                let member = Member(id: memberID, accountID: invitation.accountID, email: email, role: invitation.role, createdAt: now)
+                try await Self.insertMembership(member, on: connection, logger: logger)
+                try await Self.insert(
+                    [.member(.memberJoined, member, at: now, context: audit, details: ["role": member.role.rawValue])],
+                    connection: connection,
+                    logger: logger
+                )
+                return member
+            }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+            // The email was taken, or the membership made, by a concurrent transaction.
+            if case .newMember = acceptance { throw KeywayError.emailTaken() }
+            throw KeywayError.alreadyAMember()
+        }
     }
 
     public func passwordHash(of id: MemberID) async throws -> String? {
@@ -101,8 +406,8 @@ extension KeywayPostgresStore {
         try await transaction { connection in
             try await connection.query(
                 """
-                INSERT INTO sessions (digest, member_id, csrf_token, created_at, expires_at)
-                VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.csrfToken),
+                INSERT INTO sessions (digest, member_id, account_id, csrf_token, created_at, expires_at)
+                VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.accountID.rawValue), \(session.csrfToken),
                         \(session.createdAt.keywayMilliseconds), \(session.expiresAt.keywayMilliseconds))
                 """,
                 logger: logger
@@ -114,19 +419,32 @@ extension KeywayPostgresStore {
     public func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? {
         try await first(
             """
-            SELECT digest, member_id, csrf_token, created_at, expires_at FROM sessions
+            SELECT digest, member_id, account_id, csrf_token, created_at, expires_at FROM sessions
             WHERE digest = \(Data(digest.bytes)) AND expires_at > \(date.keywayMilliseconds)
             """,
-            as: (Data, String, String, Int64, Int64).self
+            as: (Data, String, String, String, Int64, Int64).self
         ).map { row in
             DashboardSession(
                 digest: try Self.digest(row.0),
                 memberID: MemberID(rawValue: row.1),
-                csrfToken: row.2,
-                createdAt: Date(keywayMilliseconds: row.3),
-                expiresAt: Date(keywayMilliseconds: row.4)
+                accountID: AccountID(rawValue: row.2),
+                csrfToken: row.3,
+                createdAt: Date(keywayMilliseconds: row.4),
+                expiresAt: Date(keywayMilliseconds: row.5)
             )
         }
+    }
+
+    public func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
+        try await first(
+            """
+            UPDATE sessions SET account_id = \(accountID.rawValue)
+            WHERE digest = \(Data(digest.bytes))
+              AND EXISTS (SELECT 1 FROM memberships WHERE account_id = \(accountID.rawValue) AND member_id = sessions.member_id)
+            RETURNING 1
+            """,
+            as: Int32.self
+        ) != nil
     }
 
     public func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws {

@@ -52,8 +52,28 @@ extension KeywayPostgresStore {
 }
 
 extension Account {
-    init(row: (String, String, Int64)) {
-        self.init(id: AccountID(rawValue: row.0), name: row.1, createdAt: Date(keywayMilliseconds: row.2))
+    init(row: (String, String, Int64, Bool)) {
+        self.init(
+            id: AccountID(rawValue: row.0),
+            name: row.1,
+            createdAt: Date(keywayMilliseconds: row.2),
+            policy: AccountPolicy(developersManageProductionKeys: row.3)
+        )
+    }
+}
+
+extension Invitation {
+    init(row: KeywayPostgresStore.InvitationRow) {
+        self.init(
+            id: InvitationID(rawValue: row.0),
+            accountID: AccountID(rawValue: row.1),
+            email: row.2,
+            role: MemberRole(rawValue: row.3) ?? .viewer,
+            invitedBy: row.4,
+            createdAt: Date(keywayMilliseconds: row.5),
+            expiresAt: Date(keywayMilliseconds: row.6),
+            acceptedAt: row.7.map(Date.init(keywayMilliseconds:))
+        )
     }
 }
 
@@ -69,7 +89,8 @@ extension Member {
             id: MemberID(rawValue: row.0),
             accountID: AccountID(rawValue: row.1),
             email: row.2,
-            role: MemberRole(rawValue: row.3) ?? .owner,
+            // The column's CHECK admits only known roles; an unknown one reads as the least.
+            role: MemberRole(rawValue: row.3) ?? .viewer,
             createdAt: Date(keywayMilliseconds: row.4)
         )
     }

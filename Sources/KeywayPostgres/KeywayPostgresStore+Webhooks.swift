@@ -230,12 +230,17 @@ extension KeywayPostgresStore {
         ).map(Self.delivery)
     }
 
-    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
+    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, environment: Environment?, at date: Date) async throws -> Bool {
         try await first(
             """
             UPDATE webhook_deliveries
             SET status = 'pending', next_attempt_at = \(date.keywayMilliseconds), attempts = 0, claim = NULL, claimed_until = NULL
-            WHERE id = \(id) AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE account_id = \(accountID.rawValue) AND disabled_at IS NULL)
+            WHERE id = \(id)
+              AND endpoint_id IN (
+                  SELECT id FROM webhook_endpoints
+                  WHERE account_id = \(accountID.rawValue) AND disabled_at IS NULL
+                    AND (\(environment?.rawValue)::text IS NULL OR environment = \(environment?.rawValue))
+              )
               AND (claimed_until IS NULL OR claimed_until <= \(date.keywayMilliseconds))
             RETURNING 1
             """,

@@ -261,6 +261,64 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v10: members of several accounts, roles, invitations") { db in
+            // A person (members) may belong to several accounts (memberships), with a role in each.
+            // Sessions name the account they work in; removing a membership ends them by cascade.
+            // Existing sessions end here: everyone signs in again once. GRDB defers foreign-key
+            // checks to the end of a migration, so members can be rebuilt without its account.
+            try db.execute(
+                sql: """
+                    CREATE TABLE memberships (
+                        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                        role TEXT NOT NULL CHECK (role IN ('owner', 'developer', 'viewer')),
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (account_id, member_id)
+                    ) STRICT, WITHOUT ROWID;
+                    CREATE INDEX memberships_by_member ON memberships(member_id);
+                    INSERT INTO memberships (account_id, member_id, role, created_at)
+                        SELECT account_id, id, role, created_at FROM members;
+                    DROP TABLE sessions;
+                    CREATE TABLE people (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        email TEXT NOT NULL UNIQUE,
+                        password_hash TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    ) STRICT;
+                    INSERT INTO people (id, email, password_hash, created_at) SELECT id, email, password_hash, created_at FROM members;
+                    DROP TABLE members;
+                    ALTER TABLE people RENAME TO members;
+                    CREATE TABLE sessions (
+                        digest BLOB PRIMARY KEY NOT NULL CHECK (length(digest) = 32),
+                        member_id TEXT NOT NULL,
+                        account_id TEXT NOT NULL,
+                        csrf_token TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL,
+                        FOREIGN KEY (account_id, member_id) REFERENCES memberships(account_id, member_id) ON DELETE CASCADE
+                    ) STRICT, WITHOUT ROWID;
+                    CREATE INDEX sessions_by_member ON sessions(member_id);
+                    CREATE INDEX sessions_by_membership ON sessions(account_id, member_id);
+                    CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+                    ALTER TABLE accounts ADD COLUMN developers_manage_production_keys INTEGER NOT NULL DEFAULT 0
+                        CHECK (developers_manage_production_keys IN (0, 1));
+                    -- Only the digest of a link's token is stored.
+                    CREATE TABLE invitations (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+                        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                        email TEXT NOT NULL,
+                        role TEXT NOT NULL CHECK (role IN ('owner', 'developer', 'viewer')),
+                        invited_by TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL,
+                        accepted_at INTEGER,
+                        revoked_at INTEGER
+                    ) STRICT;
+                    CREATE INDEX invitations_by_account ON invitations(account_id, created_at);
+                    """
+            )
+        }
         return migrator
     }()
 

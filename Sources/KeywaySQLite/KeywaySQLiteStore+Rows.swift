@@ -16,7 +16,12 @@ extension Row {
 
 extension Account {
     init(row: Row) {
-        self.init(id: AccountID(rawValue: row["id"]), name: row["name"], createdAt: Date(keywayMilliseconds: row["created_at"]))
+        self.init(
+            id: AccountID(rawValue: row["id"]),
+            name: row["name"],
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            policy: AccountPolicy(developersManageProductionKeys: row["developers_manage_production_keys"])
+        )
     }
 }
 
@@ -42,8 +47,24 @@ extension Member {
             id: MemberID(rawValue: row["id"]),
             accountID: AccountID(rawValue: row["account_id"]),
             email: row["email"],
-            role: MemberRole(rawValue: row["role"]) ?? .owner,
+            // The column's CHECK admits only known roles; an unknown one reads as the least.
+            role: MemberRole(rawValue: row["role"]) ?? .viewer,
             createdAt: Date(keywayMilliseconds: row["created_at"])
+        )
+    }
+}
+
+extension Invitation {
+    init(row: Row) {
+        self.init(
+            id: InvitationID(rawValue: row["id"]),
+            accountID: AccountID(rawValue: row["account_id"]),
+            email: row["email"],
+            role: MemberRole(rawValue: row["role"]) ?? .viewer,
+            invitedBy: row["invited_by"],
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            expiresAt: Date(keywayMilliseconds: row["expires_at"]),
+            acceptedAt: (row["accepted_at"] as Int64?).map(Date.init(keywayMilliseconds:))
         )
     }
 }

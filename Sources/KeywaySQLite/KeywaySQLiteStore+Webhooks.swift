@@ -204,15 +204,21 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, at date: Date) async throws -> Bool {
+    public func resendWebhookDelivery(_ id: String, in accountID: AccountID, environment: Environment?, at date: Date) async throws -> Bool {
         try await database.write { db in
             try db.execute(
                 sql: """
                     UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, attempts = 0, claim = NULL, claimed_until = NULL
-                    WHERE id = ? AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE account_id = ? AND disabled_at IS NULL)
+                    WHERE id = ?
+                      AND endpoint_id IN (
+                          SELECT id FROM webhook_endpoints
+                          WHERE account_id = ? AND disabled_at IS NULL AND (? IS NULL OR environment = ?)
+                      )
                       AND (claimed_until IS NULL OR claimed_until <= ?)
                     """,
-                arguments: [date.keywayMilliseconds, id, accountID.rawValue, date.keywayMilliseconds]
+                arguments: [
+                    date.keywayMilliseconds, id, accountID.rawValue, environment?.rawValue, environment?.rawValue, date.keywayMilliseconds,
+                ]
             )
             return db.changesCount == 1
         }

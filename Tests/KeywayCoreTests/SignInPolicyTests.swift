@@ -188,8 +188,8 @@ final class MemberStoreFake: MemberStore, AuditStore {
         members.withLock { $0[email].map { (member: $0.member, passwordHash: $0.passwordHash) } }
     }
 
-    func member(_ id: MemberID) async throws -> Member? {
-        members.withLock { $0.values.first { $0.member.id == id }?.member }
+    func member(_ id: MemberID, in accountID: AccountID) async throws -> Member? {
+        members.withLock { $0.values.first { $0.member.id == id && $0.member.accountID == accountID }?.member }
     }
 
     func passwordHash(of id: MemberID) async throws -> String? {

@@ -22,6 +22,7 @@ import Testing
             let session = DashboardSession(
                 digest: BrowserToken.generate().digest,
                 memberID: member.id,
+                accountID: member.accountID,
                 csrfToken: "csrf",
                 createdAt: now.addingTimeInterval(-3600),
                 expiresAt: now.addingTimeInterval(seconds)

@@ -77,6 +77,7 @@ import Testing
         let session = DashboardSession(
             digest: BrowserToken.generate().digest,
             memberID: owner.id,
+            accountID: owner.accountID,
             csrfToken: "c",
             createdAt: now,
             expiresAt: now.addingTimeInterval(60)
@@ -228,6 +229,7 @@ extension AuditLogTests {
         let session = DashboardSession(
             digest: BrowserToken.generate().digest,
             memberID: owner.id,
+            accountID: owner.accountID,
             csrfToken: "c",
             createdAt: now,
             expiresAt: now.addingTimeInterval(60)

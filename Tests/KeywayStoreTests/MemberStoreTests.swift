@@ -17,7 +17,7 @@ import Testing
         #expect(owner.accountID == account.id)
         #expect(owner.role == .owner)
         #expect(try await store.account(account.id) == account)
-        #expect(try await store.member(owner.id) == owner)
+        #expect(try await store.member(owner.id, in: account.id) == owner)
         let credentials = try #require(try await store.memberCredentials(email: "owner@acme.test"))
         #expect(credentials.member == owner)
         #expect(credentials.passwordHash == "hash-1")
@@ -51,6 +51,7 @@ import Testing
         let first = DashboardSession(
             digest: BrowserToken.generate().digest,
             memberID: owner.id,
+            accountID: owner.accountID,
             csrfToken: "c1",
             createdAt: now.keywayPrecision,
             expiresAt: now.addingTimeInterval(3600).keywayPrecision
@@ -58,6 +59,7 @@ import Testing
         let second = DashboardSession(
             digest: BrowserToken.generate().digest,
             memberID: owner.id,
+            accountID: owner.accountID,
             csrfToken: "c2",
             createdAt: now.keywayPrecision,
             expiresAt: now.addingTimeInterval(3600).keywayPrecision
@@ -84,6 +86,7 @@ import Testing
         let stale = DashboardSession(
             digest: BrowserToken.generate().digest,
             memberID: owner.id,
+            accountID: owner.accountID,
             csrfToken: "c",
             createdAt: now,
             expiresAt: now.addingTimeInterval(-1)

@@ -51,6 +51,15 @@ struct SignedInRequestContext: ChildRequestContext {
 
     var account: Account { signedIn.account }
     var member: Member { signedIn.member }
+
+    /// Whether the member's role allows `action` in this account (to show a button or not).
+    func may(_ action: MemberAction) -> Bool { member.role.may(action, under: account.policy) }
+
+    /// Refuses with 403 `forbidden_by_role` unless the member's role allows `action`: every
+    /// handler that changes something asks before it does, whatever the page showed.
+    func require(_ action: MemberAction) throws {
+        guard may(action) else { throw KeywayError.roleForbids(member.role) }
+    }
 }
 
 /// Ends a dashboard request with a `303 See Other`.

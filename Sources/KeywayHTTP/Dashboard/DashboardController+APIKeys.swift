@@ -20,6 +20,7 @@ extension DashboardController {
         guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
             throw DashboardErrorPage.notFound
         }
+        try context.require(.manageKey(environment))
         let environmentID = EnvironmentID(accountID: context.account.id, environment: environment)
         let active = try await activeKeys(context.account.id)[environment]
         guard let active, context.form["current"] == active.id.rawValue else {
@@ -59,6 +60,7 @@ extension DashboardController {
         guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
             throw DashboardErrorPage.notFound
         }
+        try context.require(.manageKey(environment))
         let environmentID = EnvironmentID(accountID: context.account.id, environment: environment)
         let active = try await activeKeys(context.account.id)[environment]
         // The form names the key it was shown with; a resubmitted form (a reload) regenerates nothing.
@@ -179,6 +181,8 @@ extension DashboardController {
                 "isProduction": environment == .production,
                 "current": active[environment]?.id.rawValue ?? "none",
                 "csrf": context.csrfToken,
+                "mayManage": context.may(.manageKey(environment)),
+                "role": context.member.role.rawValue,
             ]
             if let record = active[environment] {
                 card["exists"] = true

@@ -15,6 +15,7 @@ extension DashboardController {
         guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
             throw DashboardErrorPage.notFound
         }
+        try context.require(.setRateLimit(environment))
         let setting: RateLimitSetting
         do {
             setting = try RateLimitSetting(parsing: context.form["requestsPerSecond"] ?? "")
@@ -44,6 +45,8 @@ extension DashboardController {
                 "limit": limit.text,
                 "limitField": limit.field,
                 "defaultLimit": RateLimitPolicy.default(for: environment).requestsPerSecond,
+                "mayManage": context.may(.setRateLimit(environment)),
+                "role": context.member.role.rawValue,
             ]
             if let limitError, limitError.environment == environment { card["limitError"] = limitError.message }
             return card

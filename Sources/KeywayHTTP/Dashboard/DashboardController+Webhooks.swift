@@ -26,6 +26,7 @@ extension DashboardController {
         guard let environment = context.parameters.get("environment").flatMap(Environment.init(rawValue:)) else {
             throw DashboardErrorPage.notFound
         }
+        try context.require(.manageWebhooks(environment))
         let url = context.form["url"] ?? ""
         var events: Set<WebhookEventType> = []
         for name in context.form.all("events") {
@@ -55,8 +56,8 @@ extension DashboardController {
 
     @Sendable func rotateWebhookSecret(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         let webhooks = try requireWebhooks()
-        let id = try endpointID(context)
-        guard let endpoint = try await store.webhookEndpoint(id, in: context.account.id) else { throw DashboardErrorPage.notFound }
+        let endpoint = try await manageableEndpoint(context)
+        let id = endpoint.id
         guard context.form["current"] == Self.rotation(of: endpoint) else {
             throw DashboardRedirect(location: "/dashboard/settings/webhooks?notice=stale")
         }
@@ -68,7 +69,7 @@ extension DashboardController {
 
     @Sendable func setWebhookEndpointState(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         _ = try requireWebhooks()
-        let id = try endpointID(context)
+        let id = try await manageableEndpoint(context).id
         guard let enabled = context.form["enabled"].flatMap(Bool.init) else { throw DashboardErrorPage.notFound }
         guard
             try await store.updateWebhookEndpoint(
@@ -86,7 +87,7 @@ extension DashboardController {
 
     @Sendable func deleteWebhookEndpoint(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         _ = try requireWebhooks()
-        let id = try endpointID(context)
+        let id = try await manageableEndpoint(context).id
         guard try await store.deleteWebhookEndpoint(id, in: context.account.id, audit: audit(request, context), at: Date()) else {
             throw DashboardErrorPage.notFound
         }
@@ -95,7 +96,19 @@ extension DashboardController {
 
     @Sendable func resendWebhookDelivery(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         _ = try requireWebhooks()
-        guard let id = context.parameters.get("id"), try await store.resendWebhookDelivery(id, in: context.account.id, at: Date()) else {
+        // A member who may manage one environment's webhooks only resends that environment's
+        // deliveries: another's is not found, as if it did not exist.
+        let environment: Environment?
+        if context.may(.manageWebhooks(.production)) && context.may(.manageWebhooks(.development)) {
+            environment = nil
+        } else if let allowed = Environment.allCases.first(where: { context.may(.manageWebhooks($0)) }) {
+            environment = allowed
+        } else {
+            throw KeywayError.roleForbids(context.member.role)
+        }
+        guard let id = context.parameters.get("id"),
+            try await store.resendWebhookDelivery(id, in: context.account.id, environment: environment, at: Date())
+        else {
             throw DashboardErrorPage.notFound
         }
         throw DashboardRedirect(location: "/dashboard/settings/webhooks#\(id)")
@@ -106,9 +119,13 @@ extension DashboardController {
         return webhooks
     }
 
-    private func endpointID(_ context: SignedInRequestContext) throws -> WebhookEndpointID {
-        guard let id = context.parameters.get("id") else { throw DashboardErrorPage.notFound }
-        return WebhookEndpointID(rawValue: id)
+    /// The endpoint the path names, in the member's account, when their role may manage its environment's webhooks.
+    private func manageableEndpoint(_ context: SignedInRequestContext) async throws -> WebhookEndpoint {
+        guard let id = context.parameters.get("id"),
+            let endpoint = try await store.webhookEndpoint(WebhookEndpointID(rawValue: id), in: context.account.id)
+        else { throw DashboardErrorPage.notFound }
+        try context.require(.manageWebhooks(endpoint.environmentID.environment))
+        return endpoint
     }
 
     func renderWebhooks(
@@ -121,15 +138,19 @@ extension DashboardController {
         let account = context.account.id
         let endpoints = try await store.webhookEndpoints(for: account)
         let urls = Dictionary(uniqueKeysWithValues: endpoints.map { ($0.id, $0.url) })
+        let environmentOf = Dictionary(uniqueKeysWithValues: endpoints.map { ($0.id, $0.environmentID.environment) })
         let environments: [[String: Any]] = Environment.allCases.map { environment in
             var card: [String: Any] = [
                 "environment": environment.rawValue,
                 "label": environment.label,
                 "csrf": context.csrfToken,
+                "mayManage": context.may(.manageWebhooks(environment)),
+                "role": context.member.role.rawValue,
                 "eventChoices": WebhookEventType.allCases.map { ["value": $0.rawValue] },
                 "endpoints": endpoints.filter { $0.environmentID.environment == environment }.map { endpoint -> [String: Any] in
                     var row: [String: Any] = [
                         "id": endpoint.id.rawValue,
+                        "mayManage": context.may(.manageWebhooks(environment)),
                         "url": endpoint.url,
                         "csrf": context.csrfToken,
                         "events": endpoint.events.sorted().map(\.rawValue).joined(separator: ", "),
@@ -168,7 +189,8 @@ extension DashboardController {
                 "attempts": delivery.attempts,
                 "answer": answer,
                 "next": delivery.nextAttemptAt.map { DashboardPages.display($0, seconds: true) } ?? "—",
-                "resendable": delivery.status != .pending,
+                "resendable": delivery.status != .pending
+                    && environmentOf[delivery.endpointID].map { context.may(.manageWebhooks($0)) } == true,
                 "csrf": context.csrfToken,
             ]
         }

@@ -25,6 +25,7 @@ struct DashboardSessions: Sendable {
         let session = DashboardSession(
             digest: digest,
             memberID: member.id,
+            accountID: member.accountID,
             csrfToken: BrowserToken.random(),
             createdAt: date.keywayPrecision,
             expiresAt: date.addingTimeInterval(Double(Self.lifetime.components.seconds)).keywayPrecision
@@ -45,8 +46,8 @@ struct DashboardSessions: Sendable {
     func signedIn(token: String, at date: Date = Date()) async throws -> SignedIn? {
         guard token.utf8.count == 43 else { return nil }
         guard let session = try await store.session(digest: KeyDigest(hashing: token.utf8), at: date),
-            let member = try await store.member(session.memberID),
-            let account = try await store.account(member.accountID)
+            let member = try await store.member(session.memberID, in: session.accountID),
+            let account = try await store.account(session.accountID)
         else { return nil }
         return SignedIn(session: session, member: member, account: account)
     }
