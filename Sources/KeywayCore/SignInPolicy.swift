@@ -115,6 +115,11 @@ public final class SignInPolicy: Sendable {
     ///   - audit: The request: a wrong password for a member's email is recorded
     ///     (`member.sign_in_failed`, the member as actor). An unknown email is not: it names no account.
     /// - Throws: The store's, the ledger's or the hasher's errors (the attempt is then uncounted).
+    /// Hashes a new member's password (one who accepts an invitation).
+    public func hash(_ password: String) async throws -> String {
+        try await hasher.hash(password)
+    }
+
     public func signIn(email typedEmail: String, password: String, client: String, audit: AuditContext) async throws -> SignInOutcome {
         // Refused before any throttling: an invented address becomes a throttle key, and keys stay short.
         guard typedEmail.utf8.count <= MemberInput.maximumEmailBytes else {

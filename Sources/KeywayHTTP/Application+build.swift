@@ -211,6 +211,7 @@ func buildRouter(
         keys: keys,
         hasher: passwordHasher,
         secureCookies: configuration.effectivePublicURL.lowercased().hasPrefix("https://"),
+        publicURL: configuration.publicURL,
         egressIPs: configuration.egressIPs,
         trustedProxies: configuration.trustedProxies,
         throttleEntries: configuration.throttleEntries,

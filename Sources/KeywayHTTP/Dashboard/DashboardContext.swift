@@ -9,6 +9,8 @@ struct SignedIn: Sendable {
     let session: DashboardSession
     let member: Member
     let account: Account
+    /// Every account the member belongs to, for the header's switcher (this one included).
+    var accounts: [(id: AccountID, name: String)] = []
 }
 
 /// The context of every dashboard request, signed in or not.

@@ -17,6 +17,8 @@ struct DashboardController: Sendable {
     /// Every password hash and sign-in throttle; the handlers map its outcomes to pages.
     let signInPolicy: SignInPolicy
     let egressIPs: [String]
+    /// `KEYWAY_PUBLIC_URL`, which invitation links start with; the request's host when unset.
+    let publicURL: String?
     let pages = DashboardPages.bundled
     /// Which peers may name the client in a forwarding header.
     let trustedProxies: TrustedProxies
@@ -28,6 +30,7 @@ struct DashboardController: Sendable {
         keys: SecretKeys,
         hasher: any PasswordHasher,
         secureCookies: Bool,
+        publicURL: String? = nil,
         egressIPs: [String],
         trustedProxies: TrustedProxies,
         throttleEntries: Int,
@@ -44,6 +47,7 @@ struct DashboardController: Sendable {
         self.keys = keys
         self.sessions = DashboardSessions(store: store, secureCookies: secureCookies)
         self.egressIPs = egressIPs
+        self.publicURL = publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
     }
 
     /// The dashboard under `/dashboard`, and `/`, which leads to it.
@@ -61,8 +65,19 @@ struct DashboardController: Sendable {
         dashboard.get("signin", use: signInPage)
         dashboard.post("signin", use: signIn)
 
+        // Signed in or not: an invitation link is for someone new or a member of another account.
+        dashboard.get("join", use: joinPage)
+        dashboard.post("join", use: join)
+
         let signedIn = dashboard.group(context: SignedInRequestContext.self)
         signedIn.post("signout", use: signOut)
+        signedIn.post("switch-account", use: switchAccount)
+        signedIn.get("settings/members", use: membersPage)
+        signedIn.post("settings/members/invitations", use: inviteMember)
+        signedIn.post("settings/members/invitations/:id/revoke", use: revokeInvitation)
+        signedIn.post("settings/members/policy", use: setAccountPolicy)
+        signedIn.post("settings/members/:id/role", use: changeRole)
+        signedIn.post("settings/members/:id/remove", use: removeMember)
         signedIn.get("settings/api-keys", use: keysPage)
         signedIn.post("settings/api-keys/:environment", use: generateKey)
         signedIn.post("settings/api-keys/:environment/roll", use: rollKey)

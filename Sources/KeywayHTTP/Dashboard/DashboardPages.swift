@@ -48,6 +48,7 @@ struct DashboardPages: Sendable {
         case rateLimits = "tabRateLimits"
         case auditLog = "tabAuditLog"
         case webhooks = "tabWebhooks"
+        case members = "tabMembers"
         case ipAddresses = "tabIPs"
         case account = "tabAccount"
         case none = ""
@@ -71,7 +72,12 @@ struct DashboardPages: Sendable {
         values["csrf"] = csrf
         if let notice { values["notice"] = notice }
         if let signedIn {
-            var who: [String: Any] = ["company": signedIn.account.name, "email": signedIn.member.email]
+            var who: [String: Any] = ["company": signedIn.account.name, "email": signedIn.member.email, "role": signedIn.member.role.label]
+            if signedIn.accounts.count > 1 {
+                who["switcher"] = [
+                    "accounts": signedIn.accounts.map { ["id": $0.id.rawValue, "name": $0.name, "current": $0.id == signedIn.account.id] }
+                ]
+            }
             if section != .none { who[section.rawValue] = true }
             if section.isSettings {
                 who["navSettings"] = true

@@ -49,7 +49,15 @@ struct DashboardSessions: Sendable {
             let member = try await store.member(session.memberID, in: session.accountID),
             let account = try await store.account(session.accountID)
         else { return nil }
-        return SignedIn(session: session, member: member, account: account)
+        var accounts: [(id: AccountID, name: String)] = []
+        for membership in try await store.memberships(of: member.id) {
+            if membership.accountID == account.id {
+                accounts.append((account.id, account.name))
+            } else if let other = try await store.account(membership.accountID) {
+                accounts.append((other.id, other.name))
+            }
+        }
+        return SignedIn(session: session, member: member, account: account, accounts: accounts)
     }
 
     /// Ends a session; returns the cookie that clears it in the browser.
