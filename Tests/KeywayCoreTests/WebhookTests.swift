@@ -160,14 +160,14 @@ import Testing
     }
 
     @Test func anAttemptIsCutAtItsDeadlineEvenWhenItsWorkIgnoresCancellation() async throws {
-        let started = ContinuousClock.now
+        // The work never ends: that `within` returns at all is the cut. No clock is read, since
+        // a busy machine can delay the answer without the cut failing.
         await #expect(throws: Webhooks.AttemptTimedOut.self) {
             try await Webhooks.within(0.05) { () async throws -> Int in
                 await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }  // a resolver that never answers
                 return 1
             }
         }
-        #expect(ContinuousClock.now - started < .seconds(5))
         #expect(try await Webhooks.within(5) { 42 } == 42, "work that ends first answers")
         #expect(Webhooks.describe(Webhooks.AttemptTimedOut()) == "No answer within 15 seconds.")
         #expect(Webhooks.describe(URLError(.cannotConnectToHost)) == "The request failed.", "never the system's words")
