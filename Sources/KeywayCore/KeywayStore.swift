@@ -176,6 +176,47 @@ public protocol MembershipStore: Sendable {
     func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool
 }
 
+/// A store that hands memberships to another (wrappers that count or hide calls), so each
+/// wrapper need not repeat every forwarder.
+public protocol ForwardingMembershipStore: MembershipStore {
+    var membershipStore: any MembershipStore { get }
+}
+
+extension ForwardingMembershipStore {
+    public func memberships(of id: MemberID) async throws -> [Member] { try await membershipStore.memberships(of: id) }
+    public func members(of accountID: AccountID) async throws -> [Member] { try await membershipStore.members(of: accountID) }
+    public func setRole(_ role: MemberRole, of id: MemberID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Member? {
+        try await membershipStore.setRole(role, of: id, in: accountID, audit: audit, at: date)
+    }
+    public func removeMember(_ id: MemberID, from accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
+        try await membershipStore.removeMember(id, from: accountID, audit: audit, at: date)
+    }
+    public func setPolicy(_ policy: AccountPolicy, of accountID: AccountID, audit: AuditContext, at date: Date) async throws {
+        try await membershipStore.setPolicy(policy, of: accountID, audit: audit, at: date)
+    }
+    public func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
+        try await membershipStore.createInvitation(invitation, digest: digest, audit: audit)
+    }
+    public func invitation(digest: KeyDigest) async throws -> Invitation? { try await membershipStore.invitation(digest: digest) }
+    public func openInvitations(of accountID: AccountID) async throws -> [Invitation] { try await membershipStore.openInvitations(of: accountID) }
+    public func revokeInvitation(_ id: InvitationID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
+        try await membershipStore.revokeInvitation(id, in: accountID, audit: audit, at: date)
+    }
+    public func acceptInvitation(
+        digest: KeyDigest,
+        as acceptance: InvitationAcceptance,
+        at date: Date,
+        audit: AuditContext
+    ) async throws
+        -> Member
+    {
+        try await membershipStore.acceptInvitation(digest: digest, as: acceptance, at: date, audit: audit)
+    }
+    public func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
+        try await membershipStore.switchSession(digest: digest, to: accountID)
+    }
+}
+
 /// The keys that sign user tokens.
 public protocol SigningKeyStore: Sendable {
     /// An environment's signing keys, newest first.

@@ -261,6 +261,26 @@ import Testing
         }
     }
 
+    @Test func badMemberFormsSayWhatIsWrong() async throws {
+        try await withTeam { team in
+            let owner = team.browsers[.owner]!
+            try await owner.get("/dashboard/settings/members")
+            let noEmail = try await owner.post("/dashboard/settings/members/invitations", ["email": "not an email", "role": "viewer"])
+            #expect(noEmail.status == .badRequest)
+            #expect(noEmail.html.contains(#"id="invite-error""#))
+            let noRole = try await owner.post("/dashboard/settings/members/invitations", ["email": "x@team.test", "role": "admin"])
+            #expect(noRole.status == .badRequest)
+            let member = try await owner.post("/dashboard/settings/members/invitations", ["email": "viewer@team.test", "role": "viewer"])
+            #expect(member.status == .conflict, "already a member")
+            let badRole = try await owner.post("/dashboard/settings/members/\(team.members[.viewer]!.id.rawValue)/role", ["role": "admin"])
+            #expect(badRole.status == .badRequest)
+            #expect(try await team.server.store.openInvitations(of: team.account).isEmpty, "nothing was invited")
+            let garbage = try await TestBrowser(owner.client).get("/dashboard/join?invitation=nonsense")
+            #expect(garbage.status == .gone)
+            #expect(garbage.html.contains("not valid"))
+        }
+    }
+
     @Test func aRemovedMembersSessionEndsAtOnce() async throws {
         try await withTeam { team in
             let developer = team.browsers[.developer]!

@@ -4,8 +4,9 @@ import KeywayCore
 /// Forwards every call to a store but its change watch (`RevocationNotifying`) never comes
 /// up, as a PostgreSQL store whose LISTEN connection is down: a server on it learns of
 /// other processes' revocations only by polling.
-final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore {
+final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore, ForwardingMembershipStore {
     var webhookStore: any WebhookStore { base }
+    var membershipStore: any MembershipStore { base }
 
     let base: any KeywayStore
 
@@ -78,31 +79,6 @@ final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore {
     }
     func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? { try await base.memberCredentials(email: email) }
     func member(_ id: MemberID, in accountID: AccountID) async throws -> Member? { try await base.member(id, in: accountID) }
-    func memberships(of id: MemberID) async throws -> [Member] { try await base.memberships(of: id) }
-    func members(of accountID: AccountID) async throws -> [Member] { try await base.members(of: accountID) }
-    func setRole(_ role: MemberRole, of id: MemberID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Member? {
-        try await base.setRole(role, of: id, in: accountID, audit: audit, at: date)
-    }
-    func removeMember(_ id: MemberID, from accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
-        try await base.removeMember(id, from: accountID, audit: audit, at: date)
-    }
-    func setPolicy(_ policy: AccountPolicy, of accountID: AccountID, audit: AuditContext, at date: Date) async throws {
-        try await base.setPolicy(policy, of: accountID, audit: audit, at: date)
-    }
-    func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
-        try await base.createInvitation(invitation, digest: digest, audit: audit)
-    }
-    func invitation(digest: KeyDigest) async throws -> Invitation? { try await base.invitation(digest: digest) }
-    func openInvitations(of accountID: AccountID) async throws -> [Invitation] { try await base.openInvitations(of: accountID) }
-    func revokeInvitation(_ id: InvitationID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
-        try await base.revokeInvitation(id, in: accountID, audit: audit, at: date)
-    }
-    func acceptInvitation(digest: KeyDigest, as acceptance: InvitationAcceptance, at date: Date, audit: AuditContext) async throws -> Member {
-        try await base.acceptInvitation(digest: digest, as: acceptance, at: date, audit: audit)
-    }
-    func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
-        try await base.switchSession(digest: digest, to: accountID)
-    }
     func passwordHash(of id: MemberID) async throws -> String? { try await base.passwordHash(of: id) }
     func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         try await base.changePassword(of: id, to: passwordHash, audit: audit)

@@ -74,14 +74,7 @@ import Testing
         try await store.setRateLimit(.requestsPerSecond(7), for: development, audit: Self.someone)
         try await store.setAllowedOrigins([try BrowserOrigin("https://app.acme.test")], for: development, audit: Self.someone)
         let now = Date()
-        let session = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: owner.id,
-            accountID: owner.accountID,
-            csrfToken: "c",
-            createdAt: now,
-            expiresAt: now.addingTimeInterval(60)
-        )
+        let session = DashboardSession.fresh(of: owner, at: now, lasting: 60)
         try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: Self.someone))
         try await store.deleteSession(digest: session.digest, audit: .member(.signedOut, owner, at: now, context: Self.someone))
         try await store.changePassword(of: owner.id, to: "h2", audit: .member(.passwordChanged, owner, at: now, context: Self.someone))
@@ -226,14 +219,7 @@ extension AuditLogTests {
         let store = try await kind.makeStore()
         let (account, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date(), audit: .system)
         let now = Date()
-        let session = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: owner.id,
-            accountID: owner.accountID,
-            csrfToken: "c",
-            createdAt: now,
-            expiresAt: now.addingTimeInterval(60)
-        )
+        let session = DashboardSession.fresh(of: owner, at: now, lasting: 60)
         try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: .system))
         for _ in 0..<2 {
             try await store.deleteSession(digest: session.digest, audit: .member(.signedOut, owner, at: now, context: .system))

@@ -48,22 +48,8 @@ import Testing
         let store = try await kind.makeStore()
         let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "old", at: Date(), audit: .system)
         let now = Date()
-        let first = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: owner.id,
-            accountID: owner.accountID,
-            csrfToken: "c1",
-            createdAt: now.keywayPrecision,
-            expiresAt: now.addingTimeInterval(3600).keywayPrecision
-        )
-        let second = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: owner.id,
-            accountID: owner.accountID,
-            csrfToken: "c2",
-            createdAt: now.keywayPrecision,
-            expiresAt: now.addingTimeInterval(3600).keywayPrecision
-        )
+        let first = DashboardSession.fresh(of: owner, at: now, csrf: "c1")
+        let second = DashboardSession.fresh(of: owner, at: now, csrf: "c2")
         try await store.createSession(first, audit: .member(.signedIn, owner, at: now, context: .system))
         try await store.createSession(second, audit: .member(.signedIn, owner, at: now, context: .system))
         #expect(try await store.session(digest: first.digest, at: now) == first)
@@ -83,14 +69,7 @@ import Testing
         let store = try await kind.makeStore()
         let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date(), audit: .system)
         let now = Date()
-        let stale = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: owner.id,
-            accountID: owner.accountID,
-            csrfToken: "c",
-            createdAt: now,
-            expiresAt: now.addingTimeInterval(-1)
-        )
+        let stale = DashboardSession.fresh(of: owner, at: now, lasting: -1)
         try await store.createSession(stale, audit: .member(.signedIn, owner, at: now, context: .system))
         try await store.deleteExpiredSessions(before: now)
         #expect(try await store.session(digest: stale.digest, at: now.addingTimeInterval(-10)) == nil)

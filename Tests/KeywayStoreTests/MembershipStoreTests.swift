@@ -99,14 +99,7 @@ import Testing
         let (store, owner) = try await team(kind)
         let developer = try await add("dev@team.test", as: .developer, to: owner.accountID, in: store)
         let now = Date()
-        let session = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: developer.id,
-            accountID: developer.accountID,
-            csrfToken: "c",
-            createdAt: now.keywayPrecision,
-            expiresAt: now.addingTimeInterval(3600).keywayPrecision
-        )
+        let session = DashboardSession.fresh(of: developer, at: now)
         try await store.createSession(session, audit: .member(.signedIn, developer, at: now, context: .system))
         #expect(try await store.session(digest: session.digest, at: now) != nil)
         #expect(try await store.removeMember(developer.id, from: owner.accountID, audit: .system, at: now))
@@ -131,14 +124,7 @@ import Testing
         #expect(try await store.memberCredentials(email: owner.email)?.member.accountID == owner.accountID, "signs in to the first")
 
         let now = Date()
-        let session = DashboardSession(
-            digest: BrowserToken.generate().digest,
-            memberID: owner.id,
-            accountID: owner.accountID,
-            csrfToken: "c",
-            createdAt: now.keywayPrecision,
-            expiresAt: now.addingTimeInterval(3600).keywayPrecision
-        )
+        let session = DashboardSession.fresh(of: owner, at: now)
         try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: .system))
         #expect(try await store.switchSession(digest: session.digest, to: other.id))
         #expect(try await store.session(digest: session.digest, at: now)?.accountID == other.id)

@@ -129,9 +129,10 @@ extension StoreKind {
 }
 
 /// Forwards to a store and counts key lookups, to prove what the cache saves.
-final class CountingStore: KeywayStore, ForwardingWebhookStore, @unchecked Sendable {
+final class CountingStore: KeywayStore, ForwardingWebhookStore, ForwardingMembershipStore, @unchecked Sendable {
     let base: any KeywayStore
     var webhookStore: any WebhookStore { base }
+    var membershipStore: any MembershipStore { base }
     private let lock = NSLock()
     private var _keyLookups = 0
     private var _failingRevocationReads = 0
@@ -225,31 +226,6 @@ final class CountingStore: KeywayStore, ForwardingWebhookStore, @unchecked Senda
     }
     func memberCredentials(email: String) async throws -> (member: Member, passwordHash: String)? { try await base.memberCredentials(email: email) }
     func member(_ id: MemberID, in accountID: AccountID) async throws -> Member? { try await base.member(id, in: accountID) }
-    func memberships(of id: MemberID) async throws -> [Member] { try await base.memberships(of: id) }
-    func members(of accountID: AccountID) async throws -> [Member] { try await base.members(of: accountID) }
-    func setRole(_ role: MemberRole, of id: MemberID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Member? {
-        try await base.setRole(role, of: id, in: accountID, audit: audit, at: date)
-    }
-    func removeMember(_ id: MemberID, from accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
-        try await base.removeMember(id, from: accountID, audit: audit, at: date)
-    }
-    func setPolicy(_ policy: AccountPolicy, of accountID: AccountID, audit: AuditContext, at date: Date) async throws {
-        try await base.setPolicy(policy, of: accountID, audit: audit, at: date)
-    }
-    func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
-        try await base.createInvitation(invitation, digest: digest, audit: audit)
-    }
-    func invitation(digest: KeyDigest) async throws -> Invitation? { try await base.invitation(digest: digest) }
-    func openInvitations(of accountID: AccountID) async throws -> [Invitation] { try await base.openInvitations(of: accountID) }
-    func revokeInvitation(_ id: InvitationID, in accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
-        try await base.revokeInvitation(id, in: accountID, audit: audit, at: date)
-    }
-    func acceptInvitation(digest: KeyDigest, as acceptance: InvitationAcceptance, at date: Date, audit: AuditContext) async throws -> Member {
-        try await base.acceptInvitation(digest: digest, as: acceptance, at: date, audit: audit)
-    }
-    func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
-        try await base.switchSession(digest: digest, to: accountID)
-    }
     func passwordHash(of id: MemberID) async throws -> String? { try await base.passwordHash(of: id) }
     func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         try await base.changePassword(of: id, to: passwordHash, audit: audit)
@@ -295,5 +271,20 @@ final class CountingStore: KeywayStore, ForwardingWebhookStore, @unchecked Senda
     func requireCurrentSchema() async throws { try await base.requireCurrentSchema() }
     func listenForRevocations(onNotification: @escaping @Sendable () async throws -> Void, onStateChange: @escaping @Sendable (Bool) -> Void) async {
         await base.listenForRevocations(onNotification: onNotification, onStateChange: onStateChange)
+    }
+}
+
+extension DashboardSession {
+    /// A new session of `member` in its account, from `date` for `seconds` (negative: expired), at
+    /// the stores' precision so that it compares equal to what they read back.
+    static func fresh(of member: Member, at date: Date, lasting seconds: TimeInterval = 3600, csrf: String = "c") -> DashboardSession {
+        DashboardSession(
+            digest: BrowserToken.generate().digest,
+            memberID: member.id,
+            accountID: member.accountID,
+            csrfToken: csrf,
+            createdAt: date.keywayPrecision,
+            expiresAt: date.addingTimeInterval(seconds).keywayPrecision
+        )
     }
 }

@@ -41,8 +41,9 @@ extension DashboardController {
 
     @Sendable func changeRole(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         try context.require(.manageMembers)
-        guard let id = context.parameters.get("id"), let role = context.form["role"].flatMap(MemberRole.init(rawValue:)) else {
-            throw DashboardErrorPage.notFound
+        guard let id = context.parameters.get("id") else { throw DashboardErrorPage.notFound }
+        guard let role = context.form["role"].flatMap(MemberRole.init(rawValue:)) else {
+            return try await renderMembers(context: context, notice: "Choose a role: owner, developer or viewer.", status: .badRequest)
         }
         do {
             guard
