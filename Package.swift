@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/swift-extras/swift-extras-base64.git", from: "1.2.0"),
     ],
     targets: [
         .target(
@@ -77,6 +78,9 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
+                "CQRCodeGen",
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -86,6 +90,12 @@ let package = Package(
             ],
             resources: [.copy("Resources/openapi.json"), .copy("Resources/Dashboard")],
             swiftSettings: swiftSettings
+        ),
+        // Nayuki's QR Code generator, Debian's libqrcodegen-dev (scripts/bootstrap installs it).
+        .systemLibrary(
+            name: "CQRCodeGen",
+            pkgConfig: "qrcodegen",
+            providers: [.apt(["libqrcodegen-dev"])]
         ),
         .executableTarget(
             name: "keyway",

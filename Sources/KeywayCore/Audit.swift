@@ -25,6 +25,9 @@ public enum AuditEvent: String, Sendable, Hashable, CaseIterable, Codable {
     case roleChanged = "member.role_changed"
     case memberRemoved = "member.removed"
     case accountPolicyChanged = "account.policy_changed"
+    case twoFactorEnabled = "member.two_factor_enabled"
+    case twoFactorDisabled = "member.two_factor_disabled"
+    case recoveryCodeUsed = "member.recovery_code_used"
     case webhookCreated = "webhook.created"
     case webhookUpdated = "webhook.updated"
     case webhookDeleted = "webhook.deleted"
@@ -379,7 +382,10 @@ extension AuditEntry {
             context: context,
             resourceType: "account",
             resourceID: accountID.rawValue,
-            details: ["developersManageProductionKeys": String(policy.developersManageProductionKeys)]
+            details: [
+                "developersManageProductionKeys": String(policy.developersManageProductionKeys),
+                "requireTwoFactor": String(policy.requireTwoFactor),
+            ]
         )
     }
 }

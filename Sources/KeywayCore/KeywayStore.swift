@@ -9,7 +9,8 @@ public import Foundation
 /// It is the sum of one protocol per aggregate, so a service names the part it
 /// uses (``SecretKeys`` a ``SecretKeyStore``, ``UserTokens`` a ``SigningKeyStore``), and
 /// each tells the server about revocations other processes make (``RevocationNotifying``).
-public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, MembershipStore, SigningKeyStore, OriginStore,
+public protocol KeywayStore: AccountStore, SecretKeyStore, UserStore, MemberStore, MembershipStore, TwoFactorStore, SigningKeyStore,
+    OriginStore,
     RateLimitStore,
     ServiceTokenStore, AuditStore, WebhookStore,
     RevocationNotifying
@@ -123,8 +124,9 @@ public protocol MemberStore: Sendable {
     func passwordHash(of id: MemberID) async throws -> String?
     /// Replaces a member's password and ends all their sessions, in one transaction with `audit`.
     func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws
-    /// Stores a session, in one transaction with `audit` (`member.signed_in`).
-    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws
+    /// Stores a session, in one transaction with `audit` (`member.signed_in`; none for a
+    /// session still waiting for its second factor).
+    func createSession(_ session: DashboardSession, audit: AuditEntry?) async throws
     /// A session that has not expired at `date`.
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession?
     /// Ends a session, in one transaction with `audit` (`member.signed_out`).
@@ -171,9 +173,10 @@ public protocol MembershipStore: Sendable {
     ///   revoked or expired at `date`; `email_taken` when someone new accepts for an email
     ///   someone already signs in with; `already_a_member`.
     func acceptInvitation(digest: KeyDigest, as acceptance: InvitationAcceptance, at date: Date, audit: AuditContext) async throws -> Member
-    /// Moves a session to another account of its member.
+    /// Moves a session to another account of its member, with a new CSRF token: a form still
+    /// open in another tab was made for the previous account and must not act on this one.
     /// - Returns: Whether it moved: `false` when the member does not belong to `accountID`.
-    func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool
+    func switchSession(digest: KeyDigest, to accountID: AccountID, csrfToken: String) async throws -> Bool
 }
 
 /// A store that hands memberships to another (wrappers that count or hide calls), so each
@@ -212,8 +215,8 @@ extension ForwardingMembershipStore {
     {
         try await membershipStore.acceptInvitation(digest: digest, as: acceptance, at: date, audit: audit)
     }
-    public func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
-        try await membershipStore.switchSession(digest: digest, to: accountID)
+    public func switchSession(digest: KeyDigest, to accountID: AccountID, csrfToken: String) async throws -> Bool {
+        try await membershipStore.switchSession(digest: digest, to: accountID, csrfToken: csrfToken)
     }
 }
 

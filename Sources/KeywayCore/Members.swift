@@ -37,14 +37,17 @@ public struct Member: Sendable, Hashable {
     public var email: String
     public var role: MemberRole
     public var createdAt: Date
+    /// Whether the person signs in with a second factor (TOTP).
+    public var hasTwoFactor: Bool
 
     /// Builds a member value as a store reads it.
-    public init(id: MemberID, accountID: AccountID, email: String, role: MemberRole, createdAt: Date) {
+    public init(id: MemberID, accountID: AccountID, email: String, role: MemberRole, createdAt: Date, hasTwoFactor: Bool = false) {
         self.id = id
         self.accountID = accountID
         self.email = email
         self.role = role
         self.createdAt = createdAt
+        self.hasTwoFactor = hasTwoFactor
     }
 }
 
@@ -55,6 +58,9 @@ public struct DashboardSession: Sendable, Hashable {
     public var memberID: MemberID
     /// The account the member is working in; switching changes it, a removal ends the session.
     public var accountID: AccountID
+    /// The password was right and the second factor is still to come: the session opens
+    /// nothing but the code page until then, and lasts minutes.
+    public var secondFactorPending: Bool
     /// Sent back in every state-changing form and compared in constant time.
     public var csrfToken: String
     public var createdAt: Date
@@ -62,10 +68,19 @@ public struct DashboardSession: Sendable, Hashable {
     public var expiresAt: Date
 
     /// Builds a session value.
-    public init(digest: KeyDigest, memberID: MemberID, accountID: AccountID, csrfToken: String, createdAt: Date, expiresAt: Date) {
+    public init(
+        digest: KeyDigest,
+        memberID: MemberID,
+        accountID: AccountID,
+        secondFactorPending: Bool = false,
+        csrfToken: String,
+        createdAt: Date,
+        expiresAt: Date
+    ) {
         self.digest = digest
         self.memberID = memberID
         self.accountID = accountID
+        self.secondFactorPending = secondFactorPending
         self.csrfToken = csrfToken
         self.createdAt = createdAt
         self.expiresAt = expiresAt

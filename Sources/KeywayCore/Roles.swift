@@ -26,10 +26,13 @@ public enum MemberAction: Sendable, Hashable {
 public struct AccountPolicy: Sendable, Hashable, Codable {
     /// Whether developers may generate, roll and regenerate the production key (owners always may).
     public var developersManageProductionKeys: Bool
+    /// Whether every member must sign in with a second factor; those without one are sent to set it up.
+    public var requireTwoFactor: Bool
 
-    /// Builds a policy; the default lets only owners touch production keys.
-    public init(developersManageProductionKeys: Bool = false) {
+    /// Builds a policy; the default lets only owners touch production keys and asks for no second factor.
+    public init(developersManageProductionKeys: Bool = false, requireTwoFactor: Bool = false) {
         self.developersManageProductionKeys = developersManageProductionKeys
+        self.requireTwoFactor = requireTwoFactor
     }
 }
 
@@ -57,7 +60,7 @@ extension MemberRole {
     public var summary: String {
         switch self {
         case .owner: "Everything, including members and the account."
-        case .developer: "The development key, users, webhooks and limits; views production settings."
+        case .developer: "The development key, webhooks and limits; reads production's."
         case .viewer: "Reads every page; changes nothing."
         }
     }

@@ -107,6 +107,11 @@ public final class SignInPolicy: Sendable {
         case throttled(AttemptThrottle.Refusal)
     }
 
+    /// Hashes a new member's password (one who accepts an invitation).
+    public func hash(_ password: String) async throws -> String {
+        try await hasher.hash(password)
+    }
+
     /// Checks a member's email and password.
     /// - Parameters:
     ///   - email: As typed; at most ``MemberInput/maximumEmailBytes`` bytes.
@@ -115,11 +120,6 @@ public final class SignInPolicy: Sendable {
     ///   - audit: The request: a wrong password for a member's email is recorded
     ///     (`member.sign_in_failed`, the member as actor). An unknown email is not: it names no account.
     /// - Throws: The store's, the ledger's or the hasher's errors (the attempt is then uncounted).
-    /// Hashes a new member's password (one who accepts an invitation).
-    public func hash(_ password: String) async throws -> String {
-        try await hasher.hash(password)
-    }
-
     public func signIn(email typedEmail: String, password: String, client: String, audit: AuditContext) async throws -> SignInOutcome {
         // Refused before any throttling: an invented address becomes a throttle key, and keys stay short.
         guard typedEmail.utf8.count <= MemberInput.maximumEmailBytes else {
@@ -168,7 +168,7 @@ public final class SignInPolicy: Sendable {
 
     // MARK: Re-entering the password
 
-    /// What became of a re-entered password.
+    /// What became of a re-entered password, or of a second-factor code.
     public enum PasswordCheck: Sendable, Equatable {
         /// The password is the member's.
         case confirmed
@@ -235,6 +235,55 @@ public final class SignInPolicy: Sendable {
             to: try await hasher.hash(newPassword),
             audit: .member(.passwordChanged, member, at: Date(), context: audit)
         )
+        return .confirmed
+    }
+
+    // MARK: The second factor
+
+    /// Checks a second factor at sign-in — `verify` compares a code or uses a recovery code —
+    /// throttled as a password is: per client address and per member (5 free failures, locked
+    /// for 15 minutes from the 10th), reserved before `verify` runs.
+    /// - Returns: ``PasswordCheck/confirmed`` or why not; `verify` is not run when throttled.
+    public func checkSecondFactor(of member: MemberID, client: String, _ verify: () async throws -> Bool) async throws -> PasswordCheck {
+        let memberKey = "signin-code:" + member.rawValue
+        let reservations: [Reserved]
+        do {
+            reservations = try await reserve([(perClient, "signin-client:" + client), (perEmail, memberKey)])
+        } catch let refusal as AttemptThrottle.Refusal {
+            return .throttled(refusal)
+        }
+        let valid: Bool
+        do {
+            valid = try await verify()
+        } catch {
+            await release(reservations)
+            throw error
+        }
+        guard valid else { return .wrong }
+        try await perEmail.reset(memberKey)
+        await release(reservations.filter { $0.reservation.key != memberKey })
+        return .confirmed
+    }
+
+    /// Checks a code re-entered before a sensitive action (a production key), throttled per
+    /// session together with re-entered passwords.
+    public func confirmCode(session: KeyDigest, _ verify: () async throws -> Bool) async throws -> PasswordCheck {
+        let sessionKey = "reauth-session:" + session.bytes.map { String(format: "%02x", $0) }.joined()
+        let reservation: AttemptThrottle.Reservation
+        do {
+            reservation = try await perSession.reserve(sessionKey)
+        } catch let refusal as AttemptThrottle.Refusal {
+            return .throttled(refusal)
+        }
+        let valid: Bool
+        do {
+            valid = try await verify()
+        } catch {
+            await release([Reserved(limiter: perSession, reservation: reservation)])
+            throw error
+        }
+        guard valid else { return .wrong }
+        try await perSession.reset(sessionKey)
         return .confirmed
     }
 

@@ -26,6 +26,7 @@ import ServiceLifecycle
 ///   - serviceTokens: The service tokens `/keys/verify` accepts; one over `store` when `nil`.
 ///   - webhooks: Webhook endpoints and the outbox; `nil` runs no dispatcher and hides the dashboard's Webhooks tab.
 ///   - webhookTransport: How deliveries are posted; AsyncHTTPClient bound to `KEYWAY_EGRESS_BIND` when `nil`.
+///   - twoFactorSecrets: Seals members' TOTP secrets (under the master key).
 ///   - passwordHasher: How dashboard passwords are hashed (bcrypt unless a test says otherwise).
 ///   - now: The clock of the dashboard's sign-in throttles; tests pass one they move by hand.
 ///   - logger: The application logger.
@@ -41,6 +42,7 @@ public func buildApplication(
     serviceTokens: ServiceTokens? = nil,
     webhooks: Webhooks? = nil,
     webhookTransport: (any WebhookTransport)? = nil,
+    twoFactorSecrets: TwoFactorSecrets,
     passwordHasher: any PasswordHasher = BcryptPasswordHasher(),
     now: @escaping @Sendable () -> Date = Date.init,
     logger: Logger
@@ -57,6 +59,7 @@ public func buildApplication(
         rateLimits: rateLimits,
         serviceTokens: serviceTokens,
         webhooks: webhooks,
+        twoFactorSecrets: twoFactorSecrets,
         passwordHasher: passwordHasher,
         now: now
     )
@@ -164,6 +167,7 @@ func buildRouter(
     rateLimits: RateLimits,
     serviceTokens: ServiceTokens,
     webhooks: Webhooks?,
+    twoFactorSecrets: TwoFactorSecrets,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
 ) -> Router<KeywayRequestContext> {
@@ -210,6 +214,7 @@ func buildRouter(
         store: store,
         keys: keys,
         hasher: passwordHasher,
+        twoFactorSecrets: twoFactorSecrets,
         secureCookies: configuration.effectivePublicURL.lowercased().hasPrefix("https://"),
         publicURL: configuration.publicURL,
         egressIPs: configuration.egressIPs,

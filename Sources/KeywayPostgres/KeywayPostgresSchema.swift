@@ -327,6 +327,27 @@ enum KeywayPostgresSchema {
                 "CREATE INDEX invitations_by_account ON invitations(account_id, created_at)",
             ]
         ),
+        (
+            "v12: two-factor sign-in",
+            [
+                // AES-GCM under the master key, bound to the member; never a secret in clear.
+                "ALTER TABLE members ADD COLUMN totp_sealed_secret BYTEA",
+                "ALTER TABLE members ADD COLUMN totp_pending_sealed_secret BYTEA",
+                // The last 30-second step a code was accepted for: a code works once.
+                "ALTER TABLE members ADD COLUMN totp_last_step BIGINT",
+                // Only digests of recovery codes are stored.
+                """
+                CREATE TABLE recovery_codes (
+                    member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                    digest BYTEA NOT NULL CHECK (length(digest) = 32),
+                    used_at BIGINT,
+                    PRIMARY KEY (member_id, digest)
+                )
+                """,
+                "ALTER TABLE accounts ADD COLUMN require_two_factor BOOLEAN NOT NULL DEFAULT false",
+                "ALTER TABLE sessions ADD COLUMN second_factor_pending BOOLEAN NOT NULL DEFAULT false",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

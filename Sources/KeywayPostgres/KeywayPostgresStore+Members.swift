@@ -31,15 +31,15 @@ extension KeywayPostgresStore {
 
     public func account(_ id: AccountID) async throws -> Account? {
         try await first(
-            "SELECT id, name, created_at, developers_manage_production_keys FROM accounts WHERE id = \(id.rawValue)",
-            as: (String, String, Int64, Bool).self
+            "SELECT id, name, created_at, developers_manage_production_keys, require_two_factor FROM accounts WHERE id = \(id.rawValue)",
+            as: (String, String, Int64, Bool, Bool).self
         ).map(Account.init(row:))
     }
 
     public func accounts() async throws -> [Account] {
         try await all(
-            "SELECT id, name, created_at, developers_manage_production_keys FROM accounts ORDER BY created_at, id",
-            as: (String, String, Int64, Bool).self
+            "SELECT id, name, created_at, developers_manage_production_keys, require_two_factor FROM accounts ORDER BY created_at, id",
+            as: (String, String, Int64, Bool, Bool).self
         )
         .map(Account.init(row:))
     }
@@ -47,7 +47,7 @@ extension KeywayPostgresStore {
     // MARK: Dashboard members and sessions
 
     /// A person's membership rows, read as ``MemberRow``.
-    static let memberColumns = "m.id, ms.account_id, m.email, ms.role, ms.created_at"
+    static let memberColumns = "m.id, ms.account_id, m.email, ms.role, ms.created_at, m.totp_sealed_secret IS NOT NULL"
 
     public func createAccount(
         name: String,
@@ -106,8 +106,8 @@ extension KeywayPostgresStore {
             SELECT \(unescaped: Self.memberColumns), m.password_hash FROM members m JOIN memberships ms ON ms.member_id = m.id
             WHERE m.email = \(email) ORDER BY ms.created_at, ms.account_id LIMIT 1
             """,
-            as: (String, String, String, String, Int64, String).self
-        ).map { row in (Member(row: (row.0, row.1, row.2, row.3, row.4)), row.5) }
+            as: (String, String, String, String, Int64, Bool, String).self
+        ).map { row in (Member(row: (row.0, row.1, row.2, row.3, row.4, row.5)), row.6) }
     }
 
     public func member(_ id: MemberID, in accountID: AccountID) async throws -> Member? {
@@ -189,12 +189,19 @@ extension KeywayPostgresStore {
                 connection: connection,
                 logger: logger
             )
+            if !role.may(.manageMembers, under: AccountPolicy()) {
+                try await Self.revokeInvitations(by: member, at: date, audit: audit, on: connection, logger: logger)
+            }
             return member
         }
     }
 
     public func removeMember(_ id: MemberID, from accountID: AccountID, audit: AuditContext, at date: Date) async throws -> Bool {
         try await transaction { connection in
+            // The person's row first: an acceptance of another invitation holds it `FOR SHARE` until
+            // it commits, so the "left in no account" delete below sees that membership, and an
+            // acceptance after this waits and then finds the person gone, never joining a deleted one.
+            _ = try await Self.first("SELECT 1 FROM members WHERE id = \(id.rawValue) FOR UPDATE", as: (Int32).self, on: connection, logger: logger)
             guard
                 let member = try await Self.lockedMember(id, in: accountID, requiringAnotherOwner: true, on: connection, logger: logger)
             else { return false }
@@ -210,6 +217,7 @@ extension KeywayPostgresStore {
                 logger: logger
             )
             try await Self.insert([.member(.memberRemoved, member, at: date.keywayPrecision, context: audit)], connection: connection, logger: logger)
+            try await Self.revokeInvitations(by: member, at: date, audit: audit, on: connection, logger: logger)
             return true
         }
     }
@@ -218,7 +226,8 @@ extension KeywayPostgresStore {
         try await transaction { connection in
             let updated = try await Self.first(
                 """
-                UPDATE accounts SET developers_manage_production_keys = \(policy.developersManageProductionKeys)
+                UPDATE accounts SET developers_manage_production_keys = \(policy.developersManageProductionKeys),
+                                    require_two_factor = \(policy.requireTwoFactor)
                 WHERE id = \(accountID.rawValue) RETURNING 1
                 """,
                 as: (Int32).self,
@@ -238,6 +247,35 @@ extension KeywayPostgresStore {
 
     typealias InvitationRow = (String, String, String, String, String, Int64, Int64, Int64?)
     static let invitationColumns = "id, account_id, email, role, invited_by, created_at, expires_at, accepted_at"
+
+    /// Revokes the open invitations `member` sent in their account: a link keeps no more
+    /// authority than the person who made it, so one who is removed, or may no longer invite,
+    /// cannot come back through a link they sent themselves.
+    static func revokeInvitations(
+        by member: Member,
+        at date: Date,
+        audit: AuditContext,
+        on connection: PostgresConnection,
+        logger: Logger
+    )
+        async throws
+    {
+        var revoked: [Invitation] = []
+        let rows = try await connection.query(
+            """
+            UPDATE invitations SET revoked_at = \(date.keywayMilliseconds)
+            WHERE account_id = \(member.accountID.rawValue) AND invited_by = \(member.email) AND accepted_at IS NULL AND revoked_at IS NULL
+            RETURNING \(unescaped: invitationColumns)
+            """,
+            logger: logger
+        ).decode(InvitationRow.self)
+        for try await row in rows { revoked.append(Invitation(row: row)) }
+        try await insert(
+            revoked.map { .invitation(.invitationRevoked, $0, at: date.keywayPrecision, context: audit) },
+            connection: connection,
+            logger: logger
+        )
+    }
 
     public func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
         try await transaction { connection in
@@ -355,7 +393,7 @@ extension KeywayPostgresStore {
                 case .existingMember(let id):
                     guard
                         let existing = try await Self.first(
-                            "SELECT email FROM members WHERE id = \(id.rawValue)",
+                            "SELECT email FROM members WHERE id = \(id.rawValue) FOR SHARE",
                             as: (String).self,
                             on: connection,
                             logger: logger
@@ -387,6 +425,9 @@ extension KeywayPostgresStore {
             // The email was taken, or the membership made, by a concurrent transaction.
             if case .newMember = acceptance { throw KeywayError.emailTaken() }
             throw KeywayError.alreadyAMember()
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23503" {
+            // The account went while the membership was being made.
+            throw KeywayError.invitationNotValid()
         }
     }
 
@@ -402,49 +443,57 @@ extension KeywayPostgresStore {
         }
     }
 
-    public func createSession(_ session: DashboardSession, audit: AuditEntry) async throws {
+    public func createSession(_ session: DashboardSession, audit: AuditEntry?) async throws {
         try await transaction { connection in
             try await connection.query(
                 """
-                INSERT INTO sessions (digest, member_id, account_id, csrf_token, created_at, expires_at)
-                VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.accountID.rawValue), \(session.csrfToken),
+                INSERT INTO sessions (digest, member_id, account_id, second_factor_pending, csrf_token, created_at, expires_at)
+                VALUES (\(Data(session.digest.bytes)), \(session.memberID.rawValue), \(session.accountID.rawValue),
+                        \(session.secondFactorPending), \(session.csrfToken),
                         \(session.createdAt.keywayMilliseconds), \(session.expiresAt.keywayMilliseconds))
                 """,
                 logger: logger
             )
-            try await Self.insert([audit], connection: connection, logger: logger)
+            // A session waiting for its second factor is no sign-in yet: its entry comes then.
+            if let audit { try await Self.insert([audit], connection: connection, logger: logger) }
         }
     }
 
     public func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? {
         try await first(
             """
-            SELECT digest, member_id, account_id, csrf_token, created_at, expires_at FROM sessions
+            SELECT digest, member_id, account_id, second_factor_pending, csrf_token, created_at, expires_at FROM sessions
             WHERE digest = \(Data(digest.bytes)) AND expires_at > \(date.keywayMilliseconds)
             """,
-            as: (Data, String, String, String, Int64, Int64).self
+            as: (Data, String, String, Bool, String, Int64, Int64).self
         ).map { row in
             DashboardSession(
                 digest: try Self.digest(row.0),
                 memberID: MemberID(rawValue: row.1),
                 accountID: AccountID(rawValue: row.2),
-                csrfToken: row.3,
-                createdAt: Date(keywayMilliseconds: row.4),
-                expiresAt: Date(keywayMilliseconds: row.5)
+                secondFactorPending: row.3,
+                csrfToken: row.4,
+                createdAt: Date(keywayMilliseconds: row.5),
+                expiresAt: Date(keywayMilliseconds: row.6)
             )
         }
     }
 
-    public func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
-        try await first(
-            """
-            UPDATE sessions SET account_id = \(accountID.rawValue)
-            WHERE digest = \(Data(digest.bytes))
-              AND EXISTS (SELECT 1 FROM memberships WHERE account_id = \(accountID.rawValue) AND member_id = sessions.member_id)
-            RETURNING 1
-            """,
-            as: Int32.self
-        ) != nil
+    public func switchSession(digest: KeyDigest, to accountID: AccountID, csrfToken: String) async throws -> Bool {
+        do {
+            return try await first(
+                """
+                UPDATE sessions SET account_id = \(accountID.rawValue), csrf_token = \(csrfToken)
+                WHERE digest = \(Data(digest.bytes))
+                  AND EXISTS (SELECT 1 FROM memberships WHERE account_id = \(accountID.rawValue) AND member_id = sessions.member_id)
+                RETURNING 1
+                """,
+                as: Int32.self
+            ) != nil
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23503" {
+            // The membership was removed between the check and the write.
+            return false
+        }
     }
 
     public func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws {

@@ -7,7 +7,7 @@ import PostgresNIO
 extension KeywayPostgresStore {
     typealias KeyRow = (String, String, String, Data, String, Int64, String, Int64?, String?, Int64?)
     typealias UserRow = (String, String, String?, Int64)
-    typealias MemberRow = (String, String, String, String, Int64)
+    typealias MemberRow = (String, String, String, String, Int64, Bool)
     typealias SigningRow = (String, String, String, Data, Data, Int64, Int64?)
 
     static let keyColumns =
@@ -52,12 +52,12 @@ extension KeywayPostgresStore {
 }
 
 extension Account {
-    init(row: (String, String, Int64, Bool)) {
+    init(row: (String, String, Int64, Bool, Bool)) {
         self.init(
             id: AccountID(rawValue: row.0),
             name: row.1,
             createdAt: Date(keywayMilliseconds: row.2),
-            policy: AccountPolicy(developersManageProductionKeys: row.3)
+            policy: AccountPolicy(developersManageProductionKeys: row.3, requireTwoFactor: row.4)
         )
     }
 }
@@ -84,14 +84,15 @@ extension User {
 }
 
 extension Member {
-    init(row: (String, String, String, String, Int64)) {
+    init(row: KeywayPostgresStore.MemberRow) {
         self.init(
             id: MemberID(rawValue: row.0),
             accountID: AccountID(rawValue: row.1),
             email: row.2,
             // The column's CHECK admits only known roles; an unknown one reads as the least.
             role: MemberRole(rawValue: row.3) ?? .viewer,
-            createdAt: Date(keywayMilliseconds: row.4)
+            createdAt: Date(keywayMilliseconds: row.4),
+            hasTwoFactor: row.5
         )
     }
 }

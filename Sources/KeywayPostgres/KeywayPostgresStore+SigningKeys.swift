@@ -21,7 +21,13 @@ extension KeywayPostgresStore {
     }
 
     public func hasSigningKeys() async throws -> Bool {
-        try await first("SELECT EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM webhook_endpoints)", as: Bool.self) ?? false
+        try await first(
+            """
+            SELECT EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM webhook_endpoints)
+                OR EXISTS (SELECT 1 FROM members WHERE totp_sealed_secret IS NOT NULL OR totp_pending_sealed_secret IS NOT NULL)
+            """,
+            as: Bool.self
+        ) ?? false
     }
 
     public func insertSigningKey(_ key: SigningKeyRecord, retiringActive: Bool, audit: AuditContext) async throws -> SigningKeyRecord {

@@ -319,6 +319,27 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v11: two-factor sign-in") { db in
+            try db.execute(
+                sql: """
+                    -- AES-GCM under the master key, bound to the member; never a secret in clear.
+                    ALTER TABLE members ADD COLUMN totp_sealed_secret BLOB;
+                    ALTER TABLE members ADD COLUMN totp_pending_sealed_secret BLOB;
+                    -- The last 30-second step a code was accepted for: a code works once.
+                    ALTER TABLE members ADD COLUMN totp_last_step INTEGER;
+                    -- Only digests of recovery codes are stored.
+                    CREATE TABLE recovery_codes (
+                        member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                        digest BLOB NOT NULL CHECK (length(digest) = 32),
+                        used_at INTEGER,
+                        PRIMARY KEY (member_id, digest)
+                    ) STRICT, WITHOUT ROWID;
+                    ALTER TABLE accounts ADD COLUMN require_two_factor INTEGER NOT NULL DEFAULT 0 CHECK (require_two_factor IN (0, 1));
+                    ALTER TABLE sessions ADD COLUMN second_factor_pending INTEGER NOT NULL DEFAULT 0
+                        CHECK (second_factor_pending IN (0, 1));
+                    """
+            )
+        }
         return migrator
     }()
 

@@ -41,7 +41,7 @@ extension KeywaySQLiteStore {
     // MARK: Dashboard members and sessions
 
     /// A person's membership rows, read as ``Member`` values.
-    static let memberColumns = "m.id, ms.account_id, m.email, ms.role, ms.created_at"
+    static let memberColumns = "m.id, ms.account_id, m.email, ms.role, ms.created_at, m.totp_sealed_secret IS NOT NULL AS has_two_factor"
 
     public func createAccount(
         name: String,
@@ -154,6 +154,7 @@ extension KeywaySQLiteStore {
                 [.member(.roleChanged, member, at: date.keywayPrecision, context: audit, details: ["from": previous.rawValue, "to": role.rawValue])],
                 db: db
             )
+            if !role.may(.manageMembers, under: AccountPolicy()) { try Self.revokeInvitations(by: member, at: date, audit: audit, db: db) }
             return member
         }
     }
@@ -172,6 +173,7 @@ extension KeywaySQLiteStore {
                 arguments: [id.rawValue, id.rawValue]
             )
             try Self.insert([.member(.memberRemoved, member, at: date.keywayPrecision, context: audit)], db: db)
+            try Self.revokeInvitations(by: member, at: date, audit: audit, db: db)
             return true
         }
     }
@@ -179,8 +181,8 @@ extension KeywaySQLiteStore {
     public func setPolicy(_ policy: AccountPolicy, of accountID: AccountID, audit: AuditContext, at date: Date) async throws {
         try await database.write { db in
             try db.execute(
-                sql: "UPDATE accounts SET developers_manage_production_keys = ? WHERE id = ?",
-                arguments: [policy.developersManageProductionKeys, accountID.rawValue]
+                sql: "UPDATE accounts SET developers_manage_production_keys = ?, require_two_factor = ? WHERE id = ?",
+                arguments: [policy.developersManageProductionKeys, policy.requireTwoFactor, accountID.rawValue]
             )
             guard db.changesCount > 0 else { throw KeywayError(.accountNotFound, "No account \(accountID).") }
             try Self.insert([.accountPolicy(policy, of: accountID, at: date.keywayPrecision, context: audit)], db: db)
@@ -188,6 +190,21 @@ extension KeywaySQLiteStore {
     }
 
     // MARK: Invitations
+
+    /// Revokes the open invitations `member` sent in their account: a link keeps no more
+    /// authority than the person who made it, so one who is removed, or may no longer invite,
+    /// cannot come back through a link they sent themselves.
+    static func revokeInvitations(by member: Member, at date: Date, audit: AuditContext, db: Database) throws {
+        let open = try Row.fetchAll(
+            db,
+            sql: "SELECT * FROM invitations WHERE account_id = ? AND invited_by = ? AND accepted_at IS NULL AND revoked_at IS NULL",
+            arguments: [member.accountID.rawValue, member.email]
+        ).map(Invitation.init(row:))
+        for invitation in open {
+            try db.execute(sql: "UPDATE invitations SET revoked_at = ? WHERE id = ?", arguments: [date.keywayMilliseconds, invitation.id.rawValue])
+        }
+        try insert(open.map { .invitation(.invitationRevoked, $0, at: date.keywayPrecision, context: audit) }, db: db)
+    }
 
     public func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
         try await database.write { db in
@@ -307,14 +324,18 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func createSession(_ session: DashboardSession, audit: AuditEntry) async throws {
+    public func createSession(_ session: DashboardSession, audit: AuditEntry?) async throws {
         try await database.write { db in
-            try Self.insert([audit], db: db)
+            // A session waiting for its second factor is no sign-in yet: its entry comes then.
+            if let audit { try Self.insert([audit], db: db) }
             try db.execute(
-                sql: "INSERT INTO sessions (digest, member_id, account_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                sql: """
+                    INSERT INTO sessions (digest, member_id, account_id, second_factor_pending, csrf_token, created_at, expires_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
                 arguments: [
-                    Data(session.digest.bytes), session.memberID.rawValue, session.accountID.rawValue, session.csrfToken,
-                    session.createdAt.keywayMilliseconds, session.expiresAt.keywayMilliseconds,
+                    Data(session.digest.bytes), session.memberID.rawValue, session.accountID.rawValue, session.secondFactorPending,
+                    session.csrfToken, session.createdAt.keywayMilliseconds, session.expiresAt.keywayMilliseconds,
                 ]
             )
         }
@@ -331,6 +352,7 @@ extension KeywaySQLiteStore {
                     digest: try row.digest("digest"),
                     memberID: MemberID(rawValue: row["member_id"]),
                     accountID: AccountID(rawValue: row["account_id"]),
+                    secondFactorPending: row["second_factor_pending"],
                     csrfToken: row["csrf_token"],
                     createdAt: Date(keywayMilliseconds: row["created_at"]),
                     expiresAt: Date(keywayMilliseconds: row["expires_at"])
@@ -339,14 +361,14 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func switchSession(digest: KeyDigest, to accountID: AccountID) async throws -> Bool {
+    public func switchSession(digest: KeyDigest, to accountID: AccountID, csrfToken: String) async throws -> Bool {
         try await database.write { db in
             try db.execute(
                 sql: """
-                    UPDATE sessions SET account_id = ?
+                    UPDATE sessions SET account_id = ?, csrf_token = ?
                     WHERE digest = ? AND EXISTS (SELECT 1 FROM memberships WHERE account_id = ? AND member_id = sessions.member_id)
                     """,
-                arguments: [accountID.rawValue, Data(digest.bytes), accountID.rawValue]
+                arguments: [accountID.rawValue, csrfToken, Data(digest.bytes), accountID.rawValue]
             )
             return db.changesCount > 0
         }

@@ -20,7 +20,10 @@ extension Account {
             id: AccountID(rawValue: row["id"]),
             name: row["name"],
             createdAt: Date(keywayMilliseconds: row["created_at"]),
-            policy: AccountPolicy(developersManageProductionKeys: row["developers_manage_production_keys"])
+            policy: AccountPolicy(
+                developersManageProductionKeys: row["developers_manage_production_keys"],
+                requireTwoFactor: row["require_two_factor"]
+            )
         )
     }
 }
@@ -49,7 +52,8 @@ extension Member {
             email: row["email"],
             // The column's CHECK admits only known roles; an unknown one reads as the least.
             role: MemberRole(rawValue: row["role"]) ?? .viewer,
-            createdAt: Date(keywayMilliseconds: row["created_at"])
+            createdAt: Date(keywayMilliseconds: row["created_at"]),
+            hasTwoFactor: row["has_two_factor"] ?? false
         )
     }
 }

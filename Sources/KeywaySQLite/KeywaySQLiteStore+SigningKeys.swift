@@ -22,7 +22,13 @@ extension KeywaySQLiteStore {
 
     public func hasSigningKeys() async throws -> Bool {
         try await database.read { db in
-            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM webhook_endpoints)") ?? false
+            try Bool.fetchOne(
+                db,
+                sql: """
+                    SELECT EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM webhook_endpoints)
+                        OR EXISTS (SELECT 1 FROM members WHERE totp_sealed_secret IS NOT NULL OR totp_pending_sealed_secret IS NOT NULL)
+                    """
+            ) ?? false
         }
     }
 

@@ -203,7 +203,7 @@ final class MemberStoreFake: MemberStore, AuditStore {
         entries.withLock { $0.append(audit) }
     }
 
-    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws { entries.withLock { $0.append(audit) } }
+    func createSession(_ session: DashboardSession, audit: AuditEntry?) async throws { if let audit { entries.withLock { $0.append(audit) } } }
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { nil }
     func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws { entries.withLock { $0.append(audit) } }
     func deleteExpiredSessions(before date: Date) async throws {}

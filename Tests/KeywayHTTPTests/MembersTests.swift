@@ -278,6 +278,7 @@ import Testing
             let garbage = try await TestBrowser(owner.client).get("/dashboard/join?invitation=nonsense")
             #expect(garbage.status == .gone)
             #expect(garbage.html.contains("not valid"))
+            #expect(garbage.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer", "the link's token is never sent on")
         }
     }
 
@@ -320,7 +321,11 @@ import Testing
             #expect(keys.html.contains(#"id="account-switcher""#))
             #expect(keys.html.contains(#"id="my-role">Owner"#), "now working in Other, as its owner")
             let teamID = team.account.rawValue
+            let otherTab = try #require(developer.csrfToken(in: keys.html))
             _ = try await developer.post("/dashboard/switch-account", ["account": teamID])
+            // A form still open from Other must not act on Team.
+            let stale = try await developer.post("/dashboard/settings/rate-limits/development", ["requestsPerSecond": "4"], csrf: otherTab)
+            #expect(stale.status == .forbidden)
             let back = try await developer.get("/dashboard/settings/api-keys")
             #expect(back.html.contains(#"id="my-role">Developer"#))
             // An account they do not belong to is refused.

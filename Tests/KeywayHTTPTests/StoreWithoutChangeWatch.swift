@@ -4,9 +4,10 @@ import KeywayCore
 /// Forwards every call to a store but its change watch (`RevocationNotifying`) never comes
 /// up, as a PostgreSQL store whose LISTEN connection is down: a server on it learns of
 /// other processes' revocations only by polling.
-final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore, ForwardingMembershipStore {
+final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore, ForwardingMembershipStore, ForwardingTwoFactorStore {
     var webhookStore: any WebhookStore { base }
     var membershipStore: any MembershipStore { base }
+    var twoFactorStore: any TwoFactorStore { base }
 
     let base: any KeywayStore
 
@@ -83,7 +84,7 @@ final class StoreWithoutChangeWatch: KeywayStore, ForwardingWebhookStore, Forwar
     func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         try await base.changePassword(of: id, to: passwordHash, audit: audit)
     }
-    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws { try await base.createSession(session, audit: audit) }
+    func createSession(_ session: DashboardSession, audit: AuditEntry?) async throws { try await base.createSession(session, audit: audit) }
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { try await base.session(digest: digest, at: date) }
     func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws { try await base.deleteSession(digest: digest, audit: audit) }
     func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }

@@ -146,6 +146,7 @@ struct TestServer {
             serviceTokens: serviceTokens,
             webhooks: webhooks,
             webhookTransport: webhookTransport,
+            twoFactorSecrets: TwoFactorSecrets(masterKey: try MasterKey(bytes: Array(repeating: UInt8(7), count: 32))),
             passwordHasher: passwordHasher,
             now: { [clock] in clock.now },
             logger: logs.logger(label: "keyway")

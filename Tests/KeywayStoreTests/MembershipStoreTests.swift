@@ -95,6 +95,54 @@ import Testing
     }
 
     @Test(arguments: StoreKind.allCases)
+    func anOwnerWhoIsRemovedOrDemotedTakesTheirOpenInvitationsWithThem(kind: StoreKind) async throws {
+        let (store, owner) = try await team(kind)
+        for removal in [false, true] {
+            let second = try await add("second-\(removal)@team.test", as: .owner, to: owner.accountID, in: store)
+            let (invitation, _, digest) = Invitation.make(
+                to: "back-\(removal)@team.test",
+                as: .owner,
+                in: owner.accountID,
+                by: second.email,
+                at: Date()
+            )
+            try await store.createInvitation(invitation, digest: digest, audit: .system)
+            if removal {
+                #expect(try await store.removeMember(second.id, from: owner.accountID, audit: .system, at: Date()))
+            } else {
+                #expect(try await store.setRole(.developer, of: second.id, in: owner.accountID, audit: .system, at: Date())?.role == .developer)
+            }
+            await #expect(throws: KeywayError.invitationNotValid(), "removed: \(removal)") {
+                try await store.acceptInvitation(digest: digest, as: .newMember(passwordHash: "h"), at: Date(), audit: .system)
+            }
+        }
+        let revoked = try await store.auditEntries(for: owner.accountID, matching: AuditQuery(event: .invitationRevoked))
+        #expect(revoked.count == 2)
+    }
+
+    /// Removing a person from their only account while they join another: either they join
+    /// and stay, or the joining fails; never a membership that vanishes with its person.
+    @Test(arguments: StoreKind.allCases)
+    func aPersonJoiningElsewhereWhileRemovedIsNeverLeftHalfJoined(kind: StoreKind) async throws {
+        let (store, owner) = try await team(kind)
+        let (other, boss) = try await store.createAccount(name: "Other", ownerEmail: "boss@other.test", passwordHash: "h", at: Date(), audit: .system)
+        for round in 0..<8 {
+            let person = try await add("p\(round)@team.test", as: .developer, to: owner.accountID, in: store)
+            let (invitation, _, digest) = Invitation.make(to: person.email, as: .viewer, in: other.id, by: boss.email, at: Date())
+            try await store.createInvitation(invitation, digest: digest, audit: .system)
+            async let removed = try store.removeMember(person.id, from: owner.accountID, audit: .system, at: Date())
+            async let joined = try? await store.acceptInvitation(digest: digest, as: .existingMember(person.id), at: Date(), audit: .system)
+            #expect(try await removed)
+            if await joined != nil {
+                #expect(try await store.member(person.id, in: other.id) != nil, "round \(round): joined, and still a member")
+                #expect(try await store.memberCredentials(email: person.email) != nil, "round \(round): the person stays")
+            } else {
+                #expect(try await store.memberCredentials(email: person.email) == nil, "round \(round): refused, and gone")
+            }
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func removingAMemberEndsTheirSessionsThereAndFreesALoneEmail(kind: StoreKind) async throws {
         let (store, owner) = try await team(kind)
         let developer = try await add("dev@team.test", as: .developer, to: owner.accountID, in: store)
@@ -126,10 +174,12 @@ import Testing
         let now = Date()
         let session = DashboardSession.fresh(of: owner, at: now)
         try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: .system))
-        #expect(try await store.switchSession(digest: session.digest, to: other.id))
-        #expect(try await store.session(digest: session.digest, at: now)?.accountID == other.id)
+        #expect(try await store.switchSession(digest: session.digest, to: other.id, csrfToken: "after"))
+        let switched = try await store.session(digest: session.digest, at: now)
+        #expect(switched?.accountID == other.id)
+        #expect(switched?.csrfToken == "after", "forms made for the previous account stop working")
         let stranger = try await store.createAccount(name: "Stranger", at: Date())
-        #expect(try await store.switchSession(digest: session.digest, to: stranger.id) == false)
+        #expect(try await store.switchSession(digest: session.digest, to: stranger.id, csrfToken: "x") == false)
         #expect(try await store.session(digest: session.digest, at: now)?.accountID == other.id)
 
         try await store.setPolicy(AccountPolicy(developersManageProductionKeys: true), of: other.id, audit: .system, at: now)

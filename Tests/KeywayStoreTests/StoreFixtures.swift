@@ -129,10 +129,11 @@ extension StoreKind {
 }
 
 /// Forwards to a store and counts key lookups, to prove what the cache saves.
-final class CountingStore: KeywayStore, ForwardingWebhookStore, ForwardingMembershipStore, @unchecked Sendable {
+final class CountingStore: KeywayStore, ForwardingWebhookStore, ForwardingMembershipStore, ForwardingTwoFactorStore, @unchecked Sendable {
     let base: any KeywayStore
     var webhookStore: any WebhookStore { base }
     var membershipStore: any MembershipStore { base }
+    var twoFactorStore: any TwoFactorStore { base }
     private let lock = NSLock()
     private var _keyLookups = 0
     private var _failingRevocationReads = 0
@@ -230,7 +231,7 @@ final class CountingStore: KeywayStore, ForwardingWebhookStore, ForwardingMember
     func changePassword(of id: MemberID, to passwordHash: String, audit: AuditEntry) async throws {
         try await base.changePassword(of: id, to: passwordHash, audit: audit)
     }
-    func createSession(_ session: DashboardSession, audit: AuditEntry) async throws { try await base.createSession(session, audit: audit) }
+    func createSession(_ session: DashboardSession, audit: AuditEntry?) async throws { try await base.createSession(session, audit: audit) }
     func session(digest: KeyDigest, at date: Date) async throws -> DashboardSession? { try await base.session(digest: digest, at: date) }
     func deleteSession(digest: KeyDigest, audit: AuditEntry) async throws { try await base.deleteSession(digest: digest, audit: audit) }
     func deleteExpiredSessions(before date: Date) async throws { try await base.deleteExpiredSessions(before: date) }

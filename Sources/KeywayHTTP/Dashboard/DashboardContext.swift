@@ -20,6 +20,8 @@ struct DashboardRequestContext: ChildRequestContext {
     let remoteAddress: String
     /// Set by ``DashboardSessionMiddleware`` from the session cookie.
     var signedIn: SignedIn?
+    /// A session whose password was right and whose code is still to come.
+    var awaitingSecondFactor: (session: DashboardSession, member: Member)?
     /// The CSRF token forms on this page must carry.
     var csrfToken = ""
     /// The fields of a submitted form, once ``CSRFMiddleware`` has verified it.

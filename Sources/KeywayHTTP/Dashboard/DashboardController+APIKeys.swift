@@ -35,7 +35,7 @@ extension DashboardController {
             return try await renderKeys(context: context, rolling: environment, rollError: error.message, status: .badRequest)
         }
         if environment == .production {
-            if let problem = try await recheckPassword(context.form["password"] ?? "", context: context) {
+            if let problem = try await recheckIdentity(context: context) {
                 return try await renderKeys(context: context, rolling: environment, passwordError: problem, status: .badRequest)
             }
         }
@@ -72,7 +72,7 @@ extension DashboardController {
             throw DashboardRedirect(location: "/dashboard/settings/api-keys?confirm=\(environment.rawValue)#\(environment.rawValue)-card")
         }
         if environment == .production {
-            if let problem = try await recheckPassword(context.form["password"] ?? "", context: context) {
+            if let problem = try await recheckIdentity(context: context) {
                 return try await renderKeys(context: context, confirming: environment, passwordError: problem, status: .badRequest)
             }
         }
@@ -182,6 +182,7 @@ extension DashboardController {
                 "current": active[environment]?.id.rawValue ?? "none",
                 "csrf": context.csrfToken,
                 "mayManage": context.may(.manageKey(environment)),
+                "usesCode": context.member.hasTwoFactor,
                 "role": context.member.role.rawValue,
             ]
             if let record = active[environment] {

@@ -47,6 +47,7 @@ extension DashboardController {
         var data: [String: Any] = [
             "company": context.account.name, "accountId": context.account.id.rawValue, "email": context.member.email,
             "role": context.member.role.rawValue,
+            "twoFactor": context.member.hasTwoFactor,
         ]
         data.merge(errors) { $1 }
         return pages.render(

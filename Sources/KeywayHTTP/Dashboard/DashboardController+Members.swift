@@ -73,7 +73,10 @@ extension DashboardController {
 
     @Sendable func setAccountPolicy(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         try context.require(.manageAccount)
-        let policy = AccountPolicy(developersManageProductionKeys: context.form["developersManageProductionKeys"] == "on")
+        let policy = AccountPolicy(
+            developersManageProductionKeys: context.form["developersManageProductionKeys"] == "on",
+            requireTwoFactor: context.form["requireTwoFactor"] == "on"
+        )
         try await store.setPolicy(policy, of: context.account.id, audit: audit(request, context), at: Date())
         throw DashboardRedirect(location: "/dashboard/settings/members#policy")
     }
@@ -81,7 +84,11 @@ extension DashboardController {
     /// Moves the session to another account of the member's (the header's switcher).
     @Sendable func switchAccount(_ request: Request, context: SignedInRequestContext) async throws -> Response {
         guard let account = context.form["account"],
-            try await store.switchSession(digest: context.signedIn.session.digest, to: AccountID(rawValue: account))
+            try await store.switchSession(
+                digest: context.signedIn.session.digest,
+                to: AccountID(rawValue: account),
+                csrfToken: BrowserToken.random()
+            )
         else { throw DashboardErrorPage.notFound }
         throw DashboardRedirect(location: "/dashboard/settings/api-keys")
     }
@@ -133,6 +140,7 @@ extension DashboardController {
             "manages": manages,
             "managesAccount": context.may(.manageAccount),
             "developersManageProductionKeys": context.account.policy.developersManageProductionKeys,
+            "requireTwoFactor": context.account.policy.requireTwoFactor,
             "roles": MemberRole.allCases.map { ["value": $0.rawValue, "label": $0.label, "summary": $0.summary] },
         ]
         if let revealedLink { data["revealed"] = ["email": revealedLink.email, "link": revealedLink.link] }
@@ -175,11 +183,17 @@ extension DashboardController {
                 )
             }
             member = try await store.acceptInvitation(digest: digest, as: .existingMember(signedIn.member.id), at: Date(), audit: auditContext)
-            guard try await store.switchSession(digest: signedIn.session.digest, to: member.accountID) else { throw DashboardRedirect.signIn }
+            guard try await store.switchSession(digest: signedIn.session.digest, to: member.accountID, csrfToken: BrowserToken.random()) else {
+                throw DashboardRedirect.signIn
+            }
             throw DashboardRedirect(location: "/dashboard/settings/api-keys")
         }
         let password = context.form["password"] ?? ""
-        if try await store.memberCredentials(email: invitation.email) != nil {
+        if let existing = try await store.memberCredentials(email: invitation.email)?.member {
+            // A password alone does not open an account guarded by a second factor: they sign in first.
+            guard !existing.hasTwoFactor else {
+                return try await renderJoin(token: token, context: context, formError: Self.signInFirst, status: .forbidden)
+            }
             // They sign in already: their password, throttled as a sign-in, proves it is them.
             switch try await signInPolicy.signIn(
                 email: invitation.email,
@@ -216,6 +230,8 @@ extension DashboardController {
         return response
     }
 
+    static let signInFirst = "This email signs in with a second factor: sign in first, then open this link again."
+
     /// The invitation a token opens, when it is still open.
     func openInvitation(_ token: String) async throws -> Invitation? {
         guard token.utf8.count == 43, let invitation = try await store.invitation(digest: KeyDigest(hashing: token.utf8)),
@@ -235,7 +251,7 @@ extension DashboardController {
         guard let invitation = try await openInvitation(token), let account = try await store.account(invitation.accountID) else {
             throw KeywayError.invitationNotValid()
         }
-        let existing = try await store.memberCredentials(email: invitation.email) != nil
+        let existing = try await store.memberCredentials(email: invitation.email)?.member
         var data: [String: Any] = [
             "invitation": token,
             "company": account.name,
@@ -247,7 +263,11 @@ extension DashboardController {
         if let signedIn = context.signedIn {
             data[signedIn.member.email == invitation.email ? "signedInAsInvitee" : "signedInAsOther"] = ["email": signedIn.member.email]
         } else {
-            data[existing ? "existing" : "new"] = true
+            if let existing, existing.hasTwoFactor {
+                data["signInFirst"] = Self.signInFirst
+            } else {
+                data[existing != nil ? "existing" : "new"] = true
+            }
         }
         if let formError { data["formError"] = formError }
         return pages.render("join", title: "Join \(account.name)", csrf: context.csrfToken, signedIn: context.signedIn, data: data, status: status)

@@ -110,11 +110,17 @@ extension DashboardController {
                 status: .tooManyRequests
             )
         }
-        context.logger.info("member signed in", metadata: ["member.id": "\(member.id)"])
-        var response = Response(status: .seeOther, headers: [.location: "/dashboard/settings/api-keys"])
+        // With a second factor the password opens only the code page, for a few minutes.
+        let awaitingCode = member.hasTwoFactor
+        context.logger.info(awaitingCode ? "password accepted; code to come" : "member signed in", metadata: ["member.id": "\(member.id)"])
+        var response = Response(
+            status: .seeOther,
+            headers: [.location: awaitingCode ? "/dashboard/signin/code" : "/dashboard/settings/api-keys"]
+        )
         response.setCookie(
             try await sessions.start(
                 for: member,
+                awaitingSecondFactor: awaitingCode,
                 audit: audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: member.email)
             )
         )

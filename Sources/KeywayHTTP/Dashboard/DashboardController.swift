@@ -14,6 +14,10 @@ struct DashboardController: Sendable {
     /// Endpoints and deliveries (Settings → Webhooks); `nil` when the server runs none.
     let webhooks: Webhooks?
     let sessions: DashboardSessions
+    /// Seals and opens members' TOTP secrets.
+    let twoFactor: TwoFactorSecrets
+    /// The clock TOTP codes are computed at (tests move it by hand).
+    let now: @Sendable () -> Date
     /// Every password hash and sign-in throttle; the handlers map its outcomes to pages.
     let signInPolicy: SignInPolicy
     let egressIPs: [String]
@@ -29,6 +33,7 @@ struct DashboardController: Sendable {
         store: any KeywayStore,
         keys: SecretKeys,
         hasher: any PasswordHasher,
+        twoFactorSecrets: TwoFactorSecrets,
         secureCookies: Bool,
         publicURL: String? = nil,
         egressIPs: [String],
@@ -40,6 +45,8 @@ struct DashboardController: Sendable {
         now: @escaping @Sendable () -> Date
     ) {
         self.rateLimits = rateLimits
+        self.twoFactor = twoFactorSecrets
+        self.now = now
         self.webhooks = webhooks
         self.signInPolicy = SignInPolicy(store: store, hasher: hasher, throttleCapacity: throttleEntries, ledger: attemptLedger, now: now)
         self.trustedProxies = trustedProxies
@@ -64,6 +71,8 @@ struct DashboardController: Sendable {
         dashboard.post("signup", use: signUp)
         dashboard.get("signin", use: signInPage)
         dashboard.post("signin", use: signIn)
+        dashboard.get("signin/code", use: codePage)
+        dashboard.post("signin/code", use: submitCode)
 
         // Signed in or not: an invitation link is for someone new or a member of another account.
         dashboard.get("join", use: joinPage)
@@ -95,6 +104,10 @@ struct DashboardController: Sendable {
         signedIn.get("settings/ip-addresses", use: ipAddressesPage)
         signedIn.get("settings/account", use: accountPage)
         signedIn.post("settings/account/password", use: changePassword)
+        signedIn.get("settings/two-factor", use: twoFactorPage)
+        signedIn.post("settings/two-factor/setup", use: beginTwoFactorSetup)
+        signedIn.post("settings/two-factor/confirm", use: confirmTwoFactor)
+        signedIn.post("settings/two-factor/disable", use: disableTwoFactor)
         dashboard.get("**") { _, _ -> Response in throw DashboardErrorPage.notFound }
         return routes
     }

@@ -51,7 +51,9 @@ struct DashboardResponseMiddleware: RouterMiddleware {
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
-        response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        // An invitation link carries its token in the query: no Referer may repeat it, not even
+        // to the page's own stylesheet (a proxy's access log would keep it).
+        response.headers[HTTPField.Name("Referrer-Policy")!] = request.uri.path.hasPrefix("/dashboard/join") ? "no-referrer" : "same-origin"
         return response
     }
 }
@@ -65,9 +67,19 @@ struct DashboardSessionMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        if let token = request.cookies[sessions.sessionCookie]?.value, let signedIn = try await sessions.signedIn(token: token) {
-            context.signedIn = signedIn
-            context.csrfToken = signedIn.session.csrfToken
+        if let token = request.cookies[sessions.sessionCookie]?.value, let found = try await sessions.find(token: token) {
+            switch found {
+            case .signedIn(let signedIn):
+                // An account that requires a second factor opens nothing else until it is set up.
+                if signedIn.account.policy.requireTwoFactor, !signedIn.member.hasTwoFactor, !Self.opensWithoutSecondFactor(request.uri.path) {
+                    throw DashboardRedirect(location: "/dashboard/settings/two-factor?required=1")
+                }
+                context.signedIn = signedIn
+                context.csrfToken = signedIn.session.csrfToken
+            case .awaitingSecondFactor(let session, let member):
+                context.awaitingSecondFactor = (session, member)
+                context.csrfToken = session.csrfToken
+            }
             return try await next(request, context)
         }
         if let token = request.cookies[sessions.csrfCookie]?.value, token.utf8.count == 43 {
@@ -78,6 +90,14 @@ struct DashboardSessionMiddleware: RouterMiddleware {
         var response = try await next(request, context)
         response.setCookie(sessions.anonymousCSRFCookie(context.csrfToken))
         return response
+    }
+}
+
+extension DashboardSessionMiddleware {
+    /// What a member of an account that requires a second factor reaches before setting one up.
+    static func opensWithoutSecondFactor(_ path: String) -> Bool {
+        path.hasPrefix("/dashboard/settings/two-factor") || path.hasPrefix("/dashboard/static/")
+            || ["/dashboard/signout", "/dashboard/switch-account"].contains(path)
     }
 }
 

@@ -6,6 +6,8 @@ import KeywayCore
 struct DashboardSessions: Sendable {
     /// How long a sign-in lasts.
     static let lifetime: Duration = .seconds(12 * 3600)
+    /// How long a right password waits for its second factor.
+    static let secondFactorWindow: TimeInterval = 5 * 60
 
     let store: any KeywayStore
     /// Whether cookies get the `Secure` attribute: when Keyway is served over https.
@@ -19,18 +21,24 @@ struct DashboardSessions: Sendable {
     /// `__Host-` requires `/`; over http the cookies stay with the dashboard.
     private var cookiePath: String { secureCookies ? "/" : "/dashboard" }
 
-    /// Starts a session for `member`; returns the cookie that carries it.
-    func start(for member: Member, audit: AuditContext, at date: Date = Date()) async throws -> Cookie {
+    /// Starts a session for `member`; returns the cookie that carries it. One `awaitingSecondFactor`
+    /// opens only the code page, for ``secondFactorWindow``, and is no sign-in until the code.
+    func start(for member: Member, awaitingSecondFactor: Bool = false, audit: AuditContext, at date: Date = Date()) async throws -> Cookie {
         let (token, digest) = BrowserToken.generate()
+        let lasts = awaitingSecondFactor ? Self.secondFactorWindow : Double(Self.lifetime.components.seconds)
         let session = DashboardSession(
             digest: digest,
             memberID: member.id,
             accountID: member.accountID,
+            secondFactorPending: awaitingSecondFactor,
             csrfToken: BrowserToken.random(),
             createdAt: date.keywayPrecision,
-            expiresAt: date.addingTimeInterval(Double(Self.lifetime.components.seconds)).keywayPrecision
+            expiresAt: date.addingTimeInterval(lasts).keywayPrecision
         )
-        try await store.createSession(session, audit: .member(.signedIn, member, at: session.createdAt, context: audit))
+        try await store.createSession(
+            session,
+            audit: awaitingSecondFactor ? nil : .member(.signedIn, member, at: session.createdAt, context: audit)
+        )
         return Cookie(
             name: sessionCookie,
             value: token,
@@ -42,13 +50,21 @@ struct DashboardSessions: Sendable {
         )
     }
 
-    /// The member a session token belongs to, if the session is live.
-    func signedIn(token: String, at date: Date = Date()) async throws -> SignedIn? {
+    /// What a session cookie opens.
+    enum Found {
+        case signedIn(SignedIn)
+        /// The password was right; the code is still to come.
+        case awaitingSecondFactor(DashboardSession, Member)
+    }
+
+    /// The live session a token belongs to, and its member.
+    func find(token: String, at date: Date = Date()) async throws -> Found? {
         guard token.utf8.count == 43 else { return nil }
         guard let session = try await store.session(digest: KeyDigest(hashing: token.utf8), at: date),
-            let member = try await store.member(session.memberID, in: session.accountID),
-            let account = try await store.account(session.accountID)
+            let member = try await store.member(session.memberID, in: session.accountID)
         else { return nil }
+        if session.secondFactorPending { return .awaitingSecondFactor(session, member) }
+        guard let account = try await store.account(session.accountID) else { return nil }
         var accounts: [(id: AccountID, name: String)] = []
         for membership in try await store.memberships(of: member.id) {
             if membership.accountID == account.id {
@@ -57,7 +73,16 @@ struct DashboardSessions: Sendable {
                 accounts.append((other.id, other.name))
             }
         }
-        return SignedIn(session: session, member: member, account: account, accounts: accounts)
+        return .signedIn(SignedIn(session: session, member: member, account: account, accounts: accounts))
+    }
+
+    /// Ends a session's wait for its second factor: from now it is a sign-in of the full lifetime.
+    func completeSecondFactor(_ session: DashboardSession, of member: Member, audit: AuditContext, at date: Date = Date()) async throws -> Bool {
+        try await store.completeSecondFactor(
+            digest: session.digest,
+            expiresAt: date.addingTimeInterval(Double(Self.lifetime.components.seconds)).keywayPrecision,
+            audit: .member(.signedIn, member, at: date.keywayPrecision, context: audit, details: ["secondFactor": "totp"])
+        )
     }
 
     /// Ends a session; returns the cookie that clears it in the browser.

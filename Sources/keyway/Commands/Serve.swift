@@ -79,6 +79,7 @@ struct Serve: AsyncParsableCommand {
             attemptLedger: opened.attemptLedger,
             rateLimitExchange: opened.postgres,
             webhooks: database.webhooks(settings, store: store, masterKey: masterKey),
+            twoFactorSecrets: TwoFactorSecrets(masterKey: masterKey),
             logger: logger
         )
         // The app is last, so on SIGTERM it stops first: in-flight requests drain, then the pool closes.
