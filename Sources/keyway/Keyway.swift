@@ -8,7 +8,7 @@ struct Keyway: AsyncParsableCommand {
         discussion: "Settings come from KEYWAY_* environment variables; command-line options override them.",
         subcommands: [
             Serve.self, Migrate.self, Accounts.self, Keys.self, SigningKeys.self, Origins.self, Limits.self, ServiceTokensCommand.self,
-            Audit.self, WebhooksCommand.self,
+            Audit.self, WebhooksCommand.self, MembersCommand.self,
         ],
         defaultSubcommand: nil
     )

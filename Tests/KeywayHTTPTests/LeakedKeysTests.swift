@@ -63,6 +63,23 @@ import Testing
         #expect(Set(leaks.compactMap { $0.details["source"] }) == ["content", "commit"])
     }
 
+    /// The document allows `null` for everything but the token (a scanner may send it): it reads as absent.
+    @Test func nullFieldsReadAsAbsent() async throws {
+        let server = try await TestServer.make()
+        let development = server.key(server.acme, .development)
+        try await server.test { client in
+            let response = try await client.call(
+                .post,
+                "/leaked-keys",
+                json: #"[{"token":"\#(development)","type":null,"url":null,"source":null}]"#
+            )
+            #expect(response.status == .ok)
+            #expect(try Self.feedback(response).map { $0["label"] } == ["true_positive"])
+        }
+        let leak = try #require(try await server.store.auditEntries(for: server.acme.id, matching: AuditQuery(event: .keyReportedLeaked)).first)
+        #expect(leak.details["url"] == nil && leak.details["source"] == nil)
+    }
+
     @Test func badReportsAreClearErrors() async throws {
         let server = try await TestServer.make()
         try await server.test { client in

@@ -3,8 +3,12 @@
 Screenshots of every page go to .test-artifacts/screenshots/ (ignored by git).
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -364,3 +368,87 @@ def test_webhooks_are_added_and_followed_from_settings(keyway, browser, tmp_path
         assert receiver.deliveries("/ok/browser")[1]["headers"]["webhook-id"] == message
     finally:
         receiver.stop()
+
+
+def totp(secret: str, step_offset: int = 0) -> str:
+    """RFC 6238 (SHA-1, 30 s, 6 digits) from the base32 secret a page shows, as an authenticator app computes it."""
+    key = base64.b32decode(secret.replace(" ", "") + "=" * (-len(secret.replace(" ", "")) % 8))
+    counter = int(time.time() // 30) + step_offset
+    mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return f"{(struct.unpack('>I', mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+
+def test_a_developer_is_invited_turns_on_two_factor_and_reaches_only_development(keyway, browser):
+    keyway.start()
+    page = Dashboard(browser, keyway)
+    page.sign_up("Team Co", "owner@team.test")
+
+    # The owner invites a developer from Settings → Members and gets the link once.
+    page.click("nav.tabs a[href='/dashboard/settings/members']")
+    page.type("#invite-email", "dev@team.test")
+    page.driver.find_element(By.CSS_SELECTOR, "#invite-role-developer").click()
+    page.click("#invite")
+    link = page.text("#invitation-link")
+    assert "/dashboard/join?invitation=" in link
+    # The link is a credential: masked before the picture.
+    page.driver.execute_script(
+        "const link = document.querySelector('#invitation-link'); link.textContent = link.textContent.split('=')[0] + '=' + '•'.repeat(30);"
+    )
+    page.shot("members-invited")
+    page.click("#sign-out")
+
+    # The developer opens it, chooses a password and lands in the account as a developer.
+    page.driver.get(link)
+    page.settled()
+    assert "as Developer" in page.text("#invitation-summary")
+    page.type("#password", PASSWORD)
+    page.click("#join")
+    page.wait_for_path("/dashboard/settings/api-keys")
+    assert page.text("#my-role") == "Developer"
+
+    # Two-factor: the secret is read from the page, as someone without a camera would.
+    page.open("/dashboard/settings/two-factor")
+    page.click("#set-up-two-factor")
+    secret = page.text("#totp-secret")
+    assert page.driver.find_element(By.CSS_SELECTOR, "#qr-code svg").is_displayed()
+    # No secret is kept on disk, not even in a picture.
+    page.driver.execute_script(
+        "document.querySelector('#totp-secret').textContent = '•••• •••• •••• ••••';"
+        "document.querySelector('#qr-code svg').style.filter = 'blur(6px)';"
+    )
+    page.shot("two-factor-setup")
+    page.type("#confirm-code", totp(secret))
+    page.click("#confirm-two-factor")
+    codes = [element.text for element in page.driver.find_elements(By.CSS_SELECTOR, "#recovery-codes code")]
+    assert len(codes) == 10
+    assert "is <strong>on</strong>" in page.driver.page_source
+
+    # Out and in again: the password, then a code (the next step's: the one just used works once).
+    page.click("#sign-out")
+    page.open("/dashboard/signin")
+    page.type("#email", "dev@team.test")
+    page.type("#password", PASSWORD)
+    page.click("#sign-in")
+    page.wait_for_path("/dashboard/signin/code")
+    page.shot("signin-code")
+    page.type("#code", totp(secret, step_offset=1))
+    page.click("#verify-code")
+    page.wait_for_path("/dashboard/settings/api-keys")
+
+    # The development key is theirs to generate; the production key's button is not there.
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "#production-generate")
+    assert "does not manage the production key" in page.text("#production-read-only")
+    page.click("#development-generate")
+    dev_key = page.driver.find_element(By.CSS_SELECTOR, "#development-key").get_attribute("value")
+    assert dev_key.startswith("kw_dev_")
+    assert api(keyway, "GET", "/whoami", dev_key)[2]["environment"] == "development"
+    # And a crafted POST for the production key is refused by the server, not only hidden.
+    page.driver.execute_script(
+        "const form = document.createElement('form'); form.method = 'post'; form.action = '/dashboard/settings/api-keys/production';"
+        "for (const [name, value] of [['csrf', document.querySelector('input[name=csrf]').value], ['current', 'none'], ['confirm', 'yes']]) {"
+        "  const input = document.createElement('input'); input.name = name; input.value = value; form.appendChild(input); }"
+        "document.body.appendChild(form); form.submit();"
+    )
+    page.settled()
+    assert "does not allow this" in page.driver.page_source

@@ -51,9 +51,10 @@ struct DashboardResponseMiddleware: RouterMiddleware {
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         response.headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
-        // An invitation link carries its token in the query: no Referer may repeat it, not even
-        // to the page's own stylesheet (a proxy's access log would keep it).
-        response.headers[HTTPField.Name("Referrer-Policy")!] = request.uri.path.hasPrefix("/dashboard/join") ? "no-referrer" : "same-origin"
+        // An invitation link carries its token in the query: a Referer from its page says the origin
+        // only, not even the path to the page's own stylesheet (a proxy's access log would keep it).
+        // Not `no-referrer`: browsers then send `Origin: null` with the page's form, which is refused.
+        response.headers[HTTPField.Name("Referrer-Policy")!] = request.uri.path.hasPrefix("/dashboard/join") ? "strict-origin" : "same-origin"
         return response
     }
 }
