@@ -116,6 +116,14 @@ public struct MasterKey: Sendable {
         return combined
     }
 
+    /// HMAC-SHA256 of `data` under a key derived (HKDF) from the master key for `context`: a
+    /// digest nobody without the master key can compute, so a copy of the database alone
+    /// cannot be searched for what produced it.
+    func authenticationCode(for data: some DataProtocol, context: String) -> [UInt8] {
+        let derived = HKDF<SHA256>.deriveKey(inputKeyMaterial: key, info: Data(context.utf8), outputByteCount: 32)
+        return Array(HMAC<SHA256>.authenticationCode(for: data, using: derived))
+    }
+
     func unseal(_ sealed: Data, context: String) throws -> Data {
         try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: Data(context.utf8))
     }

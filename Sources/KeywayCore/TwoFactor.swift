@@ -19,6 +19,16 @@ public struct TwoFactorSecrets: Sendable {
         try masterKey.seal(Data(secret.utf8), context: Self.sealingContext(member))
     }
 
+    /// What a recovery code is stored as: an HMAC under the master key, bound to `member`. The
+    /// codes carry about 50 random bits each; an unkeyed digest of so few could be reversed from
+    /// a copy of the database by trying them all, this one cannot without the master key.
+    public func recoveryDigest(_ code: String, for member: MemberID) -> KeyDigest {
+        let normalized = code.lowercased().filter { $0.isLetter || $0.isNumber }
+        let mac = masterKey.authenticationCode(for: Array(normalized.utf8), context: "keyway recovery code \(member.rawValue)")
+        guard let digest = KeyDigest(bytes: mac) else { preconditionFailure("HMAC-SHA256 has 32 bytes") }
+        return digest
+    }
+
     /// The secret `seal` sealed for `member`; throws when it was sealed for someone else or altered.
     public func unseal(_ sealed: Data, for member: MemberID) throws -> String {
         String(decoding: try masterKey.unseal(sealed, context: Self.sealingContext(member)), as: UTF8.self)
@@ -48,20 +58,33 @@ public protocol TwoFactorStore: Sendable {
     func pendingTwoFactorSecret(of member: MemberID) async throws -> Data?
     /// Starts (or restarts) a setup with a new sealed secret; the current factor, if any, stays on.
     func setPendingTwoFactorSecret(_ sealed: Data, of member: MemberID) async throws
-    /// Turns the pending secret on, records `step` as used (the confirming code's), and
-    /// replaces the recovery codes, with `audit` (`member.two_factor_enabled`), in one transaction.
-    /// - Returns: `false` when no setup was pending (a resubmitted form).
-    func enableTwoFactor(of member: MemberID, usedStep step: Int64, recoveryCodes: [KeyDigest], audit: AuditEntry) async throws -> Bool
-    /// Turns the second factor off and forgets its recovery codes, with `audit`.
-    func disableTwoFactor(of member: MemberID, audit: AuditEntry) async throws
+    /// Turns on the pending secret — only when it is still `pending`, the one the code was checked
+    /// against — records `step` as used (the confirming code's), replaces the recovery codes and
+    /// ends the member's other sessions, with `audit` (`member.two_factor_enabled`), in one
+    /// transaction. Replaces a secret already on (a new phone).
+    /// - Returns: `false` when that secret is no longer pending (a resubmitted form, a setup
+    ///   restarted in another tab).
+    func enableTwoFactor(
+        of member: MemberID,
+        pending: Data,
+        usedStep step: Int64,
+        recoveryCodes: [KeyDigest],
+        keepingSession session: KeyDigest?,
+        audit: AuditEntry
+    ) async throws -> Bool
+    /// Turns the second factor off, forgets its recovery codes and ends the member's other
+    /// sessions (every one when `session` is `nil`), with `audit`.
+    /// - Returns: Whether it was on.
+    func disableTwoFactor(of member: MemberID, keepingSession session: KeyDigest?, audit: AuditEntry) async throws -> Bool
     /// Records `step` as used when it is later than the last used one, atomically: of two
     /// sign-ins with one code, at most one gets `true`.
     func useTwoFactorStep(_ step: Int64, of member: MemberID) async throws -> Bool
     /// Marks a recovery code used, once: `false` when the member has no such unused code.
     func useRecoveryCode(_ digest: KeyDigest, of member: MemberID, at date: Date) async throws -> Bool
     /// Ends a session's wait for the second factor and gives it its full lifetime, with `audit`
-    /// (`member.signed_in`). - Returns: `false` when the session is gone or was not waiting.
-    func completeSecondFactor(digest: KeyDigest, expiresAt: Date, audit: AuditEntry) async throws -> Bool
+    /// (`member.signed_in`). - Returns: `false` when the session is gone, expired at `date`, or
+    /// was not waiting.
+    func completeSecondFactor(digest: KeyDigest, at date: Date, expiresAt: Date, audit: AuditEntry) async throws -> Bool
 }
 
 /// A store that hands second factors to another (the tests' wrapping stores).
@@ -75,11 +98,25 @@ extension ForwardingTwoFactorStore {
     public func setPendingTwoFactorSecret(_ sealed: Data, of member: MemberID) async throws {
         try await twoFactorStore.setPendingTwoFactorSecret(sealed, of: member)
     }
-    public func enableTwoFactor(of member: MemberID, usedStep step: Int64, recoveryCodes: [KeyDigest], audit: AuditEntry) async throws -> Bool {
-        try await twoFactorStore.enableTwoFactor(of: member, usedStep: step, recoveryCodes: recoveryCodes, audit: audit)
+    public func enableTwoFactor(
+        of member: MemberID,
+        pending: Data,
+        usedStep step: Int64,
+        recoveryCodes: [KeyDigest],
+        keepingSession session: KeyDigest?,
+        audit: AuditEntry
+    ) async throws -> Bool {
+        try await twoFactorStore.enableTwoFactor(
+            of: member,
+            pending: pending,
+            usedStep: step,
+            recoveryCodes: recoveryCodes,
+            keepingSession: session,
+            audit: audit
+        )
     }
-    public func disableTwoFactor(of member: MemberID, audit: AuditEntry) async throws {
-        try await twoFactorStore.disableTwoFactor(of: member, audit: audit)
+    public func disableTwoFactor(of member: MemberID, keepingSession session: KeyDigest?, audit: AuditEntry) async throws -> Bool {
+        try await twoFactorStore.disableTwoFactor(of: member, keepingSession: session, audit: audit)
     }
     public func useTwoFactorStep(_ step: Int64, of member: MemberID) async throws -> Bool {
         try await twoFactorStore.useTwoFactorStep(step, of: member)
@@ -87,7 +124,7 @@ extension ForwardingTwoFactorStore {
     public func useRecoveryCode(_ digest: KeyDigest, of member: MemberID, at date: Date) async throws -> Bool {
         try await twoFactorStore.useRecoveryCode(digest, of: member, at: date)
     }
-    public func completeSecondFactor(digest: KeyDigest, expiresAt: Date, audit: AuditEntry) async throws -> Bool {
-        try await twoFactorStore.completeSecondFactor(digest: digest, expiresAt: expiresAt, audit: audit)
+    public func completeSecondFactor(digest: KeyDigest, at date: Date, expiresAt: Date, audit: AuditEntry) async throws -> Bool {
+        try await twoFactorStore.completeSecondFactor(digest: digest, at: date, expiresAt: expiresAt, audit: audit)
     }
 }

@@ -24,7 +24,14 @@ extension KeywayPostgresStore {
         try await client.query("UPDATE members SET totp_pending_sealed_secret = \(sealed) WHERE id = \(member.rawValue)", logger: logger)
     }
 
-    public func enableTwoFactor(of member: MemberID, usedStep step: Int64, recoveryCodes: [KeyDigest], audit: AuditEntry) async throws -> Bool {
+    public func enableTwoFactor(
+        of member: MemberID,
+        pending: Data,
+        usedStep step: Int64,
+        recoveryCodes: [KeyDigest],
+        keepingSession session: KeyDigest?,
+        audit: AuditEntry
+    ) async throws -> Bool {
         try await transaction { connection in
             // The row lock taken by the update orders two confirmations of one setup: the second finds nothing pending.
             guard
@@ -32,7 +39,7 @@ extension KeywayPostgresStore {
                     """
                     UPDATE members
                     SET totp_sealed_secret = totp_pending_sealed_secret, totp_pending_sealed_secret = NULL, totp_last_step = \(step)
-                    WHERE id = \(member.rawValue) AND totp_pending_sealed_secret IS NOT NULL
+                    WHERE id = \(member.rawValue) AND totp_pending_sealed_secret = \(pending)
                     RETURNING 1
                     """,
                     as: (Int32).self,
@@ -41,9 +48,19 @@ extension KeywayPostgresStore {
                 ) != nil
             else { return false }
             try await Self.replaceRecoveryCodes(of: member, with: recoveryCodes, on: connection, logger: logger)
+            try await Self.endSessions(of: member, keeping: session, on: connection, logger: logger)
             try await Self.insert([audit], connection: connection, logger: logger)
             return true
         }
+    }
+
+    /// Ends a member's sessions but `session`: a change to how they sign in leaves no other
+    /// session opened the old way.
+    static func endSessions(of member: MemberID, keeping session: KeyDigest?, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query(
+            "DELETE FROM sessions WHERE member_id = \(member.rawValue) AND digest IS DISTINCT FROM \(session.map { Data($0.bytes) })",
+            logger: logger
+        )
     }
 
     static func replaceRecoveryCodes(
@@ -63,7 +80,7 @@ extension KeywayPostgresStore {
         }
     }
 
-    public func disableTwoFactor(of member: MemberID, audit: AuditEntry) async throws {
+    public func disableTwoFactor(of member: MemberID, keepingSession session: KeyDigest?, audit: AuditEntry) async throws -> Bool {
         try await transaction { connection in
             guard
                 try await Self.first(
@@ -76,9 +93,11 @@ extension KeywayPostgresStore {
                     on: connection,
                     logger: logger
                 ) != nil
-            else { return }
+            else { return false }
             try await Self.replaceRecoveryCodes(of: member, with: [], on: connection, logger: logger)
+            try await Self.endSessions(of: member, keeping: session, on: connection, logger: logger)
             try await Self.insert([audit], connection: connection, logger: logger)
+            return true
         }
     }
 
@@ -105,13 +124,13 @@ extension KeywayPostgresStore {
         ) != nil
     }
 
-    public func completeSecondFactor(digest: KeyDigest, expiresAt: Date, audit: AuditEntry) async throws -> Bool {
+    public func completeSecondFactor(digest: KeyDigest, at date: Date, expiresAt: Date, audit: AuditEntry) async throws -> Bool {
         try await transaction { connection in
             guard
                 try await Self.first(
                     """
                     UPDATE sessions SET second_factor_pending = false, expires_at = \(expiresAt.keywayMilliseconds)
-                    WHERE digest = \(Data(digest.bytes)) AND second_factor_pending
+                    WHERE digest = \(Data(digest.bytes)) AND second_factor_pending AND expires_at > \(date.keywayMilliseconds)
                     RETURNING 1
                     """,
                     as: (Int32).self,

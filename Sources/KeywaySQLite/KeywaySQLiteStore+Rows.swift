@@ -53,7 +53,7 @@ extension Member {
             // The column's CHECK admits only known roles; an unknown one reads as the least.
             role: MemberRole(rawValue: row["role"]) ?? .viewer,
             createdAt: Date(keywayMilliseconds: row["created_at"]),
-            hasTwoFactor: row["has_two_factor"] ?? false
+            hasTwoFactor: row["has_two_factor"]
         )
     }
 }

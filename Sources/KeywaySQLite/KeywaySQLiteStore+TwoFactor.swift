@@ -33,20 +33,37 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func enableTwoFactor(of member: MemberID, usedStep step: Int64, recoveryCodes: [KeyDigest], audit: AuditEntry) async throws -> Bool {
+    public func enableTwoFactor(
+        of member: MemberID,
+        pending: Data,
+        usedStep step: Int64,
+        recoveryCodes: [KeyDigest],
+        keepingSession session: KeyDigest?,
+        audit: AuditEntry
+    ) async throws -> Bool {
         try await database.write { db in
             try db.execute(
                 sql: """
                     UPDATE members SET totp_sealed_secret = totp_pending_sealed_secret, totp_pending_sealed_secret = NULL, totp_last_step = ?
-                    WHERE id = ? AND totp_pending_sealed_secret IS NOT NULL
+                    WHERE id = ? AND totp_pending_sealed_secret = ?
                     """,
-                arguments: [step, member.rawValue]
+                arguments: [step, member.rawValue, pending]
             )
             guard db.changesCount == 1 else { return false }
             try Self.replaceRecoveryCodes(of: member, with: recoveryCodes, db: db)
+            try Self.endSessions(of: member, keeping: session, db: db)
             try Self.insert([audit], db: db)
             return true
         }
+    }
+
+    /// Ends a member's sessions but `session`: a change to how they sign in leaves no other
+    /// session opened the old way.
+    static func endSessions(of member: MemberID, keeping session: KeyDigest?, db: Database) throws {
+        try db.execute(
+            sql: "DELETE FROM sessions WHERE member_id = ? AND digest IS NOT ?",
+            arguments: [member.rawValue, session.map { Data($0.bytes) }]
+        )
     }
 
     static func replaceRecoveryCodes(of member: MemberID, with digests: [KeyDigest], db: Database) throws {
@@ -59,7 +76,7 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func disableTwoFactor(of member: MemberID, audit: AuditEntry) async throws {
+    public func disableTwoFactor(of member: MemberID, keepingSession session: KeyDigest?, audit: AuditEntry) async throws -> Bool {
         try await database.write { db in
             try db.execute(
                 sql: """
@@ -68,9 +85,11 @@ extension KeywaySQLiteStore {
                     """,
                 arguments: [member.rawValue]
             )
-            guard db.changesCount == 1 else { return }
+            guard db.changesCount == 1 else { return false }
             try Self.replaceRecoveryCodes(of: member, with: [], db: db)
+            try Self.endSessions(of: member, keeping: session, db: db)
             try Self.insert([audit], db: db)
+            return true
         }
     }
 
@@ -97,11 +116,14 @@ extension KeywaySQLiteStore {
         }
     }
 
-    public func completeSecondFactor(digest: KeyDigest, expiresAt: Date, audit: AuditEntry) async throws -> Bool {
+    public func completeSecondFactor(digest: KeyDigest, at date: Date, expiresAt: Date, audit: AuditEntry) async throws -> Bool {
         try await database.write { db in
             try db.execute(
-                sql: "UPDATE sessions SET second_factor_pending = 0, expires_at = ? WHERE digest = ? AND second_factor_pending = 1",
-                arguments: [expiresAt.keywayMilliseconds, Data(digest.bytes)]
+                sql: """
+                    UPDATE sessions SET second_factor_pending = 0, expires_at = ?
+                    WHERE digest = ? AND second_factor_pending = 1 AND expires_at > ?
+                    """,
+                arguments: [expiresAt.keywayMilliseconds, Data(digest.bytes), date.keywayMilliseconds]
             )
             guard db.changesCount == 1 else { return false }
             try Self.insert([audit], db: db)

@@ -62,7 +62,16 @@ import Testing
         #expect(codes.count == 10)
         #expect(Set(codes).count == 10)
         for code in codes { #expect(code.wholeMatch(of: /[a-z2-9]{5}-[a-z2-9]{5}/) != nil, "\(code)") }
-        #expect(RecoveryCodes.digest("ABCDE-FGHJK") == RecoveryCodes.digest(" abcde fghjk "))
+        let sealer = TwoFactorSecrets(masterKey: try! MasterKey(bytes: Array(repeating: UInt8(7), count: 32)))
+        let member = MemberID(rawValue: "mem_a")
+        #expect(sealer.recoveryDigest("ABCDE-FGHJK", for: member) == sealer.recoveryDigest(" abcde fghjk ", for: member))
+        #expect(sealer.recoveryDigest("abcde-fghjk", for: member) != sealer.recoveryDigest("abcde-fghjk", for: MemberID(rawValue: "mem_b")))
+        // Keyed: not the plain SHA-256 a copy of the database could be searched with.
+        #expect(sealer.recoveryDigest("abcde-fghjk", for: member) != KeyDigest(hashing: "abcdefghjk".utf8))
+        let other = TwoFactorSecrets(masterKey: try! MasterKey(bytes: Array(repeating: UInt8(8), count: 32)))
+        #expect(sealer.recoveryDigest("abcde-fghjk", for: member) != other.recoveryDigest("abcde-fghjk", for: member))
+        #expect(RecoveryCodes.looksLikeOne("12345-67890"), "an all-digit recovery code is still one")
+        #expect(!RecoveryCodes.looksLikeOne("123456"))
     }
 
     // MARK: Through the dashboard
@@ -205,6 +214,36 @@ import Testing
             let setup = try await browser.get("/dashboard/settings/two-factor?required=1")
             #expect(setup.status == .ok)
             #expect(setup.html.contains("requires two-factor sign-in"))
+        }
+    }
+
+    @Test func aLostPhoneIsReplacedWithARecoveryCode() async throws {
+        let server = try await TestServer.make(passwordHasher: CountingHasher())
+        try await server.test { client in
+            let browser = TestBrowser(client)
+            let (old, recovery) = try await enroll(server, browser)
+            let member = try #require(try await server.store.memberCredentials(email: "owner@acme.test")?.member)
+            try await browser.get("/dashboard/settings/two-factor")
+            #expect(try await browser.post("/dashboard/settings/two-factor/setup", [:]).status == .badRequest, "not without a factor")
+            let setup = try await browser.post("/dashboard/settings/two-factor/setup", ["code": recovery[1]])
+            #expect(setup.html.contains(#"id="totp-secret""#), "\(setup.status)")
+            let sealed = try #require(try await server.store.pendingTwoFactorSecret(of: member.id))
+            let new = TwoFactorCodes(
+                secret: try TwoFactorSecrets(masterKey: try MasterKey(bytes: Array(repeating: UInt8(7), count: 32))).unseal(sealed, for: member.id)
+            )
+            server.clock.advance(by: 30)
+            let confirmed = try await browser.post("/dashboard/settings/two-factor/confirm", ["code": code(new, server)])
+            #expect(confirmed.html.contains(#"id="recovery-codes""#), "new recovery codes too")
+
+            // The old phone's codes no longer sign in; the new one's do.
+            try await browser.post("/dashboard/signout", [:])
+            server.clock.advance(by: 30)
+            try await browser.get("/dashboard/signin")
+            _ = try await browser.post("/dashboard/signin", ["email": "owner@acme.test", "password": Self.password])
+            try await browser.get("/dashboard/signin/code")
+            #expect(try await browser.post("/dashboard/signin/code", ["code": code(old, server)]).status == .unauthorized)
+            #expect(try await browser.post("/dashboard/signin/code", ["code": recovery[2]]).status == .unauthorized, "old recovery codes too")
+            #expect(try await browser.post("/dashboard/signin/code", ["code": code(new, server)]).location == "/dashboard/settings/api-keys")
         }
     }
 

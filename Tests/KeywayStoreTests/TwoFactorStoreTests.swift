@@ -11,14 +11,17 @@ import Testing
         let (_, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: Date(), audit: .system)
         #expect(try await store.twoFactor(of: owner.id) == nil)
         #expect(try await store.hasSigningKeys() == false)
-        try await store.setPendingTwoFactorSecret(try Self.sealer.seal("secret", for: owner.id), of: owner.id)
+        let pending = try Self.sealer.seal("secret", for: owner.id)
+        try await store.setPendingTwoFactorSecret(pending, of: owner.id)
         #expect(try await store.hasSigningKeys(), "a sealed secret keeps the master key file from being replaced")
         let codes = (0..<10).map { KeyDigest(hashing: "code-\($0)".utf8) }
         #expect(
             try await store.enableTwoFactor(
                 of: owner.id,
+                pending: pending,
                 usedStep: 100,
                 recoveryCodes: codes,
+                keepingSession: nil,
                 audit: .member(.twoFactorEnabled, owner, at: Date(), context: .system)
             )
         )
@@ -35,8 +38,10 @@ import Testing
         #expect(
             try await store.enableTwoFactor(
                 of: owner.id,
+                pending: record.sealedSecret,
                 usedStep: 101,
                 recoveryCodes: [],
+                keepingSession: nil,
                 audit: .member(.twoFactorEnabled, owner, at: Date(), context: .system)
             ) == false,
             "a resubmitted confirmation changes nothing"
@@ -45,7 +50,13 @@ import Testing
         let enabled = try await store.auditEntries(for: owner.accountID, matching: AuditQuery(event: .twoFactorEnabled))
         #expect(enabled.count == 1)
 
-        try await store.disableTwoFactor(of: owner.id, audit: .member(.twoFactorDisabled, owner, at: Date(), context: .system))
+        #expect(
+            try await store.disableTwoFactor(
+                of: owner.id,
+                keepingSession: nil,
+                audit: .member(.twoFactorDisabled, owner, at: Date(), context: .system)
+            )
+        )
         #expect(try await store.twoFactor(of: owner.id) == nil)
         #expect(try await store.member(owner.id, in: owner.accountID)?.hasTwoFactor == false)
         #expect(try await store.useRecoveryCode(KeyDigest(hashing: "code-0".utf8), of: owner.id, at: Date()) == false, "codes go with it")
@@ -87,10 +98,58 @@ import Testing
         #expect(try await store.auditEntries(for: owner.accountID, matching: AuditQuery(event: .signedIn)).isEmpty, "no sign-in yet")
         let later = now.addingTimeInterval(12 * 3600).keywayPrecision
         let signedIn = AuditEntry.member(.signedIn, owner, at: now, context: .system)
-        #expect(try await store.completeSecondFactor(digest: session.digest, expiresAt: later, audit: signedIn))
-        #expect(try await store.completeSecondFactor(digest: session.digest, expiresAt: later, audit: signedIn) == false)
+        #expect(
+            try await store.completeSecondFactor(digest: session.digest, at: now.addingTimeInterval(300), expiresAt: later, audit: signedIn) == false,
+            "the five minutes are over"
+        )
+        #expect(try await store.completeSecondFactor(digest: session.digest, at: now, expiresAt: later, audit: signedIn))
+        #expect(try await store.completeSecondFactor(digest: session.digest, at: now, expiresAt: later, audit: signedIn) == false)
         let completed = try #require(try await store.session(digest: session.digest, at: now.addingTimeInterval(3600)))
         #expect(completed.secondFactorPending == false && completed.expiresAt == later)
         #expect(try await store.auditEntries(for: owner.accountID, matching: AuditQuery(event: .signedIn)).count == 1)
+    }
+
+    /// A setup restarted in another tab (a new pending secret) is not turned on by a code checked
+    /// against the old one; and turning two-factor on or off ends the member's other sessions.
+    @Test(arguments: StoreKind.allCases)
+    func onlyTheConfirmedSecretIsTurnedOnAndOtherSessionsEnd(kind: StoreKind) async throws {
+        let (store, owner, _) = try await enrolled(kind)
+        let now = Date()
+        let here = DashboardSession.fresh(of: owner, at: now)
+        let elsewhere = DashboardSession.fresh(of: owner, at: now)
+        for session in [here, elsewhere] { try await store.createSession(session, audit: nil) }
+        let checked = try Self.sealer.seal("checked", for: owner.id)
+        try await store.setPendingTwoFactorSecret(checked, of: owner.id)
+        let restarted = try Self.sealer.seal("restarted", for: owner.id)
+        try await store.setPendingTwoFactorSecret(restarted, of: owner.id)
+        let audit = AuditEntry.member(.twoFactorEnabled, owner, at: now, context: .system)
+        #expect(
+            try await store.enableTwoFactor(
+                of: owner.id,
+                pending: checked,
+                usedStep: 200,
+                recoveryCodes: [],
+                keepingSession: here.digest,
+                audit: audit
+            ) == false
+        )
+        #expect(try Self.sealer.unseal(try #require(try await store.twoFactor(of: owner.id)).sealedSecret, for: owner.id) == "secret", "unchanged")
+        #expect(try await store.session(digest: elsewhere.digest, at: now) != nil, "nothing changed, nothing ended")
+        #expect(
+            try await store.enableTwoFactor(
+                of: owner.id,
+                pending: restarted,
+                usedStep: 200,
+                recoveryCodes: [],
+                keepingSession: here.digest,
+                audit: audit
+            )
+        )
+        #expect(
+            try Self.sealer.unseal(try #require(try await store.twoFactor(of: owner.id)).sealedSecret, for: owner.id) == "restarted",
+            "a new phone replaces the old"
+        )
+        #expect(try await store.session(digest: here.digest, at: now) != nil)
+        #expect(try await store.session(digest: elsewhere.digest, at: now) == nil, "a session opened the old way ends")
     }
 }

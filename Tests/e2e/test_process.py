@@ -227,6 +227,11 @@ COMMANDS_TAKING_AN_ACCOUNT = {
     ("webhooks", "remove"): ["--endpoint", "we_nope"],
     ("webhooks", "deliveries"): [],
     ("webhooks", "resend"): ["--delivery", "msg_nope"],
+    ("members", "list"): [],
+    ("members", "invite"): ["--email", "someone@example.com", "--role", "viewer"],
+    ("members", "role"): ["--member", "someone@example.com", "--role", "viewer"],
+    ("members", "remove"): ["--member", "someone@example.com"],
+    ("members", "reset-two-factor"): ["--member", "someone@example.com"],
 }
 
 

@@ -225,8 +225,13 @@ extension DashboardController {
             member = try await store.acceptInvitation(digest: digest, as: .newMember(passwordHash: hash), at: Date(), audit: auditContext)
         }
         context.logger.info("invitation accepted", metadata: ["member.id": "\(member.id)", "account.id": "\(member.accountID)"])
-        var response = Response(status: .seeOther, headers: [.location: "/dashboard/settings/api-keys"])
-        response.setCookie(try await sessions.start(for: member, audit: auditContext))
+        // Read again, failing closed: a second factor turned on since the check above still asks for its code.
+        let awaitingCode = try await store.member(member.id, in: member.accountID)?.hasTwoFactor ?? true
+        var response = Response(
+            status: .seeOther,
+            headers: [.location: awaitingCode ? "/dashboard/signin/code" : "/dashboard/settings/api-keys"]
+        )
+        response.setCookie(try await sessions.start(for: member, awaitingSecondFactor: awaitingCode, audit: auditContext))
         return response
     }
 

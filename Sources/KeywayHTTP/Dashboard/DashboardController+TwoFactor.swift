@@ -23,13 +23,11 @@ extension DashboardController {
         }
         guard !typed.isEmpty else { return page("Enter the code from your authenticator app.", status: .badRequest) }
         let auditContext = audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: member.email)
-        var usedRecoveryCode = false
+        var factor = "totp"
         let check = try await signInPolicy.checkSecondFactor(of: member.id, client: clientKey(request, context.remoteAddress)) {
-            if Self.looksLikeRecoveryCode(typed) {
-                usedRecoveryCode = try await store.useRecoveryCode(RecoveryCodes.digest(typed), of: member.id, at: Date())
-                return usedRecoveryCode
-            }
-            return try await acceptCode(typed, of: member.id)
+            guard let used = try await acceptSecondFactor(typed, of: member.id) else { return false }
+            factor = used
+            return true
         }
         switch check {
         case .confirmed: break
@@ -41,16 +39,24 @@ extension DashboardController {
         case .throttled(let refusal):
             return page("Too many wrong codes. Try again in \(refusal.retryAfterSeconds) seconds.", status: .tooManyRequests)
         }
-        guard try await sessions.completeSecondFactor(session, of: member, audit: auditContext) else { throw DashboardRedirect.signIn }
-        if usedRecoveryCode {
+        guard try await sessions.completeSecondFactor(session, of: member, factor: factor, audit: auditContext) else {
+            throw DashboardRedirect.signIn
+        }
+        if factor == "recovery code" {
             try await store.recordAudit(.member(.recoveryCodeUsed, member, at: Date(), context: auditContext))
         }
-        context.logger.info("member signed in with a second factor", metadata: ["member.id": "\(member.id)"])
+        context.logger.info("member signed in with a second factor", metadata: ["member.id": "\(member.id)", "factor": "\(factor)"])
         throw DashboardRedirect(location: "/dashboard/settings/api-keys")
     }
 
-    /// `k7mq2-vx9ht`: letters, where a TOTP code has only digits.
-    static func looksLikeRecoveryCode(_ typed: String) -> Bool { typed.contains { $0.isLetter } }
+    /// Uses `typed` as the member's second factor: a current TOTP code not used before, or an
+    /// unused recovery code, each marked used. - Returns: `totp` or `recovery code`, or `nil`.
+    func acceptSecondFactor(_ typed: String, of member: MemberID) async throws -> String? {
+        if RecoveryCodes.looksLikeOne(typed) {
+            return try await store.useRecoveryCode(twoFactor.recoveryDigest(typed, for: member), of: member, at: Date()) ? "recovery code" : nil
+        }
+        return try await acceptCode(typed, of: member) ? "totp" : nil
+    }
 
     /// Whether `typed` is the member's current code, not used before; marks its step used.
     func acceptCode(_ typed: String, of member: MemberID) async throws -> Bool {
@@ -71,8 +77,12 @@ extension DashboardController {
         )
     }
 
-    /// Draws a new secret (kept pending until a code confirms it) and shows it.
+    /// Draws a new secret (kept pending until a code confirms it) and shows it. Replacing a
+    /// secret already on (a new phone) first takes a current code or a recovery code.
     @Sendable func beginTwoFactorSetup(_ request: Request, context: SignedInRequestContext) async throws -> Response {
+        if context.member.hasTwoFactor, let problem = try await recheckCode(context.form["code"] ?? "", context: context) {
+            return try await renderTwoFactor(context: context, codeError: problem, status: .badRequest)
+        }
         let codes = TwoFactorCodes.generate()
         try await store.setPendingTwoFactorSecret(try twoFactor.seal(codes.secret, for: context.member.id), of: context.member.id)
         return try await renderTwoFactor(context: context, setup: codes)
@@ -100,8 +110,10 @@ extension DashboardController {
         guard
             try await store.enableTwoFactor(
                 of: member.id,
+                pending: sealed,
                 usedStep: step,
-                recoveryCodes: recoveryCodes.map(RecoveryCodes.digest),
+                recoveryCodes: recoveryCodes.map { twoFactor.recoveryDigest($0, for: member.id) },
+                keepingSession: context.signedIn.session.digest,
                 audit: .member(.twoFactorEnabled, member, at: Date(), context: audit(request, context))
             )
         else { throw DashboardRedirect(location: "/dashboard/settings/two-factor") }
@@ -121,20 +133,25 @@ extension DashboardController {
         if let problem = try await recheckCode(context.form["code"] ?? "", context: context) {
             return try await renderTwoFactor(context: context, codeError: problem, status: .badRequest)
         }
-        try await store.disableTwoFactor(
+        _ = try await store.disableTwoFactor(
             of: context.member.id,
+            keepingSession: context.signedIn.session.digest,
             audit: .member(.twoFactorDisabled, context.member, at: Date(), context: audit(request, context))
         )
         throw DashboardRedirect(location: "/dashboard/settings/two-factor")
     }
 
-    /// Checks a code re-entered before a sensitive action (throttled per session, used once).
-    /// - Returns: What to tell the member, or `nil` when the code is right.
+    /// Checks a second factor re-entered before a sensitive action — a code from the app or a
+    /// recovery code, each used once — throttled per session.
+    /// - Returns: What to tell the member, or `nil` when it is right.
     func recheckCode(_ typed: String, context: SignedInRequestContext) async throws -> String? {
-        guard !typed.isEmpty else { return "Enter the code from your authenticator app." }
+        guard !typed.isEmpty else { return "Enter the code from your authenticator app, or a recovery code." }
         let member = context.member.id
-        return Self.problem(try await signInPolicy.confirmCode(session: context.signedIn.session.digest) { try await acceptCode(typed, of: member) })
-            .map { _ in "That code is wrong or was used already." }
+        let check = try await signInPolicy.confirmCode(session: context.signedIn.session.digest) {
+            try await acceptSecondFactor(typed, of: member) != nil
+        }
+        if case .throttled(let refusal) = check { return "Too many wrong codes. Try again in \(refusal.retryAfterSeconds) seconds." }
+        return Self.problem(check).map { _ in "That code is wrong or was used already." }
     }
 
     /// The member's password, or their code when they sign in with one: what a production key asks for.

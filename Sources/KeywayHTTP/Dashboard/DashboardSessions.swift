@@ -77,11 +77,19 @@ struct DashboardSessions: Sendable {
     }
 
     /// Ends a session's wait for its second factor: from now it is a sign-in of the full lifetime.
-    func completeSecondFactor(_ session: DashboardSession, of member: Member, audit: AuditContext, at date: Date = Date()) async throws -> Bool {
+    /// - Parameter factor: What completed it, for the audit entry: `totp` or `recovery code`.
+    func completeSecondFactor(
+        _ session: DashboardSession,
+        of member: Member,
+        factor: String,
+        audit: AuditContext,
+        at date: Date = Date()
+    ) async throws -> Bool {
         try await store.completeSecondFactor(
             digest: session.digest,
+            at: date,
             expiresAt: date.addingTimeInterval(Double(Self.lifetime.components.seconds)).keywayPrecision,
-            audit: .member(.signedIn, member, at: date.keywayPrecision, context: audit, details: ["secondFactor": "totp"])
+            audit: .member(.signedIn, member, at: date.keywayPrecision, context: audit, details: ["secondFactor": factor])
         )
     }
 

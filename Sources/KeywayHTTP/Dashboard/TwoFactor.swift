@@ -73,8 +73,8 @@ extension Character {
     fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
-/// One-time recovery codes: ten, shown once, stored as SHA-256 digests (they carry 50 random
-/// bits each, so a digest cannot be reversed by trying them all).
+/// One-time recovery codes: ten, shown once, stored as keyed digests
+/// (``TwoFactorSecrets/recoveryDigest(_:for:)``).
 enum RecoveryCodes {
     static let count = 10
     private static let alphabet = Array("abcdefghjkmnpqrstuvwxyz23456789")
@@ -88,10 +88,9 @@ enum RecoveryCodes {
         }
     }
 
-    /// The digest a typed code is looked up by: lowercased, without spaces or dashes.
-    static func digest(_ typed: String) -> KeyDigest {
-        KeyDigest(hashing: typed.lowercased().filter { $0.isLetter || $0.isNumber }.utf8)
-    }
+    /// Whether `typed` has a recovery code's shape (ten letters and digits, however spaced),
+    /// where a TOTP code has six digits.
+    static func looksLikeOne(_ typed: String) -> Bool { typed.filter { $0.isLetter || $0.isNumber }.count == 10 }
 }
 
 /// A QR code as inline SVG, drawn by Nayuki's qrcodegen: one path of dark modules, with the

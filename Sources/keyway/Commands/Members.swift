@@ -14,7 +14,7 @@ struct MembersCommand: AsyncParsableCommand {
             viewer (reads). An account keeps at least one owner. Keyway sends no email: `invite` prints a link, \
             valid 7 days and usable once, for you to send.
             """,
-        subcommands: [List.self, Invite.self, Role.self, Remove.self]
+        subcommands: [List.self, Invite.self, Role.self, Remove.self, ResetTwoFactor.self]
     )
 
     /// `--member`: an id (mem_…) or an email.
@@ -28,9 +28,11 @@ struct MembersCommand: AsyncParsableCommand {
         func resolve(in store: any KeywayStore) async throws -> Member {
             try await store.requireAccount(target.accountID)
             let wanted = member.trimmingCharacters(in: .whitespaces)
+            // Emails as `invite` reads them: trimmed and lowercased.
+            let email = (try? MemberInput.email(wanted)) ?? wanted
             guard
                 let found = try await store.members(of: target.accountID).first(where: {
-                    $0.id.rawValue == wanted || $0.email == wanted.lowercased()
+                    $0.id.rawValue == wanted || $0.email == email
                 })
             else { throw KeywayError.memberNotFound() }
             return found
@@ -150,6 +152,37 @@ struct MembersCommand: AsyncParsableCommand {
                     throw KeywayError.memberNotFound()
                 }
                 print("Removed \(found.email) from the account.")
+            }
+        }
+    }
+
+    struct ResetTwoFactor: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reset-two-factor",
+            abstract: "Turn off a member's two-factor sign-in (a lost phone and no recovery code); ends their sessions.",
+            discussion: """
+                The person's second factor is theirs in every account they belong to. They sign in with the password \
+                alone next, and set two-factor up again (at once, when the account requires it).
+                """
+        )
+
+        @OptionGroup var member: MemberOptions
+        @OptionGroup var database: DatabaseOptions
+
+        func run() async throws {
+            try await database.withStore { (store: any KeywayStore) async throws -> Void in
+                let found = try await member.resolve(in: store)
+                guard
+                    try await store.disableTwoFactor(
+                        of: found.id,
+                        keepingSession: nil,
+                        audit: .member(.twoFactorDisabled, found, at: Date(), context: .cli, details: ["by": "operator reset"])
+                    )
+                else {
+                    print("\(found.email) has no two-factor sign-in to reset.")
+                    return
+                }
+                print("Two-factor sign-in of \(found.email) is off; their sessions ended.")
             }
         }
     }
