@@ -191,24 +191,10 @@ public final class SignInPolicy: Sendable {
         if password.isEmpty { return .missing }
         // No member has such a password; refused unhashed and uncounted.
         guard MemberInput.unusablePassword(password) == nil else { return .wrong }
-        let sessionKey = "reauth-session:" + session.bytes.map { String(format: "%02x", $0) }.joined()
-        let reservation: AttemptThrottle.Reservation
-        do {
-            reservation = try await perSession.reserve(sessionKey)
-        } catch let refusal as AttemptThrottle.Refusal {
-            return .throttled(refusal)
+        return try await confirmInSession(session) {
+            guard let hash = try await store.passwordHash(of: member) else { return false }
+            return try await hasher.verify(password, hash: hash)
         }
-        let valid: Bool
-        do {
-            guard let hash = try await store.passwordHash(of: member) else { return .wrong }
-            valid = try await hasher.verify(password, hash: hash)
-        } catch {
-            await release([Reserved(limiter: perSession, reservation: reservation)])
-            throw error
-        }
-        guard valid else { return .wrong }
-        try await perSession.reset(sessionKey)
-        return .confirmed
     }
 
     /// Replaces the signed-in member's password once the current one is confirmed
@@ -265,9 +251,10 @@ public final class SignInPolicy: Sendable {
         return .confirmed
     }
 
-    /// Checks a code re-entered before a sensitive action (a production key), throttled per
-    /// session together with re-entered passwords.
-    public func confirmCode(session: KeyDigest, _ verify: () async throws -> Bool) async throws -> PasswordCheck {
+    /// Checks what is re-entered before a sensitive action — a password, or a second-factor code
+    /// (`verify` compares it) — throttled per session: anyone may fail sign-ins with a member's
+    /// email, and must not stop the signed-in member from replacing a leaked key.
+    public func confirmInSession(_ session: KeyDigest, _ verify: () async throws -> Bool) async throws -> PasswordCheck {
         let sessionKey = "reauth-session:" + session.bytes.map { String(format: "%02x", $0) }.joined()
         let reservation: AttemptThrottle.Reservation
         do {

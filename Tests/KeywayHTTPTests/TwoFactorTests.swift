@@ -103,6 +103,15 @@ import Testing
         return (codes, recovery)
     }
 
+    /// Types the password on the sign-in page and opens the code page it leads to.
+    @discardableResult
+    func enterPassword(_ browser: TestBrowser) async throws -> TestBrowser.Page {
+        try await browser.get("/dashboard/signin")
+        let page = try await browser.post("/dashboard/signin", ["email": "owner@acme.test", "password": Self.password])
+        try await browser.get("/dashboard/signin/code")
+        return page
+    }
+
     /// The code of the server's current step.
     func code(_ codes: TwoFactorCodes, _ server: TestServer) -> String { codes.code(atStep: TwoFactorCodes.step(at: server.clock.now)) }
 
@@ -129,9 +138,7 @@ import Testing
 
             // Another browser with the password and the same code, in the same 30 seconds: refused.
             let thief = TestBrowser(client)
-            try await thief.get("/dashboard/signin")
-            _ = try await thief.post("/dashboard/signin", ["email": "owner@acme.test", "password": Self.password])
-            try await thief.get("/dashboard/signin/code")
+            try await enterPassword(thief)
             #expect(try await thief.post("/dashboard/signin/code", ["code": current]).status == .unauthorized, "no replay")
 
             let account = try #require(try await server.store.memberCredentials(email: "owner@acme.test")?.member.accountID)
@@ -149,9 +156,7 @@ import Testing
             try await browser.post("/dashboard/signout", [:])
             for attempt in 0..<2 {
                 let other = TestBrowser(client)
-                try await other.get("/dashboard/signin")
-                _ = try await other.post("/dashboard/signin", ["email": "owner@acme.test", "password": Self.password])
-                try await other.get("/dashboard/signin/code")
+                try await enterPassword(other)
                 let page = try await other.post("/dashboard/signin/code", ["code": recovery[0].uppercased()])
                 #expect(page.status == (attempt == 0 ? .seeOther : .unauthorized), "attempt \(attempt)")
             }
@@ -167,9 +172,7 @@ import Testing
             let (codes, _) = try await enroll(server, browser)
             try await browser.post("/dashboard/signout", [:])
             server.clock.advance(by: 30)
-            try await browser.get("/dashboard/signin")
-            _ = try await browser.post("/dashboard/signin", ["email": "owner@acme.test", "password": Self.password])
-            try await browser.get("/dashboard/signin/code")
+            try await enterPassword(browser)
             var statuses: [HTTPResponse.Status] = []
             for _ in 0..<12 { statuses.append(try await browser.post("/dashboard/signin/code", ["code": "000000"]).status) }
             #expect(statuses.contains(.tooManyRequests), "\(statuses)")
@@ -238,9 +241,7 @@ import Testing
             // The old phone's codes no longer sign in; the new one's do.
             try await browser.post("/dashboard/signout", [:])
             server.clock.advance(by: 30)
-            try await browser.get("/dashboard/signin")
-            _ = try await browser.post("/dashboard/signin", ["email": "owner@acme.test", "password": Self.password])
-            try await browser.get("/dashboard/signin/code")
+            try await enterPassword(browser)
             #expect(try await browser.post("/dashboard/signin/code", ["code": code(old, server)]).status == .unauthorized)
             #expect(try await browser.post("/dashboard/signin/code", ["code": recovery[2]]).status == .unauthorized, "old recovery codes too")
             #expect(try await browser.post("/dashboard/signin/code", ["code": code(new, server)]).location == "/dashboard/settings/api-keys")

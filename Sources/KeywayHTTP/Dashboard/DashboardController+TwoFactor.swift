@@ -95,7 +95,7 @@ extension DashboardController {
         }
         let codes = TwoFactorCodes(secret: try twoFactor.unseal(sealed, for: member.id))
         var step: Int64?
-        let check = try await signInPolicy.confirmCode(session: context.signedIn.session.digest) {
+        let check = try await signInPolicy.confirmInSession(context.signedIn.session.digest) {
             step = codes.matchingStep(context.form["code"] ?? "", at: now(), after: nil)
             return step != nil
         }
@@ -147,7 +147,7 @@ extension DashboardController {
     func recheckCode(_ typed: String, context: SignedInRequestContext) async throws -> String? {
         guard !typed.isEmpty else { return "Enter the code from your authenticator app, or a recovery code." }
         let member = context.member.id
-        let check = try await signInPolicy.confirmCode(session: context.signedIn.session.digest) {
+        let check = try await signInPolicy.confirmInSession(context.signedIn.session.digest) {
             try await acceptSecondFactor(typed, of: member) != nil
         }
         if case .throttled(let refusal) = check { return "Too many wrong codes. Try again in \(refusal.retryAfterSeconds) seconds." }
