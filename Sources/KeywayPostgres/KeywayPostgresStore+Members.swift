@@ -279,6 +279,12 @@ extension KeywayPostgresStore {
 
     public func createInvitation(_ invitation: Invitation, digest: KeyDigest, audit: AuditContext) async throws {
         try await transaction { connection in
+            // Two invitations of one person to one account at once take turns, so the second
+            // revokes the first: one open link each, as on SQLite.
+            try await connection.query(
+                "SELECT pg_advisory_xact_lock(hashtextextended(\(invitation.accountID.rawValue + " " + invitation.email), 0))",
+                logger: logger
+            )
             let isMember = try await Self.first(
                 """
                 SELECT 1 FROM memberships ms JOIN members m ON m.id = ms.member_id
@@ -289,15 +295,18 @@ extension KeywayPostgresStore {
                 logger: logger
             )
             if isMember != nil { throw KeywayError.alreadyAMember() }
-            // One open link per person and account: a new invitation replaces the last.
-            try await connection.query(
+            // One open link per person and account: a new invitation replaces the last, on the record.
+            var replaced: [Invitation] = []
+            let rows = try await connection.query(
                 """
                 UPDATE invitations SET revoked_at = \(invitation.createdAt.keywayMilliseconds)
                 WHERE account_id = \(invitation.accountID.rawValue) AND email = \(invitation.email)
                   AND accepted_at IS NULL AND revoked_at IS NULL
+                RETURNING \(unescaped: Self.invitationColumns)
                 """,
                 logger: logger
-            )
+            ).decode(InvitationRow.self)
+            for try await row in rows { replaced.append(Invitation(row: row)) }
             try await connection.query(
                 """
                 INSERT INTO invitations (id, digest, account_id, email, role, invited_by, created_at, expires_at)
@@ -308,7 +317,8 @@ extension KeywayPostgresStore {
                 logger: logger
             )
             try await Self.insert(
-                [.invitation(.memberInvited, invitation, at: invitation.createdAt, context: audit)],
+                replaced.map { .invitation(.invitationRevoked, $0, at: invitation.createdAt, context: audit) }
+                    + [.invitation(.memberInvited, invitation, at: invitation.createdAt, context: audit)],
                 connection: connection,
                 logger: logger
             )

@@ -214,14 +214,19 @@ extension KeywaySQLiteStore {
                 arguments: [invitation.accountID.rawValue, invitation.email]
             )
             if isMember != nil { throw KeywayError.alreadyAMember() }
-            // One open link per person and account: a new invitation replaces the last.
-            try db.execute(
-                sql: """
-                    UPDATE invitations SET revoked_at = ?
-                    WHERE account_id = ? AND email = ? AND accepted_at IS NULL AND revoked_at IS NULL
-                    """,
-                arguments: [invitation.createdAt.keywayMilliseconds, invitation.accountID.rawValue, invitation.email]
-            )
+            // One open link per person and account: a new invitation replaces the last, on the record.
+            let replaced = try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM invitations WHERE account_id = ? AND email = ? AND accepted_at IS NULL AND revoked_at IS NULL",
+                arguments: [invitation.accountID.rawValue, invitation.email]
+            ).map(Invitation.init(row:))
+            for old in replaced {
+                try db.execute(
+                    sql: "UPDATE invitations SET revoked_at = ? WHERE id = ?",
+                    arguments: [invitation.createdAt.keywayMilliseconds, old.id.rawValue]
+                )
+            }
+            try Self.insert(replaced.map { .invitation(.invitationRevoked, $0, at: invitation.createdAt, context: audit) }, db: db)
             try db.execute(
                 sql: """
                     INSERT INTO invitations (id, digest, account_id, email, role, invited_by, created_at, expires_at)

@@ -53,6 +53,8 @@ import Testing
         let (second, _, secondDigest) = Invitation.make(to: "a@team.test", as: .developer, in: owner.accountID, by: owner.email, at: now)
         try await store.createInvitation(second, digest: secondDigest, audit: .system)
         #expect(try await store.invitation(digest: firstDigest) == nil, "a new invitation revokes the last one to the same email")
+        let replaced = try await store.auditEntries(for: owner.accountID, matching: AuditQuery(event: .invitationRevoked))
+        #expect(replaced.map(\.resourceID) == [first.id.rawValue], "and says so in the audit log")
         #expect(try await store.openInvitations(of: owner.accountID).map(\.id) == [second.id])
         await #expect(throws: KeywayError.invitationNotValid()) {
             try await store.acceptInvitation(
@@ -70,6 +72,23 @@ import Testing
         // A member already is not invited again.
         let (again, _, againDigest) = Invitation.make(to: owner.email, as: .viewer, in: owner.accountID, by: owner.email, at: now)
         await #expect(throws: KeywayError.alreadyAMember()) { try await store.createInvitation(again, digest: againDigest, audit: .system) }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func invitingOnePersonTwiceAtOnceLeavesOneOpenLink(kind: StoreKind) async throws {
+        let (store, owner) = try await team(kind)
+        for round in 0..<5 {
+            let email = "twice\(round)@team.test"
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<3 {
+                    group.addTask {
+                        let (invitation, _, digest) = Invitation.make(to: email, as: .viewer, in: owner.accountID, by: owner.email, at: Date())
+                        try? await store.createInvitation(invitation, digest: digest, audit: .system)
+                    }
+                }
+            }
+            #expect(try await store.openInvitations(of: owner.accountID).filter { $0.email == email }.count == 1, "round \(round)")
+        }
     }
 
     @Test(arguments: StoreKind.allCases)
