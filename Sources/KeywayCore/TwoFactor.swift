@@ -42,11 +42,19 @@ public struct TwoFactorRecord: Sendable, Hashable {
     public var lastStep: Int64?
     /// Recovery codes not yet used.
     public var recoveryCodesLeft: Int
+    /// Wrong codes at sign-in since the last right one: kept in storage, so neither a restart
+    /// nor the throttle's windows forget them.
+    public var failures: Int
 
-    public init(sealedSecret: Data, lastStep: Int64?, recoveryCodesLeft: Int) {
+    /// After this many wrong codes in a row, only a recovery code signs in: a patient guesser,
+    /// held to ten tries every fifteen minutes by the throttle, gets no further than this.
+    public static let failuresBeforeRecoveryCode = 20
+
+    public init(sealedSecret: Data, lastStep: Int64?, recoveryCodesLeft: Int, failures: Int = 0) {
         self.sealedSecret = sealedSecret
         self.lastStep = lastStep
         self.recoveryCodesLeft = recoveryCodesLeft
+        self.failures = failures
     }
 }
 
@@ -77,9 +85,12 @@ public protocol TwoFactorStore: Sendable {
     /// - Returns: Whether it was on.
     func disableTwoFactor(of member: MemberID, keepingSession session: KeyDigest?, audit: AuditEntry) async throws -> Bool
     /// Records `step` as used when it is later than the last used one, atomically: of two
-    /// sign-ins with one code, at most one gets `true`.
+    /// sign-ins with one code, at most one gets `true`. A use clears the failures.
     func useTwoFactorStep(_ step: Int64, of member: MemberID) async throws -> Bool
-    /// Marks a recovery code used, once: `false` when the member has no such unused code.
+    /// Counts a wrong code at sign-in.
+    func recordTwoFactorFailure(of member: MemberID) async throws
+    /// Marks a recovery code used, once, and clears the failures: `false` when the member has no
+    /// such unused code.
     func useRecoveryCode(_ digest: KeyDigest, of member: MemberID, at date: Date) async throws -> Bool
     /// Ends a session's wait for the second factor and gives it its full lifetime, with `audit`
     /// (`member.signed_in`). - Returns: `false` when the session is gone, expired at `date`, or
@@ -120,6 +131,9 @@ extension ForwardingTwoFactorStore {
     }
     public func useTwoFactorStep(_ step: Int64, of member: MemberID) async throws -> Bool {
         try await twoFactorStore.useTwoFactorStep(step, of: member)
+    }
+    public func recordTwoFactorFailure(of member: MemberID) async throws {
+        try await twoFactorStore.recordTwoFactorFailure(of: member)
     }
     public func useRecoveryCode(_ digest: KeyDigest, of member: MemberID, at date: Date) async throws -> Bool {
         try await twoFactorStore.useRecoveryCode(digest, of: member, at: date)

@@ -348,6 +348,13 @@ enum KeywayPostgresSchema {
                 "ALTER TABLE sessions ADD COLUMN second_factor_pending BOOLEAN NOT NULL DEFAULT false",
             ]
         ),
+        (
+            "v13: wrong two-factor codes counted",
+            [
+                // Wrong codes at sign-in since the last right one; past 20 only a recovery code signs in.
+                "ALTER TABLE members ADD COLUMN totp_failures INTEGER NOT NULL DEFAULT 0"
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -9,11 +9,11 @@ extension KeywayPostgresStore {
         try await first(
             """
             SELECT totp_sealed_secret, totp_last_step,
-                   (SELECT count(*) FROM recovery_codes WHERE member_id = members.id AND used_at IS NULL)
+                   (SELECT count(*) FROM recovery_codes WHERE member_id = members.id AND used_at IS NULL), totp_failures
             FROM members WHERE id = \(member.rawValue) AND totp_sealed_secret IS NOT NULL
             """,
-            as: (Data, Int64?, Int64).self
-        ).map { row in TwoFactorRecord(sealedSecret: row.0, lastStep: row.1, recoveryCodesLeft: Int(row.2)) }
+            as: (Data, Int64?, Int64, Int32).self
+        ).map { row in TwoFactorRecord(sealedSecret: row.0, lastStep: row.1, recoveryCodesLeft: Int(row.2), failures: Int(row.3)) }
     }
 
     public func pendingTwoFactorSecret(of member: MemberID) async throws -> Data? {
@@ -105,7 +105,7 @@ extension KeywayPostgresStore {
         // One statement: the row lock makes a second use of the same step see the first's.
         try await first(
             """
-            UPDATE members SET totp_last_step = \(step)
+            UPDATE members SET totp_last_step = \(step), totp_failures = 0
             WHERE id = \(member.rawValue) AND totp_sealed_secret IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < \(step))
             RETURNING 1
             """,
@@ -113,11 +113,20 @@ extension KeywayPostgresStore {
         ) != nil
     }
 
+    public func recordTwoFactorFailure(of member: MemberID) async throws {
+        try await client.query("UPDATE members SET totp_failures = totp_failures + 1 WHERE id = \(member.rawValue)", logger: logger)
+    }
+
     public func useRecoveryCode(_ digest: KeyDigest, of member: MemberID, at date: Date) async throws -> Bool {
+        // One statement: the code's row is marked once, and the failures clear with it.
         try await first(
             """
-            UPDATE recovery_codes SET used_at = \(date.keywayMilliseconds)
-            WHERE member_id = \(member.rawValue) AND digest = \(Data(digest.bytes)) AND used_at IS NULL
+            WITH used AS (
+                UPDATE recovery_codes SET used_at = \(date.keywayMilliseconds)
+                WHERE member_id = \(member.rawValue) AND digest = \(Data(digest.bytes)) AND used_at IS NULL
+                RETURNING member_id
+            )
+            UPDATE members SET totp_failures = 0 FROM used WHERE members.id = used.member_id
             RETURNING 1
             """,
             as: Int32.self

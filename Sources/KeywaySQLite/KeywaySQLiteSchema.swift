@@ -340,6 +340,10 @@ enum KeywaySQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v12: wrong two-factor codes counted") { db in
+            // Wrong codes at sign-in since the last right one; past 20 only a recovery code signs in.
+            try db.execute(sql: "ALTER TABLE members ADD COLUMN totp_failures INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }()
 

@@ -10,14 +10,19 @@ extension KeywaySQLiteStore {
                 let row = try Row.fetchOne(
                     db,
                     sql: """
-                        SELECT totp_sealed_secret, totp_last_step,
+                        SELECT totp_sealed_secret, totp_last_step, totp_failures,
                                (SELECT count(*) FROM recovery_codes WHERE member_id = members.id AND used_at IS NULL) AS codes_left
                         FROM members WHERE id = ? AND totp_sealed_secret IS NOT NULL
                         """,
                     arguments: [member.rawValue]
                 )
             else { return nil }
-            return TwoFactorRecord(sealedSecret: row["totp_sealed_secret"], lastStep: row["totp_last_step"], recoveryCodesLeft: row["codes_left"])
+            return TwoFactorRecord(
+                sealedSecret: row["totp_sealed_secret"],
+                lastStep: row["totp_last_step"],
+                recoveryCodesLeft: row["codes_left"],
+                failures: row["totp_failures"]
+            )
         }
     }
 
@@ -97,12 +102,18 @@ extension KeywaySQLiteStore {
         try await database.write { db in
             try db.execute(
                 sql: """
-                    UPDATE members SET totp_last_step = ?
+                    UPDATE members SET totp_last_step = ?, totp_failures = 0
                     WHERE id = ? AND totp_sealed_secret IS NOT NULL AND (totp_last_step IS NULL OR totp_last_step < ?)
                     """,
                 arguments: [step, member.rawValue, step]
             )
             return db.changesCount == 1
+        }
+    }
+
+    public func recordTwoFactorFailure(of member: MemberID) async throws {
+        try await database.write { db in
+            try db.execute(sql: "UPDATE members SET totp_failures = totp_failures + 1 WHERE id = ?", arguments: [member.rawValue])
         }
     }
 
@@ -112,7 +123,9 @@ extension KeywaySQLiteStore {
                 sql: "UPDATE recovery_codes SET used_at = ? WHERE member_id = ? AND digest = ? AND used_at IS NULL",
                 arguments: [date.keywayMilliseconds, member.rawValue, Data(digest.bytes)]
             )
-            return db.changesCount == 1
+            guard db.changesCount == 1 else { return false }
+            try db.execute(sql: "UPDATE members SET totp_failures = 0 WHERE id = ?", arguments: [member.rawValue])
+            return true
         }
     }
 

@@ -181,6 +181,35 @@ import Testing
         }
     }
 
+    /// The throttle's windows let ten tries through every fifteen minutes; the stored count of
+    /// wrong codes does not forget: after twenty in a row only a recovery code signs in.
+    @Test func aPatientGuesserIsStoppedAfterTwentyWrongCodes() async throws {
+        let server = try await TestServer.make(passwordHasher: CountingHasher())
+        try await server.test { client in
+            let browser = TestBrowser(client)
+            let (codes, recovery) = try await enroll(server, browser)
+            try await browser.post("/dashboard/signout", [:])
+            try await enterPassword(browser)
+            for batch in 0..<5 {
+                for attempt in 0..<4 {
+                    let page = try await browser.post("/dashboard/signin/code", ["code": "000000"])
+                    #expect(page.status == .unauthorized, "batch \(batch), attempt \(attempt): \(page.status)")
+                }
+                server.clock.advance(by: 16 * 60)  // past every throttle's window
+            }
+            let right = try await browser.post("/dashboard/signin/code", ["code": code(codes, server)])
+            #expect(right.status == .tooManyRequests)
+            #expect(right.html.contains("recovery codes"))
+            #expect(try await browser.post("/dashboard/signin/code", ["code": recovery[4]]).location == "/dashboard/settings/api-keys")
+
+            // The recovery code cleared the count: the app's codes work again.
+            try await browser.post("/dashboard/signout", [:])
+            server.clock.advance(by: 30)
+            try await enterPassword(browser)
+            #expect(try await browser.post("/dashboard/signin/code", ["code": code(codes, server)]).location == "/dashboard/settings/api-keys")
+        }
+    }
+
     @Test func theProductionKeyAsksForTheCodeInsteadOfThePassword() async throws {
         let server = try await TestServer.make(passwordHasher: CountingHasher())
         try await server.test { client in

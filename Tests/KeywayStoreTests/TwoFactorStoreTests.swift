@@ -152,4 +152,19 @@ import Testing
         #expect(try await store.session(digest: here.digest, at: now) != nil)
         #expect(try await store.session(digest: elsewhere.digest, at: now) == nil, "a session opened the old way ends")
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func wrongCodesAreCountedUntilARightOneOrARecoveryCode(kind: StoreKind) async throws {
+        let (store, owner, codes) = try await enrolled(kind)
+        for _ in 0..<3 { try await store.recordTwoFactorFailure(of: owner.id) }
+        #expect(try await store.twoFactor(of: owner.id)?.failures == 3)
+        #expect(try await store.useTwoFactorStep(101, of: owner.id))
+        #expect(try await store.twoFactor(of: owner.id)?.failures == 0, "a right code clears them")
+        for _ in 0..<2 { try await store.recordTwoFactorFailure(of: owner.id) }
+        #expect(try await store.useRecoveryCode(codes[0], of: owner.id, at: Date()) == true)
+        #expect(try await store.twoFactor(of: owner.id)?.failures == 0, "so does a recovery code")
+        try await store.recordTwoFactorFailure(of: owner.id)
+        #expect(try await store.useRecoveryCode(codes[0], of: owner.id, at: Date()) == false)
+        #expect(try await store.twoFactor(of: owner.id)?.failures == 1, "a used recovery code clears nothing")
+    }
 }

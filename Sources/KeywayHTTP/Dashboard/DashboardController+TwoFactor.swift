@@ -23,6 +23,16 @@ extension DashboardController {
         }
         guard !typed.isEmpty else { return page("Enter the code from your authenticator app.", status: .badRequest) }
         let auditContext = audit(request, requestID: context.requestID, remoteAddress: context.remoteAddress, actor: member.email)
+        // Past the stored count of wrong codes, only a recovery code signs in, whatever the
+        // throttle's windows allow.
+        if !RecoveryCodes.looksLikeOne(typed),
+            let record = try await store.twoFactor(of: member.id), record.failures >= TwoFactorRecord.failuresBeforeRecoveryCode
+        {
+            return page(
+                "Too many wrong codes since your last sign-in: sign in with one of your recovery codes.",
+                status: .tooManyRequests
+            )
+        }
         var factor = "totp"
         let check = try await signInPolicy.checkSecondFactor(of: member.id, client: clientKey(request, context.remoteAddress)) {
             guard let used = try await acceptSecondFactor(typed, of: member.id) else { return false }
@@ -32,6 +42,7 @@ extension DashboardController {
         switch check {
         case .confirmed: break
         case .missing, .wrong:
+            try await store.recordTwoFactorFailure(of: member.id)
             try await store.recordAudit(
                 .member(.signInFailed, member, at: Date(), context: auditContext, details: ["secondFactor": "wrong code"])
             )
