@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import ROOT
@@ -73,8 +72,21 @@ class Dashboard:
             # already replaced it. The click happened; the wait below fails if it did not.
             if "does not belong to the document" not in str(error):
                 raise
-        WebDriverWait(self.driver, 10).until(expected_conditions.staleness_of(old_page))
+        WebDriverWait(self.driver, 10).until(lambda driver: self.replaced(old_page))
         self.settled()
+
+    @staticmethod
+    def replaced(element) -> bool:
+        """Whether `element` left the document: stale, or (Chromedriver racing a navigation) no longer in it."""
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
 
     def type(self, css, text):
         self.settled()
