@@ -10,6 +10,10 @@ public struct AuthenticatedKey: Sendable, Hashable {
     public let environmentID: EnvironmentID
     /// `kw_dev_…abcd`, safe to show and log.
     public let hint: String
+    /// The hint in visible ASCII, `kw_dev_...abcd`, for a header field's value (RFC 9110 §5.5).
+    /// Made once here: the forward-auth answer sends it on every request, and Foundation's
+    /// `replacingOccurrences` cost 6 % of a request's CPU there.
+    public let asciiHint: String
     /// When the key stops working: the end of its grace period after a roll; `nil` for the
     /// environment's current key.
     public internal(set) var expiresAt: Date?
@@ -19,7 +23,21 @@ public struct AuthenticatedKey: Sendable, Hashable {
         self.keyID = keyID
         self.environmentID = environmentID
         self.hint = hint
+        self.asciiHint = Self.ascii(hint)
         self.expiresAt = expiresAt
+    }
+
+    static func ascii(_ hint: String) -> String {
+        var ascii = ""
+        ascii.reserveCapacity(hint.utf8.count)
+        for scalar in hint.unicodeScalars {
+            if scalar == "…" {
+                ascii += "..."
+            } else {
+                ascii.unicodeScalars.append(scalar)
+            }
+        }
+        return ascii
     }
 }
 

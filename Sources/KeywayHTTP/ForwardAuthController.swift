@@ -66,8 +66,7 @@ struct ForwardAuthController {
         headers.reserveCapacity(8)
         headers[.keywayAccountID] = key.environmentID.accountID.rawValue
         headers[.keywayEnvironment] = key.environmentID.environment.rawValue
-        // A new field's value should be visible ASCII (RFC 9110 §5.5): the hint's "…" as "...".
-        headers[.keywayKeyHint] = key.hint.replacingOccurrences(of: "…", with: "...")
+        headers[.keywayKeyHint] = key.asciiHint
         if let reference = request.headers[.xKeywayUserID] {
             // Resolved inside the key's environment only: another environment's user is not found.
             // Usernames are stored in NFC, so a decomposed spelling names the same user.

@@ -43,7 +43,7 @@ struct Serve: AsyncParsableCommand {
         if let port { settings.server.port = port }
         let logLevel = settings.logLevel
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = DeferredMetadataLogHandler(StreamLogHandler.standardError(label: label))
             handler.logLevel = logLevel
             return handler
         }
