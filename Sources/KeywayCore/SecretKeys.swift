@@ -235,18 +235,7 @@ public final class SecretKeys: Sendable {
             }
             throw KeywayError(.malformedAPIKey, error.explanation)
         }
-        let (cached, generation) = state.withLock { state -> (Entry?, UInt64) in
-            let entry = state.entries[presented.digest]
-            if case .active(let key) = entry {
-                if key.isAccepted(at: date) {
-                    state.lastUsed[key.keyID] = date
-                } else if let end = key.expiresAt {
-                    // Its grace is over: from now on a revoked key like any other, in the bounded ring.
-                    state.remember(presented.digest, as: .revoked(at: end, reason: .expiredAfterRoll))
-                }
-            }
-            return (entry, state.generation)
-        }
+        let (cached, generation) = remembered(presented, at: date)
         switch cached {
         case .active(let key): return try key.accepted(at: date)
         case .revoked(let at, let reason): throw Self.revokedError(at: at, reason: reason)
@@ -281,6 +270,34 @@ public final class SecretKeys: Sendable {
         case .active(let key): return key
         case .revoked(let at, let reason): throw Self.revokedError(at: at, reason: reason)
         case .unknown: throw Self.invalidError
+        }
+    }
+
+    /// The key's principal when this process holds it as active and accepted at `date`: what
+    /// ``authenticate(_:at:)`` answers from memory, with the same last-used bookkeeping, without
+    /// suspending. `nil` for anything else (malformed, not seen here, revoked, past its grace),
+    /// which ``authenticate(_:at:)`` then decides and explains.
+    public func authenticatedFromMemory(_ token: Substring, at date: Date = Date()) -> AuthenticatedKey? {
+        guard let presented = try? SecretKeyFormat.parse(token),
+            case .active(let key) = remembered(presented, at: date).entry
+        else { return nil }
+        return try? key.accepted(at: date)
+    }
+
+    /// What memory holds for a presented key, and the revocation generation it was read at. An
+    /// active key accepted at `date` is marked used; one whose grace has ended becomes revoked.
+    private func remembered(_ presented: PresentedSecretKey, at date: Date) -> (entry: Entry?, generation: UInt64) {
+        state.withLock { state in
+            let entry = state.entries[presented.digest]
+            if case .active(let key) = entry {
+                if key.isAccepted(at: date) {
+                    state.lastUsed[key.keyID] = date
+                } else if let end = key.expiresAt {
+                    // Its grace is over: from now on a revoked key like any other, in the bounded ring.
+                    state.remember(presented.digest, as: .revoked(at: end, reason: .expiredAfterRoll))
+                }
+            }
+            return (entry, state.generation)
         }
     }
 

@@ -49,7 +49,7 @@ public func buildApplication(
 ) -> some ApplicationProtocol {
     let rateLimits = rateLimits ?? RateLimits(store: store, sharesCounts: rateLimitExchange != nil)
     let serviceTokens = serviceTokens ?? ServiceTokens(store: store, logger: logger)
-    let router = buildRouter(
+    let (router, forwardAuth) = buildRouter(
         configuration: configuration,
         store: store,
         keys: keys,
@@ -106,9 +106,10 @@ public func buildApplication(
             )
         )
     }
+    let lane = configuration.forwardAuthLane ? ForwardAuthLaneAnswerer(controller: forwardAuth, serverName: "keyway", logger: logger) : nil
     var app = Application(
         router: router,
-        server: httpServer(configuration),
+        server: httpServer(configuration, forwardAuthLane: lane),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port),
             serverName: "keyway",
@@ -143,7 +144,7 @@ public func buildApplication(
 }
 
 /// HTTP/1.1 with the idle timeout and the head and body deadlines.
-func httpServer(_ configuration: ServerConfiguration) -> HTTPServerBuilder {
+func httpServer(_ configuration: ServerConfiguration, forwardAuthLane: ForwardAuthLaneAnswerer? = nil) -> HTTPServerBuilder {
     let idleTimeout = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))
     let headTimeout = TimeAmount.seconds(Int64(configuration.requestHeadTimeoutSeconds))
     let bodyTimeout = TimeAmount.seconds(Int64(configuration.requestBodyTimeoutSeconds))
@@ -151,7 +152,8 @@ func httpServer(_ configuration: ServerConfiguration) -> HTTPServerBuilder {
         DeadlineHTTP1Channel(
             base: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
             headTimeout: headTimeout,
-            bodyTimeout: bodyTimeout
+            bodyTimeout: bodyTimeout,
+            forwardAuthLane: forwardAuthLane
         )
     }
 }
@@ -170,7 +172,7 @@ func buildRouter(
     twoFactorSecrets: TwoFactorSecrets,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
-) -> Router<KeywayRequestContext> {
+) -> (Router<KeywayRequestContext>, ForwardAuthController) {
     let router = Router(context: KeywayRequestContext.self)
     let routeMethods = RouteMethods()
     // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
@@ -227,5 +229,5 @@ func buildRouter(
     )
     router.addRoutes(dashboard.endpoints)
     routeMethods.record(router.routes)
-    return router
+    return (router, forwardAuth)
 }

@@ -30,6 +30,13 @@ struct KeyVerification: Sendable {
         return Verified(key: key, admission: rateLimits.admit(key))
     }
 
+    /// ``authenticate(_:)`` for a key this process holds as active, without suspending; `nil`,
+    /// and nothing counted, for any other, which ``authenticate(_:)`` then decides.
+    func authenticatedFromMemory(_ key: Substring) -> Verified? {
+        guard let key = keys.authenticatedFromMemory(key) else { return nil }
+        return Verified(key: key, admission: rateLimits.admit(key))
+    }
+
     /// The codes that say what is wrong with a key, which `/keys/verify` answers with 200
     /// `valid: false`; any other failure is the server's or the caller's and keeps its status.
     static let refusals: Set<KeywayError.Code> = [

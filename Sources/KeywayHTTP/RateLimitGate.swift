@@ -50,23 +50,24 @@ struct RateLimitAdmission: Sendable {
         }
     }
 
-    /// The 429 response for a refusal, in the error shape plus the draft's problem fields:
-    /// what ``ErrorMappingMiddleware/response(for:requestID:)`` writes for ``refusal``, from a
-    /// body rendered once per limit and wait (``QuotaExceededBodies``).
-    func refusalResponse(requestID: String) -> Response? {
+    /// The 429 for a refusal, in the error shape plus the draft's problem fields: what
+    /// ``ErrorMappingMiddleware/response(for:requestID:)`` writes for ``refusal``, from a body
+    /// rendered once per limit and wait (``QuotaExceededBodies``).
+    func refusal(requestID: String) -> ForwardAuthAnswer? {
         guard let decision, !decision.allowed else { return nil }
         let body = QuotaExceededBodies.shared.body(
             limit: decision.policy.requestsPerSecond,
             retryAfter: decision.retryAfterSeconds ?? 1,
             requestID: requestID
         )
-        var response = Response(
-            status: .tooManyRequests,
-            headers: [.contentType: "application/problem+json"],
-            body: .init(byteBuffer: body)
-        )
-        apply(to: &response.headers)
-        return response
+        var headers: HTTPFields = [.contentType: "application/problem+json"]
+        apply(to: &headers)
+        return ForwardAuthAnswer(status: .tooManyRequests, headers: headers, body: body)
+    }
+
+    /// ``refusal(requestID:)`` as a response.
+    func refusalResponse(requestID: String) -> Response? {
+        refusal(requestID: requestID)?.response
     }
 }
 

@@ -19,6 +19,8 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
     let base: HTTP1Channel
     let headTimeout: TimeAmount
     let bodyTimeout: TimeAmount
+    /// Answers `/auth` on the event loop when memory decides it; `nil` on listeners without it.
+    var forwardAuthLane: ForwardAuthLaneAnswerer? = nil
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         base.setup(channel: channel, logger: logger).flatMapThrowing { value in
@@ -28,6 +30,11 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
             try pipeline.addHandler(RequestBytesWatcher(deadlines), position: .first)
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             try pipeline.addHandler(RequestPartsWatcher(deadlines), position: .after(decoder))
+            if let forwardAuthLane {
+                // After the connection-state handler, which then sees the lane's requests and answers.
+                let connectionState = try pipeline.handler(type: HTTPConnectionStateHandler.self)
+                try pipeline.addHandler(ForwardAuthLane(forwardAuthLane), position: .after(connectionState))
+            }
             return value
         }
     }

@@ -15,19 +15,39 @@ struct RequestLogMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         let response = try await next(request, context)
-        let level: Logger.Level = response.status.code >= 500 ? .error : .debug
-        context.logger.log(
+        Self.log(
+            request.method,
+            path: request.uri.path,
+            route: context.endpointPath ?? "-",
+            status: response.status,
+            duration: ContinuousClock.now - start,
+            to: context.logger
+        )
+        return response
+    }
+
+    /// The line, for the router's answers and ``ForwardAuthLane``'s alike.
+    static func log(
+        _ method: HTTPRequest.Method,
+        path: String,
+        route: String,
+        status: HTTPResponse.Status,
+        duration: Duration,
+        to logger: Logger
+    ) {
+        let level: Logger.Level = status.code >= 500 ? .error : .debug
+        guard logger.logLevel <= level else { return }
+        logger.log(
             level: level,
             "request",
             metadata: [
-                "http.method": .string(request.method.rawValue),
-                "http.path": .string(request.uri.path),
-                "http.route": .string(context.endpointPath ?? "-"),
-                "http.status": .stringConvertible(response.status.code),
-                "duration.ms": .stringConvertible((ContinuousClock.now - start).milliseconds),
+                "http.method": .string(method.rawValue),
+                "http.path": .string(path),
+                "http.route": .string(route),
+                "http.status": .stringConvertible(status.code),
+                "duration.ms": .stringConvertible(duration.milliseconds),
             ]
         )
-        return response
     }
 }
 

@@ -29,7 +29,7 @@ struct TestServer {
     let keys: SecretKeys
     /// The service tokens `/keys/verify` accepts; create them through it, so the server knows at once.
     let serviceTokens: ServiceTokens
-    let configuration: ServerConfiguration
+    var configuration: ServerConfiguration
     let logs: CapturedLogs
     let passwordHasher: any PasswordHasher
     let userTokens: UserTokens

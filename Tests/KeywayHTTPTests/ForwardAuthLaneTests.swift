@@ -1,0 +1,284 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import KeywayCore
+import Prometheus
+import Testing
+
+@testable import KeywayHTTP
+
+/// The lane that answers `/auth` on the event loop (``ForwardAuthLane``) answers exactly what
+/// the router answers, for every kind of request, and only those memory decides.
+@Suite struct ForwardAuthLaneTests {
+    struct Sent: Sendable, CustomStringConvertible {
+        var method: HTTPRequest.Method = .get
+        var uri = "/auth"
+        var headers: HTTPFields
+        var body: String? = nil
+        var description: String { "\(method) \(uri) \(headers.map(\.name.canonicalName))" }
+    }
+
+    struct Answer: Sendable, Equatable {
+        let status: HTTPResponse.Status
+        let headers: [String]
+        let body: String
+    }
+
+    /// Every kind of `/auth` request: those the lane answers and those it leaves to the router.
+    static func requests(_ keys: [String: String], user: String) -> [Sent] {
+        let id: HTTPFields = [.xRequestID: "lane-test-1"]
+        func bearer(_ key: String, _ more: HTTPFields = [:]) -> HTTPFields {
+            var fields: HTTPFields = [.authorization: "Bearer \(key)", .xRequestID: "lane-test-1"]
+            fields.append(contentsOf: more)
+            return fields
+        }
+        let valid = keys["valid"]!
+        var sent: [Sent] = []
+        for method in [HTTPRequest.Method.get, .head, .post, .put, .patch, .delete, .options, HTTPRequest.Method("PROPFIND")!] {
+            for uri in ["/auth", "/auth/v1/workflows/42", "/auth/", "/auth//x", "/auth?x=1", "/auth/a%20b", "/authx"] {
+                sent.append(Sent(method: method, uri: uri, headers: bearer(valid)))
+            }
+        }
+        sent += [
+            Sent(headers: bearer(keys["limited"]!)),
+            Sent(headers: bearer(keys["grace"]!)),
+            Sent(headers: bearer(keys["revoked"]!)),
+            Sent(headers: bearer(keys["unknown"]!)),
+            Sent(headers: bearer(String(valid.dropLast()))),
+            Sent(headers: id),
+            Sent(headers: bearer("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")),
+            Sent(headers: [.authorization: "Basic dXNlcjpwYXNz", .xRequestID: "lane-test-1"]),
+            Sent(headers: bearer(valid, [.authorization: "Bearer \(valid)"])),
+            Sent(headers: bearer(valid, [HTTPField.Name("x-keyway-user-id")!: user])),
+            Sent(headers: bearer(valid, [HTTPField.Name("x-keyway-user-id")!: "nobody"])),
+            Sent(headers: bearer(keys["grace"]!, [HTTPField.Name("x-keyway-user-id")!: "nobody"])),
+            Sent(headers: [.authorization: "Bearer \(valid)", .xRequestID: "not sane!"]),
+            Sent(headers: [.authorization: "Bearer \(valid)"]),
+            Sent(headers: bearer(valid, [.xAPIVersion: "1999-01"])),
+            Sent(headers: bearer(valid, [.expect: "100-continue"])),
+            Sent(method: .post, headers: bearer(valid), body: "{}"),
+        ]
+        // Over the limit: the second and third of a key limited to 1 a second are 429s.
+        sent += Array(repeating: Sent(headers: bearer(keys["one"]!)), count: 3)
+        return sent
+    }
+
+    @Test func theLaneAnswersWhatTheRouterAnswers() async throws {
+        var server = try await TestServer.make()
+        let development = EnvironmentID(accountID: server.acme.id, environment: .development)
+        let production = EnvironmentID(accountID: server.acme.id, environment: .production)
+        let globexDevelopment = EnvironmentID(accountID: server.globex.id, environment: .development)
+        let globexProduction = EnvironmentID(accountID: server.globex.id, environment: .production)
+        try await server.rateLimits.set(.requestsPerSecond(1000), for: development, audit: .system)
+        try await server.rateLimits.set(.requestsPerSecond(1), for: globexProduction, audit: .system)
+        let grace = server.key(server.acme, .production)
+        _ = try await server.keys.roll(for: production, grace: try KeyGrace(parsing: "24h"), createdBy: "test")
+        let revoked = server.key(server.globex, .development)
+        let valid = try await server.keys.generate(for: globexDevelopment, createdBy: "test").key.revealPlaintext()
+        let user = try await server.store.createUser(try NewUser(username: "ada", fullName: nil), in: globexDevelopment, at: Date())
+        let keys = [
+            "valid": valid, "limited": server.key(server.acme, .development), "grace": grace, "revoked": revoked,
+            "unknown": GeneratedSecretKey.generate(for: .development).revealPlaintext(), "one": server.key(server.globex, .production),
+        ]
+        let requests = Self.requests(keys, user: user.id.rawValue)
+
+        func answers(lane: Bool) async throws -> (answers: [Answer], laneAnswered: Double) {
+            server.configuration.forwardAuthLane = lane
+            let rateClock = server.rateClock
+            // Each run starts with full buckets: both count the same requests from the same state.
+            rateClock.advance(milliseconds: 60_000)
+            return try await server.test(.live) { client in
+                // Once so that every key is in memory, then the answers compared.
+                for request in requests where request.body == nil && !request.headers.contains(where: { $0.value == keys["one"] }) {
+                    _ = try await Self.send(client, request)
+                }
+                rateClock.advance(milliseconds: 60_000)
+                var answers: [Answer] = []
+                let before = try Self.laneAnswered()
+                for request in requests { answers.append(try await Self.send(client, request)) }
+                return (answers, try Self.laneAnswered() - before)
+            }
+        }
+        let (router, _) = try await answers(lane: false)
+        let (lane, laneCount) = try await answers(lane: true)
+        // The valid key on GET, HEAD, DELETE and OPTIONS (the client sends POST, PUT and PATCH
+        // chunked: a body may follow) of both plain paths; the key limited, the one in grace, the
+        // three request ids; the three requests of the key limited to 1 a second. The counter
+        // is the process's: tests running meanwhile can only add to it.
+        let expected: Double = 16
+        #expect(laneCount >= expected, "the lane answered \(laneCount)")
+        for (index, request) in requests.enumerated() {
+            #expect(lane[index] == router[index], "\(request)")
+        }
+        // What the comparison rests on: the kinds of answer are all there.
+        let statuses = Set(router.map(\.status.code))
+        #expect(statuses.isSuperset(of: [200, 401, 404, 429]), "\(statuses)")
+        #expect(router.contains { $0.headers.contains { $0.hasPrefix("keyway-key-expires:") } })
+        #expect(router.contains { $0.headers.contains { $0.hasPrefix("ratelimit:") } })
+    }
+
+    /// At debug the lane writes RequestLogMiddleware's line, with the same metadata.
+    @Test func theLaneLogsEachRequestAsTheRouterDoes() async throws {
+        var server = try await TestServer.make()
+        let key = server.key(server.globex, .development)
+        var lines: [String] = []
+        for lane in [false, true] {
+            server.configuration.forwardAuthLane = lane
+            let id = "lane-log-\(lane)"
+            try await server.test(.live) { client in
+                _ = try await Self.send(client, Sent(headers: [.authorization: "Bearer \(key)"]))
+                _ = try await Self.send(client, Sent(uri: "/auth/v1/x", headers: [.authorization: "Bearer \(key)", .xRequestID: id]))
+            }
+            let line = try #require(server.logs.all.first { $0.contains("request [") && $0.contains(id) })
+            // The duration and Hummingbird's own id differ from request to request.
+            let masked = line.replacingOccurrences(of: id, with: "<id>")
+                .replacing(/"duration.ms": [0-9.e-]+/, with: "").replacing(/"hb.request.id": [0-9a-f]+/, with: "")
+            lines.append(masked)
+            #expect(line.contains(#""http.route": /auth/**"#) && line.contains(#""hb.request.id": "#), "\(line)")
+        }
+        let fields = lines.map { line in
+            Set(line.split(whereSeparator: { ",[]".contains($0) }).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+        #expect(fields[0] == fields[1] && fields[0].count == 6, "\(lines)")
+    }
+
+    /// Requests answered by the lane and by the router, pipelined on one connection, come back in order.
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        let server = try await TestServer.make()
+        let key = server.key(server.globex, .development)
+        try await server.test(.live) { client in
+            _ = try await Self.send(client, Sent(headers: [.authorization: "Bearer \(key)"]))
+        }
+        // Through HummingbirdTesting a request waits for the answer before it; this test needs a raw socket.
+        try await server.test(.live) { client in
+            guard let port = client.port else {
+                Issue.record("no port")
+                return
+            }
+            var text = ""
+            for (index, slow) in [false, true, false, false, true, false].enumerated() {
+                // x-keyway-user-id sends the request to the router, which looks the user up.
+                text +=
+                    "GET /auth HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(key)\r\nx-request-id: r\(index)\r\n"
+                    + (slow ? "x-keyway-user-id: nobody\r\n" : "") + "\r\n"
+            }
+            let reply = try RawHTTP.exchange(port: port, send: text, expecting: 6)
+            let ids = reply.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id:") }.map { $0.dropFirst(14) }
+            #expect(ids == ["r0", "r1", "r2", "r3", "r4", "r5"], "\(reply)")
+            // A 404's JSON body ends without a line break: the next status line follows it at once.
+            let statuses = reply.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+            #expect(statuses == ["200", "404", "200", "200", "404", "200"], "\(reply)")
+        }
+    }
+
+    /// `Connection: close` is Hummingbird's to act on: the connection closes after the answer.
+    @Test func aRequestThatClosesItsConnectionIsAnsweredAndTheConnectionClosed() async throws {
+        let server = try await TestServer.make()
+        let key = server.key(server.globex, .development)
+        try await server.test(.live) { client in
+            _ = try await Self.send(client, Sent(headers: [.authorization: "Bearer \(key)"]))
+            guard let port = client.port else {
+                Issue.record("no port")
+                return
+            }
+            let request = "GET /auth HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(key)\r\n"
+            let reply = try RawHTTP.exchange(
+                port: port,
+                send: request + "Connection: close\r\n\r\n" + request + "\r\n",
+                expecting: 1,
+                thenClosed: true
+            )
+            #expect(reply.hasPrefix("HTTP/1.1 200") && RawHTTP.completeResponses(in: Array(reply.utf8)) == 1, "\(reply)")
+        }
+    }
+
+    static func send(_ client: any TestClientProtocol, _ request: Sent) async throws -> Answer {
+        try await client.execute(
+            uri: request.uri,
+            method: request.method,
+            headers: request.headers,
+            body: request.body.map { ByteBuffer(string: $0) }
+        ) { response in
+            // The date moves, and an id the client did not send is made per request.
+            let generated = request.headers[.xRequestID] == nil || request.headers[.xRequestID] == "not sane!"
+            let headers = response.headers.filter { $0.name != .date && !(generated && $0.name == .xRequestID) }
+            let id = response.headers[.xRequestID] ?? ""
+            var body = String(buffer: response.body)
+            if generated { body = body.replacingOccurrences(of: id, with: "<generated>") }
+            #expect(!generated || id.count >= 16, "no request id")
+            return Answer(status: response.status, headers: headers.map { "\($0.name.canonicalName): \($0.value)" }.sorted(), body: body)
+        }
+    }
+
+    /// `keyway_forward_auth_lane_total` in the process's registry.
+    static func laneAnswered() throws -> Double {
+        var buffer: [UInt8] = []
+        testMetricsRegistry.emit(into: &buffer)
+        let line = String(decoding: buffer, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("keyway_forward_auth_lane_total ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// HTTP/1.1 over a plain socket, for what a client library does not do (pipelining).
+enum RawHTTP {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Sends `text` on one connection and reads until `expecting` whole responses have arrived,
+    /// and with `thenClosed` on until the server closes the connection.
+    static func exchange(port: Int, send text: String, expecting: Int, thenClosed: Bool = false) throws -> String {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw Failure(description: "socket: \(errno)") }
+        defer { close(socket) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw Failure(description: "connect: \(errno)") }
+        let bytes = Array(text.utf8)
+        guard write(socket, bytes, bytes.count) == bytes.count else { throw Failure(description: "write: \(errno)") }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while completeResponses(in: received) < expecting {
+            let count = read(socket, &buffer, buffer.count)
+            guard count > 0 else { throw Failure(description: "read \(count) after: \(String(decoding: received, as: UTF8.self))") }
+            received += buffer[..<count]
+        }
+        while thenClosed {
+            let count = read(socket, &buffer, buffer.count)
+            guard count >= 0 else { throw Failure(description: "still open after: \(String(decoding: received, as: UTF8.self))") }
+            if count == 0 { break }
+            received += buffer[..<count]
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
+    /// How many whole responses (head, and a body of `Content-Length` bytes) `bytes` holds.
+    static func completeResponses(in bytes: [UInt8]) -> Int {
+        let separator = Array("\r\n\r\n".utf8)
+        var start = 0
+        var count = 0
+        while let end = bytes.indices.dropFirst(start).first(where: { bytes[$0...].starts(with: separator) }) {
+            let head = String(decoding: bytes[start..<end], as: UTF8.self).lowercased()
+            let length =
+                head.components(separatedBy: "\r\n").first { $0.hasPrefix("content-length:") }
+                .flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) } ?? 0
+            let next = end + separator.count + length
+            guard next <= bytes.count else { break }
+            count += 1
+            start = next
+        }
+        return count
+    }
+}
