@@ -38,7 +38,10 @@ public enum AuditEvent: String, Sendable, Hashable, CaseIterable, Codable {
 
 /// Who made a change and from where: what every audit entry of one request shares.
 public struct AuditContext: Sendable, Hashable {
-    /// A member's email, `cli`, a service token's name (`service-token:NAME`), or `system`.
+    /// Who made the change, as the code writes it: a member's email (the dashboard), `cli`,
+    /// `system` (Keyway itself), `leak-report` (an unsigned report to `POST /leaked-keys`) or
+    /// `github-secret-scanning` (a report GitHub signed). Never a service token's name: no
+    /// request a service token authenticates changes what the log records.
     public var actor: String
     /// The client's address as the trusted proxies give it; `nil` outside a request.
     public var clientAddress: String?

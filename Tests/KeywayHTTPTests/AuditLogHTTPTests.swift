@@ -63,6 +63,34 @@ import Testing
         }
     }
 
+    /// The client address an entry records is the forwarded one only when the peer is a trusted
+    /// proxy: from any other peer the header is the client's say-so, and the peer is recorded.
+    @Test(arguments: [(true, "198.51.100.7"), (false, "127.0.0.1")])
+    func theClientAddressRecordedIsForwardedOnlyByATrustedProxy(trustingTheProxy: Bool, recorded: String) async throws {
+        var configuration = TestServer.defaultConfiguration
+        if trustingTheProxy {
+            configuration.trustedProxies = try ServerConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1"]).trustedProxies
+        }
+        let server = try await TestServer.make(configuration: configuration, passwordHasher: CountingHasher())
+        let leaked = server.key(server.acme, .development)
+        // `.live`: every request has a TCP peer, 127.0.0.1, the proxy when it is trusted.
+        try await server.test(.live) { client in
+            _ = try await TestBrowser(client).signUp(email: "owner@acme.test", password: "correct horse battery")
+            let form = try await SignInForm(TestBrowser(client))
+            let through: HTTPFields = [xForwardedFor: "198.51.100.7"]
+            let signedIn = try await form.submit(email: "owner@acme.test", password: "correct horse battery", headers: through)
+            #expect(signedIn.status == .seeOther)
+            let report = try await client.call(.post, "/leaked-keys", json: LeakedKeysTests.body([["token": leaked]]), headers: through)
+            #expect(report.status == .ok)
+        }
+        let account = try await account(of: server)
+        let signIns = try await server.store.auditEntries(for: account.id, matching: AuditQuery(event: .signedIn))
+        // The sign-up's sign-in sent no header: its peer, in both cases.
+        #expect(signIns.compactMap(\.clientAddress).sorted() == ["127.0.0.1", recorded].sorted(), "\(signIns.map(\.clientAddress))")
+        let leak = try #require(try await server.store.auditEntries(for: server.acme.id, matching: AuditQuery(event: .keyReportedLeaked)).first)
+        #expect(leak.clientAddress == recorded)
+    }
+
     @Test func theLogPagesAndShowsOnlyTheAccountsOwnEntries() async throws {
         try await withDashboard { server, browser in
             _ = try await browser.signUp()

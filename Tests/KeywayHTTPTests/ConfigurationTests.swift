@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import KeywayCore
 import Logging
@@ -32,6 +33,8 @@ import Testing
         #expect(configuration.egressBind == nil)
         #expect(configuration.webhookAllowInsecure == false)
         #expect(configuration.webhookDelivery)
+        #expect(configuration.auditRetentionDays == 365)
+        #expect(configuration.secretScanningKeys == nil, "leak reports need no signature unless GitHub's keys are given")
     }
 
     @Test func theEgressBindMustBeAPublishedAddress() throws {
@@ -61,7 +64,7 @@ import Testing
         let configuration = try ServerConfiguration(environment: [
             "KEYWAY_HOST": "::1", "KEYWAY_PORT": "9000", "KEYWAY_EGRESS_IPS": " 203.0.113.7, 2001:db8::/32 ,",
             "KEYWAY_REVOCATION_POLL_MS": "100", "KEYWAY_USAGE_FLUSH_SECONDS": "3", "KEYWAY_PUBLIC_URL": "https://keyway.example.com/",
-            "KEYWAY_SHUTDOWN_TIMEOUT_SECONDS": "3",
+            "KEYWAY_SHUTDOWN_TIMEOUT_SECONDS": "3", "KEYWAY_AUDIT_RETENTION_DAYS": "30",
         ])
         #expect(configuration.host == "::1")
         #expect(configuration.port == 9000)
@@ -71,6 +74,7 @@ import Testing
         #expect(configuration.publicURL == "https://keyway.example.com")
         #expect(configuration.effectivePublicURL == "https://keyway.example.com")
         #expect(configuration.shutdownTimeoutSeconds == 3)
+        #expect(configuration.auditRetentionDays == 30)
         var ipv6 = ServerConfiguration()
         ipv6.host = "::1"
         #expect(ipv6.effectivePublicURL == "http://[::1]:8080")
@@ -81,6 +85,7 @@ import Testing
         ("KEYWAY_EGRESS_IPS", "10.0.0.0/33"), ("KEYWAY_REVOCATION_POLL_MS", "10"), ("KEYWAY_USAGE_FLUSH_SECONDS", "0"),
         ("KEYWAY_PUBLIC_URL", "keyway.example.com"), ("KEYWAY_PUBLIC_URL", "ftp://keyway.example.com"),
         ("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", "0"), ("KEYWAY_SHUTDOWN_TIMEOUT_SECONDS", "601"),
+        ("KEYWAY_AUDIT_RETENTION_DAYS", "0"), ("KEYWAY_AUDIT_RETENTION_DAYS", "36501"),
     ])
     func badValuesNameTheirVariable(variable: String, value: String) {
         #expect(throws: ConfigurationError.self) { try ServerConfiguration(environment: [variable: value]) }
@@ -120,6 +125,15 @@ import Testing
             #expect(error.variable == variable)
             if variable == "KEYWAY_METRICS_TOKEN" { #expect(!"\(error)".contains(value)) }
         }
+    }
+
+    @Test func gitHubsSecretScanningKeysAreReadFromTheNamedFile() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("github-keys-\(UUID().uuidString).json")
+        let publicKey = P256.Signing.PrivateKey().publicKey.pemRepresentation
+        try JSONSerialization.data(withJSONObject: ["public_keys": [["key_identifier": "k1", "key": publicKey]]]).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let configuration = try ServerConfiguration(environment: ["KEYWAY_GITHUB_SECRET_SCANNING_KEYS": file.path])
+        #expect(configuration.secretScanningKeys == (try SecretScanningKeys(json: try Data(contentsOf: file), source: "the test's file")))
     }
 
     @Test func blankValuesMeanTheDefault() throws {

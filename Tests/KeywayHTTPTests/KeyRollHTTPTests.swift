@@ -121,7 +121,9 @@ import Testing
             // Its last use shows once recorded, so the owner sees when traffic has moved.
             try await server.keys.flushUsage()
             let later = try await browser.get("/dashboard/settings/api-keys")
-            #expect(!later.html.contains(#"id="development-grace-last-used">never<"#))
+            let oldRecord = try #require(try await server.store.secretKey(digest: KeyDigest(hashing: oldKey.utf8)))
+            let lastUsedAt = try #require(oldRecord.lastUsedAt, "the old key's use during its grace was written")
+            #expect(later.html.contains(#"id="development-grace-last-used">\#(DashboardPages.display(lastUsedAt))<"#))
             #expect(revealedKey(in: later.html, environment: "development") == nil, "shown once")
         }
     }

@@ -96,18 +96,26 @@ import Testing
         }
     }
 
+    /// Limited per client, not once for everyone: a client over the limit leaves another untouched.
     @Test func unsignedReportsAreRateLimitedPerClient() async throws {
-        let server = try await TestServer.make()
-        try await server.test { client in
+        var configuration = TestServer.defaultConfiguration
+        // Behind a trusted proxy each forwarded address is a client of its own.
+        configuration.trustedProxies = try ServerConfiguration(environment: ["KEYWAY_TRUSTED_PROXIES": "127.0.0.1"]).trustedProxies
+        let server = try await TestServer.make(configuration: configuration)
+        try await server.test(.live) { client in
+            func report(from address: String) async throws -> JSONResponse {
+                try await client.call(.post, "/leaked-keys", json: "[]", headers: [xForwardedFor: address])
+            }
             var statuses: [HTTPResponse.Status] = []
             for _ in 0..<(LeakedKeysController.unsignedPolicy.requestsPerSecond + 3) {
-                let response = try await client.call(.post, "/leaked-keys", json: "[]")
+                let response = try await report(from: "198.51.100.1")
                 statuses.append(response.status)
                 if response.status == .tooManyRequests {
                     #expect(response.code == "rate_limited" && response.headers[.retryAfter] != nil)
                 }
             }
             #expect(statuses.contains(.tooManyRequests), "\(statuses)")
+            #expect(try await report(from: "198.51.100.2").status == .ok, "another client is not limited")
         }
     }
 

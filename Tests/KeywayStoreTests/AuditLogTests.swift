@@ -104,29 +104,65 @@ import Testing
     }
 
     /// A change and its entry are one transaction: when the entry cannot be written, the change
-    /// does not happen.
+    /// does not happen. Each change is tried on state that it would visibly alter.
     @Test(arguments: StoreKind.allCases)
     func anEntryThatCannotBeWrittenUndoesItsChange(kind: StoreKind) async throws {
-        let (store, account) = try await kind.makeStoreWithAccount()
+        let store = try await kind.makeStore()
+        let now = Date()
+        let (account, owner) = try await store.createAccount(name: "Acme", ownerEmail: "o@acme.test", passwordHash: "h", at: now, audit: .system)
         let environment = EnvironmentID(accountID: account.id, environment: .development)
         let keys = SecretKeys(store: store)
         let (current, _) = try await keys.generate(for: environment, createdBy: "t")
         let token = try await ServiceTokens(store: store).create(name: "gateway")
+        let before = [try BrowserOrigin("https://before.acme.test")]
+        try await store.setAllowedOrigins(before, for: environment, audit: .cli)
+        let session = DashboardSession.fresh(of: owner, at: now)
+        try await store.createSession(session, audit: .member(.signedIn, owner, at: now, context: .system))
+        let userTokens = UserTokens(store: store, masterKey: try MasterKey(bytes: [UInt8](repeating: 7, count: 32)), issuer: "https://keyway.test")
+        try await userTokens.rotate(environment)
+        let signingKeys = try await store.signingKeys(for: environment)
         try await kind.failAuditInserts(in: store)
 
         await #expect(throws: (any Error).self) { try await keys.generate(for: environment, createdBy: "t") }
         await #expect(throws: (any Error).self) { try await keys.roll(for: environment, grace: try KeyGrace(parsing: "1h"), createdBy: "t") }
+        await #expect(throws: (any Error).self) {
+            try await keys.reportLeaked(Substring(current.revealPlaintext()), report: LeakReport(source: "content"), audit: .cli)
+        }
         await #expect(throws: (any Error).self) { try await store.setRateLimit(.off, for: environment, audit: .cli) }
-        await #expect(throws: (any Error).self) { try await store.setAllowedOrigins([], for: environment, audit: .cli) }
+        await #expect(throws: (any Error).self) {
+            try await store.setAllowedOrigins([try BrowserOrigin("https://after.acme.test")], for: environment, audit: .cli)
+        }
         await #expect(throws: (any Error).self) { try await ServiceTokens(store: store).revoke(.name("gateway")) }
         await #expect(throws: (any Error).self) { try await ServiceTokens(store: store).create(name: "other") }
+        await #expect(throws: (any Error).self) {
+            try await store.changePassword(of: owner.id, to: "h2", audit: .member(.passwordChanged, owner, at: now, context: .system))
+        }
+        let another = DashboardSession.fresh(of: owner, at: now)
+        await #expect(throws: (any Error).self) {
+            try await store.createSession(another, audit: .member(.signedIn, owner, at: now, context: .system))
+        }
+        await #expect(throws: (any Error).self) {
+            try await store.deleteSession(digest: session.digest, audit: .member(.signedOut, owner, at: now, context: .system))
+        }
+        await #expect(throws: (any Error).self) { try await userTokens.rotate(environment) }
+        await #expect(throws: (any Error).self) {
+            try await store.createAccount(name: "Initech", ownerEmail: "o@initech.test", passwordHash: "h", at: now, audit: .system)
+        }
 
         let stored = try await store.secretKeys(for: account.id)
-        #expect(stored.count == 1 && stored.first?.digest == current.digest && stored.first?.isActive == true, "no key made or revoked")
-        _ = try await SecretKeys(store: store).authenticate(Substring(current.revealPlaintext()))
+        #expect(stored.count == 1 && stored.first?.digest == current.digest && stored.first?.isActive == true, "no key made, revoked or leaked")
+        #expect((try? await SecretKeys(store: store).authenticate(Substring(current.revealPlaintext()))) != nil, "the key still works")
         #expect(try await store.rateLimits()[environment] == nil, "the limit is unchanged")
+        #expect(try await store.allowedOrigins(for: environment) == before.map(\.serialized), "the origins are unchanged")
         #expect(try await store.serviceTokens().map(\.revokedAt) == [nil], "the token is neither revoked nor joined by another")
         #expect(try await store.serviceToken(digest: token.token.digest)?.revokedAt == nil)
+        #expect(try await store.passwordHash(of: owner.id) == "h", "the password is unchanged")
+        // Changing the password would also have ended the session; signing out, too.
+        #expect(try await store.session(digest: session.digest, at: now) != nil, "the session is still open")
+        #expect(try await store.session(digest: another.digest, at: now) == nil, "no session was started")
+        #expect(try await store.signingKeys(for: environment) == signingKeys, "the signing key is neither retired nor joined")
+        #expect(try await store.memberCredentials(email: "o@initech.test") == nil, "nobody signed up")
+        #expect(try await store.accounts().map(\.id) == [account.id], "no account was made")
     }
 
     @Test(arguments: StoreKind.allCases)

@@ -60,7 +60,8 @@ class Contract:
 
 @pytest.fixture
 def contract(keyway):
-    keyway.start(KEYWAY_EGRESS_IPS="203.0.113.7, 2001:db8::/32")
+    # The test is the trusted proxy: X-Forwarded-For names the client of a leak report.
+    keyway.start(KEYWAY_EGRESS_IPS="203.0.113.7, 2001:db8::/32", KEYWAY_TRUSTED_PROXIES="127.0.0.1")
     status, _, document = keyway.request("GET", "/openapi.json")
     assert status == 200
     return Contract(document)
@@ -192,13 +193,16 @@ def test_every_endpoint_answers_as_documented(keyway, contract):
     assert [item["label"] for item in feedback] == ["true_positive"]
     call("POST", "/leaked-keys", body={"token": "x"}, expect=400)
     call("POST", "/leaked-keys", raw=b"[" + b'{"token":"x"},' * 60_000 + b'{"token":"x"}]', expect=413)
-    statuses = [keyway.request("POST", "/leaked-keys", body=[])[0] for _ in range(8)]
+    first, second = {"X-Forwarded-For": "198.51.100.1"}, {"X-Forwarded-For": "198.51.100.2"}
+    statuses = [keyway.request("POST", "/leaked-keys", body=[], headers=first)[0] for _ in range(8)]
     assert 429 in statuses, statuses
+    # Per client, not one limit for everyone: right after the first is refused, another is answered.
+    call("POST", "/leaked-keys", body=[], headers=second, expect=200)
     time.sleep(2.1)  # both windows of the sliding counter behind
-    call("POST", "/leaked-keys", body=[], expect=200)
-    while keyway.request("POST", "/leaked-keys", body=[])[0] != 429:
+    call("POST", "/leaked-keys", body=[], headers=first, expect=200)
+    while keyway.request("POST", "/leaked-keys", body=[], headers=first)[0] != 429:
         pass
-    call("POST", "/leaked-keys", body=[], expect=429)
+    call("POST", "/leaked-keys", body=[], headers=first, expect=429)
 
     # /metrics behind a token: the only way to see its 401; and with GitHub's keys, leak
     # reports must be signed: one signed with a key pair made here revokes a key.
