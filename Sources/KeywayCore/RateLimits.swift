@@ -35,7 +35,8 @@ public final class RateLimits: Sendable {
     private let store: any RateLimitStore
     private let limiter: RateLimiter<EnvironmentID>
     private let state = Mutex(State())
-    private let now: @Sendable () -> UInt64
+    /// The clock limits are counted by (monotonic nanoseconds), for other limiters of the process.
+    public let now: @Sendable () -> UInt64
     /// This process, among the instances sharing counts.
     public let instance: String
 

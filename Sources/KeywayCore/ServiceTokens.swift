@@ -138,6 +138,16 @@ public final class ServiceTokens: Sendable {
         return try Self.check(record)
     }
 
+    /// ``authenticate(_:)`` for a token this process holds as active, without suspending; `nil`
+    /// for any other (malformed, not seen here, revoked), which ``authenticate(_:)`` then
+    /// decides and explains.
+    public func authenticatedFromMemory(_ token: Substring) -> ServiceTokenRecord? {
+        guard let digest = ServiceTokenFormat.digest(of: token), let record = state.withLock({ $0.known[digest] }),
+            record.revokedAt == nil
+        else { return nil }
+        return record
+    }
+
     private static func check(_ record: ServiceTokenRecord) throws -> ServiceTokenRecord {
         guard let revokedAt = record.revokedAt else { return record }
         let timestamp = revokedAt.formatted(.iso8601)

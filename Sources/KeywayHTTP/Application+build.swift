@@ -49,7 +49,7 @@ public func buildApplication(
 ) -> some ApplicationProtocol {
     let rateLimits = rateLimits ?? RateLimits(store: store, sharesCounts: rateLimitExchange != nil)
     let serviceTokens = serviceTokens ?? ServiceTokens(store: store, logger: logger)
-    let (router, forwardAuth) = buildRouter(
+    let (router, controllers) = buildRouter(
         configuration: configuration,
         store: store,
         keys: keys,
@@ -106,10 +106,16 @@ public func buildApplication(
             )
         )
     }
-    let lane = configuration.forwardAuthLane ? ForwardAuthLaneAnswerer(controller: forwardAuth, serverName: "keyway", logger: logger) : nil
+    let finishing = LaneFinishing(serverName: "keyway", logger: logger)
+    let lanes =
+        configuration.lanes
+        ? (
+            ForwardAuthLaneAnswerer(controller: controllers.forwardAuth, finishing: finishing),
+            KeyVerificationLaneAnswerer(controller: controllers.verification, finishing: finishing)
+        ) : nil
     var app = Application(
         router: router,
-        server: httpServer(configuration, forwardAuthLane: lane),
+        server: httpServer(configuration, lanes: lanes),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port),
             serverName: "keyway",
@@ -144,7 +150,10 @@ public func buildApplication(
 }
 
 /// HTTP/1.1 with the idle timeout and the head and body deadlines.
-func httpServer(_ configuration: ServerConfiguration, forwardAuthLane: ForwardAuthLaneAnswerer? = nil) -> HTTPServerBuilder {
+func httpServer(
+    _ configuration: ServerConfiguration,
+    lanes: (forwardAuth: ForwardAuthLaneAnswerer, verification: KeyVerificationLaneAnswerer)? = nil
+) -> HTTPServerBuilder {
     let idleTimeout = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))
     let headTimeout = TimeAmount.seconds(Int64(configuration.requestHeadTimeoutSeconds))
     let bodyTimeout = TimeAmount.seconds(Int64(configuration.requestBodyTimeoutSeconds))
@@ -153,7 +162,7 @@ func httpServer(_ configuration: ServerConfiguration, forwardAuthLane: ForwardAu
             base: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)),
             headTimeout: headTimeout,
             bodyTimeout: bodyTimeout,
-            forwardAuthLane: forwardAuthLane
+            lanes: lanes
         )
     }
 }
@@ -172,7 +181,7 @@ func buildRouter(
     twoFactorSecrets: TwoFactorSecrets,
     passwordHasher: any PasswordHasher,
     now: @escaping @Sendable () -> Date
-) -> (Router<KeywayRequestContext>, ForwardAuthController) {
+) -> (Router<KeywayRequestContext>, (forwardAuth: ForwardAuthController, verification: KeyVerificationController)) {
     let router = Router(context: KeywayRequestContext.self)
     let routeMethods = RouteMethods()
     // One gate for every way a key is used: the API, /auth and /keys/verify count alike.
@@ -206,10 +215,16 @@ func buildRouter(
             .add(middleware: NoStoreMiddleware())
             .addRoutes(users.endpoints)
     }
-    router.addRoutes(KeyVerificationController(verification: verification, serviceTokens: serviceTokens).endpoints)
+    let keyVerification = KeyVerificationController(verification: verification, serviceTokens: serviceTokens)
+    router.addRoutes(keyVerification.endpoints)
     router.addRoutes(forwardAuth.endpoints)
     router.addRoutes(
-        LeakedKeysController(keys: keys, signatures: configuration.secretScanningKeys, trustedProxies: configuration.trustedProxies).endpoints
+        LeakedKeysController(
+            keys: keys,
+            signatures: configuration.secretScanningKeys,
+            trustedProxies: configuration.trustedProxies,
+            now: rateLimits.now
+        ).endpoints
     )
     // The dashboard accepts only its session cookie; the API above only keys.
     let dashboard = DashboardController(
@@ -229,5 +244,5 @@ func buildRouter(
     )
     router.addRoutes(dashboard.endpoints)
     routeMethods.record(router.routes)
-    return (router, forwardAuth)
+    return (router, (forwardAuth, keyVerification))
 }

@@ -80,13 +80,7 @@ final class ForwardAuthLane: ChannelDuplexHandler, RemovableChannelHandler {
 /// What ``ForwardAuthLane`` answers, shared by every connection of a listener.
 struct ForwardAuthLaneAnswerer: Sendable {
     let controller: ForwardAuthController
-    /// Hummingbird's `Server` field, as the application names itself.
-    let serverName: String?
-    /// The application's logger, for the request line ``RequestLogMiddleware`` writes at debug.
-    let logger: Logger
-
-    /// `keyway_forward_auth_lane_total`: answers given here rather than by the router.
-    static let answered = Counter(label: "keyway_forward_auth_lane_total")
+    let finishing: LaneFinishing
 
     /// The response to `request`, or `nil` when it is the router's to answer.
     func answer(_ request: HTTPRequest) -> (head: HTTPResponse, body: ByteBuffer?)? {
@@ -98,30 +92,12 @@ struct ForwardAuthLaneAnswerer: Sendable {
             request.headerFields[.expect] == nil,
             let path = request.path, let route = ForwardAuthController.laneRoute(path)
         else { return nil }
-        // Hummingbird gives every request an id; RequestIDMiddleware answers with a sane one the
-        // client sent instead.
-        let hummingbirdID = RequestID()
-        let incoming = request.headerFields[.xRequestID].flatMap { RequestIDMiddleware.isSane($0) ? $0 : nil }
-        let requestID = incoming ?? hummingbirdID.description
-        guard let answer = controller.answerFromMemory(to: request, requestID: requestID) else { return nil }
+        let ids = LaneFinishing.RequestIDs(request)
+        guard let answer = controller.answerFromMemory(to: request, requestID: ids.answered) else { return nil }
         var fields = answer.headers
         fields[.contentLength] = String(answer.body?.readableBytes ?? 0)
-        fields[.xRequestID] = requestID
-        fields[.date] = HTTPDateField.shared.now()
-        if let serverName { fields[.server] = serverName }
-        // What MetricsMiddleware and RequestLogMiddleware record of the router's answers.
-        let duration = ContinuousClock.now - started
-        let metrics = LaneMetrics.shared.metrics(route: route, method: request.method, status: answer.status)
-        metrics.counter.increment()
-        metrics.timer.recordNanoseconds(duration.nanoseconds)
-        Self.answered.increment()
-        if logger.logLevel <= .debug {
-            var logger = logger
-            logger[metadataKey: "hb.request.id"] = .stringConvertible(hummingbirdID)
-            if let incoming { logger[metadataKey: "request.id"] = .string(incoming) }
-            RequestLogMiddleware.log(request.method, path: path, route: route, status: answer.status, duration: duration, to: logger)
-        }
-        return (HTTPResponse(status: answer.status, headerFields: fields), answer.body)
+        let response = finishing.finish(request, path: path, route: route, status: answer.status, fields: fields, ids: ids, started: started)
+        return (response, answer.body)
     }
 }
 

@@ -28,6 +28,17 @@ struct KeyVerificationController {
         return response
     }
 
+    /// The answer to `POST /keys/verify` when memory alone decides it, for ``KeyVerificationLane``:
+    /// a service token and a key this process holds as active, and the usual body. `nil`, with
+    /// nothing counted, for any other request, which the router then answers.
+    func answerFromMemory(authorization: [String], body: ByteBuffer) -> KeyVerdict? {
+        guard let token = try? ServiceTokenAuthenticator.bearerToken(authorization), serviceTokens.authenticatedFromMemory(token) != nil,
+            body.readableBytes > 0, let request = VerifyKeyRequest.simple(body),
+            let verified = verification.authenticatedFromMemory(Substring(request.key))
+        else { return nil }
+        return Self.verdict(verified)
+    }
+
     private func verdict(_ request: Request) async throws -> KeyVerdict {
         let buffer = try await JSONBody.collect(request)
         let body = try VerifyKeyRequest.simple(buffer) ?? JSONBody.decode(VerifyKeyRequest.self, from: buffer)
@@ -37,6 +48,10 @@ struct KeyVerificationController {
         } catch let error as KeywayError where KeyVerification.refusals.contains(error.code) {
             return .invalid(error, rateLimit: nil)
         }
+        return Self.verdict(verified)
+    }
+
+    private static func verdict(_ verified: KeyVerification.Verified) -> KeyVerdict {
         let decision = verified.admission.decision
         if let refusal = verified.admission.refusal { return .invalid(refusal, rateLimit: decision) }
         return .valid(verified.key, rateLimit: decision)

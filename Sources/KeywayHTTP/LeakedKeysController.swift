@@ -18,12 +18,14 @@ final class LeakedKeysController: Sendable {
     let signatures: SecretScanningKeys?
     let trustedProxies: TrustedProxies
     /// Unsigned reports per client address.
-    let unsignedReports = RateLimiter<String>()
+    let unsignedReports: RateLimiter<String>
 
-    init(keys: SecretKeys, signatures: SecretScanningKeys?, trustedProxies: TrustedProxies) {
+    /// - Parameter now: The limiter's clock, monotonic nanoseconds: the rate limits' own.
+    init(keys: SecretKeys, signatures: SecretScanningKeys?, trustedProxies: TrustedProxies, now: @escaping @Sendable () -> UInt64) {
         self.keys = keys
         self.signatures = signatures
         self.trustedProxies = trustedProxies
+        self.unsignedReports = RateLimiter(now: now)
     }
     /// When the limiter last forgot idle addresses (monotonic nanoseconds).
     private let lastPrune = Mutex<UInt64>(0)

@@ -19,8 +19,9 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
     let base: HTTP1Channel
     let headTimeout: TimeAmount
     let bodyTimeout: TimeAmount
-    /// Answers `/auth` on the event loop when memory decides it; `nil` on listeners without it.
-    var forwardAuthLane: ForwardAuthLaneAnswerer? = nil
+    /// Answer `/auth` and `/keys/verify` on the event loop when memory decides them; `nil` on
+    /// listeners without them.
+    var lanes: (forwardAuth: ForwardAuthLaneAnswerer, verification: KeyVerificationLaneAnswerer)? = nil
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         base.setup(channel: channel, logger: logger).flatMapThrowing { value in
@@ -30,10 +31,12 @@ struct DeadlineHTTP1Channel: ServerChildChannel {
             try pipeline.addHandler(RequestBytesWatcher(deadlines), position: .first)
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             try pipeline.addHandler(RequestPartsWatcher(deadlines), position: .after(decoder))
-            if let forwardAuthLane {
-                // After the connection-state handler, which then sees the lane's requests and answers.
+            if let lanes {
+                // After the connection-state handler, which then sees the lanes' requests and answers.
                 let connectionState = try pipeline.handler(type: HTTPConnectionStateHandler.self)
-                try pipeline.addHandler(ForwardAuthLane(forwardAuthLane), position: .after(connectionState))
+                let forwardAuth = ForwardAuthLane(lanes.forwardAuth)
+                try pipeline.addHandler(forwardAuth, position: .after(connectionState))
+                try pipeline.addHandler(KeyVerificationLane(lanes.verification), position: .after(forwardAuth))
             }
             return value
         }

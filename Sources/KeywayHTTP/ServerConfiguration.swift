@@ -79,9 +79,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// listen queue. Keep it below the open-file limit (`ulimit -n`, often 1024),
     /// which the database's files share.
     public var maximumConnections = 768
-    /// Whether `/auth` is answered on the event loop when memory decides it (``ForwardAuthLane``).
-    /// Not a setting: the answers are the same either way, and tests turn it off to show that.
-    public var forwardAuthLane = true
+    /// Whether `/auth` and `/keys/verify` are answered on the event loop when memory decides
+    /// them (``ForwardAuthLane``, ``KeyVerificationLane``). Not a setting: the answers are the
+    /// same either way, and tests turn it off to show that.
+    public var lanes = true
     /// `KEYWAY_PUBLIC_URL`: the URL people and clients reach Keyway at, e.g.
     /// `https://keyway.example.com`. Dashboard cookies are `Secure`, `__Host-`
     /// prefixed and scoped to `/` when it is https.

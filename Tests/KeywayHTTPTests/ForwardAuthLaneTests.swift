@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import KeywayCore
+import NIOPosix
 import Prometheus
 import Testing
 
@@ -84,7 +85,7 @@ import Testing
         let requests = Self.requests(keys, user: user.id.rawValue)
 
         func answers(lane: Bool) async throws -> (answers: [Answer], laneAnswered: Double) {
-            server.configuration.forwardAuthLane = lane
+            server.configuration.lanes = lane
             let rateClock = server.rateClock
             // Each run starts with full buckets: both count the same requests from the same state.
             rateClock.advance(milliseconds: 60_000)
@@ -124,7 +125,7 @@ import Testing
         let key = server.key(server.globex, .development)
         var lines: [String] = []
         for lane in [false, true] {
-            server.configuration.forwardAuthLane = lane
+            server.configuration.lanes = lane
             let id = "lane-log-\(lane)"
             try await server.test(.live) { client in
                 _ = try await Self.send(client, Sent(headers: [.authorization: "Bearer \(key)"]))
@@ -163,7 +164,7 @@ import Testing
                     "GET /auth HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(key)\r\nx-request-id: r\(index)\r\n"
                     + (slow ? "x-keyway-user-id: nobody\r\n" : "") + "\r\n"
             }
-            let reply = try RawHTTP.exchange(port: port, send: text, expecting: 6)
+            let reply = try await RawHTTP.exchange(port: port, send: text, expecting: 6)
             let ids = reply.components(separatedBy: "\r\n").filter { $0.lowercased().hasPrefix("x-request-id:") }.map { $0.dropFirst(14) }
             #expect(ids == ["r0", "r1", "r2", "r3", "r4", "r5"], "\(reply)")
             // A 404's JSON body ends without a line break: the next status line follows it at once.
@@ -183,7 +184,7 @@ import Testing
                 return
             }
             let request = "GET /auth HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(key)\r\n"
-            let reply = try RawHTTP.exchange(
+            let reply = try await RawHTTP.exchange(
                 port: port,
                 send: request + "Connection: close\r\n\r\n" + request + "\r\n",
                 expecting: 1,
@@ -231,8 +232,15 @@ enum RawHTTP {
     }
 
     /// Sends `text` on one connection and reads until `expecting` whole responses have arrived,
-    /// and with `thenClosed` on until the server closes the connection.
-    static func exchange(port: Int, send text: String, expecting: Int, thenClosed: Bool = false) throws -> String {
+    /// and with `thenClosed` on until the server closes the connection. On NIO's thread pool:
+    /// blocking reads on Swift's few concurrency threads would starve the server under test.
+    static func exchange(port: Int, send text: String, expecting: Int, thenClosed: Bool = false) async throws -> String {
+        try await NIOThreadPool.singleton.runIfActive {
+            try blockingExchange(port: port, send: text, expecting: expecting, thenClosed: thenClosed)
+        }
+    }
+
+    private static func blockingExchange(port: Int, send text: String, expecting: Int, thenClosed: Bool) throws -> String {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw Failure(description: "socket: \(errno)") }
         defer { close(socket) }

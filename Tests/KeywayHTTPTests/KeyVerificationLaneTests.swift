@@ -1,0 +1,132 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import KeywayCore
+import Prometheus
+import Testing
+
+@testable import KeywayHTTP
+
+/// The lane that answers `POST /keys/verify` on the event loop (``KeyVerificationLane``)
+/// answers exactly what the router answers, and only what memory decides.
+@Suite struct KeyVerificationLaneTests {
+    typealias Sent = ForwardAuthLaneTests.Sent
+
+    @Test func theLaneAnswersWhatTheRouterAnswers() async throws {
+        var server = try await TestServer.make()
+        let development = EnvironmentID(accountID: server.acme.id, environment: .development)
+        let production = EnvironmentID(accountID: server.acme.id, environment: .production)
+        let globexDevelopment = EnvironmentID(accountID: server.globex.id, environment: .development)
+        let globexProduction = EnvironmentID(accountID: server.globex.id, environment: .production)
+        try await server.rateLimits.set(.requestsPerSecond(1000), for: development, audit: .system)
+        try await server.rateLimits.set(.requestsPerSecond(1), for: globexProduction, audit: .system)
+        let grace = server.key(server.acme, .production)
+        _ = try await server.keys.roll(for: production, grace: try KeyGrace(parsing: "24h"), createdBy: "test")
+        let revoked = server.key(server.globex, .development)
+        let valid = try await server.keys.generate(for: globexDevelopment, createdBy: "test").key.revealPlaintext()
+        let token = try await server.serviceTokens.create(name: "gateway").token.revealPlaintext()
+        let revokedToken = try await server.serviceTokens.create(name: "old").token.revealPlaintext()
+        _ = try await server.serviceTokens.revoke(.name("old"))
+        let limited = server.key(server.acme, .development)
+        let one = server.key(server.globex, .production)
+
+        func verify(
+            _ key: String,
+            token: String? = token,
+            body: String? = nil,
+            method: HTTPRequest.Method = .post,
+            uri: String = "/keys/verify",
+            _ more: HTTPFields = [:]
+        ) -> Sent {
+            var fields: HTTPFields = [.xRequestID: "verify-lane-1"]
+            if let token { fields[.authorization] = "Bearer \(token)" }
+            for field in more { fields[field.name] = field.value }
+            return Sent(method: method, uri: uri, headers: fields, body: body ?? #"{"key":"\#(key)"}"#)
+        }
+        let requests: [Sent] = [
+            verify(valid), verify(limited), verify(grace), verify(revoked), verify(GeneratedSecretKey.generate(for: .development).revealPlaintext()),
+            verify(String(valid.dropLast())), verify("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"),
+            verify(valid, body: "  {\n \"key\" : \"\(valid)\" }\n"), verify(valid, body: #"{"key":"\#(valid)","extra":1}"#),
+            verify(valid, body: #"{"key":"\#(valid)""#), verify(valid, body: "[]"), verify(valid, body: #"{"key":"\u0041"}"#),
+            verify(valid, token: nil), verify(valid, token: revokedToken), verify(valid, token: valid), verify(valid, token: "kwst_nothing"),
+            verify(valid, [.xAPIVersion: "2025-09"]), verify(valid, [.xAPIVersion: "1999-01"]), verify(valid, [.expect: "100-continue"]),
+            verify(valid, uri: "/keys/verify?x=1"), verify(valid, method: .put), verify(valid, [.xRequestID: "not sane!"]),
+            Sent(method: .post, uri: "/keys/verify", headers: [.authorization: "Bearer \(token)"], body: #"{"key":"\#(valid)"}"#),
+            verify(one), verify(one), verify(one),
+        ]
+
+        func answers(lane: Bool) async throws -> (answers: [ForwardAuthLaneTests.Answer], laneAnswered: Double) {
+            server.configuration.lanes = lane
+            let rateClock = server.rateClock
+            rateClock.advance(milliseconds: 60_000)
+            return try await server.test(.live) { client in
+                // Once so that every key is in memory, then the answers compared.
+                for request in requests where !(request.body ?? "").contains(one) {
+                    _ = try await ForwardAuthLaneTests.send(client, request)
+                }
+                rateClock.advance(milliseconds: 60_000)
+                var answers: [ForwardAuthLaneTests.Answer] = []
+                let before = try Self.laneAnswered()
+                for request in requests { answers.append(try await ForwardAuthLaneTests.send(client, request)) }
+                return (answers, try Self.laneAnswered() - before)
+            }
+        }
+        let (router, _) = try await answers(lane: false)
+        let (lane, laneCount) = try await answers(lane: true)
+        // The valid, limited and in-grace keys, the spaced body, the two request ids and the
+        // three of the key limited to 1 a second. The counter is the process's: tests running
+        // meanwhile can only add to it.
+        let expected: Double = 9
+        #expect(laneCount >= expected, "the lane answered \(laneCount)")
+        for (index, request) in requests.enumerated() {
+            #expect(lane[index] == router[index], "\(request) \(request.body ?? "")")
+        }
+        let bodies = router.map(\.body)
+        #expect(bodies.contains { $0.contains(#""valid":true"#) && $0.contains("expiresAt") })
+        #expect(bodies.contains { $0.contains("rate_limited") })
+        #expect(bodies.contains { $0.contains("revoked_api_key") })
+        #expect(Set(router.map(\.status.code)).isSuperset(of: [200, 400, 401]), "\(router.map(\.status.code))")
+    }
+
+    /// Verifications answered by the lane and by the router, pipelined on one connection, come back in order.
+    @Test func pipelinedVerificationsAreAnsweredInOrder() async throws {
+        let server = try await TestServer.make()
+        let key = server.key(server.globex, .development)
+        let token = try await server.serviceTokens.create(name: "gateway").token.revealPlaintext()
+        try await server.test(.live) { client in
+            _ = try await ForwardAuthLaneTests.send(
+                client,
+                Sent(method: .post, uri: "/keys/verify", headers: [.authorization: "Bearer \(token)"], body: #"{"key":"\#(key)"}"#)
+            )
+            guard let port = client.port else {
+                Issue.record("no port")
+                return
+            }
+            var text = ""
+            for (index, slow) in [false, true, false, false, true, false].enumerated() {
+                // A body the quick reader does not take (a second field) goes to the router.
+                let body = slow ? #"{"key":"\#(key)","x":1}"# : #"{"key":"\#(key)"}"#
+                text +=
+                    "POST /keys/verify HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(token)\r\nx-request-id: r\(index)\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+            }
+            // And one /auth in between, the other lane's.
+            text += "GET /auth HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(key)\r\nx-request-id: r6\r\n\r\n"
+            let reply = try await RawHTTP.exchange(port: port, send: text, expecting: 7)
+            let ids = reply.components(separatedBy: "\r\n").compactMap { line in
+                line.lowercased().hasPrefix("x-request-id:") ? line.dropFirst(14).trimmingCharacters(in: .whitespaces) : nil
+            }
+            #expect(ids == ["r0", "r1", "r2", "r3", "r4", "r5", "r6"], "\(reply)")
+            #expect(reply.components(separatedBy: #""valid":true"#).count == 7, "\(reply)")
+        }
+    }
+
+    /// `keyway_verification_lane_total` in the process's registry.
+    static func laneAnswered() throws -> Double {
+        var buffer: [UInt8] = []
+        testMetricsRegistry.emit(into: &buffer)
+        let line = String(decoding: buffer, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("keyway_verification_lane_total ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+    }
+}
