@@ -48,8 +48,10 @@ final class ForwardAuthLane: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
-            // Asked only when nothing is ahead of it: an answer counts against the key's limit.
-            if routerRequests == 0, let answer = answerer.answer(request) {
+            // Asked only when nothing is ahead of it (an answer counts against the key's limit) and
+            // answers can go out: from a client that stops reading them, the router's wait and so
+            // stop the connection's reads, where the lane's would pile up in memory without end.
+            if routerRequests == 0, context.channel.isWritable, let answer = answerer.answer(request) {
                 pending = answer
                 return
             }

@@ -33,7 +33,8 @@ final class KeyVerificationLane: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
-            if routerRequests == 0, let length = answerer.bodyLength(request) {
+            // Held only when nothing is ahead of it and answers can go out (see ForwardAuthLane).
+            if routerRequests == 0, context.channel.isWritable, let length = answerer.bodyLength(request) {
                 held = (request, context.channel.allocator.buffer(capacity: length))
                 return
             }

@@ -3,7 +3,6 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import KeywayCore
-import NIOPosix
 import Prometheus
 import Testing
 
@@ -196,6 +195,26 @@ import Testing
         }
     }
 
+    /// A client that pipelines requests and never reads the answers is held back by TCP, lane or
+    /// not: the server stops reading instead of piling answers up in memory.
+    @Test(arguments: [false, true]) func aClientThatReadsNoAnswersIsNotReadWithoutBound(lane: Bool) async throws {
+        var server = try await TestServer.make()
+        server.configuration.lanes = lane
+        let key = server.key(server.globex, .development)
+        try await server.test(.live) { client in
+            _ = try await Self.send(client, Sent(headers: [.authorization: "Bearer \(key)"]))
+            guard let port = client.port else {
+                Issue.record("no port")
+                return
+            }
+            let request = "GET /auth HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(key)\r\n\r\n"
+            // Far more than the sockets' buffers hold (about 2 MB): a server that reads it all holds its answers.
+            let limit = 8 << 20
+            let accepted = try await RawHTTP.sendWithoutReading(port: port, request: request, upTo: limit)
+            #expect(accepted < limit, "the server read \(accepted) bytes of requests whose answers nobody read")
+        }
+    }
+
     static func send(_ client: any TestClientProtocol, _ request: Sent) async throws -> Answer {
         try await client.execute(
             uri: request.uri,
@@ -234,28 +253,26 @@ enum RawHTTP {
     }
 
     /// Sends `text` on one connection and reads until `expecting` whole responses have arrived,
-    /// and with `thenClosed` on until the server closes the connection. On NIO's thread pool:
-    /// blocking reads on Swift's few concurrency threads would starve the server under test.
+    /// and with `thenClosed` on until the server closes the connection.
     static func exchange(port: Int, send text: String, expecting: Int, thenClosed: Bool = false) async throws -> String {
-        try await NIOThreadPool.singleton.runIfActive {
+        try await onThreadOfItsOwn {
             try blockingExchange(port: port, send: text, expecting: expecting, thenClosed: thenClosed)
         }
     }
 
+    /// Runs blocking `work` on a thread of its own: blocked on Swift's few concurrency threads,
+    /// or on NIO's thread pool (bcrypt's), it would starve the servers under test.
+    static func onThreadOfItsOwn<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try work() }) }.start()
+        }
+    }
+
     private static func blockingExchange(port: Int, send text: String, expecting: Int, thenClosed: Bool) throws -> String {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw Failure(description: "socket: \(errno)") }
+        let socket = try connected(port: port)
         defer { close(socket) }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw Failure(description: "connect: \(errno)") }
         let bytes = Array(text.utf8)
         guard write(socket, bytes, bytes.count) == bytes.count else { throw Failure(description: "write: \(errno)") }
         var received: [UInt8] = []
@@ -272,6 +289,53 @@ enum RawHTTP {
             received += buffer[..<count]
         }
         return String(decoding: received, as: UTF8.self)
+    }
+
+    /// Sends `request` over and over on one connection without reading anything, until `limit`
+    /// bytes are sent or the server has taken nothing for two seconds; returns the bytes sent.
+    static func sendWithoutReading(port: Int, request: String, upTo limit: Int) async throws -> Int {
+        try await onThreadOfItsOwn { try sendWithoutReadingBlocking(port: port, request: request, upTo: limit) }
+    }
+
+    private static func sendWithoutReadingBlocking(port: Int, request: String, upTo limit: Int) throws -> Int {
+        // Small buffers on this side, so that what the server holds back shows.
+        let socket = try connected(port: port, buffers: 16 << 10)
+        defer { close(socket) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let chunk = Array(String(repeating: request, count: (64 << 10) / request.utf8.count).utf8)
+        var sent = 0
+        var offset = 0
+        while sent < limit {
+            let count = chunk[offset...].withUnsafeBytes { write(socket, $0.baseAddress, $0.count) }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+            guard count > 0 else { throw Failure(description: "write: \(errno) after \(sent) bytes") }
+            sent += count
+            offset = (offset + count) % chunk.count
+        }
+        return sent
+    }
+
+    /// A socket connected to the server on loopback, with `buffers` as its send and receive buffers.
+    static func connected(port: Int, buffers: Int32? = nil) throws -> Int32 {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw Failure(description: "socket: \(errno)") }
+        if var size = buffers {
+            setsockopt(socket, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(socket, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            close(socket)
+            throw Failure(description: "connect: \(errno)")
+        }
+        return socket
     }
 
     /// How many whole responses (head, and a body of `Content-Length` bytes) `bytes` holds.

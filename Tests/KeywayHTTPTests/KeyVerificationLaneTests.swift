@@ -121,6 +121,32 @@ import Testing
         }
     }
 
+    /// A client that pipelines verifications and reads no answers is read no further than the
+    /// router would read it: the lane holds nothing while answers cannot go out.
+    @Test(arguments: [false, true]) func aClientThatReadsNoAnswersIsNotReadWithoutBound(lane: Bool) async throws {
+        var server = try await TestServer.make()
+        server.configuration.lanes = lane
+        let key = server.key(server.globex, .development)
+        let token = try await server.serviceTokens.create(name: "gateway").token.revealPlaintext()
+        let body = #"{"key":"\#(key)"}"#
+        try await server.test(.live) { client in
+            _ = try await ForwardAuthLaneTests.send(
+                client,
+                Sent(method: .post, uri: "/keys/verify", headers: [.authorization: "Bearer \(token)"], body: body)
+            )
+            guard let port = client.port else {
+                Issue.record("no port")
+                return
+            }
+            let request =
+                "POST /keys/verify HTTP/1.1\r\nHost: keyway\r\nAuthorization: Bearer \(token)\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+            let limit = 8 << 20
+            let accepted = try await RawHTTP.sendWithoutReading(port: port, request: request, upTo: limit)
+            #expect(accepted < limit, "the server read \(accepted) bytes of requests whose answers nobody read")
+        }
+    }
+
     /// `keyway_verification_lane_total` in the process's registry.
     static func laneAnswered() throws -> Double {
         var buffer: [UInt8] = []
