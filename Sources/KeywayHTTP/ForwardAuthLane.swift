@@ -13,62 +13,84 @@ import Glibc
 import Darwin
 #endif
 
-/// Answers a proxy's `/auth` sub-request on the connection's event loop, without entering the
-/// router, when memory alone decides it (``ForwardAuthController/answerFromMemory(to:requestID:)``):
-/// a key this process holds as active, no user context, no body, a connection that stays open.
-/// Every other request, and every part of it, goes on to the router unchanged.
+/// What a lane answers from memory (``MemoryLane``): which requests it may take, and the
+/// answer to one.
+protocol LaneAnswering: Sendable {
+    /// The body length of a request this lane may answer, once its body is there (0 for none);
+    /// `nil` when it is the router's.
+    func bodyLength(_ request: HTTPRequest) -> Int?
+    /// The response to `request` with `body`, or `nil`, with nothing counted, when it is the
+    /// router's after all.
+    func answer(_ request: HTTPRequest, body: ByteBuffer) -> (HTTPResponse, ByteBuffer?)?
+}
+
+/// Answers, on the connection's event loop and without entering the router, the requests its
+/// answerer decides from memory; every other request goes on to the router, its parts as they
+/// came. Keyway has two: ``ForwardAuthLane`` for a proxy's `/auth` sub-request and
+/// ``KeyVerificationLane`` for a service's `POST /keys/verify`.
 ///
 /// Why: through nginx each request is one sub-request, and Hummingbird's way to a handler (an
 /// async sequence, a task hop there and back, the middleware chain) cost more than deciding.
-/// What a client gets is the same either way: the lane answers with the controller's own
-/// answer plus what the router's middleware adds to it (`x-request-id`, `Date`, `Server`, the
-/// request metrics), and a test sends the same requests to a server with the lane and one
-/// without and compares the answers.
+/// What a client gets is the same either way: the answerers give the controllers' own answers
+/// plus what the router's middleware adds (``LaneFinishing``), and tests send the same requests
+/// to a server with the lanes and one without and compare the answers.
 ///
-/// It sits after Hummingbird's connection-state handler, which therefore sees these requests
-/// and answers as it sees the router's (idle timeout, graceful shutdown). Pipelined requests are
-/// answered in order: while the router has a request of this connection to answer, every later
-/// one goes to the router too, which answers them one after another.
-final class ForwardAuthLane: ChannelDuplexHandler, RemovableChannelHandler {
+/// A request the answerer may take is held, head and body, until its end; then it is answered,
+/// or handed to the router whole. The lanes sit after Hummingbird's connection-state handler,
+/// which therefore sees their requests and answers as it sees the router's (idle timeout,
+/// graceful shutdown). A lane answers only when nothing is ahead of the request (while the
+/// router owes this connection an answer, later requests go to the router too, which answers
+/// them in order; and an answer counts against the key's limit) and only while the connection
+/// is writable: from a client that stops reading, the router's writes wait and so stop the
+/// connection's reads, where a lane's answers would pile up in memory.
+final class MemoryLane<Answerer: LaneAnswering>: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    private let answerer: ForwardAuthLaneAnswerer
-    /// The answer to the request whose end is still to come.
-    private var pending: (head: HTTPResponse, body: ByteBuffer?)?
+    private let answerer: Answerer
+    /// The head and body of a request the lane may answer, until its end.
+    private var held: (head: HTTPRequest, body: ByteBuffer)?
     /// Requests passed to the router whose answers have not been written yet.
     private var routerRequests = 0
 
-    init(_ answerer: ForwardAuthLaneAnswerer) {
+    init(_ answerer: Answerer) {
         self.answerer = answerer
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
-            // Asked only when nothing is ahead of it (an answer counts against the key's limit) and
-            // answers can go out: from a client that stops reading them, the router's wait and so
-            // stop the connection's reads, where the lane's would pile up in memory without end.
-            if routerRequests == 0, context.channel.isWritable, let answer = answerer.answer(request) {
-                pending = answer
+            if routerRequests == 0, context.channel.isWritable, let length = answerer.bodyLength(request) {
+                held = (request, context.channel.allocator.buffer(capacity: length))
                 return
             }
             routerRequests += 1
             context.fireChannelRead(data)
-        case .body:
-            // A request with a body is the router's (``ForwardAuthLaneAnswerer/answer(_:)``).
-            if pending == nil { context.fireChannelRead(data) }
-        case .end:
-            guard let (head, body) = pending else {
+        case .body(var part):
+            guard held != nil else {
                 context.fireChannelRead(data)
                 return
             }
-            pending = nil
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            if let body { context.write(wrapOutboundOut(.body(body)), promise: nil) }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            held?.body.writeBuffer(&part)
+        case .end(let trailers):
+            guard let (head, body) = held else {
+                context.fireChannelRead(data)
+                return
+            }
+            held = nil
+            if trailers == nil, let (response, answerBody) = answerer.answer(head, body: body) {
+                context.write(wrapOutboundOut(.head(response)), promise: nil)
+                if let answerBody { context.write(wrapOutboundOut(.body(answerBody)), promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
+            // The router's after all: the request as it came, in one piece.
+            routerRequests += 1
+            context.fireChannelRead(wrapInboundOut(.head(head)))
+            if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+            context.fireChannelRead(data)
         }
     }
 
@@ -79,21 +101,31 @@ final class ForwardAuthLane: ChannelDuplexHandler, RemovableChannelHandler {
     }
 }
 
+/// A proxy's `/auth` sub-request, answered on the event loop when memory alone decides it
+/// (``ForwardAuthController/answerFromMemory(to:requestID:)``): a key this process holds as
+/// active, no user context, no body, a connection that stays open.
+typealias ForwardAuthLane = MemoryLane<ForwardAuthLaneAnswerer>
+
 /// What ``ForwardAuthLane`` answers, shared by every connection of a listener.
-struct ForwardAuthLaneAnswerer: Sendable {
+struct ForwardAuthLaneAnswerer: LaneAnswering {
     let controller: ForwardAuthController
     let finishing: LaneFinishing
 
-    /// The response to `request`, or `nil` when it is the router's to answer.
-    func answer(_ request: HTTPRequest) -> (head: HTTPResponse, body: ByteBuffer?)? {
-        let started = ContinuousClock.now
-        // What the router treats apart: a body (read and dropped), `Connection` other than
-        // keep-alive (Hummingbird closes after `close`), `Expect`.
+    /// 0 for a request the lane may answer: what the router treats apart is its own — a body
+    /// (read and dropped), `Connection` other than keep-alive (Hummingbird closes after
+    /// `close`), `Expect`, a path other than `/auth` or a plain one below it.
+    func bodyLength(_ request: HTTPRequest) -> Int? {
         guard request.headerFields[.contentLength] ?? "0" == "0", request.headerFields[.transferEncoding] == nil,
             request.headerFields[values: .connection].allSatisfy({ $0.lowercased() == "keep-alive" }),
             request.headerFields[.expect] == nil,
-            let path = request.path, let route = ForwardAuthController.laneRoute(path)
+            let path = request.path, ForwardAuthController.laneRoute(path) != nil
         else { return nil }
+        return 0
+    }
+
+    func answer(_ request: HTTPRequest, body: ByteBuffer) -> (HTTPResponse, ByteBuffer?)? {
+        let started = ContinuousClock.now
+        guard body.readableBytes == 0, let path = request.path, let route = ForwardAuthController.laneRoute(path) else { return nil }
         let ids = LaneFinishing.RequestIDs(request)
         guard let answer = controller.answerFromMemory(to: request, requestID: ids.answered) else { return nil }
         var fields = answer.headers

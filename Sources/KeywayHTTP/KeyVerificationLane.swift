@@ -5,76 +5,13 @@ import Metrics
 import NIOCore
 import NIOHTTPTypes
 
-/// Answers a service's `POST /keys/verify` on the connection's event loop, without entering the
-/// router, when memory alone decides it
+/// A service's `POST /keys/verify`, answered on the event loop when memory alone decides it
 /// (``KeyVerificationController/answerFromMemory(authorization:body:)``): a service token and a
-/// key this process holds as active, the usual `{"key": "…"}` body. Every other request goes on
-/// to the router, its parts as they came.
-///
-/// The same design as ``ForwardAuthLane``, after which it sits: a request's head and body are
-/// held until its end, then answered or handed on whole; while the router has a request of
-/// this connection to answer, later ones go to the router too, so answers keep their order.
-final class KeyVerificationLane: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
-
-    private let answerer: KeyVerificationLaneAnswerer
-    /// The head and body of a request the lane may answer, until its end.
-    private var held: (head: HTTPRequest, body: ByteBuffer)?
-    /// Requests passed to the router whose answers have not been written yet.
-    private var routerRequests = 0
-
-    init(_ answerer: KeyVerificationLaneAnswerer) {
-        self.answerer = answerer
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let request):
-            // Held only when nothing is ahead of it and answers can go out (see ForwardAuthLane).
-            if routerRequests == 0, context.channel.isWritable, let length = answerer.bodyLength(request) {
-                held = (request, context.channel.allocator.buffer(capacity: length))
-                return
-            }
-            routerRequests += 1
-            context.fireChannelRead(data)
-        case .body(var part):
-            guard held != nil else {
-                context.fireChannelRead(data)
-                return
-            }
-            held?.body.writeBuffer(&part)
-        case .end(let trailers):
-            guard let (head, body) = held else {
-                context.fireChannelRead(data)
-                return
-            }
-            held = nil
-            if trailers == nil, let (response, answerBody) = answerer.answer(head, body: body) {
-                context.write(wrapOutboundOut(.head(response)), promise: nil)
-                context.write(wrapOutboundOut(.body(answerBody)), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-                return
-            }
-            // The router's after all: the request as it came, in one piece.
-            routerRequests += 1
-            context.fireChannelRead(wrapInboundOut(.head(head)))
-            if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
-            context.fireChannelRead(data)
-        }
-    }
-
-    /// The router's answers, on their way out.
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { routerRequests = max(0, routerRequests - 1) }
-        context.write(data, promise: promise)
-    }
-}
+/// key this process holds as active, the usual `{"key": "…"}` body.
+typealias KeyVerificationLane = MemoryLane<KeyVerificationLaneAnswerer>
 
 /// What ``KeyVerificationLane`` answers, shared by every connection of a listener.
-struct KeyVerificationLaneAnswerer: Sendable {
+struct KeyVerificationLaneAnswerer: LaneAnswering {
     let controller: KeyVerificationController
     let finishing: LaneFinishing
 
@@ -96,8 +33,7 @@ struct KeyVerificationLaneAnswerer: Sendable {
         return length
     }
 
-    /// The response to `request` with `body`, or `nil` when it is the router's to answer.
-    func answer(_ request: HTTPRequest, body: ByteBuffer) -> (HTTPResponse, ByteBuffer)? {
+    func answer(_ request: HTTPRequest, body: ByteBuffer) -> (HTTPResponse, ByteBuffer?)? {
         let started = ContinuousClock.now
         guard let verdict = controller.answerFromMemory(authorization: request.headerFields[values: .authorization], body: body) else {
             return nil

@@ -83,25 +83,14 @@ import Testing
         ]
         let requests = Self.requests(keys, user: user.id.rawValue)
 
-        func answers(lane: Bool) async throws -> (answers: [Answer], laneAnswered: Double) {
-            server.configuration.lanes = lane
-            let rateClock = server.rateClock
-            // Each run starts with full buckets: both count the same requests from the same state.
-            rateClock.advance(milliseconds: 60_000)
-            return try await server.test(.live) { client in
-                // Once so that every key is in memory, then the answers compared.
-                for request in requests where request.body == nil && !request.headers.contains(where: { $0.value == keys["one"] }) {
-                    _ = try await Self.send(client, request)
-                }
-                rateClock.advance(milliseconds: 60_000)
-                var answers: [Answer] = []
-                let before = try Self.laneAnswered()
-                for request in requests { answers.append(try await Self.send(client, request)) }
-                return (answers, try Self.laneAnswered() - before)
+        // The key limited to 1 a second is left out of the warm-up: its three requests must meet a full bucket.
+        func answers(lanes: Bool) async throws -> (answers: [Answer], laneAnswered: Double) {
+            try await Self.answers(of: &server, lanes: lanes, to: requests, counter: "keyway_forward_auth_lane_total") { request in
+                request.body == nil && !request.headers.contains { $0.value == keys["one"] }
             }
         }
-        let (router, _) = try await answers(lane: false)
-        let (lane, laneCount) = try await answers(lane: true)
+        let (router, _) = try await answers(lanes: false)
+        let (lane, laneCount) = try await answers(lanes: true)
         // 16 are the lane's: the valid key on GET, HEAD, DELETE and OPTIONS (the client sends POST,
         // PUT and PATCH chunked: a body may follow) of both plain paths; the key limited, the one
         // in grace, the three request ids; the three of the key limited to 1 a second. At least
@@ -233,11 +222,35 @@ import Testing
         }
     }
 
-    /// `keyway_forward_auth_lane_total` in the process's registry.
-    static func laneAnswered() throws -> Double {
+    /// The answers to `requests` from a server with or without the lanes: sent once (those
+    /// `warmingUp` picks) so that every key is in memory, then all of them with full buckets, so
+    /// that both runs count the same requests from the same state; and how much the process's
+    /// `counter` grew while the answers compared were given.
+    static func answers(
+        of server: inout TestServer,
+        lanes: Bool,
+        to requests: [Sent],
+        counter: String,
+        warmingUp: @escaping @Sendable (Sent) -> Bool
+    ) async throws -> (answers: [Answer], laneAnswered: Double) {
+        server.configuration.lanes = lanes
+        let rateClock = server.rateClock
+        rateClock.advance(milliseconds: 60_000)
+        return try await server.test(.live) { client in
+            for request in requests where warmingUp(request) { _ = try await send(client, request) }
+            rateClock.advance(milliseconds: 60_000)
+            var answers: [Answer] = []
+            let before = try count(counter)
+            for request in requests { answers.append(try await send(client, request)) }
+            return (answers, try count(counter) - before)
+        }
+    }
+
+    /// A counter's value in the process's registry.
+    static func count(_ counter: String) throws -> Double {
         var buffer: [UInt8] = []
         testMetricsRegistry.emit(into: &buffer)
-        let line = String(decoding: buffer, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("keyway_forward_auth_lane_total ") }
+        let line = String(decoding: buffer, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix(counter + " ") }
         return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
     }
 }
