@@ -64,8 +64,9 @@ import Testing
         return sent
     }
 
-    @Test func theLaneAnswersWhatTheRouterAnswers() async throws {
-        var server = try await TestServer.make()
+    /// Keys in every state a lane meets, by name: `valid`; `limited` (1 000 a second); `grace`
+    /// (rolled, 24 hours left); `revoked`; `unknown`; `one` (limited to 1 a second).
+    static func keysInEveryState(of server: TestServer) async throws -> [String: String] {
         let development = EnvironmentID(accountID: server.acme.id, environment: .development)
         let production = EnvironmentID(accountID: server.acme.id, environment: .production)
         let globexDevelopment = EnvironmentID(accountID: server.globex.id, environment: .development)
@@ -76,11 +77,17 @@ import Testing
         _ = try await server.keys.roll(for: production, grace: try KeyGrace(parsing: "24h"), createdBy: "test")
         let revoked = server.key(server.globex, .development)
         let valid = try await server.keys.generate(for: globexDevelopment, createdBy: "test").key.revealPlaintext()
-        let user = try await server.store.createUser(try NewUser(username: "ada", fullName: nil), in: globexDevelopment, at: Date())
-        let keys = [
+        return [
             "valid": valid, "limited": server.key(server.acme, .development), "grace": grace, "revoked": revoked,
             "unknown": GeneratedSecretKey.generate(for: .development).revealPlaintext(), "one": server.key(server.globex, .production),
         ]
+    }
+
+    @Test func theLaneAnswersWhatTheRouterAnswers() async throws {
+        var server = try await TestServer.make()
+        let keys = try await Self.keysInEveryState(of: server)
+        let globexDevelopment = EnvironmentID(accountID: server.globex.id, environment: .development)
+        let user = try await server.store.createUser(try NewUser(username: "ada", fullName: nil), in: globexDevelopment, at: Date())
         let requests = Self.requests(keys, user: user.id.rawValue)
 
         // The key limited to 1 a second is left out of the warm-up: its three requests must meet a full bucket.

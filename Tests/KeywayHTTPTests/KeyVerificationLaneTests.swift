@@ -15,21 +15,12 @@ import Testing
 
     @Test func theLaneAnswersWhatTheRouterAnswers() async throws {
         var server = try await TestServer.make()
-        let development = EnvironmentID(accountID: server.acme.id, environment: .development)
-        let production = EnvironmentID(accountID: server.acme.id, environment: .production)
-        let globexDevelopment = EnvironmentID(accountID: server.globex.id, environment: .development)
-        let globexProduction = EnvironmentID(accountID: server.globex.id, environment: .production)
-        try await server.rateLimits.set(.requestsPerSecond(1000), for: development, audit: .system)
-        try await server.rateLimits.set(.requestsPerSecond(1), for: globexProduction, audit: .system)
-        let grace = server.key(server.acme, .production)
-        _ = try await server.keys.roll(for: production, grace: try KeyGrace(parsing: "24h"), createdBy: "test")
-        let revoked = server.key(server.globex, .development)
-        let valid = try await server.keys.generate(for: globexDevelopment, createdBy: "test").key.revealPlaintext()
+        let keys = try await ForwardAuthLaneTests.keysInEveryState(of: server)
+        let (valid, grace, revoked) = (keys["valid"]!, keys["grace"]!, keys["revoked"]!)
         let token = try await server.serviceTokens.create(name: "gateway").token.revealPlaintext()
         let revokedToken = try await server.serviceTokens.create(name: "old").token.revealPlaintext()
         _ = try await server.serviceTokens.revoke(.name("old"))
-        let limited = server.key(server.acme, .development)
-        let one = server.key(server.globex, .production)
+        let (limited, one) = (keys["limited"]!, keys["one"]!)
 
         func verify(
             _ key: String,
@@ -45,7 +36,7 @@ import Testing
             return Sent(method: method, uri: uri, headers: fields, body: body ?? #"{"key":"\#(key)"}"#)
         }
         let requests: [Sent] = [
-            verify(valid), verify(limited), verify(grace), verify(revoked), verify(GeneratedSecretKey.generate(for: .development).revealPlaintext()),
+            verify(valid), verify(limited), verify(grace), verify(revoked), verify(keys["unknown"]!),
             verify(String(valid.dropLast())), verify("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"),
             verify(valid, body: "  {\n \"key\" : \"\(valid)\" }\n"), verify(valid, body: #"{"key":"\#(valid)","extra":1}"#),
             verify(valid, body: #"{"key":"\#(valid)""#), verify(valid, body: "[]"), verify(valid, body: #"{"key":"\u0041"}"#),
