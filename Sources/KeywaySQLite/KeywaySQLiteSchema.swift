@@ -344,6 +344,39 @@ enum KeywaySQLiteSchema {
             // Wrong codes at sign-in since the last right one; past 20 only a recovery code signs in.
             try db.execute(sql: "ALTER TABLE members ADD COLUMN totp_failures INTEGER NOT NULL DEFAULT 0")
         }
+        migrator.registerMigration("v13: the outbox's status checked without a temporary table") { db in
+            // SQLite checks `x IN (a, b, c)` by building a temporary B-tree of the list on every
+            // statement: a pager opened and closed for each outbox row a user creation writes
+            // (bench/webhooks). Comparisons check the same thing. A CHECK cannot be altered in
+            // place, so the table is rebuilt; GRDB checks foreign keys at the migration's end.
+            try db.execute(
+                sql: """
+                    CREATE TABLE webhook_deliveries_new (
+                        endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                        id TEXT NOT NULL,
+                        event_type TEXT NOT NULL,
+                        payload TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        status TEXT NOT NULL CHECK (status = 'pending' OR status = 'succeeded' OR status = 'failed'),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        next_attempt_at INTEGER,
+                        claim TEXT,
+                        claimed_until INTEGER,
+                        last_attempt_at INTEGER,
+                        last_status_code INTEGER,
+                        last_error TEXT,
+                        PRIMARY KEY (endpoint_id, id)
+                    ) STRICT, WITHOUT ROWID;
+                    INSERT INTO webhook_deliveries_new SELECT
+                        endpoint_id, id, event_type, payload, created_at, status, attempts, next_attempt_at, claim,
+                        claimed_until, last_attempt_at, last_status_code, last_error
+                    FROM webhook_deliveries;
+                    DROP TABLE webhook_deliveries;
+                    ALTER TABLE webhook_deliveries_new RENAME TO webhook_deliveries;
+                    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+                    """
+            )
+        }
         return migrator
     }()
 

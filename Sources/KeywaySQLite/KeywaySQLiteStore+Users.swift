@@ -6,11 +6,12 @@ import Synchronization
 /// The users of an environment.
 extension KeywaySQLiteStore {
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        // The identifier and the user.created body are made here, in parallel with other requests,
-        // not in the one writer that commits them; the writer redoes them only on a collision.
+        // The identifiers and the user.created body are made here, in parallel with other requests,
+        // not in the one writer that commits them; the writer redoes them only when it must.
         let created = User(id: makeUserID(date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
         let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
-        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: (created.id, event.storedData))
+        let drawn = UserCreation.Drawn(id: created.id, storedData: event.storedData, deliveryID: WebhookDelivery.newID(at: event.at))
+        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: drawn)
         return try await userCreations.submit(creation).created(username: user.username)
     }
 
@@ -28,8 +29,15 @@ extension KeywaySQLiteStore {
         let user: NewUser
         let environmentID: EnvironmentID
         let date: Date
-        /// An identifier drawn before the writer took the creation, and its event's stored data.
-        var drawn: (id: UserID, storedData: String)?
+        var drawn: Drawn?
+
+        /// What is made before the writer takes the creation: the user's identifier, its event's
+        /// stored data and the identifier of the event's first delivery.
+        struct Drawn: Sendable {
+            let id: UserID
+            let storedData: String
+            let deliveryID: String
+        }
     }
 
     /// Inserts a user unless its username is taken or is a user's identifier, and never
@@ -40,7 +48,7 @@ extension KeywaySQLiteStore {
         in environmentID: EnvironmentID,
         at date: Date,
         makeUserID: (Date) -> UserID,
-        drawn: (id: UserID, storedData: String)? = nil,
+        drawn: UserCreation.Drawn? = nil,
         db: Database
     ) throws -> UserInsertion {
         if try isUserID(user.username, in: environmentID, db: db) {
@@ -68,8 +76,8 @@ extension KeywaySQLiteStore {
         )
         guard db.changesCount == 1 else { return .usernameTaken }
         let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
-        // The data drawn beforehand, unless the identifier had to be drawn again.
-        try enqueue(event, storedData: drawn.flatMap { $0.id == id ? $0.storedData : nil }, db: db)
+        // The data made beforehand, unless the identifier had to be drawn again.
+        try enqueue(event, storedData: drawn.flatMap { $0.id == id ? $0.storedData : nil }, firstDeliveryID: drawn?.deliveryID, db: db)
         return .created(created)
     }
 

@@ -207,6 +207,58 @@ import Testing
         #expect(try await store.allowedOrigins(for: EnvironmentID(accountID: account.id, environment: .production)) == [])
     }
 
+    @Test func theOutboxKeepsItsDeliveriesAndChecksThemWithoutATemporaryTable() async throws {
+        let path = temporaryDatabasePath()
+        let store = try KeywaySQLiteStore(path: path, migrate: true)
+        let account = try await store.createAccount(name: "Acme", at: Date())
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let endpoint = try await WebhookStoreTests.endpoint(store, development)
+        // The table as v9 made it, holding what the previous release wrote, and v13 not yet run.
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    DROP INDEX webhook_deliveries_due;
+                    ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_v13;
+                    CREATE TABLE webhook_deliveries (
+                        endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                        id TEXT NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL,
+                        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+                        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER, claim TEXT, claimed_until INTEGER,
+                        last_attempt_at INTEGER, last_status_code INTEGER, last_error TEXT,
+                        PRIMARY KEY (endpoint_id, id)
+                    ) STRICT, WITHOUT ROWID;
+                    DROP TABLE webhook_deliveries_v13;
+                    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+                    DELETE FROM grdb_migrations WHERE identifier = 'v13: the outbox''s status checked without a temporary table';
+                    """
+            )
+        }
+        _ = try await store.createUser(try NewUser(username: "ada", fullName: "Ada"), in: development, at: Date())
+        _ = try await store.createUser(try NewUser(username: "grace", fullName: nil), in: development, at: Date())
+        let before = try await WebhookStoreTests.deliveries(store, account.id)
+        #expect(before.count == 2)
+
+        #expect(try KeywaySQLiteStore.migrate(path: path) == ["v13: the outbox's status checked without a temporary table"])
+        let after = try await WebhookStoreTests.deliveries(store, account.id)
+        #expect(after.map(\.id) == before.map(\.id) && after.map(\.status) == before.map(\.status))
+        #expect(after.map { $0.body(for: endpoint) } == before.map { $0.body(for: endpoint) })
+        try await database.read { db in
+            let insert = """
+                EXPLAIN INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
+                VALUES ('msg_x', ?, 'user.created', '{}', 1, 'pending', 0, 1)
+                """
+            let program = try Row.fetchAll(db, sql: insert, arguments: [endpoint.id.rawValue]).map { $0["opcode"] as String }
+            #expect(!program.isEmpty && !program.contains("OpenEphemeral"), "an outbox row is checked with comparisons")
+            #expect(try Bool.fetchOne(db, sql: "SELECT 1 FROM sqlite_master WHERE name = 'webhook_deliveries_due'") == true)
+        }
+        await #expect(throws: DatabaseError.self, "the status is still checked") {
+            try await database.write { db in
+                try db.execute(sql: "UPDATE webhook_deliveries SET status = 'lost'")
+            }
+        }
+    }
+
     /// Waits for `condition`, failing after a deadline far above any expected delay.
     func waitUntil(deadline: Duration = .seconds(10), _ condition: () -> Bool) async throws {
         let clock = ContinuousClock()
