@@ -243,7 +243,8 @@ import Testing
         let after = try await WebhookStoreTests.deliveries(store, account.id)
         #expect(after.map(\.id) == before.map(\.id) && after.map(\.status) == before.map(\.status))
         #expect(after.map { $0.body(for: endpoint) } == before.map { $0.body(for: endpoint) })
-        try await database.read { db in
+        // A connection opened now: one open before would explain with the schema it read then.
+        try await DatabaseQueue(path: path).read { db in
             let insert = """
                 EXPLAIN INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
                 VALUES ('msg_x', ?, 'user.created', '{}', 1, 'pending', 0, 1)

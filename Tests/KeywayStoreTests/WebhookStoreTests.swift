@@ -61,6 +61,25 @@ import Testing
     }
 
     @Test(arguments: StoreKind.allCases)
+    func everyEndpointGetsItsOwnDeliveryOfAnEvent(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        var endpoints: [WebhookEndpoint] = []
+        for index in 0..<3 {
+            endpoints.append(try await Self.endpoint(store, development, events: [.userCreated], url: "https://hooks.example.com/\(index)"))
+        }
+        for username in ["ada", "grace"] {
+            _ = try await store.createUser(try NewUser(username: username, fullName: nil), in: development, at: Date())
+        }
+        let deliveries = try await Self.deliveries(store, account.id)
+        #expect(deliveries.count == 6)
+        #expect(Set(deliveries.map(\.id)).count == 6, "a delivery's id names one delivery, whatever its endpoint")
+        for endpoint in endpoints {
+            #expect(try await Self.deliveries(store, account.id, endpoint).count == 2)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func keyChangesAreEnqueuedWithTheirAuditEntries(kind: StoreKind) async throws {
         let (store, account) = try await kind.makeStoreWithAccount()
         let environment = EnvironmentID(accountID: account.id, environment: .production)
