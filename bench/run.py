@@ -378,11 +378,16 @@ def main():
     parser.add_argument("--profile", choices=["A", "B", "C", "D", "D-malformed", "D-checksum", "E", "F", "G", "G-limit", "H", "H-limit",
                                               "I", "I-whoami"],
                         help="record the server under one scenario with perf and print where the time goes, instead of benchmarking")
+    parser.add_argument("--no-webhooks", action="store_true", help="skip the webhook runs (bench/webhooks) after each store's scenarios")
     parser.add_argument("--profile-lines", type=int, default=40, help="how many of Keyway's own lines of the profile to print")
     options = parser.parse_args()
     report = [f"Keyway bench/run, {datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores", ""]
     for kind in (["sqlite", "postgres"] if options.store == "both" else [options.store]):
         bench_store(kind, options, report)
+        if not options.profile and not options.no_webhooks:
+            # Issue 15's target: POST /users with a subscribed endpoint against without (bench/webhooks).
+            import webhooks
+            webhooks.bench_store(kind, argparse.Namespace(duration=5, rounds=options.rounds, connections=32), report)
     if options.profile:
         return
     results = Path(__file__).resolve().parent / "results"
