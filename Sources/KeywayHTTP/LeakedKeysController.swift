@@ -71,7 +71,7 @@ final class LeakedKeysController: Sendable {
         pruneIdleClients()
         let decision = unsignedReports.take(client?.throttleKey ?? "unknown", policy: Self.unsignedPolicy)
         guard decision.allowed else {
-            throw KeywayError.rateLimited(limit: Self.unsignedPolicy.requestsPerSecond, retryAfter: decision.retryAfterSeconds ?? 1)
+            throw KeywayError.tooManyLeakReports(limit: Self.unsignedPolicy.requestsPerSecond, retryAfter: decision.retryAfterSeconds ?? 1)
         }
         return try await answer(
             try await JSONBody.collect(request, upTo: Self.maximumBody),
