@@ -178,12 +178,13 @@ public struct KeywayError: Error, Sendable, Hashable, CustomStringConvertible {
         )
     }
 
-    /// One client address sent more unsigned leak reports than `POST /leaked-keys` takes in a second.
+    /// One client (an IPv4 address, an IPv6 /64) sent more unsigned leak reports than
+    /// `POST /leaked-keys` takes in a second.
     /// - Parameter retryAfter: Whole seconds until one more report would be taken.
     public static func tooManyLeakReports(limit: Int, retryAfter: Int) -> KeywayError {
         KeywayError(
             .rateLimited,
-            "This address sent more than \(limit) unsigned leak reports in a second. Try again in \(retryAfter) second\(retryAfter == 1 ? "" : "s"), or sign reports as GitHub's secret scanning does.",
+            "This address (or its IPv6 /64) sent more than \(limit) unsigned leak reports in a second. Try again in \(retryAfter) second\(retryAfter == 1 ? "" : "s"), or sign reports as GitHub's secret scanning does.",
             details: ["retryAfter": String(retryAfter)]
         )
     }

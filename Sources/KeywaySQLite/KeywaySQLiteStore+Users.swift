@@ -6,12 +6,11 @@ import Synchronization
 /// The users of an environment.
 extension KeywaySQLiteStore {
     public func createUser(_ user: NewUser, in environmentID: EnvironmentID, at date: Date) async throws -> User {
-        // The identifiers and the user.created body are made here, in parallel with other requests,
-        // not in the one writer that commits them; the writer redoes them only when it must.
+        // The identifier and the user.created body are made here, in parallel with other requests,
+        // not in the one writer that commits them; the writer redoes them only on a collision.
         let created = User(id: makeUserID(date), username: user.username, fullName: user.fullName, createdAt: date.keywayPrecision)
         let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
-        let drawn = UserCreation.Drawn(id: created.id, storedData: event.storedData, deliveryID: WebhookDelivery.newID(at: event.at))
-        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: drawn)
+        let creation = UserCreation(user: user, environmentID: environmentID, date: date, drawn: (created.id, event.storedData))
         return try await userCreations.submit(creation).created(username: user.username)
     }
 
@@ -29,15 +28,8 @@ extension KeywaySQLiteStore {
         let user: NewUser
         let environmentID: EnvironmentID
         let date: Date
-        var drawn: Drawn?
-
-        /// What is made before the writer takes the creation: the user's identifier, its event's
-        /// stored data and the identifier of the event's first delivery.
-        struct Drawn: Sendable {
-            let id: UserID
-            let storedData: String
-            let deliveryID: String
-        }
+        /// An identifier drawn before the writer took the creation, and its event's stored data.
+        var drawn: (id: UserID, storedData: String)?
     }
 
     /// Inserts a user unless its username is taken or is a user's identifier, and never
@@ -48,7 +40,7 @@ extension KeywaySQLiteStore {
         in environmentID: EnvironmentID,
         at date: Date,
         makeUserID: (Date) -> UserID,
-        drawn: UserCreation.Drawn? = nil,
+        drawn: (id: UserID, storedData: String)? = nil,
         db: Database
     ) throws -> UserInsertion {
         if try isUserID(user.username, in: environmentID, db: db) {
@@ -76,8 +68,8 @@ extension KeywaySQLiteStore {
         )
         guard db.changesCount == 1 else { return .usernameTaken }
         let event = WebhookEvent.user(.userCreated, created, in: environmentID, at: created.createdAt)
-        // The data made beforehand, unless the identifier had to be drawn again.
-        try enqueue(event, storedData: drawn.flatMap { $0.id == id ? $0.storedData : nil }, firstDeliveryID: drawn?.deliveryID, db: db)
+        // The data drawn beforehand, unless the identifier had to be drawn again.
+        try enqueue(event, storedData: drawn.flatMap { $0.id == id ? $0.storedData : nil }, db: db)
         return .created(created)
     }
 

@@ -3,14 +3,12 @@ import GRDB
 public import KeywayCore
 
 /// Webhook endpoints and the outbox. Events are enqueued by the transaction of the change
-/// they report (``enqueue(_:storedData:firstDeliveryID:db:)``).
+/// they report (``enqueue(_:db:)``).
 extension KeywaySQLiteStore {
     /// Writes `event` to the outbox, once per enabled endpoint of its environment subscribed
     /// to it, in the caller's transaction. Without such an endpoint it is one indexed read.
-    /// - Parameters:
-    ///   - storedData: `event`'s ``WebhookEvent/storedData`` when it was made already (off the writer).
-    ///   - firstDeliveryID: An identifier drawn already for the first delivery (the rest are drawn here).
-    static func enqueue(_ event: WebhookEvent, storedData: String? = nil, firstDeliveryID: String? = nil, db: Database) throws {
+    /// - Parameter storedData: `event`'s ``WebhookEvent/storedData`` when it was made already (off the writer).
+    static func enqueue(_ event: WebhookEvent, storedData: String? = nil, db: Database) throws {
         let endpoints = try String.fetchAll(
             try db.cachedStatement(
                 sql: "SELECT id FROM webhook_endpoints WHERE account_id = ? AND environment = ? AND disabled_at IS NULL AND instr(events, ?) > 0"
@@ -21,14 +19,13 @@ extension KeywaySQLiteStore {
         let payload = storedData ?? event.storedData
         let at = event.at.keywayMilliseconds
         let now = Date().keywayMilliseconds
-        for (index, endpoint) in endpoints.enumerated() {
-            let id = index == 0 ? firstDeliveryID ?? WebhookDelivery.newID(at: event.at) : WebhookDelivery.newID(at: event.at)
+        for endpoint in endpoints {
             try db.cachedStatement(
                 sql: """
                     INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
                     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)
                     """
-            ).execute(arguments: [id, endpoint, event.type.rawValue, payload, at, now])
+            ).execute(arguments: [WebhookDelivery.newID(at: event.at), endpoint, event.type.rawValue, payload, at, now])
         }
     }
 

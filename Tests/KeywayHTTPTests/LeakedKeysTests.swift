@@ -112,7 +112,10 @@ import Testing
                 statuses.append(response.status)
                 if response.status == .tooManyRequests {
                     #expect(response.code == "rate_limited" && response.headers[.retryAfter] != nil)
-                    #expect(response.message?.hasPrefix("This address sent more than 5 unsigned leak reports") == true, "\(response.message ?? "")")
+                    #expect(
+                        response.message?.hasPrefix("This address (or its IPv6 /64) sent more than 5 unsigned leak reports") == true,
+                        "\(response.message ?? "")"
+                    )
                 }
             }
             #expect(statuses.contains(.tooManyRequests), "\(statuses)")

@@ -236,22 +236,47 @@ import Testing
         }
         _ = try await store.createUser(try NewUser(username: "ada", fullName: "Ada"), in: development, at: Date())
         _ = try await store.createUser(try NewUser(username: "grace", fullName: nil), in: development, at: Date())
-        let before = try await WebhookStoreTests.deliveries(store, account.id)
-        #expect(before.count == 2)
+        // And a delivery with a different value in every column, attempted and failed.
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO webhook_deliveries VALUES
+                        (?, 'msg_0', 'key.revoked', '{"keyId":"k"}', 11, 'failed', 3, 22, 'claim', 33, 44, 410, 'gone')
+                    """,
+                arguments: [endpoint.id.rawValue]
+            )
+        }
+        func everyColumn(_ db: Database) throws -> [String] {
+            try Row.fetchAll(db, sql: "SELECT * FROM webhook_deliveries ORDER BY endpoint_id, id").map(\.description)
+        }
+        let before = try await database.read(everyColumn)
+        #expect(before.count == 3)
 
         #expect(try KeywaySQLiteStore.migrate(path: path) == ["v13: the outbox's status checked without a temporary table"])
-        let after = try await WebhookStoreTests.deliveries(store, account.id)
-        #expect(after.map(\.id) == before.map(\.id) && after.map(\.status) == before.map(\.status))
-        #expect(after.map { $0.body(for: endpoint) } == before.map { $0.body(for: endpoint) })
         // A connection opened now: one open before would explain with the schema it read then.
-        try await DatabaseQueue(path: path).read { db in
+        let reopened = try DatabaseQueue(path: path)
+        #expect(try await reopened.read(everyColumn) == before, "every delivery kept, column for column")
+        #expect(try await WebhookStoreTests.deliveries(store, account.id).count == 3)
+        try await reopened.read { db in
+            let shape = try Row.fetchOne(db, sql: "SELECT strict, wr FROM pragma_table_list WHERE name = 'webhook_deliveries'")
+            #expect(shape?["strict"] == 1 && shape?["wr"] == 1, "STRICT, WITHOUT ROWID")
+            let parent = try Row.fetchOne(db, sql: #"SELECT "table", on_delete FROM pragma_foreign_key_list('webhook_deliveries')"#)
+            #expect(parent?["table"] == "webhook_endpoints" && parent?["on_delete"] == "CASCADE")
+            #expect(
+                try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info('sqlite_autoindex_webhook_deliveries_1')") == ["endpoint_id", "id"]
+            )
+            #expect(
+                try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'webhook_deliveries_due'")
+                    == "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending'"
+            )
+        }
+        try await reopened.read { db in
             let insert = """
                 EXPLAIN INSERT INTO webhook_deliveries (id, endpoint_id, event_type, payload, created_at, status, attempts, next_attempt_at)
                 VALUES ('msg_x', ?, 'user.created', '{}', 1, 'pending', 0, 1)
                 """
             let program = try Row.fetchAll(db, sql: insert, arguments: [endpoint.id.rawValue]).map { $0["opcode"] as String }
             #expect(!program.isEmpty && !program.contains("OpenEphemeral"), "an outbox row is checked with comparisons")
-            #expect(try Bool.fetchOne(db, sql: "SELECT 1 FROM sqlite_master WHERE name = 'webhook_deliveries_due'") == true)
         }
         await #expect(throws: DatabaseError.self, "the status is still checked") {
             try await database.write { db in
