@@ -174,8 +174,14 @@ final class CountingStore: KeywayStore, ForwardingWebhookStore, ForwardingMember
     }
     func secretKey(digest: KeyDigest) async throws -> SecretKeyRecord? {
         lock.withLock { _keyLookups += 1 }
-        return try await base.secretKey(digest: digest)
+        let record = try await base.secretKey(digest: digest)
+        lock.withLock { _answeredKeyLookups += 1 }
+        return record
     }
+    private var _answeredKeyLookups = 0
+    /// Key lookups the store answered: a lookup that failed (a PostgreSQL lookup past its
+    /// deadline on a loaded machine) has nothing for the cache to remember.
+    var answeredKeyLookups: Int { lock.withLock { _answeredKeyLookups } }
     private var _leakRevocations = 0
     /// Calls of the leak report's write transaction.
     var leakRevocations: Int { lock.withLock { _leakRevocations } }
