@@ -523,13 +523,6 @@ extension WebhookStore {
     }
 }
 
-/// How many due deliveries a claim looks at — the longest due — before it picks, per endpoint,
-/// the ones it takes: bounded, so a claim costs the same however long the outbox is. The price:
-/// an endpoint with more than this many due ahead of the others fills the window, and the
-/// others wait their turn behind it, though a busy endpoint never takes more than its share of
-/// the attempts in flight.
-public let webhookClaimCandidates = 1000
-
 /// The signing secret of an endpoint, as the Standard Webhooks specification writes it:
 /// `whsec_` and the base64 of 32 random bytes. The bytes are the HMAC key.
 public struct WebhookSecret: Sendable {

@@ -355,6 +355,15 @@ enum KeywayPostgresSchema {
                 "ALTER TABLE members ADD COLUMN totp_failures INTEGER NOT NULL DEFAULT 0"
             ]
         ),
+        (
+            "v14: due deliveries by endpoint",
+            [
+                // A claim skips from endpoint to endpoint and reads each one's oldest due
+                // deliveries: one endpoint's backlog is never scanned, nor in the others' way.
+                "DROP INDEX webhook_deliveries_due",
+                "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, next_attempt_at) WHERE status = 'pending'",
+            ]
+        ),
     ]
 
     /// Applies pending migrations in one transaction under an advisory lock, so

@@ -258,24 +258,44 @@ extension KeywayPostgresStore {
         let now = date.keywayMilliseconds
         let excluded = excluding.map(\.rawValue)
         let claim = WebhookDelivery.newID()
-        // SKIP LOCKED: instances claiming at once take disjoint rows; the claim, committed with the
-        // statement, keeps the rows from the others until the lease ends.
+        // Each endpoint with pending deliveries is found by skipping along the due index (one
+        // search per endpoint, however long its backlog); excluded and disabled ones are left out
+        // before their deliveries are read. Of the rest, only the `limit` whose oldest due delivery
+        // is oldest can give one of the `limit` due longest, so only theirs are locked, at most
+        // `perEndpoint` each. SKIP LOCKED: instances claiming at once take disjoint rows; the
+        // claim, committed with the statement, keeps the rows from the others until the lease ends.
         let deliveries = try await all(
             """
             UPDATE webhook_deliveries SET claim = \(claim), claimed_until = \(now + Int64(lease * 1000))
             WHERE id IN (
-                SELECT id FROM (
-                    SELECT id, endpoint_id, next_attempt_at, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
-                    FROM (
-                        SELECT d.id, d.endpoint_id, d.next_attempt_at
-                        FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-                        WHERE d.status = 'pending' AND d.next_attempt_at <= \(now) AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
-                          AND e.disabled_at IS NULL
-                        ORDER BY d.next_attempt_at LIMIT \(webhookClaimCandidates)
-                        FOR UPDATE OF d SKIP LOCKED
-                    ) AS candidates
-                ) AS ranked
-                WHERE place <= \(perEndpoint) AND endpoint_id <> ALL(\(excluded)::text[]) ORDER BY next_attempt_at LIMIT \(limit)
+                WITH RECURSIVE pending(endpoint_id) AS (
+                    SELECT (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
+                    UNION ALL
+                    SELECT (
+                        SELECT d.endpoint_id FROM webhook_deliveries AS d
+                        WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id ORDER BY d.endpoint_id LIMIT 1
+                    )
+                    FROM pending AS p WHERE p.endpoint_id IS NOT NULL
+                ),
+                heads AS (
+                    SELECT pending.endpoint_id, (
+                        SELECT d.next_attempt_at FROM webhook_deliveries AS d
+                        WHERE d.endpoint_id = pending.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= \(now)
+                          AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
+                        ORDER BY d.next_attempt_at LIMIT 1
+                    ) AS oldest
+                    FROM pending JOIN webhook_endpoints AS e ON e.id = pending.endpoint_id AND e.disabled_at IS NULL
+                    WHERE pending.endpoint_id <> ALL(\(excluded)::text[])
+                )
+                SELECT due.id FROM (SELECT endpoint_id FROM heads WHERE oldest IS NOT NULL ORDER BY oldest LIMIT \(limit)) AS chosen
+                CROSS JOIN LATERAL (
+                    SELECT d.id, d.next_attempt_at FROM webhook_deliveries AS d
+                    WHERE d.endpoint_id = chosen.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= \(now)
+                      AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
+                    ORDER BY d.next_attempt_at LIMIT \(perEndpoint)
+                    FOR UPDATE OF d SKIP LOCKED
+                ) AS due
+                ORDER BY due.next_attempt_at LIMIT \(limit)
             )
             RETURNING \(unescaped: Self.deliveryColumns)
             """,

@@ -344,11 +344,13 @@ enum KeywaySQLiteSchema {
             // Wrong codes at sign-in since the last right one; past 20 only a recovery code signs in.
             try db.execute(sql: "ALTER TABLE members ADD COLUMN totp_failures INTEGER NOT NULL DEFAULT 0")
         }
-        migrator.registerMigration("v13: the outbox's status checked without a temporary table") { db in
+        migrator.registerMigration("v13: the outbox rebuilt: status compared, due deliveries by endpoint") { db in
             // SQLite checks `x IN (a, b, c)` by building a temporary B-tree of the list on every
             // statement: a pager opened and closed for each outbox row a user creation writes
             // (bench/webhooks). Comparisons check the same thing. A CHECK cannot be altered in
             // place, so the table is rebuilt; GRDB checks foreign keys at the migration's end.
+            // The due index leads with the endpoint: a claim skips from endpoint to endpoint and
+            // reads each one's oldest due deliveries, never the length of one's backlog.
             try db.execute(
                 sql: """
                     CREATE TABLE webhook_deliveries_new (
@@ -373,7 +375,7 @@ enum KeywaySQLiteSchema {
                     FROM webhook_deliveries;
                     DROP TABLE webhook_deliveries;
                     ALTER TABLE webhook_deliveries_new RENAME TO webhook_deliveries;
-                    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+                    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, next_attempt_at) WHERE status = 'pending';
                     """
             )
         }

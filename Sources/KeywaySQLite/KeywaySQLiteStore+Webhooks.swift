@@ -233,43 +233,20 @@ extension KeywaySQLiteStore {
     ) async throws -> [ClaimedWebhookDelivery] {
         let now = date.keywayMilliseconds
         let excluded = String(decoding: try JSONEncoder().encode(excluding.map(\.rawValue)), as: UTF8.self)
-        // Asked several times a second: a read (the partial index) first, the writer only when needed.
-        let due = try await database.read { db in
-            try Bool.fetchOne(
-                db,
-                sql: """
-                    SELECT 1 FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-                    WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-                      AND e.disabled_at IS NULL
-                    LIMIT 1
-                    """,
-                arguments: [now, now]
-            ) != nil
-        }
-        guard due else { return [] }
+        let due = [now, now, perEndpoint, excluded, limit] as StatementArguments
+        // Asked several times a second: a read first, the writer only when there is something to take.
+        guard try await database.read({ db in try Bool.fetchOne(db, sql: "SELECT EXISTS (\(Self.claimable))", arguments: due) == true })
+        else { return [] }
         let claim = WebhookDelivery.newID()
         return try await database.write { db in
             let deliveries = try Row.fetchAll(
                 db,
                 sql: """
                     UPDATE webhook_deliveries SET claim = ?, claimed_until = ?
-                    WHERE (endpoint_id, id) IN (
-                        SELECT endpoint_id, id FROM (
-                            SELECT endpoint_id, id, next_attempt_at,
-                                row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS place
-                            FROM (
-                                SELECT d.endpoint_id, d.id, d.next_attempt_at
-                                FROM webhook_deliveries AS d JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-                                WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-                                  AND e.disabled_at IS NULL
-                                ORDER BY d.next_attempt_at LIMIT ?
-                            )
-                        )
-                        WHERE place <= ? AND endpoint_id NOT IN (SELECT value FROM json_each(?)) ORDER BY next_attempt_at LIMIT ?
-                    )
+                    WHERE (endpoint_id, id) IN (\(Self.claimable))
                     RETURNING *
                     """,
-                arguments: [claim, now + Int64(lease * 1000), now, now, webhookClaimCandidates, perEndpoint, excluded, limit]
+                arguments: [claim, now + Int64(lease * 1000)] + due
             ).map(WebhookDelivery.init(row:))
             var endpoints: [WebhookEndpointID: WebhookEndpoint] = [:]
             for id in Set(deliveries.map(\.endpointID)) {
@@ -281,6 +258,33 @@ extension KeywaySQLiteStore {
             }
         }
     }
+
+    /// The deliveries a claim takes (arguments: now, now, per endpoint, the excluded endpoints as a
+    /// JSON array, limit): each endpoint with pending deliveries, found by skipping along the due
+    /// index (one search per endpoint, however long its backlog), gives its oldest due, unclaimed
+    /// deliveries, at most `perEndpoint`; of those the `limit` due longest. Excluded and disabled
+    /// endpoints are left out before their deliveries are read, so no backlog is scanned.
+    static let claimable = """
+        WITH RECURSIVE pending(endpoint_id) AS (
+            SELECT (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
+            UNION ALL
+            SELECT (
+                SELECT d.endpoint_id FROM webhook_deliveries AS d
+                WHERE d.status = 'pending' AND d.endpoint_id > pending.endpoint_id ORDER BY d.endpoint_id LIMIT 1
+            )
+            FROM pending WHERE pending.endpoint_id IS NOT NULL
+        )
+        SELECT d.endpoint_id, d.id FROM pending
+        JOIN webhook_endpoints AS e ON e.id = pending.endpoint_id AND e.disabled_at IS NULL
+        JOIN webhook_deliveries AS d ON d.endpoint_id = pending.endpoint_id AND d.id IN (
+            SELECT x.id FROM webhook_deliveries AS x
+            WHERE x.endpoint_id = pending.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= ?
+              AND (x.claimed_until IS NULL OR x.claimed_until <= ?)
+            ORDER BY x.next_attempt_at LIMIT ?
+        )
+        WHERE pending.endpoint_id NOT IN (SELECT value FROM json_each(?))
+        ORDER BY d.next_attempt_at LIMIT ?
+        """
 
     public func recordWebhookAttempt(_ record: WebhookAttemptRecord) async throws {
         try await webhookAttempts.submit(record)

@@ -230,7 +230,7 @@ import Testing
                     ) STRICT, WITHOUT ROWID;
                     DROP TABLE webhook_deliveries_v13;
                     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
-                    DELETE FROM grdb_migrations WHERE identifier = 'v13: the outbox''s status checked without a temporary table';
+                    DELETE FROM grdb_migrations WHERE identifier = 'v13: the outbox rebuilt: status compared, due deliveries by endpoint';
                     """
             )
         }
@@ -252,7 +252,7 @@ import Testing
         let before = try await database.read(everyColumn)
         #expect(before.count == 3)
 
-        #expect(try KeywaySQLiteStore.migrate(path: path) == ["v13: the outbox's status checked without a temporary table"])
+        #expect(try KeywaySQLiteStore.migrate(path: path) == ["v13: the outbox rebuilt: status compared, due deliveries by endpoint"])
         // A connection opened now: one open before would explain with the schema it read then.
         let reopened = try DatabaseQueue(path: path)
         #expect(try await reopened.read(everyColumn) == before, "every delivery kept, column for column")
@@ -267,7 +267,7 @@ import Testing
             )
             #expect(
                 try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'webhook_deliveries_due'")
-                    == "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending'"
+                    == "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, next_attempt_at) WHERE status = 'pending'"
             )
         }
         try await reopened.read { db in

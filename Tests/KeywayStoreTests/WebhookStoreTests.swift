@@ -410,4 +410,47 @@ import Testing
         #expect(second.isEmpty, "the busy endpoint is left out; the quiet one has nothing more")
         #expect(try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 10, perEndpoint: 4, excluding: []).count == 4)
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func aClaimTakesTheDeliveriesDueLongestAcrossEndpoints(kind: StoreKind) async throws {
+        let store = try await kind.makeStore()
+        var environments: [EnvironmentID] = []
+        var endpoints: [WebhookEndpoint] = []
+        for name in ["A", "B", "C"] {
+            let environment = EnvironmentID(accountID: try await store.createAccount(name: name, at: Date()).id, environment: .development)
+            environments.append(environment)
+            endpoints.append(try await Self.endpoint(store, environment, events: [.userCreated], url: "https://hooks.example.com/\(name)"))
+        }
+        // Due in this order: A, B, C, then A again.
+        var created: [UserID] = []
+        for (index, environment) in [environments[0], environments[1], environments[2], environments[0]].enumerated() {
+            created.append(try await store.createUser(try NewUser(username: "user\(index)", fullName: nil), in: environment, at: Date()).id)
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let claimed = try await store.claimWebhookDeliveries(at: Date().addingTimeInterval(1), lease: 30, limit: 2, perEndpoint: 4, excluding: [])
+        #expect(Set(claimed.map(\.endpoint.id)) == [endpoints[0].id, endpoints[1].id])
+        #expect(Set(claimed.map { $0.delivery.payload.contains(created[0].rawValue) || $0.delivery.payload.contains(created[1].rawValue) }) == [true])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aLongBacklogAtOneEndpointNeverHoldsUpTheOthers(kind: StoreKind) async throws {
+        let (store, account) = try await kind.makeStoreWithAccount()
+        let development = EnvironmentID(accountID: account.id, environment: .development)
+        let busy = try await Self.endpoint(store, development, events: [.userCreated], url: "https://hooks.example.com/busy")
+        // More due deliveries at one endpoint than a claim once looked at (1000), all due first.
+        _ = try await store.createUsers((0..<1010).map { try NewUser(username: "user\($0)", fullName: nil) }, in: development, at: Date())
+        let quiet = try await Self.endpoint(store, development, events: [.keyGenerated], url: "https://hooks.example.com/quiet")
+        let other = EnvironmentID(accountID: try await store.createAccount(name: "Other", at: Date()).id, environment: .production)
+        let elsewhere = try await Self.endpoint(store, other, events: [.keyGenerated], url: "https://hooks.example.com/elsewhere")
+        _ = try await SecretKeys(store: store).generate(for: development, audit: .cli)
+        _ = try await SecretKeys(store: store).generate(for: other, audit: .cli)
+        let now = Date().addingTimeInterval(1)
+
+        // With its share in flight the busy endpoint is left out: the others' events go at once.
+        let whileBusy = try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 10, perEndpoint: 4, excluding: [busy.id])
+        #expect(Set(whileBusy.map(\.endpoint.id)) == [quiet.id, elsewhere.id] && whileBusy.count == 2)
+        // Otherwise it gets its share of a claim, and no more.
+        let next = try await store.claimWebhookDeliveries(at: now, lease: 30, limit: 10, perEndpoint: 4, excluding: [])
+        #expect(next.count == 4 && next.allSatisfy { $0.endpoint.id == busy.id })
+    }
 }
