@@ -266,28 +266,27 @@ extension KeywayPostgresStore {
         // claim, committed with the statement, keeps the rows from the others until the lease ends.
         let deliveries = try await all(
             """
-            UPDATE webhook_deliveries SET claim = \(claim), claimed_until = \(now + Int64(lease * 1000))
-            WHERE id IN (
-                WITH RECURSIVE pending(endpoint_id) AS (
-                    SELECT (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
-                    UNION ALL
-                    SELECT (
-                        SELECT d.endpoint_id FROM webhook_deliveries AS d
-                        WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id ORDER BY d.endpoint_id LIMIT 1
-                    )
-                    FROM pending AS p WHERE p.endpoint_id IS NOT NULL
-                ),
-                heads AS (
-                    SELECT pending.endpoint_id, (
-                        SELECT d.next_attempt_at FROM webhook_deliveries AS d
-                        WHERE d.endpoint_id = pending.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= \(now)
-                          AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
-                        ORDER BY d.next_attempt_at LIMIT 1
-                    ) AS oldest
-                    FROM pending JOIN webhook_endpoints AS e ON e.id = pending.endpoint_id AND e.disabled_at IS NULL
-                    WHERE pending.endpoint_id <> ALL(\(excluded)::text[])
+            WITH RECURSIVE pending(endpoint_id) AS (
+                SELECT (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
+                UNION ALL
+                SELECT (
+                    SELECT d.endpoint_id FROM webhook_deliveries AS d
+                    WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id ORDER BY d.endpoint_id LIMIT 1
                 )
-                SELECT due.id FROM (SELECT endpoint_id FROM heads WHERE oldest IS NOT NULL ORDER BY oldest LIMIT \(limit)) AS chosen
+                FROM pending AS p WHERE p.endpoint_id IS NOT NULL
+            ),
+            heads AS (
+                SELECT pending.endpoint_id, (
+                    SELECT d.next_attempt_at FROM webhook_deliveries AS d
+                    WHERE d.endpoint_id = pending.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= \(now)
+                      AND (d.claimed_until IS NULL OR d.claimed_until <= \(now))
+                    ORDER BY d.next_attempt_at LIMIT 1
+                ) AS oldest
+                FROM pending JOIN webhook_endpoints AS e ON e.id = pending.endpoint_id AND e.disabled_at IS NULL
+                WHERE pending.endpoint_id <> ALL(\(excluded)::text[])
+            ),
+            picked AS MATERIALIZED (
+                SELECT due.id AS picked_id FROM (SELECT endpoint_id FROM heads WHERE oldest IS NOT NULL ORDER BY oldest LIMIT \(limit)) AS chosen
                 CROSS JOIN LATERAL (
                     SELECT d.id, d.next_attempt_at FROM webhook_deliveries AS d
                     WHERE d.endpoint_id = chosen.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= \(now)
@@ -297,6 +296,8 @@ extension KeywayPostgresStore {
                 ) AS due
                 ORDER BY due.next_attempt_at LIMIT \(limit)
             )
+            UPDATE webhook_deliveries SET claim = \(claim), claimed_until = \(now + Int64(lease * 1000))
+            FROM picked WHERE webhook_deliveries.id = picked.picked_id
             RETURNING \(unescaped: Self.deliveryColumns)
             """,
             as: DeliveryRow.self

@@ -233,7 +233,7 @@ extension KeywaySQLiteStore {
     ) async throws -> [ClaimedWebhookDelivery] {
         let now = date.keywayMilliseconds
         let excluded = String(decoding: try JSONEncoder().encode(excluding.map(\.rawValue)), as: UTF8.self)
-        let due = [now, now, perEndpoint, excluded, limit] as StatementArguments
+        let due = [now, now, excluded, limit, now, now, perEndpoint, limit] as StatementArguments
         // Asked several times a second: a read first, the writer only when there is something to take.
         guard try await database.read({ db in try Bool.fetchOne(db, sql: "SELECT EXISTS (\(Self.claimable))", arguments: due) == true })
         else { return [] }
@@ -259,11 +259,12 @@ extension KeywaySQLiteStore {
         }
     }
 
-    /// The deliveries a claim takes (arguments: now, now, per endpoint, the excluded endpoints as a
-    /// JSON array, limit): each endpoint with pending deliveries, found by skipping along the due
-    /// index (one search per endpoint, however long its backlog), gives its oldest due, unclaimed
-    /// deliveries, at most `perEndpoint`; of those the `limit` due longest. Excluded and disabled
-    /// endpoints are left out before their deliveries are read, so no backlog is scanned.
+    /// The deliveries a claim takes (arguments: now, now, the excluded endpoints as a JSON array,
+    /// limit, now, now, per endpoint, limit). Each endpoint with pending deliveries is found by
+    /// skipping along the due index (one search per endpoint, however long its backlog); excluded
+    /// and disabled ones are left out before their deliveries are read. Only the `limit` whose
+    /// oldest due delivery is oldest can give one of the `limit` due longest, so only theirs are
+    /// read, at most `perEndpoint` each; of those, the `limit` due longest.
     static let claimable = """
         WITH RECURSIVE pending(endpoint_id) AS (
             SELECT (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
@@ -273,16 +274,27 @@ extension KeywaySQLiteStore {
                 WHERE d.status = 'pending' AND d.endpoint_id > pending.endpoint_id ORDER BY d.endpoint_id LIMIT 1
             )
             FROM pending WHERE pending.endpoint_id IS NOT NULL
+        ),
+        chosen(endpoint_id, oldest) AS MATERIALIZED (
+            SELECT * FROM (
+                SELECT pending.endpoint_id, (
+                    SELECT x.next_attempt_at FROM webhook_deliveries AS x
+                    WHERE x.endpoint_id = pending.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= ?
+                      AND (x.claimed_until IS NULL OR x.claimed_until <= ?)
+                    ORDER BY x.next_attempt_at LIMIT 1
+                ) AS oldest
+                FROM pending JOIN webhook_endpoints AS e ON e.id = pending.endpoint_id AND e.disabled_at IS NULL
+                WHERE pending.endpoint_id NOT IN (SELECT value FROM json_each(?))
+            )
+            WHERE oldest IS NOT NULL ORDER BY oldest LIMIT ?
         )
-        SELECT d.endpoint_id, d.id FROM pending
-        JOIN webhook_endpoints AS e ON e.id = pending.endpoint_id AND e.disabled_at IS NULL
-        JOIN webhook_deliveries AS d ON d.endpoint_id = pending.endpoint_id AND d.id IN (
+        SELECT d.endpoint_id, d.id FROM chosen
+        JOIN webhook_deliveries AS d ON d.endpoint_id = chosen.endpoint_id AND d.id IN (
             SELECT x.id FROM webhook_deliveries AS x
-            WHERE x.endpoint_id = pending.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= ?
+            WHERE x.endpoint_id = chosen.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= ?
               AND (x.claimed_until IS NULL OR x.claimed_until <= ?)
             ORDER BY x.next_attempt_at LIMIT ?
         )
-        WHERE pending.endpoint_id NOT IN (SELECT value FROM json_each(?))
         ORDER BY d.next_attempt_at LIMIT ?
         """
 

@@ -414,22 +414,32 @@ import Testing
     @Test(arguments: StoreKind.allCases)
     func aClaimTakesTheDeliveriesDueLongestAcrossEndpoints(kind: StoreKind) async throws {
         let store = try await kind.makeStore()
-        var environments: [EnvironmentID] = []
-        var endpoints: [WebhookEndpoint] = []
+        var endpoints: [(environment: EnvironmentID, endpoint: WebhookEndpoint)] = []
         for name in ["A", "B", "C"] {
             let environment = EnvironmentID(accountID: try await store.createAccount(name: name, at: Date()).id, environment: .development)
-            environments.append(environment)
-            endpoints.append(try await Self.endpoint(store, environment, events: [.userCreated], url: "https://hooks.example.com/\(name)"))
+            endpoints.append(
+                (environment, try await Self.endpoint(store, environment, events: [.userCreated], url: "https://hooks.example.com/\(name)"))
+            )
         }
-        // Due in this order: A, B, C, then A again.
+        // Endpoints are found in the order of their ids: make the oldest due belong to the last ones.
+        endpoints.sort { $0.endpoint.id.rawValue > $1.endpoint.id.rawValue }
+        let (first, second, third) = (endpoints[0], endpoints[1], endpoints[2])
+        // Due in this order: first, first again, second, third.
         var created: [UserID] = []
-        for (index, environment) in [environments[0], environments[1], environments[2], environments[0]].enumerated() {
+        for (index, environment) in [first.environment, first.environment, second.environment, third.environment].enumerated() {
             created.append(try await store.createUser(try NewUser(username: "user\(index)", fullName: nil), in: environment, at: Date()).id)
             try await Task.sleep(for: .milliseconds(5))
         }
-        let claimed = try await store.claimWebhookDeliveries(at: Date().addingTimeInterval(1), lease: 30, limit: 2, perEndpoint: 4, excluding: [])
-        #expect(Set(claimed.map(\.endpoint.id)) == [endpoints[0].id, endpoints[1].id])
-        #expect(Set(claimed.map { $0.delivery.payload.contains(created[0].rawValue) || $0.delivery.payload.contains(created[1].rawValue) }) == [true])
+        func users(_ claimed: [ClaimedWebhookDelivery]) -> Set<UserID> {
+            Set(created.filter { user in claimed.contains { $0.delivery.payload.contains(user.rawValue) } })
+        }
+        let at = Date().addingTimeInterval(1)
+        // One per endpoint: the first endpoint's oldest, then the second's, not the first's next.
+        let capped = try await store.claimWebhookDeliveries(at: at, lease: 30, limit: 2, perEndpoint: 1, excluding: [])
+        #expect(users(capped) == [created[0], created[2]])
+        // Then the first's next and the third's.
+        let rest = try await store.claimWebhookDeliveries(at: at, lease: 30, limit: 2, perEndpoint: 4, excluding: [])
+        #expect(users(rest) == [created[1], created[3]])
     }
 
     @Test(arguments: StoreKind.allCases)
