@@ -95,7 +95,7 @@ def test_serve_refuses_an_unmigrated_database_and_migrate_fixes_it(tmp_path, dat
     runs = [subprocess.Popen([str(helper.binary), "migrate"], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=60)[0] for run in runs]
     assert all(run.returncode == 0 for run in runs)
-    assert sum(output.count("Applied migration") for output in outputs) == 13, outputs  # v1 to v13
+    assert sum(output.count("Applied migration") for output in outputs) == 14, outputs  # v1 to v14
     assert "up to date" in helper.cli("migrate", KEYWAY_DATABASE_URL=database_url).stdout
 
 
